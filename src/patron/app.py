@@ -1,0 +1,105 @@
+"""The web application: JSON API under /api/v1, server-rendered pages elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from patron import __version__
+from patron.deps import request_language
+from patron.errors import FieldError, PatronError
+from patron.i18n import t
+from patron.orders.service import validation_errors
+
+STATIC = Path(__file__).parent / "static"
+
+
+def error_body(code: str, lang: str, *, fields: list[FieldError] | None = None,
+               params: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {
+        "code": code,
+        "message": t(code, lang, **(params or {})),
+        "fields": [{"field": f.field, "reason": f.reason,
+                    "message": t(f.reason, lang, **f.params)} for f in (fields or [])],
+        **extra,
+    }}
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
+        "accept", "")
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Patron", version=__version__, openapi_url="/api/v1/openapi.json",
+                  docs_url="/api/docs", redoc_url=None)
+
+    @app.exception_handler(PatronError)
+    async def patron_error(request: Request, exc: PatronError) -> Response:
+        if exc.status == 401 and _wants_html(request):
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        extra: dict[str, Any] = {}
+        if getattr(exc, "differences", None):
+            extra["differences"] = exc.differences  # type: ignore[attr-defined]
+        lang = request_language(request)
+        return JSONResponse(error_body(exc.message, lang, fields=exc.fields, params=exc.params,
+                                       **extra), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        fields = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+            ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
+            fields.append(FieldError(".".join(loc) or "body", err.get("type", "invalid"), ctx))
+        return JSONResponse(error_body("validation_failed", request_language(request),
+                                       fields=fields), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "bad_request", 401: "unauthorized",
+                403: "forbidden"}.get(exc.status_code, "bad_request")
+        return JSONResponse(error_body(code, request_language(request)),
+                            status_code=exc.status_code)
+
+    from patron.customers.api import router as customers_router
+    from patron.orders.api import router as orders_router
+    from patron.org.api import router as org_router
+    from patron.security.api import router as security_router
+
+    for router in (orders_router, customers_router, org_router, security_router):
+        app.include_router(router, prefix="/api/v1")
+    _include_optional(app)
+
+    if STATIC.exists():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app
+
+
+def _include_optional(app: FastAPI) -> None:
+    """Areas that add their own routers (imports, webhooks, pages)."""
+    import importlib
+
+    for module, prefix in (("patron.imports.api", "/api/v1"), ("patron.webhooks.api", "/api/v1"),
+                           ("patron.web.pages", "")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        app.include_router(mod.router, prefix=prefix)
+
+
+__all__ = ["create_app", "error_body", "validation_errors"]

@@ -1,0 +1,139 @@
+"""The one command-line entry point, ``patron``. Each business area adds its command group.
+
+Commands parse input, call a service and print the result; errors print a clear message in the
+user's language (``PATRON_LANG`` or ``--lang``) and exit non-zero, never with a stack trace.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from patron.errors import PatronError
+from patron.i18n import t
+
+app = typer.Typer(help="Patron: retail customer data and membership.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+customers_app = typer.Typer(help="Customer profiles and figures.", no_args_is_help=True)
+users_app = typer.Typer(help="Users and API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(customers_app, name="customers")
+app.add_typer(users_app, name="users")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def lang() -> str:
+    return os.environ.get("PATRON_LANG", "zh") if os.environ.get("PATRON_LANG") in ("zh",
+                                                                                   "en") else "zh"
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]{message}[/red]")
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    console.print_json(json.dumps(data, ensure_ascii=False, default=str))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations to the configured database."""
+    from patron import migrate
+    from patron.config import get_settings
+    from patron.db import UnitOfWork, get_engine
+    from patron.org.service import ensure_default_channels
+
+    url = get_settings().effective_database_url
+    migrate.upgrade(url)
+    with UnitOfWork(get_engine(url)) as uow:
+        ensure_default_channels(uow.c)
+        uow.commit()
+    console.print(f"schema up to date: {url.split('@')[-1]}")
+
+
+@customers_app.command("rebuild-figures")
+def rebuild_figures(
+    fix: Annotated[bool, typer.Option(help="Replace stored figures with recomputed ones")] = True,
+) -> None:
+    """Recompute per-customer figures from the orders and report any difference."""
+    from patron.customers.service import rebuild_figures as rebuild
+    from patron.db import UnitOfWork, get_engine
+    from patron.security.model import SYSTEM
+
+    with UnitOfWork(get_engine()) as uow:
+        diffs = rebuild(uow=uow, fix=fix, actor=SYSTEM)
+    for d in diffs[:50]:
+        console.print(d)
+    console.print(f"differences: {len(diffs)}" + (" (fixed)" if fix and diffs else ""))
+    if diffs and not fix:
+        raise typer.Exit(1)
+
+
+@users_app.command("create")
+def create_user(
+    username: str,
+    role: Annotated[str, typer.Option(help="owner | analyst | manager | cashier")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    store: Annotated[list[str] | None, typer.Option(help="Store code (managers, cashiers)")] = None,
+) -> None:
+    """Create a user."""
+    from sqlalchemy import select
+
+    from patron.db import UnitOfWork, get_engine
+    from patron.org.tables import stores
+    from patron.security.model import SYSTEM
+    from patron.security.service import create_user as create
+
+    with UnitOfWork(get_engine()) as uow:
+        ids = []
+        for code in store or []:
+            sid = uow.c.execute(select(stores.c.id).where(stores.c.code == code)).scalar()
+            if sid is None:
+                fail(t("unknown_store", lang(), value=code))
+            ids.append(int(sid))
+        user_id = create(uow=uow, actor=SYSTEM, username=username, password=password, role=role,
+                         store_ids=ids)
+    console.print(f"user {username} created (id {user_id})")
+
+
+@app.command("serve")
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve the web UI and API."""
+    import uvicorn
+
+    uvicorn.run("patron.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="info")
+
+
+# Command groups that live in their business areas.
+for _module in ("patron.imports.cli", "patron.demo.cli", "patron.webhooks.cli"):
+    try:
+        importlib.import_module(_module).register(app)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+
+
+def main() -> None:
+    try:
+        app()
+    except PatronError as exc:
+        message = t(exc.message, lang(), **exc.params)
+        for f in exc.fields:
+            message += f"\n  {f.field}: {t(f.reason, lang(), **f.params)}"
+        err_console.print(f"[red]{message}[/red]")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Settings, read from the environment (``PATRON_*``) or a ``.env`` file.
+
+The database defaults to an embedded SQLite file under ``var/``; point
+``PATRON_DATABASE_URL`` at PostgreSQL (``postgresql+psycopg://...``) to use it instead.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PATRON_", env_file=".env", extra="ignore")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = ""
+    # Signs session cookies. A random one per process is safe but logs everybody out on restart;
+    # production sets PATRON_SECRET_KEY.
+    secret_key: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
+    session_hours: int = 12
+    default_timezone: str = "Asia/Shanghai"
+    default_language: str = "zh"
+    # Failed logins: after `login_slowdown_after` failures each attempt waits longer; after
+    # `login_lock_after` the account is locked for `login_lock_minutes`.
+    login_slowdown_after: int = 3
+    login_lock_after: int = 8
+    login_lock_minutes: int = 15
+    cookie_secure: bool = False
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'patron.sqlite3').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,172 @@
+"""Customer use cases: merge and undo, figures rebuild, profile reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from patron.customers import figures
+from patron.customers.model import PROFILE_FIELDS, merged_profile
+from patron.customers.tables import (
+    customer_affinities,
+    customer_figures,
+    customer_merges,
+    customers,
+    identities,
+)
+from patron.db import UnitOfWork, utcnow
+from patron.errors import Conflict, NotFound
+from patron.orders.tables import orders
+from patron.security import audit
+from patron.security.model import Actor
+from patron.webhooks import service as webhooks
+
+
+def lock_customers(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Read (and on PostgreSQL lock) customers in id order, so two merges cannot deadlock."""
+    q = select(customers).where(customers.c.id.in_(sorted(ids))).order_by(customers.c.id)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    return {int(r["id"]): dict(r) for r in conn.execute(q).mappings()}
+
+
+def merge_into(conn: Connection, *, survivor_id: int, merged_id: int, reason: str,
+               actor: Actor) -> int:
+    """Merge one profile into another, inside the caller's transaction.
+
+    The rule (docs/merging.md): the older profile (smaller id) survives; the merged profile's
+    identities, orders (with their returns) and figures move to it; profile and custom fields
+    of the survivor stand and the merged profile only fills blanks. The merged row stays, marked
+    ``merged_into_id``, so the merge can be undone from its snapshot.
+    """
+    rows = lock_customers(conn, [survivor_id, merged_id])
+    if survivor_id not in rows or merged_id not in rows:
+        raise NotFound("customer")
+    survivor, merged = rows[survivor_id], rows[merged_id]
+    if merged["merged_into_id"] is not None or survivor["merged_into_id"] is not None:
+        raise Conflict("customer_already_merged")
+    moved_identities = [int(i) for i in conn.execute(
+        select(identities.c.id).where(identities.c.customer_id == merged_id)).scalars()]
+    moved_orders = [int(i) for i in conn.execute(
+        select(orders.c.id).where(orders.c.customer_id == merged_id)).scalars()]
+    before = {f: _jsonable(survivor[f]) for f in (*PROFILE_FIELDS, "custom_fields")}
+    merged_before = {f: _jsonable(merged[f]) for f in (*PROFILE_FIELDS, "custom_fields")}
+    profile = merged_profile(survivor, merged)
+    now = utcnow()
+    # The member code is unique per profile: free it on the merged row before the survivor
+    # may take it over.
+    conn.execute(update(customers).where(customers.c.id == merged_id)
+                 .values(merged_into_id=survivor_id, member_code=None, updated_at=now))
+    conn.execute(update(customers).where(customers.c.id == survivor_id)
+                 .values(**profile, updated_at=now))
+    conn.execute(update(identities).where(identities.c.customer_id == merged_id)
+                 .values(customer_id=survivor_id))
+    conn.execute(update(orders).where(orders.c.customer_id == merged_id)
+                 .values(customer_id=survivor_id))
+    conn.execute(customer_affinities.delete().where(
+        customer_affinities.c.customer_id == merged_id))
+    conn.execute(customer_figures.delete().where(customer_figures.c.customer_id == merged_id))
+    figures.rebuild(conn, [survivor_id])
+    merge_id = conn.execute(insert(customer_merges).values(
+        survivor_id=survivor_id, merged_id=merged_id, reason=reason, actor=actor.name,
+        created_at=now,
+        snapshot={"identity_ids": moved_identities, "order_ids": moved_orders,
+                  "survivor_before": before, "merged_before": merged_before},
+    ).returning(customer_merges.c.id)).scalar_one()
+    audit.record(conn, actor, "customers.merged", entity="customer", entity_id=survivor_id,
+                 details={"merged_id": merged_id, "merge_id": int(merge_id), "reason": reason,
+                          "identities": len(moved_identities), "orders": len(moved_orders)})
+    webhooks.enqueue(conn, "customers.merged", [{"survivor_id": survivor_id,
+                                                 "merged_id": merged_id,
+                                                 "merge_id": int(merge_id)}])
+    return int(merge_id)
+
+
+def merge_customers(*, uow: UnitOfWork, survivor_id: int, merged_id: int, reason: str,
+                    actor: Actor) -> int:
+    """An owner merges two profiles by hand: the same rule as an order that links them."""
+    if survivor_id == merged_id:
+        raise Conflict("cannot_merge_with_itself")
+    survivor, merged = sorted((survivor_id, merged_id))
+    merge_id = merge_into(uow.c, survivor_id=survivor, merged_id=merged, reason=reason,
+                          actor=actor)
+    uow.commit()
+    return merge_id
+
+
+def undo_merge(*, uow: UnitOfWork, merge_id: int, actor: Actor) -> None:
+    """Give the merged profile back what it brought. Orders and identities that arrived after
+    the merge stay with the survivor: they were recorded against it."""
+    conn = uow.c
+    m = conn.execute(select(customer_merges).where(customer_merges.c.id == merge_id)
+                     ).mappings().first()
+    if m is None:
+        raise NotFound("merge")
+    if m["undone_at"] is not None:
+        raise Conflict("merge_already_undone")
+    survivor_id, merged_id = int(m["survivor_id"]), int(m["merged_id"])
+    rows = lock_customers(conn, [survivor_id, merged_id])
+    if rows[survivor_id]["merged_into_id"] is not None:
+        raise Conflict("survivor_merged_since")
+    later = conn.execute(select(customer_merges.c.id).where(
+        customer_merges.c.merged_id == survivor_id, customer_merges.c.undone_at.is_(None),
+        customer_merges.c.id > merge_id)).first()
+    if later:
+        raise Conflict("survivor_merged_since")
+    snap = m["snapshot"]
+    now = utcnow()
+    if snap["identity_ids"]:
+        conn.execute(update(identities).where(identities.c.id.in_(snap["identity_ids"]),
+                                              identities.c.customer_id == survivor_id)
+                     .values(customer_id=merged_id))
+    if snap["order_ids"]:
+        conn.execute(update(orders).where(orders.c.id.in_(snap["order_ids"]),
+                                          orders.c.customer_id == survivor_id)
+                     .values(customer_id=merged_id))
+    before = _from_json(snap["survivor_before"])
+    merged_before = _from_json(snap["merged_before"])
+    # Survivor first gives back a member code it took over, then the merged row gets its own.
+    conn.execute(update(customers).where(customers.c.id == survivor_id)
+                 .values(**before, updated_at=now))
+    conn.execute(update(customers).where(customers.c.id == merged_id)
+                 .values(**merged_before, merged_into_id=None, updated_at=now))
+    figures.rebuild(conn, [survivor_id, merged_id])
+    conn.execute(update(customer_merges).where(customer_merges.c.id == merge_id)
+                 .values(undone_at=now, undone_by=actor.name))
+    audit.record(conn, actor, "customers.merge_undone", entity="customer",
+                 entity_id=survivor_id, details={"merge_id": merge_id, "merged_id": merged_id})
+    webhooks.enqueue(conn, "customers.unmerged", [{"survivor_id": survivor_id,
+                                                   "merged_id": merged_id,
+                                                   "merge_id": merge_id}])
+    uow.commit()
+
+
+def _jsonable(value: Any) -> Any:
+    import datetime as dt
+
+    if isinstance(value, dt.date):
+        return {"__date__": value.isoformat()}
+    return value
+
+
+def _from_json(values: dict[str, Any]) -> dict[str, Any]:
+    import datetime as dt
+
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict) and "__date__" in v:
+            v = dt.date.fromisoformat(v["__date__"])
+        out[k] = v
+    return out
+
+
+def rebuild_figures(*, uow: UnitOfWork, fix: bool, actor: Actor) -> list[dict[str, Any]]:
+    """Compare the incrementally kept figures with the orders; with ``fix``, rebuild them."""
+    diffs = figures.compare(uow.c)
+    if fix and diffs:
+        figures.rebuild(uow.c)
+        audit.record(uow.c, actor, "customers.figures_rebuilt",
+                     details={"differences": len(diffs)})
+        uow.commit()
+    return diffs

@@ -1,0 +1,110 @@
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from patron.db import IdType, JSONType, Money, UTCDateTime, metadata
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("name", String(120), nullable=True),
+    Column("gender", String(1), nullable=True),  # F | M | U
+    Column("birthday", Date, nullable=True),
+    Column("phone", String(20), nullable=True),  # E.164, the primary phone
+    Column("email", String(200), nullable=True),
+    Column("member_code", String(32), nullable=True, unique=True),
+    Column("is_member", Boolean, nullable=False, server_default="0"),
+    Column("registration_store_id", ForeignKey("stores.id"), nullable=True),
+    Column("registration_channel_id", ForeignKey("channels.id"), nullable=True),
+    Column("custom_fields", JSONType, nullable=False, default=dict),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Set when this profile was merged into another; its identities and orders moved there.
+    Column("merged_into_id", ForeignKey("customers.id"), nullable=True, index=True),
+    Index("ix_customers_name", "name"),
+    Index("ix_customers_created_at", "created_at"),
+)
+
+# Each (kind, namespace, value) belongs to at most one customer. namespace is "" except for
+# identifiers that only mean something within one platform (platform buyer ids: the channel code).
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("customer_id", ForeignKey("customers.id"), nullable=False, index=True),
+    Column("kind", String(24), nullable=False),
+    Column("namespace", String(32), nullable=False, server_default=""),
+    Column("value", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("kind", "namespace", "value", name="uq_identities_kind_namespace_value"),
+)
+
+custom_field_defs = Table(
+    "custom_field_defs",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("label_zh", String(120), nullable=False),
+    Column("label_en", String(120), nullable=False),
+    Column("type", String(16), nullable=False),  # text | number | date | choice | multi_choice
+    Column("options", JSONType, nullable=False, default=list),
+    Column("required", Boolean, nullable=False, server_default="0"),
+    Column("active", Boolean, nullable=False, server_default="1"),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Per-customer figures kept current as orders and returns arrive (never by rescanning history);
+# `patron customers rebuild-figures` recomputes them from the orders and reports differences.
+customer_figures = Table(
+    "customer_figures",
+    metadata,
+    Column("customer_id", ForeignKey("customers.id"), primary_key=True),
+    Column("order_count", Integer, nullable=False, server_default="0"),
+    Column("purchase_days", Integer, nullable=False, server_default="0"),
+    Column("total_spend", Money, nullable=False, server_default="0"),
+    Column("refunded", Money, nullable=False, server_default="0"),
+    Column("net_spend", Money, nullable=False, server_default="0"),
+    Column("first_order_at", UTCDateTime, nullable=True),
+    Column("last_order_at", UTCDateTime, nullable=True),
+    Index("ix_customer_figures_last_order_at", "last_order_at"),
+    Index("ix_customer_figures_net_spend", "net_spend"),
+)
+
+# Counters behind favourites: per customer and dimension (store, channel, category, hour, day),
+# how many orders and how much spend. Favourite = the key with the most orders. 'day' rows (one
+# per local purchase date) count distinct purchase days.
+customer_affinities = Table(
+    "customer_affinities",
+    metadata,
+    Column("customer_id", ForeignKey("customers.id"), primary_key=True),
+    Column("dimension", String(12), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("order_count", Integer, nullable=False, server_default="0"),
+    Column("spend", Money, nullable=False, server_default="0"),
+)
+
+customer_merges = Table(
+    "customer_merges",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("survivor_id", ForeignKey("customers.id"), nullable=False, index=True),
+    Column("merged_id", ForeignKey("customers.id"), nullable=False, index=True),
+    Column("reason", Text, nullable=False),
+    # What moved, so that an owner can undo: identity ids, order ids, the survivor's profile
+    # before the merge.
+    Column("snapshot", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("actor", String(120), nullable=False),
+    Column("undone_at", UTCDateTime, nullable=True),
+    Column("undone_by", String(120), nullable=True),
+)

@@ -1,0 +1,43 @@
+from sqlalchemy import Column, ForeignKey, Integer, String, Table, Text
+
+from patron.db import IdType, JSONType, UTCDateTime, metadata
+
+# A named mapping from a file layout's column names to Patron's canonical columns, e.g. how a
+# platform's export names them. Created in the UI without code.
+column_mappings = Table(
+    "column_mappings",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("name", String(120), nullable=False, unique=True),
+    Column("columns", JSONType, nullable=False),  # {canonical: source column}
+    Column("defaults", JSONType, nullable=False, default=dict),  # {canonical: constant}
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+import_jobs = Table(
+    "import_jobs",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("filename", String(300), nullable=False),
+    Column("mapping_id", ForeignKey("column_mappings.id"), nullable=True),
+    Column("status", String(12), nullable=False),  # queued | running | done | failed
+    Column("rows_total", Integer, nullable=True),
+    Column("rows_read", Integer, nullable=False, server_default="0"),
+    Column("orders_created", Integer, nullable=False, server_default="0"),
+    Column("orders_duplicate", Integer, nullable=False, server_default="0"),
+    Column("rows_rejected", Integer, nullable=False, server_default="0"),
+    Column("error", Text, nullable=True),
+    Column("created_by", String(120), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+)
+
+import_errors = Table(
+    "import_errors",
+    metadata,
+    Column("id", IdType, primary_key=True),
+    Column("job_id", ForeignKey("import_jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("row_number", Integer, nullable=False),
+    Column("column", String(64), nullable=True),
+    Column("reason", Text, nullable=False),
+)

@@ -1,0 +1,201 @@
+"""Purchase rules: amounts, canonical content for idempotency, local time. No database here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from patron.customers.model import IdentifierError, Identity, normalize_identity
+from patron.errors import FieldError
+from patron.orders.schemas import OrderIn
+
+FEN = Decimal("0.01")
+DEFAULT_TZ = "Asia/Shanghai"
+
+
+def fen(value: Decimal) -> Decimal:
+    return value.quantize(FEN, rounding=ROUND_HALF_UP)
+
+
+@dataclass(slots=True)
+class Line:
+    line_no: int
+    sku: str
+    name: str | None
+    category: str | None
+    quantity: Decimal
+    unit_price: Decimal
+    discount: Decimal
+    amount: Decimal
+
+
+@dataclass(slots=True)
+class NormalizedOrder:
+    external_id: str
+    channel: str
+    store: str | None
+    purchased_at: dt.datetime  # UTC
+    local_time: dt.datetime  # in the store's time zone, for hour and day figures
+    identities: list[Identity]
+    lines: list[Line]
+    payments: list[tuple[str, Decimal]]
+    gross: Decimal
+    discount: Decimal
+    total: Decimal
+    customer_hint: dict[str, Any] = field(default_factory=dict)
+
+    def canonical(self) -> dict[str, Any]:
+        return canonical_content(
+            external_id=self.external_id,
+            channel=self.channel,
+            store=self.store,
+            purchased_at=self.purchased_at,
+            identities=[i.key for i in self.identities],
+            lines=[(ln.sku, ln.category, ln.quantity, ln.unit_price, ln.discount, ln.amount)
+                   for ln in self.lines],
+            payments=self.payments,
+            discount=self.discount,
+            total=self.total,
+        )
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.canonical())
+
+
+def _num(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+
+
+def canonical_content(*, external_id: str, channel: str, store: str | None,
+                      purchased_at: dt.datetime, identities: list[tuple[str, str, str]],
+                      lines: list[tuple[Any, ...]], payments: list[tuple[str, Decimal]],
+                      discount: Decimal, total: Decimal) -> dict[str, Any]:
+    """The facts of an order that a retry must repeat exactly. Built the same way from a request
+    and from stored rows, so that a conflicting retry can be told what differs."""
+    return {
+        "external_id": external_id,
+        "channel": channel,
+        "store": store or None,
+        "purchased_at": purchased_at.astimezone(dt.UTC).isoformat(timespec="seconds"),
+        "identifiers": sorted(f"{k}:{ns}:{v}" if ns else f"{k}:{v}" for k, ns, v in identities),
+        "lines": [
+            {"sku": sku, "category": cat or None, "quantity": _num(Decimal(q)),
+             "unit_price": _num(fen(Decimal(p))), "discount": _num(fen(Decimal(d))),
+             "amount": _num(fen(Decimal(a)))}
+            for sku, cat, q, p, d, a in lines
+        ],
+        "payments": sorted([m, _num(fen(Decimal(a)))] for m, a in payments),
+        "discount": _num(fen(Decimal(discount))),
+        "total": _num(fen(Decimal(total))),
+    }
+
+
+def content_hash(canonical: dict[str, Any]) -> str:
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def differences(stored: dict[str, Any], sent: dict[str, Any]) -> list[dict[str, Any]]:
+    """Which fields of a re-sent order differ from the order recorded under the same id."""
+    out = []
+    for key in sorted(set(stored) | set(sent)):
+        if stored.get(key) != sent.get(key):
+            out.append({"field": key, "recorded": stored.get(key), "sent": sent.get(key)})
+    return out
+
+
+def to_utc(value: dt.datetime, tz_name: str) -> dt.datetime:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(tz_name))
+    return value.astimezone(dt.UTC)
+
+
+def normalize_order(order: OrderIn, *, store_tz: str | None = None,
+                    now: dt.datetime | None = None) -> tuple[NormalizedOrder | None,
+                                                             list[FieldError]]:
+    """Check an order's amounts and identifiers; return it normalised, or the reasons not to
+    record it. Nothing here touches the database."""
+    errors: list[FieldError] = []
+    tz_name = store_tz or DEFAULT_TZ
+    purchased_at = to_utc(order.purchased_at, tz_name)
+    now = now or dt.datetime.now(dt.UTC)
+    if purchased_at > now + dt.timedelta(days=1):
+        errors.append(FieldError("purchased_at", "in_future"))
+    if purchased_at.year < 2000:
+        errors.append(FieldError("purchased_at", "too_old"))
+
+    identities: list[Identity] = []
+    seen_kinds: set[tuple[str, str]] = set()
+    for kind, raw in order.identifiers.items():
+        try:
+            identity = normalize_identity(kind, raw, platform=order.channel)
+        except IdentifierError as exc:
+            errors.append(FieldError(f"identifiers.{kind}", exc.reason))
+            continue
+        if (identity.kind, identity.namespace) in seen_kinds:
+            continue
+        seen_kinds.add((identity.kind, identity.namespace))
+        identities.append(identity)
+
+    lines: list[Line] = []
+    gross = Decimal(0)
+    line_total = Decimal(0)
+    for i, ln in enumerate(order.lines, start=1):
+        before = fen(ln.quantity * ln.unit_price)
+        if ln.discount > before:
+            errors.append(FieldError(f"lines.{i - 1}.discount", "discount_exceeds_amount"))
+        amount = before - fen(ln.discount)
+        if ln.amount is not None and fen(ln.amount) != amount:
+            errors.append(FieldError(f"lines.{i - 1}.amount", "line_amount_mismatch",
+                                     {"expected": str(amount)}))
+        gross += before
+        line_total += amount
+        lines.append(Line(i, ln.sku, ln.name, ln.category, ln.quantity, fen(ln.unit_price),
+                          fen(ln.discount), amount))
+
+    discount = fen(order.discount)
+    if lines:
+        total = line_total - discount
+        if total < 0:
+            errors.append(FieldError("discount", "discount_exceeds_amount"))
+        if order.total is not None and fen(order.total) != total:
+            errors.append(FieldError("total", "total_mismatch", {"expected": str(total)}))
+        line_discounts = gross - line_total
+        all_discount = line_discounts + discount
+    else:
+        if order.total is None:
+            errors.append(FieldError("total", "total_required_without_lines"))
+            total = Decimal(0)
+        else:
+            total = fen(order.total)
+        gross = total + discount
+        all_discount = discount
+
+    payments = [(p.method, fen(p.amount)) for p in order.payments]
+    if payments and sum((a for _, a in payments), Decimal(0)) != total:
+        errors.append(FieldError("payments", "payments_mismatch", {"expected": str(total)}))
+
+    if errors:
+        return None, errors
+    local_time = purchased_at.astimezone(ZoneInfo(tz_name))
+    hint = order.customer.model_dump(exclude_none=True) if order.customer else {}
+    return NormalizedOrder(
+        external_id=order.external_id,
+        channel=order.channel,
+        store=order.store or None,
+        purchased_at=purchased_at,
+        local_time=local_time,
+        identities=identities,
+        lines=lines,
+        payments=payments,
+        gross=gross,
+        discount=all_discount,
+        total=total,
+        customer_hint=hint,
+    ), []

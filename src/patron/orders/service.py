@@ -1,0 +1,350 @@
+"""Recording purchases from every channel: idempotent, identity-resolving, set-based.
+
+One code path serves the single-order API, the batch API and file import: a list of orders is
+checked in Python, then written with a handful of set-based statements per chunk (existing
+orders and identities looked up with one query each, ids reserved, rows inserted in bulk, figures
+updated by one additive upsert). Any database error rolls the whole chunk back and the chunk is
+tried again, so no order is ever half-applied; a concurrent writer's order or identity is then
+found by the retry and treated as the duplicate or the known identity it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, insert, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from patron.customers import figures as figs
+from patron.customers.model import Identity, UnionFind
+from patron.customers.service import merge_into
+from patron.customers.tables import customers, identities
+from patron.db import UnitOfWork, allocate_ids, utcnow
+from patron.errors import FieldError
+from patron.orders.model import (
+    NormalizedOrder,
+    canonical_content,
+    differences,
+    fen,
+    normalize_order,
+)
+from patron.orders.schemas import OrderIn, OrderOutcome
+from patron.orders.tables import order_lines, order_payments, orders
+from patron.org.service import ChannelRef, Reference, StoreRef
+from patron.org.tables import channels, stores
+from patron.security import audit
+from patron.security.model import Actor
+from patron.webhooks import service as webhooks
+
+TEMP_BASE = 10**15  # temporary ids for customers this chunk creates, above any real id
+MAX_ATTEMPTS = 4
+
+
+@dataclass(slots=True)
+class _Item:
+    index: int
+    order: NormalizedOrder | None = None
+    errors: list[FieldError] | None = None
+    channel: ChannelRef | None = None
+    store: StoreRef | None = None
+    key: tuple[int, int, str] | None = None
+    status: str = "rejected"
+    order_id: int | None = None
+    customer_id: int | None = None
+    diffs: list[dict[str, Any]] | None = None
+
+
+def validation_errors(exc: ValidationError) -> list[FieldError]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
+        out.append(FieldError(loc or "body", err["type"], ctx))
+    return out
+
+
+def record_orders(*, uow: UnitOfWork, orders_in: Sequence[OrderIn | dict[str, Any]], source: str,
+                  actor: Actor, now: dt.datetime | None = None,
+                  audit_each: bool = True) -> list[OrderOutcome]:
+    """Record a chunk of orders in one transaction and say what happened to each."""
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            outcomes, created = _record_chunk(uow.c, orders_in, source=source, actor=actor,
+                                              now=now or utcnow())
+            if audit_each and created:
+                audit.record(uow.c, actor, "orders.recorded", entity="order",
+                             entity_id=created[0] if len(created) == 1 else None,
+                             details={"source": source, "created": len(created),
+                                      "received": len(orders_in)})
+            uow.commit()
+            return outcomes
+        except (IntegrityError, DBAPIError) as exc:
+            uow.rollback()
+            if attempt == MAX_ATTEMPTS - 1 or not _retryable(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True  # a concurrent writer recorded the same order or identity first
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in ("40001", "40P01")  # serialization failure, deadlock
+
+
+def _prepare(conn: Connection, ref: Reference, raw: Sequence[OrderIn | dict[str, Any]],
+             actor: Actor, now: dt.datetime) -> list[_Item]:
+    items = []
+    for index, payload in enumerate(raw):
+        item = _Item(index)
+        items.append(item)
+        try:
+            order_in = payload if isinstance(payload, OrderIn) else OrderIn.model_validate(payload)
+        except ValidationError as exc:
+            item.errors = validation_errors(exc)
+            continue
+        errors: list[FieldError] = []
+        channel = ref.channel(order_in.channel)
+        store = ref.store(order_in.store)
+        if channel is None:
+            errors.append(FieldError("channel", "unknown_channel", {"value": order_in.channel}))
+        elif actor.channel_codes is not None and channel.code not in actor.channel_codes:
+            errors.append(FieldError("channel", "channel_out_of_scope"))
+        if order_in.store and store is None:
+            errors.append(FieldError("store", "unknown_store", {"value": order_in.store}))
+        if channel is not None and channel.requires_store and not order_in.store:
+            errors.append(FieldError("store", "store_required"))
+        if actor.store_ids is not None and (store is None or store.id not in actor.store_ids):
+            errors.append(FieldError("store", "store_out_of_scope"))
+        normalized, order_errors = normalize_order(order_in, store_tz=store.timezone if store
+                                                   else None, now=now)
+        errors.extend(order_errors)
+        if errors or channel is None or normalized is None:
+            item.errors = errors
+            continue
+        item.order, item.channel, item.store = normalized, channel, store
+        scope = store.id if (channel.requires_store and store) else 0
+        item.key = (channel.id, scope, normalized.external_id)
+    return items
+
+
+def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, source: str,
+                  actor: Actor, now: dt.datetime) -> tuple[list[OrderOutcome], list[int]]:
+    ref = Reference(conn)
+    items = _prepare(conn, ref, raw, actor, now)
+    valid = [it for it in items if it.order is not None]
+
+    # 1. Orders already recorded under the same channel (+ store) and external id.
+    existing: dict[tuple[int, int, str], Any] = {}
+    keys = list({it.key for it in valid if it.key})
+    for i in range(0, len(keys), 1000):
+        part = keys[i:i + 1000]
+        q = select(orders.c.id, orders.c.channel_id, orders.c.scope_store_id,
+                   orders.c.external_id, orders.c.content_hash, orders.c.customer_id).where(
+            tuple_(orders.c.channel_id, orders.c.scope_store_id, orders.c.external_id).in_(part))
+        for r in conn.execute(q):
+            existing[(r.channel_id, r.scope_store_id, r.external_id)] = r
+    fresh: list[_Item] = []
+    first_in_chunk: dict[tuple[int, int, str], _Item] = {}
+    for it in valid:
+        assert it.key and it.order
+        h = it.order.content_hash
+        if it.key in existing:
+            row = existing[it.key]
+            it.order_id, it.customer_id = int(row.id), row.customer_id
+            if row.content_hash == h:
+                it.status = "duplicate"
+            else:
+                it.status = "conflict"
+                it.diffs = differences(stored_canonical(conn, int(row.id)), it.order.canonical())
+        elif it.key in first_in_chunk:
+            first = first_in_chunk[it.key]
+            assert first.order
+            if first.order.content_hash == h:
+                it.status = "duplicate"
+            else:
+                it.status = "conflict"
+                it.diffs = differences(first.order.canonical(), it.order.canonical())
+        else:
+            first_in_chunk[it.key] = it
+            it.status = "created"
+            fresh.append(it)
+
+    # 2. Identity resolution: one query for every identifier of the chunk.
+    wanted = list({idn.key for it in fresh for idn in it.order.identities})  # type: ignore[union-attr]
+    owner: dict[tuple[str, str, str], int] = {}
+    for i in range(0, len(wanted), 1000):
+        part = wanted[i:i + 1000]
+        q = select(identities.c.kind, identities.c.namespace, identities.c.value,
+                   identities.c.customer_id).where(
+            tuple_(identities.c.kind, identities.c.namespace, identities.c.value).in_(part))
+        for r in conn.execute(q):
+            owner[(r.kind, r.namespace, r.value)] = int(r.customer_id)
+
+    uf = UnionFind()
+    new_customers: dict[int, _Item] = {}  # temp id -> the order that introduced the customer
+    new_identities: list[tuple[Identity, int]] = []
+    merges: list[tuple[int, int, _Item]] = []
+    order_customer: dict[int, int] = {}
+    next_temp = TEMP_BASE
+    for it in fresh:
+        assert it.order
+        if not it.order.identities:
+            continue  # a guest sale
+        found = {uf.find(owner[i.key]) for i in it.order.identities if i.key in owner}
+        if not found:
+            next_temp += 1
+            cid = next_temp
+            new_customers[cid] = it
+        else:
+            cid = min(found)
+            for other in sorted(found - {cid}):
+                if other < TEMP_BASE and cid < TEMP_BASE:
+                    merges.append((cid, other, it))
+                uf.union(cid, other)
+        for idn in it.order.identities:
+            if idn.key not in owner:
+                owner[idn.key] = cid
+                new_identities.append((idn, cid))
+        order_customer[it.index] = cid
+
+    # 3. Merges of profiles that already existed, the older one surviving.
+    for survivor, merged, it in merges:
+        assert it.order and it.channel
+        merge_into(conn, survivor_id=uf.find(survivor), merged_id=merged,
+                   reason=f"order {it.channel.code}/{it.order.external_id} carried identifiers "
+                          "of both", actor=actor)
+
+    # 4. Real ids for the customers this chunk creates, then every row in bulk.
+    roots = sorted(t for t in new_customers if uf.find(t) == t)
+    real = dict(zip(roots, allocate_ids(conn, customers, len(roots)), strict=True))
+
+    def final(cid: int) -> int:
+        root = uf.find(cid)
+        return real.get(root, root)
+
+    customer_rows = []
+    for temp in roots:
+        it = new_customers[temp]
+        assert it.order and it.channel
+        customer_rows.append(_new_customer_row(real[temp], it, owner, uf, now))
+    if customer_rows:
+        conn.execute(insert(customers), customer_rows)
+    if new_identities:
+        conn.execute(insert(identities), [
+            {"customer_id": final(cid), "kind": idn.kind, "namespace": idn.namespace,
+             "value": idn.value, "created_at": now} for idn, cid in new_identities])
+
+    order_ids = allocate_ids(conn, orders, len(fresh))
+    order_rows, line_rows, payment_rows = [], [], []
+    deltas: dict[int, figs.FigureDelta] = defaultdict(figs.FigureDelta)
+    for it, oid in zip(fresh, order_ids, strict=True):
+        o = it.order
+        assert o and it.key and it.channel
+        cid = final(order_customer[it.index]) if it.index in order_customer else None
+        it.order_id, it.customer_id = oid, cid
+        order_rows.append({
+            "id": oid, "channel_id": it.key[0], "scope_store_id": it.key[1],
+            "external_id": o.external_id, "store_id": it.store.id if it.store else None,
+            "customer_id": cid, "purchased_at": o.purchased_at, "gross_amount": o.gross,
+            "discount_amount": o.discount, "total_amount": o.total, "line_count": len(o.lines),
+            "identifiers": [list(i.key) for i in o.identities], "content_hash": o.content_hash,
+            "source": source, "created_at": now,
+        })
+        categories: dict[str, Decimal] = {}
+        for ln in o.lines:
+            line_rows.append({"order_id": oid, "line_no": ln.line_no, "sku": ln.sku,
+                              "name": ln.name, "category": ln.category, "quantity": ln.quantity,
+                              "unit_price": ln.unit_price, "discount": ln.discount,
+                              "amount": ln.amount})
+            if ln.category:
+                categories[ln.category] = categories.get(ln.category, Decimal(0)) + ln.amount
+        for method, amount in o.payments:
+            payment_rows.append({"order_id": oid, "method": method, "amount": amount})
+        if cid is not None:
+            deltas[cid].add_order(purchased_at=o.purchased_at, local_time=o.local_time,
+                                  total=o.total, store_code=it.store.code if it.store else None,
+                                  channel_code=it.channel.code, category_amounts=categories)
+    if order_rows:
+        conn.execute(insert(orders), order_rows)
+    if line_rows:
+        conn.execute(insert(order_lines), line_rows)
+    if payment_rows:
+        conn.execute(insert(order_payments), payment_rows)
+    figs.apply_deltas(conn, deltas)
+
+    created = [it for it in items if it.status == "created"]
+    webhooks.enqueue(conn, "customer.created", [{"customer_id": r["id"]} for r in customer_rows])
+    webhooks.enqueue(conn, "order.recorded", [
+        {"order_id": it.order_id, "external_id": it.order.external_id,  # type: ignore[union-attr]
+         "channel": it.channel.code, "customer_id": it.customer_id,  # type: ignore[union-attr]
+         "total": str(it.order.total)} for it in created])  # type: ignore[union-attr]
+    outcomes = [OrderOutcome(
+        index=it.index, status=it.status,  # type: ignore[arg-type]
+        external_id=it.order.external_id if it.order else _raw_external_id(raw[it.index]),
+        order_id=it.order_id, customer_id=it.customer_id,
+        errors=[e.as_dict() for e in (it.errors or [])], differences=it.diffs or [],
+    ) for it in items]
+    return outcomes, [int(it.order_id) for it in created if it.order_id]
+
+
+def _raw_external_id(payload: Any) -> str | None:
+    if isinstance(payload, OrderIn):
+        return payload.external_id
+    if isinstance(payload, dict):
+        value = payload.get("external_id")
+        return str(value) if value is not None else None
+    return None
+
+
+def _new_customer_row(cid: int, it: _Item, owner: dict[tuple[str, str, str], int],
+                      uf: UnionFind, now: dt.datetime) -> dict[str, Any]:
+    assert it.order and it.channel
+    by_kind = {i.kind: i.value for i in it.order.identities}
+    hint = it.order.customer_hint
+    return {
+        "id": cid,
+        "name": hint.get("name"),
+        "gender": hint.get("gender"),
+        "birthday": hint.get("birthday"),
+        "phone": by_kind.get("phone"),
+        "email": by_kind.get("email"),
+        "member_code": by_kind.get("member_code"),
+        "is_member": "member_code" in by_kind,
+        "registration_store_id": it.store.id if it.store else None,
+        "registration_channel_id": it.channel.id,
+        "custom_fields": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def stored_canonical(conn: Connection, order_id: int) -> dict[str, Any]:
+    """An order's canonical content rebuilt from its rows (for telling a retry what differs)."""
+    o = conn.execute(select(orders, channels.c.code.label("channel_code"),
+                            stores.c.code.label("store_code"))
+                     .join(channels, channels.c.id == orders.c.channel_id)
+                     .outerjoin(stores, stores.c.id == orders.c.store_id)
+                     .where(orders.c.id == order_id)).mappings().one()
+    lines = conn.execute(select(order_lines).where(order_lines.c.order_id == order_id)
+                         .order_by(order_lines.c.line_no)).mappings().all()
+    pays = conn.execute(select(order_payments.c.method, order_payments.c.amount)
+                        .where(order_payments.c.order_id == order_id)).all()
+    return canonical_content(
+        external_id=o["external_id"], channel=o["channel_code"], store=o["store_code"],
+        purchased_at=o["purchased_at"],
+        identities=[tuple(i) for i in o["identifiers"]],  # type: ignore[misc]
+        lines=[(ln["sku"], ln["category"], ln["quantity"], ln["unit_price"], ln["discount"],
+                ln["amount"]) for ln in lines],
+        payments=[(m, a) for m, a in pays],
+        discount=o["discount_amount"], total=o["total_amount"],
+    )
+
+
+__all__ = ["record_orders", "stored_canonical", "fen", "update"]

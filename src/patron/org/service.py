@@ -1,0 +1,147 @@
+"""Organisation reference data: brands, regions, stores, channels, categories, products."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from patron.db import UnitOfWork
+from patron.errors import Conflict, NotFound
+from patron.org.tables import brands, categories, channels, products, regions, stores
+from patron.security import audit
+from patron.security.model import Actor
+
+CHANNEL_KINDS = ("pos", "mini_program", "app", "online_mall", "platform")
+
+# The channels every organisation starts with; owners add more (another platform) as data.
+DEFAULT_CHANNELS = [
+    ("pos", "门店收银 Store POS", "pos", True),
+    ("mini_program", "小程序 Mini-program", "mini_program", False),
+    ("app", "App", "app", False),
+    ("online_mall", "线上商城 Online mall", "online_mall", False),
+    ("meituan", "美团 Meituan", "platform", False),
+    ("eleme", "饿了么 Eleme", "platform", False),
+    ("jd", "京东 JD", "platform", False),
+    ("tmall", "淘宝/天猫 Taobao/Tmall", "platform", False),
+    ("douyin", "抖音 Douyin", "platform", False),
+    ("youzan", "有赞 Youzan", "platform", False),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRef:
+    id: int
+    code: str
+    timezone: str
+    brand_id: int | None
+    region_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    id: int
+    code: str
+    kind: str
+    requires_store: bool
+
+
+class Reference:
+    """Store and channel codes resolved to ids, loaded once per unit of work and on a miss."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.stores: dict[str, StoreRef] = {}
+        self.channels: dict[str, ChannelRef] = {}
+        self._load()
+
+    def _load(self) -> None:
+        self.stores = {
+            r.code: StoreRef(r.id, r.code, r.timezone, r.brand_id, r.region_id)
+            for r in self.conn.execute(select(stores.c.id, stores.c.code, stores.c.timezone,
+                                              stores.c.brand_id, stores.c.region_id))
+        }
+        self.channels = {
+            r.code: ChannelRef(r.id, r.code, r.kind, bool(r.requires_store))
+            for r in self.conn.execute(select(channels.c.id, channels.c.code, channels.c.kind,
+                                              channels.c.requires_store)
+                                       .where(channels.c.active.is_(True)))
+        }
+        self.store_by_id = {s.id: s for s in self.stores.values()}
+        self.channel_by_id = {c.id: c for c in self.channels.values()}
+
+    def store(self, code: str | None) -> StoreRef | None:
+        if code is None:
+            return None
+        return self.stores.get(code)
+
+    def channel(self, code: str) -> ChannelRef | None:
+        return self.channels.get(code)
+
+
+def ensure_default_channels(conn: Connection) -> None:
+    existing = set(conn.execute(select(channels.c.code)).scalars())
+    rows = [dict(code=c, name=n, kind=k, requires_store=r)
+            for c, n, k, r in DEFAULT_CHANNELS if c not in existing]
+    if rows:
+        conn.execute(insert(channels), rows)
+
+
+def _create(uow: UnitOfWork, table: Any, key: str, values: dict[str, Any], actor: Actor,
+            entity: str) -> int:
+    conn = uow.c
+    if conn.execute(select(table.c.id).where(table.c[key] == values[key])).first():
+        raise Conflict("already_exists", params={key: values[key]})
+    new_id = conn.execute(insert(table).values(**values).returning(table.c.id)).scalar_one()
+    audit.record(conn, actor, f"{entity}.created", entity=entity, entity_id=new_id,
+                 details={key: values[key]})
+    uow.commit()
+    return int(new_id)
+
+
+def create_brand(*, uow: UnitOfWork, actor: Actor, code: str, name: str) -> int:
+    return _create(uow, brands, "code", {"code": code, "name": name}, actor, "brand")
+
+
+def create_region(*, uow: UnitOfWork, actor: Actor, code: str, name: str) -> int:
+    return _create(uow, regions, "code", {"code": code, "name": name}, actor, "region")
+
+
+def create_store(*, uow: UnitOfWork, actor: Actor, code: str, name: str, city: str = "",
+                 timezone: str = "Asia/Shanghai", brand_id: int | None = None,
+                 region_id: int | None = None) -> int:
+    return _create(uow, stores, "code", dict(code=code, name=name, city=city, timezone=timezone,
+                                              brand_id=brand_id, region_id=region_id),
+                   actor, "store")
+
+
+def create_channel(*, uow: UnitOfWork, actor: Actor, code: str, name: str, kind: str,
+                   requires_store: bool = False) -> int:
+    return _create(uow, channels, "code", dict(code=code, name=name, kind=kind,
+                                                requires_store=requires_store), actor, "channel")
+
+
+def create_category(*, uow: UnitOfWork, actor: Actor, code: str, name: str,
+                    parent_id: int | None = None) -> int:
+    return _create(uow, categories, "code", dict(code=code, name=name, parent_id=parent_id),
+                   actor, "category")
+
+
+def create_product(*, uow: UnitOfWork, actor: Actor, sku: str, name: str,
+                   category_id: int | None = None, brand_id: int | None = None,
+                   list_price: Any = None) -> int:
+    return _create(uow, products, "sku", dict(sku=sku, name=name, category_id=category_id,
+                                               brand_id=brand_id, list_price=list_price),
+                   actor, "product")
+
+
+def set_active(*, uow: UnitOfWork, actor: Actor, table: Any, entity: str, entity_id: int,
+               active: bool) -> None:
+    conn = uow.c
+    result = conn.execute(update(table).where(table.c.id == entity_id).values(active=active))
+    if result.rowcount == 0:
+        raise NotFound(entity)
+    audit.record(conn, actor, f"{entity}.{'activated' if active else 'deactivated'}",
+                 entity=entity, entity_id=entity_id)
+    uow.commit()

@@ -1,0 +1,50 @@
+"""Who is acting, and what their role lets them do. Plain Python."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("owner", "analyst", "manager", "cashier")
+
+# What each role may do. Scope (which stores) is separate: managers and cashiers see only their
+# stores' customers and orders.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "owner": frozenset({
+        "orders.read", "orders.write", "customers.read", "customers.write", "customers.merge",
+        "customers.undo_merge", "personal_data.reveal", "export", "import", "admin.org",
+        "admin.users", "admin.api_keys", "admin.webhooks", "admin.custom_fields", "audit.read",
+        "dashboard.read",
+    }),
+    "analyst": frozenset({"orders.read", "customers.read", "export", "dashboard.read"}),
+    "manager": frozenset({
+        "orders.read", "orders.write", "customers.read", "customers.write", "export", "import",
+        "dashboard.read",
+    }),
+    "cashier": frozenset({"orders.write", "customers.lookup"}),
+}
+# A cashier looks a member up by exact identifier at the till; it does not browse or read lists.
+for _role in ("owner", "analyst", "manager"):
+    PERMISSIONS[_role] = PERMISSIONS[_role] | {"customers.lookup"}
+
+
+@dataclass(frozen=True)
+class Actor:
+    type: str  # user | api_key | system
+    id: int | None
+    name: str
+    role: str = "owner"
+    # None: every store. Otherwise the store ids this actor may see and write for.
+    store_ids: frozenset[int] | None = None
+    channel_codes: frozenset[str] | None = None
+    ip: str | None = None
+    language: str = "zh"
+    session_id: int | None = field(default=None, compare=False)
+
+    def can(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, frozenset())
+
+    def sees_store(self, store_id: int | None) -> bool:
+        return self.store_ids is None or (store_id is not None and store_id in self.store_ids)
+
+
+SYSTEM = Actor(type="system", id=None, name="system", role="owner")

@@ -1,0 +1,93 @@
+"""Test databases: every integration test runs on SQLite and on the real PostgreSQL.
+
+SQLite: a migrated template file is copied per test. PostgreSQL: one database per test session
+(``patron_test_<random>`` on 127.0.0.1:5432), migrated once, truncated between tests. Set
+``PATRON_TEST_POSTGRES_URL`` to use another server; set it to ``skip`` to run SQLite only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from patron import migrate
+from patron.db import UnitOfWork, dispose_engines, get_engine, metadata
+from patron.org.service import ensure_default_channels
+
+PG_ADMIN_URL = os.environ.get("PATRON_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tpl") / "template.sqlite3"
+    migrate.upgrade(f"sqlite:///{path}")
+    dispose_engines()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    if PG_ADMIN_URL == "skip":
+        pytest.skip("PostgreSQL disabled by PATRON_TEST_POSTGRES_URL=skip")
+    name = f"patron_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    migrate.upgrade(url)
+    yield url
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_postgres(url: str) -> None:
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with get_engine(url).begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path,
+           sqlite_template: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "patron.sqlite3"
+        shutil.copy(sqlite_template, path)
+        url = f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        _truncate_postgres(url)
+    os.environ["PATRON_DATABASE_URL"] = url
+    from patron.config import get_settings
+
+    get_settings.cache_clear()
+    with UnitOfWork(get_engine(url)) as uow:
+        ensure_default_channels(uow.c)
+        uow.commit()
+    yield url
+    if request.param == "sqlite":
+        get_engine(url).dispose()
+    os.environ.pop("PATRON_DATABASE_URL", None)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    return get_engine(db_url)
+
+
+@pytest.fixture
+def uow(engine):  # type: ignore[no-untyped-def]
+    with UnitOfWork(engine) as u:
+        yield u

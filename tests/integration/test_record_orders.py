@@ -1,0 +1,85 @@
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from patron.customers import figures
+from patron.customers.tables import customer_figures, customers, identities
+from patron.orders.service import record_orders
+from patron.orders.tables import order_lines, orders
+from patron.security.model import SYSTEM
+from tests.factories import make_org, order
+
+
+def count(uow, table):
+    return uow.c.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_order_creates_customer_and_figures(uow):
+    make_org(uow)
+    out = record_orders(uow=uow, orders_in=[order("R1", identifiers={"phone": "13812341234"})],
+                        source="api", actor=SYSTEM)
+    assert out[0].status == "created"
+    cid = out[0].customer_id
+    assert cid is not None
+    row = uow.c.execute(select(customer_figures).where(
+        customer_figures.c.customer_id == cid)).mappings().one()
+    assert row["order_count"] == 1
+    assert row["total_spend"] == Decimal("71.00")
+    assert row["purchase_days"] == 1
+    ident = uow.c.execute(select(identities.c.value)).scalar_one()
+    assert ident == "+8613812341234"
+    assert count(uow, order_lines) == 2
+    assert figures.compare(uow.c) == []
+
+
+def test_retried_order_is_recorded_once(uow):
+    make_org(uow)
+    body = order("R1", identifiers={"phone": "13812341234"})
+    first = record_orders(uow=uow, orders_in=[body], source="api", actor=SYSTEM)
+    again = record_orders(uow=uow, orders_in=[body], source="api", actor=SYSTEM)
+    assert again[0].status == "duplicate"
+    assert again[0].order_id == first[0].order_id
+    assert count(uow, orders) == 1
+    fig = uow.c.execute(select(customer_figures.c.order_count)).scalar_one()
+    assert fig == 1
+
+
+def test_same_id_different_content_is_a_conflict_naming_the_field(uow):
+    make_org(uow)
+    record_orders(uow=uow, orders_in=[order("R1")], source="api", actor=SYSTEM)
+    changed = order("R1", lines=[{"sku": "LATTE", "category": "coffee", "quantity": "3",
+                                  "unit_price": "28.00"}])
+    out = record_orders(uow=uow, orders_in=[changed], source="api", actor=SYSTEM)
+    assert out[0].status == "conflict"
+    assert [d["field"] for d in out[0].differences] == ["discount", "lines", "total"]
+
+
+def test_order_linking_two_customers_merges_them(uow):
+    make_org(uow)
+    a = record_orders(uow=uow, orders_in=[order("R1", identifiers={"phone": "13812341234"})],
+                      source="api", actor=SYSTEM)[0].customer_id
+    b = record_orders(uow=uow, orders_in=[order("R2", channel="mini_program", store=None,
+                                                identifiers={"wechat_openid": "oX1"})],
+                      source="api", actor=SYSTEM)[0].customer_id
+    assert a != b
+    out = record_orders(uow=uow, orders_in=[order("R3", identifiers={
+        "phone": "13812341234", "wechat_openid": "oX1"})], source="api", actor=SYSTEM)
+    assert out[0].customer_id == a
+    merged = uow.c.execute(select(customers.c.merged_into_id).where(customers.c.id == b)
+                           ).scalar_one()
+    assert merged == a
+    n = uow.c.execute(select(customer_figures.c.order_count).where(
+        customer_figures.c.customer_id == a)).scalar_one()
+    assert n == 3
+    assert figures.compare(uow.c) == []
+
+
+def test_batch_rejects_bad_order_alone(uow):
+    make_org(uow)
+    bad = order("R2", lines=[{"sku": "X", "quantity": "-1", "unit_price": "3"}])
+    out = record_orders(uow=uow, orders_in=[order("R1"), bad, order("R3", store="NOPE")],
+                        source="api", actor=SYSTEM)
+    assert [o.status for o in out] == ["created", "rejected", "rejected"]
+    assert out[1].errors[0]["field"] == "lines.0.quantity"
+    assert out[2].errors[0]["reason"] == "unknown_store"
+    assert count(uow, orders) == 1

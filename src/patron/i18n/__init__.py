@@ -14,10 +14,12 @@ _DIR = Path(__file__).parent
 
 @cache
 def catalog(lang: str) -> dict[str, str]:
-    path = _DIR / f"{lang}.json"
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    """``{lang}.json`` (errors shared by every area) plus each area's ``<area>.{lang}.json``."""
+    merged: dict[str, str] = {}
+    for path in sorted(_DIR.glob(f"*.{lang}.json")) + [_DIR / f"{lang}.json"]:
+        if path.exists():
+            merged.update(json.loads(path.read_text(encoding="utf-8")))
+    return merged
 
 
 def pick_language(requested: str | None, accept: str | None = None, default: str = "zh") -> str:

@@ -31,7 +31,7 @@ user_stores = Table(
     "user_stores",
     metadata,
     Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
-    Column("store_id", ForeignKey("stores.id"), primary_key=True),
+    Column("store_id", ForeignKey("stores.id"), primary_key=True, index=True),
 )
 
 # Server-side sessions so that logout (and an owner) can end one; the cookie holds a random
@@ -59,7 +59,7 @@ api_keys = Table(
     Column("role", String(16), nullable=False, server_default="cashier"),
     Column("store_ids", JSONType, nullable=False, default=list),  # [] = every store
     Column("channel_codes", JSONType, nullable=False, default=list),  # [] = every channel
-    Column("created_by", ForeignKey("users.id"), nullable=True),
+    Column("created_by", ForeignKey("users.id"), nullable=True, index=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("last_used_at", UTCDateTime, nullable=True),

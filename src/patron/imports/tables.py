@@ -11,7 +11,10 @@ column_mappings = Table(
     Column("name", String(120), nullable=False, unique=True),
     Column("columns", JSONType, nullable=False),  # {canonical: source column}
     Column("defaults", JSONType, nullable=False, default=dict),  # {canonical: constant}
+    Column("ignored", JSONType, nullable=False, default=list),  # [source column]
+    Column("datetime_format", String(64), nullable=True),  # strptime format of purchased_at
     Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=True),
 )
 
 import_jobs = Table(
@@ -39,5 +42,7 @@ import_errors = Table(
     Column("job_id", ForeignKey("import_jobs.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("row_number", Integer, nullable=False),
     Column("column", String(64), nullable=True),
-    Column("reason", Text, nullable=False),
+    Column("reason", Text, nullable=False),  # a message key in patron/i18n
+    Column("params", JSONType, nullable=True),  # the message's parameters
+    Column("value", String(200), nullable=True),  # the cell as read (never personal data)
 )

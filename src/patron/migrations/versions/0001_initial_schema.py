@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 19:39:32.274072
 """
 
 from alembic import op
@@ -70,7 +69,10 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=120), nullable=False),
     sa.Column('columns', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
     sa.Column('defaults', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('ignored', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('datetime_format', sa.String(length=64), nullable=True),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_column_mappings')),
     sa.UniqueConstraint('name', name=op.f('uq_column_mappings_name'))
     )
@@ -133,6 +135,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('prefix', name=op.f('uq_api_keys_prefix'))
     )
+    with op.batch_alter_table('api_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_keys_created_by'), ['created_by'], unique=False)
+
     op.create_table('import_jobs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('filename', sa.String(length=300), nullable=False),
@@ -244,6 +249,8 @@ def upgrade() -> None:
         batch_op.create_index('ix_customers_created_at', ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_customers_merged_into_id'), ['merged_into_id'], unique=False)
         batch_op.create_index('ix_customers_name', ['name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customers_registration_channel_id'), ['registration_channel_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customers_registration_store_id'), ['registration_store_id'], unique=False)
 
     op.create_table('import_errors',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -251,6 +258,8 @@ def upgrade() -> None:
     sa.Column('row_number', sa.Integer(), nullable=False),
     sa.Column('column', sa.String(length=64), nullable=True),
     sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('params', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('value', sa.String(length=200), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['import_jobs.id'], name=op.f('fk_import_errors_job_id_import_jobs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_import_errors'))
     )
@@ -264,6 +273,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_user_stores_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id', 'store_id', name=op.f('pk_user_stores'))
     )
+    with op.batch_alter_table('user_stores', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_user_stores_store_id'), ['store_id'], unique=False)
+
     op.create_table('customer_affinities',
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('dimension', sa.String(length=12), nullable=False),
@@ -446,12 +458,17 @@ def downgrade() -> None:
 
     op.drop_table('customer_figures')
     op.drop_table('customer_affinities')
+    with op.batch_alter_table('user_stores', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
+
     op.drop_table('user_stores')
     with op.batch_alter_table('import_errors', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_import_errors_job_id'))
 
     op.drop_table('import_errors')
     with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_customers_registration_store_id'))
+        batch_op.drop_index(batch_op.f('ix_customers_registration_channel_id'))
         batch_op.drop_index('ix_customers_name')
         batch_op.drop_index(batch_op.f('ix_customers_merged_into_id'))
         batch_op.drop_index('ix_customers_created_at')
@@ -477,6 +494,9 @@ def downgrade() -> None:
 
     op.drop_table('products')
     op.drop_table('import_jobs')
+    with op.batch_alter_table('api_keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_keys_created_by'))
+
     op.drop_table('api_keys')
     op.drop_table('webhook_endpoints')
     op.drop_table('users')

@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+# Cheap password hashing in tests (set before patron.security.service builds its hasher).
+os.environ.setdefault("PATRON_ARGON2_TIME_COST", "1")
+os.environ.setdefault("PATRON_ARGON2_MEMORY_KIB", "1024")
+
 from patron import migrate
 from patron.db import UnitOfWork, dispose_engines, get_engine, metadata
 from patron.org.service import ensure_default_channels

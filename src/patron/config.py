@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     login_lock_after: int = 8
     login_lock_minutes: int = 15
     cookie_secure: bool = False
+    # argon2id cost. The defaults are the library's (RFC 9106 low-memory profile); the test
+    # suite lowers them to keep thousands of logins fast.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
 
     @property
     def effective_database_url(self) -> str:

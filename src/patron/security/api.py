@@ -66,3 +66,25 @@ def create_api_key(body: ApiKeyCreate, uow: UowDep,
 def revoke_api_key(key_id: int, uow: UowDep,
                    actor: Annotated[Actor, Depends(require("admin.api_keys"))]) -> None:
     service.revoke_api_key(uow=uow, actor=actor, key_id=key_id)
+
+
+@router.get("/audit")
+def audit_log(uow: UowDep, actor: Annotated[Actor, Depends(require("audit.read"))],
+              action: str | None = None, actor_name: str | None = None, page: int = 1,
+              page_size: int = 50) -> dict[str, Any]:
+    """The audit trail, newest first. Owners only."""
+    from sqlalchemy import func, select
+
+    from patron.security.tables import audit_log as log
+
+    page, page_size = max(page, 1), min(max(page_size, 1), 500)
+    q = select(log)
+    if action:
+        q = q.where(log.c.action.startswith(action))
+    if actor_name:
+        q = q.where(log.c.actor_name == actor_name)
+    total = uow.c.execute(select(func.count()).select_from(q.subquery())).scalar_one()
+    rows = uow.c.execute(q.order_by(log.c.id.desc()).limit(page_size)
+                         .offset((page - 1) * page_size)).mappings().all()
+    return {"total": total, "page": page, "items": [
+        {**dict(r), "at": r["at"].isoformat()} for r in rows]}

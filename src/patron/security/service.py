@@ -19,7 +19,13 @@ from patron.security import audit
 from patron.security.model import ROLES, Actor
 from patron.security.tables import api_keys, sessions, user_stores, users
 
-_hasher = PasswordHasher()
+def _make_hasher() -> PasswordHasher:
+    settings = get_settings()
+    return PasswordHasher(time_cost=settings.argon2_time_cost,
+                          memory_cost=settings.argon2_memory_kib)
+
+
+_hasher = _make_hasher()
 API_KEY_PREFIX = "ptn_"
 
 

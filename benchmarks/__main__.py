@@ -1,0 +1,211 @@
+"""``python -m benchmarks``: generate orders, measure, print every figure next to its anchor.
+
+See docs/benchmarks.md for the method and how to read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import api_ingest, bulk_import, csv_import, lookup
+from benchmarks.data import OrderStream
+from benchmarks.databases import DEFAULT_PG_ADMIN_URL, postgres_database, sqlite_database
+from benchmarks.results import Figure, print_table, write_json
+from patron.db import dispose_engines
+
+IMPORT_TARGET = 0.5
+API_RATE_TARGET = 1000.0
+API_P99_TARGET_MS = 50.0
+DB_LABEL = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--orders", type=int, default=200_000, help="orders to import (default 200k)")
+    p.add_argument("--chunk", type=int, default=bulk_import.CHUNK, help="orders per transaction")
+    p.add_argument("--skip-sqlite", action="store_true")
+    p.add_argument("--skip-postgres", action="store_true")
+    p.add_argument("--skip-api", action="store_true")
+    p.add_argument("--duration", type=float, default=20.0,
+                   help="seconds of load per API measurement (default 20)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent API clients")
+    p.add_argument("--workers", default="1,2", help="server worker counts to try, e.g. 1,2")
+    p.add_argument("--postgres-url", default=DEFAULT_PG_ADMIN_URL,
+                   help="an admin URL; a fresh patron_bench_* database is created and dropped")
+    p.add_argument("--csv-orders", type=int, default=None,
+                   help="orders in the CSV file import (default: a quarter of --orders)")
+    p.add_argument("--no-profile", action="store_true", help="skip the cProfile of one chunk")
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p.parse_args(argv)
+
+
+def import_figures(label: str, res: bulk_import.BulkResult) -> list[Figure]:
+    ratio = res.rate / res.raw_rate if res.raw_rate else 0.0
+    notes = {"orders": res.orders, "customers": res.customers, "identities": res.identities,
+             "statuses": dict(res.statuses), "seconds": round(res.seconds, 2),
+             "raw_seconds": round(res.raw_seconds, 2)}
+    return [
+        Figure(f"import orders/s ({label})", res.rate, "orders/s",
+               f"raw INSERT orders+lines ({label})", res.raw_rate,
+               target=f"ratio >= {IMPORT_TARGET:.2f}", passed=ratio >= IMPORT_TARGET, notes=notes),
+        Figure(f"figures differing ({label}, sampled)", res.figure_differences, "count",
+               "customers sampled", res.figure_sample, target="0",
+               passed=res.figure_differences == 0),
+    ]
+
+
+def lookup_figures(label: str, res: dict[str, Any]) -> list[Figure]:
+    notes = {"query": res["label"], "samples": res["samples"], "found": res["found"]}
+    out = [
+        Figure(f"lookup p50 ({label}, service)", res["p50"], "ms",
+               "PK SELECT p50 (same conn)", res["pk_p50"], higher_is_better=False, notes=notes),
+        Figure(f"lookup p99 ({label}, service)", res["p99"], "ms",
+               "PK SELECT p99 (same conn)", res["pk_p99"], higher_is_better=False, notes=notes,
+               passed=None if res["found"] == res["samples"] else False,
+               target="" if res["found"] == res["samples"] else "every phone found"),
+    ]
+    if "search_p50" in res:
+        ok = res["search_found"] == res["samples"]
+        out += [
+            Figure(f"search_customers p50 ({label}, phone)", res["search_p50"], "ms",
+                   "PK SELECT p50 (same conn)", res["pk_p50"], higher_is_better=False),
+            Figure(f"search_customers p99 ({label}, phone)", res["search_p99"], "ms",
+                   "PK SELECT p99 (same conn)", res["pk_p99"], higher_is_better=False,
+                   target="" if ok else "every phone found", passed=None if ok else False),
+        ]
+    return out
+
+
+def api_figures(res: dict[str, Any]) -> list[Figure]:
+    w, c = res["workers"], res["clients"]
+    tag = f"PG, {w} worker{'s' if w > 1 else ''}, {c} clients"
+    orders: api_ingest.LoadResult = res["orders"]
+    health: api_ingest.LoadResult = res["healthz"]
+    ok = orders.statuses.get(201, 0) == orders.requests
+    notes = {"orders": orders.summary(), "healthz": health.summary()}
+    out = [
+        Figure(f"API orders/s ({tag})", orders.rate, "orders/s", "GET /healthz/s, same load",
+               health.rate, target=f">= {API_RATE_TARGET:,.0f}/s, all 201",
+               passed=orders.rate >= API_RATE_TARGET and ok, notes=notes),
+        Figure(f"API order p50 ({tag})", orders.p50, "ms", "GET /healthz p50", health.p50,
+               higher_is_better=False),
+        Figure(f"API order p99 ({tag})", orders.p99, "ms", "GET /healthz p99", health.p99,
+               higher_is_better=False, target=f"< {API_P99_TARGET_MS:.0f} ms",
+               passed=orders.p99 < API_P99_TARGET_MS),
+    ]
+    if "lookup" in res:
+        lk: api_ingest.LoadResult = res["lookup"]
+        lh: api_ingest.LoadResult = res["lookup_healthz"]
+        lk_ok = lk.statuses.get(200, 0) == lk.requests
+        out += [
+            Figure(f"API lookup p50 (PG, {w}w, 4 clients)", lk.p50, "ms", "GET /healthz p50",
+                   lh.p50, higher_is_better=False,
+                   notes={"lookup": lk.summary(), "healthz": lh.summary()}),
+            Figure(f"API lookup p99 (PG, {w}w, 4 clients)", lk.p99, "ms", "GET /healthz p99",
+                   lh.p99, higher_is_better=False, target="" if lk_ok else "all 200",
+                   passed=None if lk_ok else False),
+        ]
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,  # noqa: S607
+                              text=True, check=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _csv_figure(db: Any, stream: OrderStream, args: argparse.Namespace, count: int,
+                meta: dict[str, Any], log: Any) -> Figure:
+    label = DB_LABEL[db.kind]
+    name, anchor = f"CSV file import orders/s ({label})", f"raw INSERT orders+lines ({label})"
+    target = f"ratio >= {IMPORT_TARGET:.2f}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="patron-bench-csv-") as tmp:
+            res = csv_import.run(db, stream, args.orders, count, Path(tmp),
+                                 raw_id_base=args.orders)
+    except Exception as exc:  # the importer is young: report it, keep the other figures
+        log(f"{label}: CSV file import failed: {exc!r}")
+        meta.setdefault("errors", []).append(f"CSV file import ({label}): {exc!r}")
+        return Figure(name, 0, "orders/s", anchor, 0, target=target, passed=False,
+                      notes={"error": repr(exc)})
+    return Figure(name, res["rate"], "orders/s", anchor, res["raw_rate"], target=target,
+                  passed=res["rate"] / res["raw_rate"] >= IMPORT_TARGET,
+                  notes={k: v for k, v in res.items() if k not in ("rate", "raw_rate")})
+
+
+def _measure_database(db: Any, args: argparse.Namespace, figures: list[Figure],
+                      meta: dict[str, Any], log: Any) -> None:
+    label = DB_LABEL[db.kind]
+    stream = OrderStream.for_orders(args.orders, db.store_codes)
+    log(f"{label}: importing {args.orders:,} orders in chunks of {args.chunk:,} ...")
+    res = bulk_import.run(db, stream, args.orders, chunk=args.chunk, progress=not args.quiet)
+    figures.extend(import_figures(label, res))
+    log(f"{label}: customer lookups ...")
+    figures.extend(lookup_figures(label, lookup.run(db.url, stream, args.orders)))
+    csv_orders = args.csv_orders if args.csv_orders is not None else max(1, args.orders // 4)
+    if csv_orders and csv_import.available():
+        log(f"{label}: CSV file import of {csv_orders:,} orders ...")
+        figures.append(_csv_figure(db, stream, args, csv_orders, meta, log))
+    elif csv_orders:
+        meta.setdefault("skipped", []).append("CSV file import: patron.imports.service absent")
+    if not args.no_profile:
+        path = args.out / f"profile-{db.kind}.txt"
+        bulk_import.profile_chunk(db, stream, args.orders, path, chunk=args.chunk)
+        meta.setdefault("profiles", []).append(str(path))
+    if db.kind == "postgresql" and not args.skip_api:
+        phones = lookup.phones(stream, args.orders)
+        for run_no, workers in enumerate(int(w) for w in args.workers.split(",") if w.strip()):
+            log(f"{label}: API load, {workers} worker(s), {args.clients} clients, "
+                f"{args.duration:g} s per measurement ...")
+            res_api = api_ingest.run(db.url, stream, imported=args.orders, workers=workers,
+                                     clients=args.clients, duration=args.duration,
+                                     phones=phones, run_no=run_no)
+            figures.extend(api_figures(res_api))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    meta: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "orders": args.orders, "chunk": args.chunk, "cpus": os.cpu_count(),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "commit": _git_commit(),
+        "load_generator": "in-process asyncio + httpx, sharing the cores with the server",
+    }
+    figures: list[Figure] = []
+    if not args.skip_sqlite:
+        with tempfile.TemporaryDirectory(prefix="patron-bench-") as tmp, \
+                sqlite_database(Path(tmp)) as db:
+            _measure_database(db, args, figures, meta, log)
+    if not args.skip_postgres:
+        with postgres_database(args.postgres_url) as db:
+            _measure_database(db, args, figures, meta, log)
+    dispose_engines()
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    print_table(figures)
+    out = args.out / "latest.json"
+    write_json(out, meta, figures)
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -47,6 +47,8 @@ identities = Table(
     Column("value", String(128), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("kind", "namespace", "value", name="uq_identities_kind_namespace_value"),
+    # Search finds a customer by any identifier's value without knowing its kind.
+    Index("ix_identities_value", "value"),
 )
 
 custom_field_defs = Table(

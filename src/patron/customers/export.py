@@ -99,7 +99,9 @@ def _cell(value: Any) -> Any:
 
 
 def _stream(uow: UnitOfWork, query: Any) -> Iterator[Any]:
-    result = uow.c.execution_options(stream_results=True, yield_per=BATCH).execute(query)
+    # Options on the statement, not the connection: they must not outlive this query.
+    result = uow.c.execute(query, execution_options={"stream_results": True,
+                                                     "yield_per": BATCH})
     for part in result.mappings().partitions(BATCH):
         yield from part
 

@@ -1,27 +1,38 @@
 """Outgoing webhooks: events are written to an outbox in the transaction that caused them and
-delivered later, signed, with retries (see ``deliver_due``)."""
+delivered later, signed, with retries (see :mod:`patron.webhooks.delivery`).
+
+Owners register endpoints (a URL and the events it wants); every change is audited. The
+endpoint secret is generated here and shown once, when created or rotated.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 
-from patron.db import utcnow
+from patron.db import UnitOfWork, utcnow
+from patron.errors import Conflict, FieldError, NotFound, ValidationFailed
+from patron.security import audit
+from patron.security.model import Actor
+from patron.webhooks import model
+from patron.webhooks.delivery import DeliveryStats, deliver_due, start_background_worker
+from patron.webhooks.model import EVENTS, STATUSES
 from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
 
-EVENTS = ("order.recorded", "customer.created", "customers.merged", "customers.unmerged",
-          "return.recorded")
+MAX_PAGE_SIZE = 200
 
 
 def enqueue(conn: Connection, event: str, payloads: list[dict[str, Any]]) -> int:
-    """Queue one delivery per payload for every active endpoint subscribed to ``event``."""
+    """Queue one delivery per payload for every active endpoint subscribed to ``event``, in the
+    caller's transaction: the event and its deliveries are committed together or not at all."""
     if not payloads:
         return 0
     endpoints = [
         r.id for r in conn.execute(select(webhook_endpoints.c.id, webhook_endpoints.c.events)
                                    .where(webhook_endpoints.c.active.is_(True)))
-        if event in (r.events or []) or "*" in (r.events or [])
+        if model.subscribed(r.events, event)
     ]
     if not endpoints:
         return 0
@@ -31,3 +42,198 @@ def enqueue(conn: Connection, event: str, payloads: list[dict[str, Any]]) -> int
             for e in endpoints for p in payloads]
     conn.execute(insert(webhook_deliveries), rows)
     return len(rows)
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+def _clean_events(events: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(e.strip() for e in events))
+
+
+def _check(*, url: str | None, events: Sequence[str] | None) -> None:
+    errors: list[FieldError] = []
+    if url is not None:
+        errors += model.url_errors(url)
+    if events is not None:
+        errors += model.event_errors(events)
+    if errors:
+        raise ValidationFailed("validation_failed", fields=errors)
+
+
+def _lock_endpoint(conn: Connection, endpoint_id: int) -> dict[str, Any]:
+    q = select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = conn.execute(q).mappings().first()
+    if row is None:
+        raise NotFound("webhook_endpoint_not_found", params={"id": endpoint_id})
+    return dict(row)
+
+
+def create_endpoint(*, uow: UnitOfWork, actor: Actor, url: str, events: Sequence[str],
+                    description: str | None = None) -> dict[str, Any]:
+    """Register an endpoint. The returned view carries ``secret``: the only time it is shown."""
+    url, chosen = url.strip(), _clean_events(events)
+    _check(url=url, events=chosen)
+    secret = model.new_secret()
+    now = utcnow()
+    endpoint_id = uow.c.execute(insert(webhook_endpoints).values(
+        url=url, secret=secret, events=chosen, description=description or None, active=True,
+        created_at=now, updated_at=now).returning(webhook_endpoints.c.id)).scalar_one()
+    audit.record(uow.c, actor, "webhook.created", entity="webhook_endpoint",
+                 entity_id=endpoint_id, details={"url": url, "events": chosen})
+    view = get_endpoint(uow.c, int(endpoint_id))
+    uow.commit()
+    return {**view, "secret": secret}
+
+
+def update_endpoint(*, uow: UnitOfWork, actor: Actor, endpoint_id: int, url: str | None = None,
+                    events: Sequence[str] | None = None, description: str | None = None,
+                    active: bool | None = None) -> dict[str, Any]:
+    """Change what is given; ``None`` leaves a field as it is."""
+    url = url.strip() if url is not None else None
+    chosen = _clean_events(events) if events is not None else None
+    _check(url=url, events=chosen)
+    row = _lock_endpoint(uow.c, endpoint_id)
+    wanted = {"url": url, "events": chosen, "description": description, "active": active}
+    changes = {k: v for k, v in wanted.items() if v is not None and v != row[k]}
+    if changes:
+        uow.c.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
+                      .values(**changes, updated_at=utcnow()))
+        audit.record(uow.c, actor, "webhook.updated", entity="webhook_endpoint",
+                     entity_id=endpoint_id,
+                     details={k: {"from": row[k], "to": v} for k, v in changes.items()})
+    view = get_endpoint(uow.c, endpoint_id)
+    uow.commit()
+    return view
+
+
+def disable_endpoint(*, uow: UnitOfWork, actor: Actor, endpoint_id: int) -> None:
+    """Stop queueing and sending. Deliveries already queued wait, unsent, until the endpoint is
+    enabled again (``update_endpoint(active=True)``)."""
+    row = _lock_endpoint(uow.c, endpoint_id)
+    if row["active"]:
+        uow.c.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
+                      .values(active=False, updated_at=utcnow()))
+        audit.record(uow.c, actor, "webhook.disabled", entity="webhook_endpoint",
+                     entity_id=endpoint_id, details={"url": row["url"]})
+    uow.commit()
+
+
+def rotate_secret(*, uow: UnitOfWork, actor: Actor, endpoint_id: int) -> str:
+    """A new secret, returned once; every delivery sent from now on is signed with it."""
+    _lock_endpoint(uow.c, endpoint_id)
+    secret = model.new_secret()
+    uow.c.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
+                  .values(secret=secret, updated_at=utcnow()))
+    audit.record(uow.c, actor, "webhook.secret_rotated", entity="webhook_endpoint",
+                 entity_id=endpoint_id)
+    uow.commit()
+    return secret
+
+
+def _delivery_counts(conn: Connection, endpoint_id: int | None = None
+                     ) -> dict[int, dict[str, Any]]:
+    d = webhook_deliveries
+    q = select(d.c.endpoint_id, d.c.status, func.count().label("n"),
+               func.max(d.c.delivered_at).label("last_delivered_at")
+               ).group_by(d.c.endpoint_id, d.c.status)
+    if endpoint_id is not None:
+        q = q.where(d.c.endpoint_id == endpoint_id)
+    out: dict[int, dict[str, Any]] = {}
+    for r in conn.execute(q):
+        entry = out.setdefault(int(r.endpoint_id), {"counts": dict.fromkeys(STATUSES, 0),
+                                                    "last_delivered_at": None})
+        entry["counts"][r.status] = int(r.n)
+        if r.last_delivered_at is not None:
+            entry["last_delivered_at"] = r.last_delivered_at  # only 'delivered' rows have one
+    return out
+
+
+def _endpoint_view(row: Any, stats: dict[str, Any] | None) -> dict[str, Any]:
+    stats = stats or {"counts": dict.fromkeys(STATUSES, 0), "last_delivered_at": None}
+    return {"id": int(row["id"]), "url": row["url"], "events": list(row["events"] or []),
+            "description": row["description"], "active": bool(row["active"]),
+            "secret_hint": model.secret_hint(row["secret"]), "created_at": row["created_at"],
+            "updated_at": row["updated_at"], "deliveries": stats["counts"],
+            "last_delivered_at": stats["last_delivered_at"]}
+
+
+def list_endpoints(conn: Connection) -> list[dict[str, Any]]:
+    """Every endpoint with how many of its deliveries are pending, sending, delivered, failed."""
+    counts = _delivery_counts(conn)
+    rows = conn.execute(select(webhook_endpoints).order_by(webhook_endpoints.c.id)).mappings()
+    return [_endpoint_view(r, counts.get(int(r["id"]))) for r in rows]
+
+
+def get_endpoint(conn: Connection, endpoint_id: int) -> dict[str, Any]:
+    row = conn.execute(select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
+                       ).mappings().first()
+    if row is None:
+        raise NotFound("webhook_endpoint_not_found", params={"id": endpoint_id})
+    return _endpoint_view(row, _delivery_counts(conn, endpoint_id).get(endpoint_id))
+
+
+# --- deliveries -----------------------------------------------------------------------------
+
+def _delivery_view(row: Any) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "endpoint_id", "event", "payload", "status", "attempts",
+                                "next_attempt_at", "last_attempt_at", "last_status_code",
+                                "last_error", "created_at", "delivered_at", "redelivery_of")}
+
+
+def list_deliveries(conn: Connection, endpoint_id: int | None = None, status: str | None = None,
+                    *, page: int = 1, page_size: int = 50) -> dict[str, Any]:
+    """Deliveries, newest first. ``next_attempt_at`` of a pending one says when it is tried
+    next; ``last_error`` and ``last_status_code`` say why the last attempt failed."""
+    errors = []
+    if status is not None and status not in STATUSES:
+        errors.append(FieldError("status", "literal_error", {"expected": ", ".join(STATUSES)}))
+    if page < 1:
+        errors.append(FieldError("page", "greater_than_equal", {"ge": 1}))
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        errors.append(FieldError("page_size", "less_than_equal", {"le": MAX_PAGE_SIZE}))
+    if errors:
+        raise ValidationFailed("validation_failed", fields=errors)
+    if endpoint_id is not None:
+        get_endpoint(conn, endpoint_id)  # 404 for an unknown endpoint, not an empty page
+    d = webhook_deliveries
+    where = []
+    if endpoint_id is not None:
+        where.append(d.c.endpoint_id == endpoint_id)
+    if status is not None:
+        where.append(d.c.status == status)
+    total = conn.execute(select(func.count()).select_from(d).where(*where)).scalar_one()
+    rows = conn.execute(select(d).where(*where).order_by(d.c.id.desc())
+                        .limit(page_size).offset((page - 1) * page_size)).mappings()
+    return {"items": [_delivery_view(r) for r in rows], "total": int(total), "page": page,
+            "page_size": page_size}
+
+
+def redeliver(*, uow: UnitOfWork, actor: Actor, delivery_id: int) -> int:
+    """Send a delivery again, as a new delivery (a new id, ``redelivery_of`` the old one) of
+    the same event, due now. The old one keeps its history."""
+    conn = uow.c
+    old = conn.execute(select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)
+                       ).mappings().first()
+    if old is None:
+        raise NotFound("webhook_delivery_not_found", params={"id": delivery_id})
+    endpoint = _lock_endpoint(conn, int(old["endpoint_id"]))
+    if not endpoint["active"]:
+        raise Conflict("webhook_endpoint_disabled", params={"id": endpoint["id"]})
+    now = utcnow()
+    new_id = conn.execute(insert(webhook_deliveries).values(
+        endpoint_id=old["endpoint_id"], event=old["event"], payload=old["payload"],
+        status="pending", attempts=0, next_attempt_at=now, created_at=old["created_at"],
+        redelivery_of=delivery_id).returning(webhook_deliveries.c.id)).scalar_one()
+    audit.record(conn, actor, "webhook.redelivered", entity="webhook_delivery",
+                 entity_id=new_id, details={"redelivery_of": delivery_id,
+                                            "endpoint_id": int(old["endpoint_id"]),
+                                            "event": old["event"]})
+    uow.commit()
+    return int(new_id)
+
+
+__all__ = ["EVENTS", "STATUSES", "DeliveryStats", "create_endpoint", "deliver_due",
+           "disable_endpoint", "enqueue", "get_endpoint", "list_deliveries", "list_endpoints",
+           "redeliver", "rotate_secret", "start_background_worker", "update_endpoint"]

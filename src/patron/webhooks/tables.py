@@ -7,14 +7,20 @@ webhook_endpoints = Table(
     metadata,
     Column("id", IdType, primary_key=True),
     Column("url", String(500), nullable=False),
+    # Kept in clear: every delivery is signed with it. Shown to the owner once, when created or
+    # rotated.
     Column("secret", String(128), nullable=False),
     Column("events", JSONType, nullable=False, default=list),
+    Column("description", String(200), nullable=True),
     Column("active", Boolean, nullable=False, server_default="1"),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=True),
 )
 
 # The outbox of webhook deliveries: written in the same transaction as the event, delivered by
-# a worker with retries and exponential backoff.
+# a worker with retries and exponential backoff. While a worker sends one (status 'sending'),
+# ``next_attempt_at`` holds the end of its lease: a worker that dies mid-send leaves a delivery
+# that falls due again when the lease runs out.
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
@@ -25,9 +31,12 @@ webhook_deliveries = Table(
     Column("status", String(12), nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
     Column("last_status_code", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
+    # A redelivery an owner asked for is a new delivery of the same event.
+    Column("redelivery_of", ForeignKey("webhook_deliveries.id"), nullable=True, index=True),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
 )

@@ -115,8 +115,10 @@ def upgrade() -> None:
     sa.Column('url', sa.String(length=500), nullable=False),
     sa.Column('secret', sa.String(length=128), nullable=False),
     sa.Column('events', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('description', sa.String(length=200), nullable=True),
     sa.Column('active', sa.Boolean(), server_default='1', nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
     )
     op.create_table('api_keys',
@@ -213,16 +215,20 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=12), server_default='pending', nullable=False),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('next_attempt_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_attempt_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('delivered_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('redelivery_of', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_deliveries_endpoint_id_webhook_endpoints')),
+    sa.ForeignKeyConstraint(['redelivery_of'], ['webhook_deliveries.id'], name=op.f('fk_webhook_deliveries_redelivery_of_webhook_deliveries')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries'))
     )
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_webhook_deliveries_endpoint_id'), ['endpoint_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_webhook_deliveries_redelivery_of'), ['redelivery_of'], unique=False)
 
     op.create_table('customers',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -332,6 +338,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('identities', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_identities_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index('ix_identities_value', ['value'], unique=False)
 
     op.create_table('orders',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -444,6 +451,7 @@ def downgrade() -> None:
 
     op.drop_table('orders')
     with op.batch_alter_table('identities', schema=None) as batch_op:
+        batch_op.drop_index('ix_identities_value')
         batch_op.drop_index(batch_op.f('ix_identities_customer_id'))
 
     op.drop_table('identities')
@@ -475,6 +483,7 @@ def downgrade() -> None:
 
     op.drop_table('customers')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_deliveries_redelivery_of'))
         batch_op.drop_index(batch_op.f('ix_webhook_deliveries_endpoint_id'))
         batch_op.drop_index('ix_webhook_deliveries_due')
 

@@ -1,0 +1,215 @@
+"""Sending queued webhook deliveries: claim, POST signed, record the outcome.
+
+At least once: a delivery is claimed (status ``sending`` with a lease) in one short
+transaction, sent with no transaction open, and its outcome written in another. A worker that
+dies between sending and writing leaves the delivery to be sent again when its lease runs out,
+so receivers de-duplicate on ``X-Patron-Delivery``.
+
+Claiming is safe with any number of workers: on PostgreSQL ``SELECT ... FOR UPDATE SKIP
+LOCKED`` lets each worker take rows no other worker holds; on SQLite ``BEGIN IMMEDIATE`` makes
+the claim the only writer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, select, update
+
+from patron import __version__
+from patron.db import UnitOfWork, utcnow
+from patron.webhooks import model
+from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = httpx.Timeout(10.0)
+# Claimed a few at a time so that a crashed worker strands only a few, and only for LEASE.
+CLAIM_BATCH = 10
+# Long enough to send a whole batch to receivers that all time out.
+LEASE = dt.timedelta(minutes=5)
+ERROR_CHARS = 500
+
+
+@dataclass
+class DeliveryStats:
+    claimed: int = 0
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+    # Sent, but another worker had taken the delivery over (our lease ran out) before we could
+    # write the outcome; that worker's outcome stands.
+    lease_lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    id: int
+    event: str
+    payload: dict[str, Any]
+    created_at: dt.datetime
+    attempts: int
+    url: str
+    secret: str
+    lease_until: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    ok: bool
+    status_code: int | None
+    error: str | None
+
+
+def new_client() -> httpx.Client:
+    return httpx.Client(timeout=TIMEOUT, follow_redirects=False,
+                        headers={"User-Agent": f"Patron-Webhooks/{__version__}"})
+
+
+def deliver_due(*, engine: Engine, limit: int = 100, now: dt.datetime | None = None,
+                client: httpx.Client | None = None,
+                rng: random.Random | None = None) -> DeliveryStats:
+    """Send up to ``limit`` deliveries that are due (pending and ``next_attempt_at <= now``, or
+    sending with a lease that ran out) and record each outcome. ``now`` fixes the clock (tests,
+    replays); by default it is the real time."""
+    clock: Callable[[], dt.datetime] = (lambda: now) if now is not None else utcnow
+    stats = DeliveryStats()
+    own_client = client is None
+    http = client if client is not None else new_client()
+    try:
+        while stats.claimed < limit:
+            batch = _claim(engine, clock(), min(CLAIM_BATCH, limit - stats.claimed))
+            if not batch:
+                break
+            stats.claimed += len(batch)
+            for item in batch:
+                attempt = _send(http, item, clock)
+                _record(engine, item, attempt, clock(), stats, rng)
+    finally:
+        if own_client:
+            http.close()
+    return stats
+
+
+def _claim(engine: Engine, now: dt.datetime, limit: int) -> list[_Claimed]:
+    d, e = webhook_deliveries, webhook_endpoints
+    with UnitOfWork(engine) as uow:
+        q = (select(d.c.id, d.c.event, d.c.payload, d.c.created_at, d.c.attempts, e.c.url,
+                    e.c.secret)
+             .join(e, e.c.id == d.c.endpoint_id)
+             # A 'sending' row is due once its lease (kept in next_attempt_at) has run out.
+             .where(d.c.status.in_(("pending", "sending")), d.c.next_attempt_at <= now,
+                    e.c.active.is_(True))
+             .order_by(d.c.next_attempt_at, d.c.id).limit(limit))
+        if uow.dialect == "postgresql":
+            q = q.with_for_update(skip_locked=True, of=d)
+        rows = uow.c.execute(q).all()
+        if not rows:
+            return []
+        lease_until = now + LEASE
+        uow.c.execute(update(d).where(d.c.id.in_([r.id for r in rows]))
+                      .values(status="sending", next_attempt_at=lease_until))
+        uow.commit()
+    return [_Claimed(int(r.id), r.event, r.payload, r.created_at, int(r.attempts), r.url,
+                     r.secret, lease_until) for r in rows]
+
+
+def _send(http: httpx.Client, item: _Claimed, clock: Callable[[], dt.datetime]) -> _Attempt:
+    body = model.body_bytes(delivery_id=item.id, event=item.event, created_at=item.created_at,
+                            payload=item.payload)
+    timestamp = int(clock().timestamp())
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "X-Patron-Event": item.event,
+        "X-Patron-Delivery": str(item.id),
+        "X-Patron-Timestamp": str(timestamp),
+        "X-Patron-Signature": model.signature(item.secret, timestamp, body),
+    }
+    try:
+        response = http.post(item.url, content=body, headers=headers)
+    except Exception as exc:  # timeouts, refused connections, bad TLS, a URL httpx refuses
+        return _Attempt(False, None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
+    if model.succeeded(response.status_code):
+        return _Attempt(True, response.status_code, None)
+    excerpt = response.text[:300].strip()
+    return _Attempt(False, response.status_code,
+                    f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else ""))
+
+
+def _record(engine: Engine, item: _Claimed, attempt: _Attempt, now: dt.datetime,
+            stats: DeliveryStats, rng: random.Random | None) -> None:
+    attempts = item.attempts + 1
+    values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now,
+                              "last_status_code": attempt.status_code,
+                              "last_error": attempt.error}
+    if attempt.ok:
+        values.update(status="delivered", delivered_at=now, next_attempt_at=now)
+    else:
+        status, next_at = model.after_failure(attempts, now, rng)
+        values.update(status=status, next_attempt_at=next_at)
+    d = webhook_deliveries
+    with UnitOfWork(engine) as uow:
+        # Only while we still hold the lease: the lease end doubles as our claim token.
+        result = uow.c.execute(update(d).where(d.c.id == item.id, d.c.status == "sending",
+                                               d.c.next_attempt_at == item.lease_until)
+                               .values(**values))
+        uow.commit()
+    if result.rowcount != 1:
+        stats.lease_lost += 1
+        log.warning("webhook delivery %s: lease lost before its outcome was recorded", item.id)
+    elif attempt.ok:
+        stats.delivered += 1
+    elif values["status"] == "failed":
+        stats.failed += 1
+        log.warning("webhook delivery %s failed for good after %s attempts: %s", item.id,
+                    attempts, attempt.error)
+    else:
+        stats.retrying += 1
+
+
+def run_worker(engine: Engine, *, interval: float = 5.0, once: bool = False, limit: int = 100,
+               stop: threading.Event | None = None,
+               on_stats: Callable[[DeliveryStats], None] | None = None) -> None:
+    """Deliver what is due, then every ``interval`` seconds until ``stop`` is set. A full batch
+    is followed at once by the next. Database or network trouble is logged and waited out,
+    except with ``once``, where it is raised."""
+    stop = stop or threading.Event()
+    with new_client() as http:
+        while not stop.is_set():
+            try:
+                stats = deliver_due(engine=engine, limit=limit, client=http)
+            except Exception:
+                if once:
+                    raise
+                log.exception("webhook delivery round failed; trying again in %ss", interval)
+                stop.wait(interval)
+                continue
+            if on_stats is not None:
+                on_stats(stats)
+            if once:
+                return
+            if stats.claimed < limit:
+                stop.wait(interval)
+
+
+def start_background_worker(engine: Engine, *, interval: float = 5.0) -> Callable[[], None]:
+    """Run :func:`run_worker` in a daemon thread; returns the function that stops it (waiting
+    for the delivery in flight, at most about one request timeout)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(engine,),
+                              kwargs={"interval": interval, "stop": stop},
+                              name="patron-webhooks", daemon=True)
+    thread.start()
+
+    def stop_worker() -> None:
+        stop.set()
+        thread.join(timeout=(TIMEOUT.read or 10.0) + 5.0)
+
+    return stop_worker

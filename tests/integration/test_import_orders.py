@@ -229,7 +229,7 @@ def test_store_scoped_manager_imports_only_their_stores(uow, tmp_path):
     ("notes.pdf", b"%PDF-1.4 hello", "import_unsupported_file"),
     ("header_only.csv", ",".join(HEADER).encode() + b"\n", "import_no_rows"),
     ("broken.xlsx", b"PK\x03\x04 not really a zip", "import_unreadable_file"),
-    ("latin.csv", "order_id,channel\nA,pos\n".encode() + b"\xff\xfe\xfa" * 4,
+    ("latin.csv", b"order_id,channel\nA,pos\n" + b"\xff\xfe\xfa" * 4,
      "import_bad_encoding"),
 ])
 def test_files_that_cannot_be_imported_are_refused_before_a_job(uow, tmp_path, name, content,

@@ -1,0 +1,167 @@
+"""Customer pages: the list and search, and the customer 360 with its purchase timeline."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from patron.customers import queries
+from patron.customers import service as customer_service
+from patron.db import UnitOfWork, get_engine
+from patron.deps import UowDep
+from patron.errors import NotFound, ValidationFailed
+from patron.i18n import t
+from patron.orders.tables import order_lines
+from patron.org.tables import channels, stores
+from patron.security.model import Actor
+from patron.web.render import PageRoute, need, page_language, posted_form, redirect, render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+LIST_PAGE_SIZE = 25
+TIMELINE_PAGE_SIZE = 10
+SORTS = ("-created_at", "-last_order_at", "-net_spend", "-order_count", "name", "id")
+
+
+def _page_number(raw: str | None) -> int:
+    return max(int(raw), 1) if raw and raw.isdigit() else 1
+
+
+def _field_errors(exc: ValidationFailed, lang: str) -> dict[str, str]:
+    return {f.field: t(f.reason, lang, **f.params) for f in exc.fields} or {
+        "form": t(exc.message, lang, **exc.params)}
+
+
+def _store_options(conn: Any, actor: Actor) -> list[tuple[str, str]]:
+    q = select(stores.c.id, stores.c.code, stores.c.name).order_by(stores.c.code)
+    return [(r.code, f"{r.code} · {r.name}") for r in conn.execute(q)
+            if actor.sees_store(int(r.id))]
+
+
+def _channel_options(conn: Any) -> list[tuple[str, str]]:
+    return [(r.code, r.name) for r in conn.execute(
+        select(channels.c.code, channels.c.name).order_by(channels.c.id))]
+
+
+@router.get("/customers")
+def customer_list(request: Request,
+                  actor: Annotated[Actor, Depends(need("customers.read"))]) -> Response:
+    lang = page_language(request, actor)
+    params = request.query_params
+    q = (params.get("q") or "").strip()
+    store = params.get("store") or None
+    member = {"1": True, "0": False}.get(params.get("member") or "")
+    sort = params.get("sort") if params.get("sort") in SORTS else "-created_at"
+    page = _page_number(params.get("page"))
+    errors: dict[str, str] = {}
+    items: list[dict[str, Any]] = []
+    total = 0
+    with UnitOfWork(get_engine(), readonly=True) as uow:
+        try:
+            if q:
+                items = queries.search_customers(uow.c, actor=actor, q=q, limit=50)
+                total = len(items)
+            else:
+                found = queries.list_customers(
+                    uow.c, actor=actor, filters={"store": store, "member": member}, page=page,
+                    page_size=LIST_PAGE_SIZE, sort=sort)
+                items, total = found["items"], found["total"]
+        except ValidationFailed as exc:
+            errors = _field_errors(exc, lang)
+        store_options = _store_options(uow.c, actor)
+    return render(request, "customers/list.html", {
+        "items": items, "total": total, "q": q, "page": page, "sort": sort,
+        "sort_options": [(s, t(f"web.sort.{s.lstrip('-')}", lang)) for s in SORTS],
+        "store": store or "", "member": params.get("member") or "",
+        "store_options": store_options, "errors": errors, "searching": bool(q),
+        "has_next": not q and page * LIST_PAGE_SIZE < total,
+    }, actor=actor, status_code=422 if errors else 200)
+
+
+def _date_param(raw: str | None, name: str, errors: dict[str, str], lang: str
+                ) -> dt.date | None:
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        errors[name] = t("date_parsing", lang)
+        return None
+
+
+def _customer_page(request: Request, actor: Actor, customer_id: int, *,
+                   revealed: dict[str, str] | None = None) -> Response:
+    lang = page_language(request, actor)
+    params = request.query_params
+    errors: dict[str, str] = {}
+    date_from = _date_param(params.get("date_from"), "date_from", errors, lang)
+    date_to = _date_param(params.get("date_to"), "date_to", errors, lang)
+    filters = {"store": params.get("store") or None, "channel": params.get("channel") or None,
+               "category": params.get("category") or None}
+    page = _page_number(params.get("page"))
+    timeline: dict[str, Any] = {"items": [], "total": 0, "page": page}
+    with UnitOfWork(get_engine(), readonly=True) as uow:
+        customer = queries.get_customer(uow.c, actor=actor, customer_id=customer_id)
+        if not errors:
+            try:
+                timeline = queries.customer_timeline(
+                    uow.c, actor=actor, customer_id=customer_id, date_from=date_from,
+                    date_to=date_to, page=page, page_size=TIMELINE_PAGE_SIZE, **filters)
+            except ValidationFailed as exc:
+                errors = _field_errors(exc, lang)
+        store_options = _store_options(uow.c, actor)
+        channel_options = _channel_options(uow.c)
+        categories = sorted({c["code"] for c in customer["favourites"]["categories"]}
+                            | set(uow.c.execute(select(order_lines.c.category).distinct()
+                                                .where(order_lines.c.category.is_not(None))
+                                                .limit(200)).scalars()))
+    undone = params.get("undone")
+    return render(request, "customers/detail.html", {
+        "c": customer, "timeline": timeline, "errors": errors, "revealed": revealed or {},
+        "filters": {"date_from": params.get("date_from") or "",
+                    "date_to": params.get("date_to") or "", **{k: v or "" for k, v in
+                                                                filters.items()}},
+        "store_options": store_options, "channel_options": channel_options,
+        "category_options": [(c, c) for c in categories], "page": page,
+        "has_next": page * TIMELINE_PAGE_SIZE < timeline["total"],
+        "undone": undone,
+    }, actor=actor, status_code=422 if errors else 200)
+
+
+def _customer_id(raw: str) -> int:
+    if not raw.isdigit():
+        raise NotFound("customer_not_found")
+    return int(raw)
+
+
+@router.get("/customers/{customer_id}")
+def customer_detail(request: Request, customer_id: str,
+                    actor: Annotated[Actor, Depends(need("customers.read"))]) -> Response:
+    return _customer_page(request, actor, _customer_id(customer_id))
+
+
+@router.post("/customers/{customer_id}/reveal")
+async def reveal(request: Request, customer_id: str, uow: UowDep,
+                 actor: Annotated[Actor, Depends(need("personal_data.reveal"))]) -> Response:
+    """Shows one personal field in full on this response only; the reveal is audited."""
+    form = await posted_form(request)
+    cid = _customer_id(customer_id)
+    field = str(form.get("field") or "")
+    value = queries.reveal_personal_data(uow=uow, actor=actor, customer_id=cid, field=field)
+    return _customer_page(request, actor, cid, revealed={field: value})
+
+
+@router.post("/customers/merges/{merge_id}/undo")
+async def undo_merge(request: Request, merge_id: int, uow: UowDep,
+                     actor: Annotated[Actor, Depends(need("customers.undo_merge"))]
+                     ) -> Response:
+    form = await posted_form(request)
+    back = str(form.get("customer_id") or "")
+    customer_service.undo_merge(uow=uow, merge_id=merge_id, actor=actor)
+    if back.isdigit():
+        return redirect(f"/customers/{back}?undone={merge_id}")
+    return redirect("/customers")

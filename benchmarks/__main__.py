@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="an admin URL; a fresh patron_bench_* database is created and dropped")
     p.add_argument("--csv-orders", type=int, default=None,
                    help="orders in the CSV file import (default: a quarter of --orders)")
+    p.add_argument("--lookups", type=int, default=lookup.SAMPLES,
+                   help="lookups (and as many anchor SELECTs) per database")
     p.add_argument("--no-profile", action="store_true", help="skip the cProfile of one chunk")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -153,7 +155,7 @@ def _measure_database(db: Any, args: argparse.Namespace, figures: list[Figure],
     res = bulk_import.run(db, stream, args.orders, chunk=args.chunk, progress=not args.quiet)
     figures.extend(import_figures(label, res))
     log(f"{label}: customer lookups ...")
-    figures.extend(lookup_figures(label, lookup.run(db.url, stream, args.orders)))
+    figures.extend(lookup_figures(label, lookup.run(db.url, stream, args.orders, args.lookups)))
     csv_orders = args.csv_orders if args.csv_orders is not None else max(1, args.orders // 4)
     if csv_orders and csv_import.available():
         log(f"{label}: CSV file import of {csv_orders:,} orders ...")
@@ -165,13 +167,23 @@ def _measure_database(db: Any, args: argparse.Namespace, figures: list[Figure],
         bulk_import.profile_chunk(db, stream, args.orders, path, chunk=args.chunk)
         meta.setdefault("profiles", []).append(str(path))
     if db.kind == "postgresql" and not args.skip_api:
-        phones = lookup.phones(stream, args.orders)
+        phones = lookup.phones(stream, args.orders, args.lookups)
         for run_no, workers in enumerate(int(w) for w in args.workers.split(",") if w.strip()):
             log(f"{label}: API load, {workers} worker(s), {args.clients} clients, "
                 f"{args.duration:g} s per measurement ...")
-            res_api = api_ingest.run(db.url, stream, imported=args.orders, workers=workers,
-                                     clients=args.clients, duration=args.duration,
-                                     phones=phones, run_no=run_no)
+            try:
+                res_api = api_ingest.run(db.url, stream, imported=args.orders, workers=workers,
+                                         clients=args.clients, duration=args.duration,
+                                         phones=phones, run_no=run_no)
+            except Exception as exc:  # a server that does not start: say so, keep the rest
+                log(f"{label}: API load failed: {str(exc)[-1500:]}")
+                meta.setdefault("errors", []).append(f"API load ({workers} workers): "
+                                                     f"{str(exc)[-500:]}")
+                figures.append(Figure(f"API orders/s (PG, {workers} workers)", 0, "orders/s",
+                                      "GET /healthz/s, same load", 0, passed=False,
+                                      target=f">= {API_RATE_TARGET:,.0f}/s, all 201",
+                                      notes={"error": str(exc)[-500:]}))
+                continue
             figures.extend(api_figures(res_api))
 
 

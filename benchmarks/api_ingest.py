@@ -165,8 +165,8 @@ def lookup_requests(phones: list[str]) -> Callable[[int], Request]:
     from urllib.parse import quote
 
     def make(i: int) -> Request:
-        return ("GET", f"/api/v1/customers/lookup?kind=phone&value={quote(phones[i % len(phones)])}",
-                None)
+        value = quote(phones[i % len(phones)])
+        return "GET", f"/api/v1/customers/lookup?kind=phone&value={value}", None
     return make
 
 

@@ -66,12 +66,13 @@ def _search() -> Callable[[Connection, str], Any] | None:
     return fn
 
 
-def phones(stream: OrderStream, count: int, seed: int = 11) -> list[str]:
+def phones(stream: OrderStream, count: int, samples: int = SAMPLES, seed: int = 11
+           ) -> list[str]:
     """E.164 phones of customers the import has seen (orders 0..count-1 name them)."""
     rng = random.Random(seed)
     out: list[str] = []
     tries = 0
-    while len(out) < SAMPLES and tries < SAMPLES * 20:
+    while len(out) < samples and tries < samples * 20:
         tries += 1
         cust = stream.customer_of(rng.randrange(count))
         if cust is not None and cust.phone_e164:
@@ -79,9 +80,9 @@ def phones(stream: OrderStream, count: int, seed: int = 11) -> list[str]:
     return out
 
 
-def run(url: str, stream: OrderStream, count: int) -> dict[str, Any]:
+def run(url: str, stream: OrderStream, count: int, samples: int = SAMPLES) -> dict[str, Any]:
     engine = get_engine(url)
-    values = phones(stream, count)
+    values = phones(stream, count, samples)
     label, lookup_fn = _service_lookup()
     search_fn = _search()
     found = searched = 0

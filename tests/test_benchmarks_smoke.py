@@ -1,0 +1,53 @@
+"""The benchmark code runs end to end at a tiny size, so that it cannot rot unnoticed.
+
+Nothing here asserts a speed: only that every figure is measured next to its anchor, that the
+orders were all recorded, and that the figures kept on the way match the orders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from benchmarks.__main__ import main
+
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
+
+def test_a_tiny_benchmark_run_prints_every_figure_next_to_its_anchor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--orders", "300", "--chunk", "120", "--csv-orders", "60", "--lookups", "50",
+            "--skip-api", "--quiet",
+            "--out", str(tmp_path)]
+    postgres = os.environ.get("PATRON_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    if postgres == "skip":
+        args.append("--skip-postgres")
+    else:
+        args += ["--postgres-url", postgres]
+
+    assert main(args) == 0
+
+    printed = capsys.readouterr().out
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    names = {f["name"] for f in doc["figures"]}
+    databases = ["SQLite"] + ([] if postgres == "skip" else ["PostgreSQL"])
+    for db in databases:
+        for figure in (f"import orders/s ({db})", f"figures differing ({db}, sampled)",
+                       f"lookup p50 ({db}, service)", f"lookup p99 ({db}, service)"):
+            assert figure in names
+            assert figure in printed
+    for f in doc["figures"]:
+        assert f["anchor"] and f["anchor_value"] > 0, f
+        assert f["value"] >= 0, f
+        assert "error" not in f["notes"], f
+    by_name = {f["name"]: f for f in doc["figures"]}
+    for db in databases:
+        imported = by_name[f"import orders/s ({db})"]
+        assert imported["notes"]["statuses"] == {"created": 300}
+        assert imported["notes"]["customers"] > 0
+        assert by_name[f"figures differing ({db}, sampled)"]["value"] == 0
+    assert doc["meta"]["orders"] == 300
+    assert (tmp_path / "profile-sqlite.txt").read_text().strip()

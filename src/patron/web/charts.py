@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pygal
@@ -12,6 +13,8 @@ from patron.web.dashboard import DayPoint
 
 FONT = ('-apple-system, "PingFang SC", "Noto Sans CJK SC", "Microsoft YaHei", '
         '"Segoe UI", Roboto, sans-serif')
+
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
 
 _STYLE = Style(
     background="transparent",
@@ -54,5 +57,7 @@ def sales_trend(points: Sequence[DayPoint], *, title: str) -> Markup:
     chart.show_minor_x_labels = False
     # pygal draws floats; these are display values only, the figures stay Decimal elsewhere.
     chart.add(title, [float(p.sales) for p in points])
-    svg = chart.render(is_unicode=True)
+    # Without its tooltip script (which would come from the internet) the inline config
+    # script pygal still writes does nothing: drop it, so pages carry no JavaScript.
+    svg = _SCRIPT.sub("", chart.render(is_unicode=True))
     return Markup(svg)  # noqa: S704 - pygal escapes the labels it writes

@@ -180,8 +180,8 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, *
            actor: Actor | None = None, status_code: int = 200) -> HTMLResponse:
     lang = page_language(request, actor)
 
-    def _(key: str, **params: Any) -> str:
-        return t(key, lang, **params)
+    def _(message_key: str, /, **params: Any) -> str:
+        return t(message_key, lang, **params)
 
     nav = [(path, _(key)) for path, key, perm in NAV if actor is not None and actor.can(perm)]
     ctx = {"lang": lang, "_": _, "actor": actor, "nav": nav, "csrf": csrf_token(request),

@@ -55,6 +55,7 @@ def test_update_disable_and_rotate_are_audited(owner):
     r = owner.patch(base, json={"events": ["*"], "url": "https://hooks.example.cn/p"})
     assert r.status_code == 200, r.text
     assert r.json()["events"] == ["*"] and r.json()["url"] == "https://hooks.example.cn/p"
+    assert owner.patch(base, json={"description": ""}).json()["description"] is None
     r = owner.patch(base, json={"url": "hooks.example.cn"})
     assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "url"
 

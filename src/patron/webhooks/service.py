@@ -90,13 +90,19 @@ def create_endpoint(*, uow: UnitOfWork, actor: Actor, url: str, events: Sequence
 def update_endpoint(*, uow: UnitOfWork, actor: Actor, endpoint_id: int, url: str | None = None,
                     events: Sequence[str] | None = None, description: str | None = None,
                     active: bool | None = None) -> dict[str, Any]:
-    """Change what is given; ``None`` leaves a field as it is."""
-    url = url.strip() if url is not None else None
-    chosen = _clean_events(events) if events is not None else None
-    _check(url=url, events=chosen)
+    """Change what is given; ``None`` leaves a field as it is, an empty description clears it."""
+    wanted: dict[str, Any] = {}
+    if url is not None:
+        wanted["url"] = url.strip()
+    if events is not None:
+        wanted["events"] = _clean_events(events)
+    if description is not None:
+        wanted["description"] = description or None
+    if active is not None:
+        wanted["active"] = active
+    _check(url=wanted.get("url"), events=wanted.get("events"))
     row = _lock_endpoint(uow.c, endpoint_id)
-    wanted = {"url": url, "events": chosen, "description": description, "active": active}
-    changes = {k: v for k, v in wanted.items() if v is not None and v != row[k]}
+    changes = {k: v for k, v in wanted.items() if v != row[k]}
     if changes:
         uow.c.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
                       .values(**changes, updated_at=utcnow()))

@@ -236,3 +236,35 @@ def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
         return [int(r[0]) for r in rows]
     start = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
     return list(range(int(start) + 1, int(start) + 1 + count))
+
+
+def bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows: ``COPY`` on PostgreSQL, ``executemany`` on SQLite.
+
+    Values go through each column's type (Money to fen, JSON to text) exactly as an ``INSERT``
+    would bind them. Columns missing from a row take NULL, so give every column that has a
+    server default.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), rows)
+        return
+    columns = [c for c in table.columns if c.name in rows[0]]
+    processors = [c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                  for c in columns]
+    names = [c.name for c in columns]
+    sql = f'COPY "{table.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) FROM STDIN'
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    dbapi_conn = conn.connection.driver_connection
+    try:
+        with dbapi_conn.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row([p(row.get(n)) if p else row.get(n)
+                                for n, p in zip(names, processors, strict=True)])
+    except psycopg.Error as exc:
+        # Raise what an INSERT would have raised (IntegrityError on a duplicate key), so that
+        # callers retry a chunk the same way whichever path wrote it.
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, bindparam, delete, func, select, text, update
 
 from patron.customers.tables import customer_affinities, customer_figures
 from patron.db import upsert
@@ -56,70 +56,130 @@ class FigureDelta:
 
 
 def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta]) -> None:
-    """Add the deltas to the stored figures, customers in id order (a fixed lock order)."""
+    """Add the deltas to the stored figures.
+
+    Statements are single-row upserts run with executemany (compiled once, cached). The figures
+    rows are written first, customers in id order: on PostgreSQL that takes their row locks in a
+    fixed order, so a concurrent chunk for the same customer waits here, and the distinct
+    purchase days, counted by a later statement with a fresh snapshot, include its rows.
+    """
     if not deltas:
         return
     ids = sorted(deltas)
-    day_rows = []
-    aff_rows = []
-    for cid in ids:
-        d = deltas[cid]
-        for (dim, key), (count, spend) in sorted(d.affinities.items()):
-            row = {"customer_id": cid, "dimension": dim, "key": key, "order_count": count,
-                   "spend": spend}
-            aff_rows.append(row)
-            if dim == "day":
-                day_rows.append(row)
-    # Distinct purchase days: the day rows that did not exist yet.
-    new_days: dict[int, int] = defaultdict(int)
-    for chunk in _chunks(day_rows, 2000):
-        stmt = upsert(conn, customer_affinities).values(
-            [{**r, "order_count": 0, "spend": Decimal(0)} for r in chunk]
-        ).on_conflict_do_nothing().returning(customer_affinities.c.customer_id)
-        for (cid,) in conn.execute(stmt):
-            new_days[int(cid)] += 1
-    for chunk in _chunks(aff_rows, 2000):
-        ins = upsert(conn, customer_affinities).values(chunk)
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["customer_id", "dimension", "key"],
-            set_={
-                "order_count": customer_affinities.c.order_count + ins.excluded.order_count,
-                "spend": customer_affinities.c.spend + ins.excluded.spend,
-            },
-        ))
     fig_rows = []
+    aff_rows = []
     for cid in ids:
         d = deltas[cid]
         fig_rows.append({
             "customer_id": cid,
             "order_count": d.order_count,
-            "purchase_days": new_days.get(cid, 0),
             "total_spend": d.total_spend,
             "refunded": d.refunded,
             "net_spend": d.total_spend - d.refunded,
             "first_order_at": d.first_order_at,
             "last_order_at": d.last_order_at,
         })
+        for (dim, key), (count, spend) in sorted(d.affinities.items()):
+            aff_rows.append({"customer_id": cid, "dimension": dim, "key": key,
+                             "order_count": count, "spend": spend})
+    if conn.dialect.name == "postgresql":
+        _pg_upserts(conn, fig_rows, aff_rows)
+    else:
+        conn.execute(_figures_upsert(conn), fig_rows)
+        conn.execute(_affinities_upsert(conn), aff_rows)
+    a = customer_affinities.c
+    days = (select(func.count()).where(a.customer_id == customer_figures.c.customer_id,
+                                       a.dimension == "day").scalar_subquery())
+    for part in _chunks(ids, 1000):
+        conn.execute(update(customer_figures)
+                     .where(customer_figures.c.customer_id.in_(part))
+                     .values(purchase_days=days))
+
+
+def _fen(value: Decimal) -> int:
+    return int(value * 100)
+
+
+_PG_FIGURES = text("""
+INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
+                              net_spend, first_order_at, last_order_at)
+SELECT c, n, 0, t, r, t - r, f, l
+FROM unnest(CAST(:c AS bigint[]), CAST(:n AS int[]), CAST(:t AS bigint[]), CAST(:r AS bigint[]),
+            CAST(:f AS timestamptz[]), CAST(:l AS timestamptz[])) AS x(c, n, t, r, f, l)
+ON CONFLICT (customer_id) DO UPDATE SET
+  order_count = customer_figures.order_count + excluded.order_count,
+  total_spend = customer_figures.total_spend + excluded.total_spend,
+  refunded = customer_figures.refunded + excluded.refunded,
+  net_spend = customer_figures.net_spend + excluded.net_spend,
+  first_order_at = LEAST(customer_figures.first_order_at, excluded.first_order_at),
+  last_order_at = GREATEST(customer_figures.last_order_at, excluded.last_order_at)
+""")
+
+_PG_AFFINITIES = text("""
+INSERT INTO customer_affinities (customer_id, dimension, key, order_count, spend)
+SELECT * FROM unnest(CAST(:c AS bigint[]), CAST(:d AS text[]), CAST(:k AS text[]),
+                     CAST(:n AS int[]), CAST(:s AS bigint[]))
+ON CONFLICT (customer_id, dimension, key) DO UPDATE SET
+  order_count = customer_affinities.order_count + excluded.order_count,
+  spend = customer_affinities.spend + excluded.spend
+""")
+
+
+def _pg_upserts(conn: Connection, fig_rows: list[dict[str, Any]],
+                aff_rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: one statement per table for the whole chunk, rows passed as arrays."""
+    conn.execute(_PG_FIGURES, {
+        "c": [r["customer_id"] for r in fig_rows],
+        "n": [r["order_count"] for r in fig_rows],
+        "t": [_fen(r["total_spend"]) for r in fig_rows],
+        "r": [_fen(r["refunded"]) for r in fig_rows],
+        "f": [r["first_order_at"] for r in fig_rows],
+        "l": [r["last_order_at"] for r in fig_rows],
+    })
+    conn.execute(_PG_AFFINITIES, {
+        "c": [r["customer_id"] for r in aff_rows],
+        "d": [r["dimension"] for r in aff_rows],
+        "k": [r["key"] for r in aff_rows],
+        "n": [r["order_count"] for r in aff_rows],
+        "s": [_fen(r["spend"]) for r in aff_rows],
+    })
+
+
+def _figures_upsert(conn: Connection) -> Any:
+    f = customer_figures.c
+    ins = upsert(conn, customer_figures).values(
+        customer_id=bindparam("customer_id"), order_count=bindparam("order_count"),
+        purchase_days=0, total_spend=bindparam("total_spend"), refunded=bindparam("refunded"),
+        net_spend=bindparam("net_spend"), first_order_at=bindparam("first_order_at"),
+        last_order_at=bindparam("last_order_at"))
+    x = ins.excluded
     least = func.least if conn.dialect.name == "postgresql" else func.min
     greatest = func.greatest if conn.dialect.name == "postgresql" else func.max
-    f = customer_figures.c
-    for chunk in _chunks(fig_rows, 2000):
-        ins = upsert(conn, customer_figures).values(chunk)
-        x = ins.excluded
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["customer_id"],
-            set_={
-                "order_count": f.order_count + x.order_count,
-                "purchase_days": f.purchase_days + x.purchase_days,
-                "total_spend": f.total_spend + x.total_spend,
-                "refunded": f.refunded + x.refunded,
-                "net_spend": f.net_spend + x.net_spend,
-                "first_order_at": func.coalesce(least(f.first_order_at, x.first_order_at),
-                                                f.first_order_at, x.first_order_at),
-                "last_order_at": func.coalesce(greatest(f.last_order_at, x.last_order_at),
-                                               f.last_order_at, x.last_order_at),
-            },
-        ))
+    return ins.on_conflict_do_update(
+        index_elements=["customer_id"],
+        set_={
+            "order_count": f.order_count + x.order_count,
+            "total_spend": f.total_spend + x.total_spend,
+            "refunded": f.refunded + x.refunded,
+            "net_spend": f.net_spend + x.net_spend,
+            "first_order_at": func.coalesce(least(f.first_order_at, x.first_order_at),
+                                            f.first_order_at, x.first_order_at),
+            "last_order_at": func.coalesce(greatest(f.last_order_at, x.last_order_at),
+                                           f.last_order_at, x.last_order_at),
+        },
+    )
+
+
+def _affinities_upsert(conn: Connection) -> Any:
+    a = customer_affinities.c
+    ins = upsert(conn, customer_affinities).values(
+        customer_id=bindparam("customer_id"), dimension=bindparam("dimension"),
+        key=bindparam("key"), order_count=bindparam("order_count"), spend=bindparam("spend"))
+    return ins.on_conflict_do_update(
+        index_elements=["customer_id", "dimension", "key"],
+        set_={"order_count": a.order_count + ins.excluded.order_count,
+              "spend": a.spend + ins.excluded.spend},
+    )
 
 
 def _chunks(rows: list[Any], size: int) -> Any:
@@ -127,8 +187,12 @@ def _chunks(rows: list[Any], size: int) -> Any:
         yield rows[i:i + size]
 
 
+Figures = dict[int, dict[str, Any]]
+Affinities = dict[tuple[int, str, str], tuple[int, Decimal]]
+
+
 def compute_from_orders(conn: Connection, customer_ids: list[int] | None = None
-                        ) -> tuple[dict[int, dict[str, Any]], dict[tuple[int, str, str], tuple[int, Decimal]]]:
+                        ) -> tuple[Figures, Affinities]:
     """Figures and affinities as the orders say they should be (the slow, certain path)."""
     store_rows = {r.id: (r.code, r.timezone) for r in conn.execute(
         select(stores.c.id, stores.c.code, stores.c.timezone))}
@@ -168,7 +232,7 @@ def compute_from_orders(conn: Connection, customer_ids: list[int] | None = None
 
 
 def stored(conn: Connection, customer_ids: list[int] | None = None
-           ) -> tuple[dict[int, dict[str, Any]], dict[tuple[int, str, str], tuple[int, Decimal]]]:
+           ) -> tuple[Figures, Affinities]:
     fq = select(customer_figures)
     aq = select(customer_affinities)
     if customer_ids is not None:

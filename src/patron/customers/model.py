@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -44,6 +45,7 @@ class Identity:
         return (self.kind, self.namespace, self.value)
 
 
+@lru_cache(maxsize=262144)  # repeat customers: parsing is the costliest step of an order
 def normalize_phone(raw: str, default_region: str = "CN") -> str:
     """E.164; Chinese numbers must be valid mobile numbers (members are reached by SMS)."""
     text = str(raw).strip()

@@ -48,6 +48,7 @@ class NormalizedOrder:
     discount: Decimal
     total: Decimal
     customer_hint: dict[str, Any] = field(default_factory=dict)
+    _hash: str | None = None
 
     def canonical(self) -> dict[str, Any]:
         return canonical_content(
@@ -65,7 +66,9 @@ class NormalizedOrder:
 
     @property
     def content_hash(self) -> str:
-        return content_hash(self.canonical())
+        if self._hash is None:
+            self._hash = content_hash(self.canonical())
+        return self._hash
 
 
 def _num(value: Decimal) -> str:

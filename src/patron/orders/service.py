@@ -18,14 +18,14 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, insert, select, tuple_, update
+from sqlalchemy import Connection, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from patron.customers import figures as figs
 from patron.customers.model import Identity, UnionFind
 from patron.customers.service import merge_into
 from patron.customers.tables import customers, identities
-from patron.db import UnitOfWork, allocate_ids, utcnow
+from patron.db import UnitOfWork, allocate_ids, bulk_insert, utcnow
 from patron.errors import FieldError
 from patron.orders.model import (
     NormalizedOrder,
@@ -142,14 +142,8 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
 
     # 1. Orders already recorded under the same channel (+ store) and external id.
     existing: dict[tuple[int, int, str], Any] = {}
-    keys = list({it.key for it in valid if it.key})
-    for i in range(0, len(keys), 1000):
-        part = keys[i:i + 1000]
-        q = select(orders.c.id, orders.c.channel_id, orders.c.scope_store_id,
-                   orders.c.external_id, orders.c.content_hash, orders.c.customer_id).where(
-            tuple_(orders.c.channel_id, orders.c.scope_store_id, orders.c.external_id).in_(part))
-        for r in conn.execute(q):
-            existing[(r.channel_id, r.scope_store_id, r.external_id)] = r
+    for r in _existing_orders(conn, list({it.key for it in valid if it.key})):
+        existing[(r.channel_id, r.scope_store_id, r.external_id)] = r
     fresh: list[_Item] = []
     first_in_chunk: dict[tuple[int, int, str], _Item] = {}
     for it in valid:
@@ -178,14 +172,9 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
 
     # 2. Identity resolution: one query for every identifier of the chunk.
     wanted = list({idn.key for it in fresh for idn in it.order.identities})  # type: ignore[union-attr]
-    owner: dict[tuple[str, str, str], int] = {}
-    for i in range(0, len(wanted), 1000):
-        part = wanted[i:i + 1000]
-        q = select(identities.c.kind, identities.c.namespace, identities.c.value,
-                   identities.c.customer_id).where(
-            tuple_(identities.c.kind, identities.c.namespace, identities.c.value).in_(part))
-        for r in conn.execute(q):
-            owner[(r.kind, r.namespace, r.value)] = int(r.customer_id)
+    owner: dict[tuple[str, str, str], int] = {
+        (r.kind, r.namespace, r.value): int(r.customer_id)
+        for r in _known_identities(conn, wanted)}
 
     uf = UnionFind()
     new_customers: dict[int, _Item] = {}  # temp id -> the order that introduced the customer
@@ -234,10 +223,9 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         it = new_customers[temp]
         assert it.order and it.channel
         customer_rows.append(_new_customer_row(real[temp], it, owner, uf, now))
-    if customer_rows:
-        conn.execute(insert(customers), customer_rows)
+    bulk_insert(conn, customers, customer_rows)
     if new_identities:
-        conn.execute(insert(identities), [
+        bulk_insert(conn, identities, [
             {"customer_id": final(cid), "kind": idn.kind, "namespace": idn.namespace,
              "value": idn.value, "created_at": now} for idn, cid in new_identities])
 
@@ -271,12 +259,9 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
             deltas[cid].add_order(purchased_at=o.purchased_at, local_time=o.local_time,
                                   total=o.total, store_code=it.store.code if it.store else None,
                                   channel_code=it.channel.code, category_amounts=categories)
-    if order_rows:
-        conn.execute(insert(orders), order_rows)
-    if line_rows:
-        conn.execute(insert(order_lines), line_rows)
-    if payment_rows:
-        conn.execute(insert(order_payments), payment_rows)
+    bulk_insert(conn, orders, order_rows)
+    bulk_insert(conn, order_lines, line_rows)
+    bulk_insert(conn, order_payments, payment_rows)
     figs.apply_deltas(conn, deltas)
 
     created = [it for it in items if it.status == "created"]
@@ -292,6 +277,53 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         errors=[e.as_dict() for e in (it.errors or [])], differences=it.diffs or [],
     ) for it in items]
     return outcomes, [int(it.order_id) for it in created if it.order_id]
+
+
+_PG_EXISTING_ORDERS = text("""
+SELECT o.id, o.channel_id, o.scope_store_id, o.external_id, o.content_hash, o.customer_id
+FROM unnest(CAST(:c AS bigint[]), CAST(:s AS bigint[]), CAST(:e AS text[])) AS k(c, s, e)
+JOIN orders o ON o.channel_id = k.c AND o.scope_store_id = k.s AND o.external_id = k.e
+""")
+
+_PG_KNOWN_IDENTITIES = text("""
+SELECT i.kind, i.namespace, i.value, i.customer_id
+FROM unnest(CAST(:k AS text[]), CAST(:n AS text[]), CAST(:v AS text[])) AS w(k, n, v)
+JOIN identities i ON i.kind = w.k AND i.namespace = w.n AND i.value = w.v
+""")
+
+
+def _existing_orders(conn: Connection, keys: list[tuple[int, int, str]]) -> list[Any]:
+    """Orders already recorded under any of these (channel, store scope, external id)."""
+    if not keys:
+        return []
+    if conn.dialect.name == "postgresql":
+        # Arrays joined against the unique index: one fast plan whatever the chunk size.
+        return list(conn.execute(_PG_EXISTING_ORDERS, {
+            "c": [k[0] for k in keys], "s": [k[1] for k in keys], "e": [k[2] for k in keys]}))
+    out = []
+    cols = (orders.c.id, orders.c.channel_id, orders.c.scope_store_id, orders.c.external_id,
+            orders.c.content_hash, orders.c.customer_id)
+    for i in range(0, len(keys), 500):
+        part = keys[i:i + 500]
+        out.extend(conn.execute(select(*cols).where(tuple_(
+            orders.c.channel_id, orders.c.scope_store_id, orders.c.external_id).in_(part))))
+    return out
+
+
+def _known_identities(conn: Connection, keys: list[tuple[str, str, str]]) -> list[Any]:
+    if not keys:
+        return []
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(_PG_KNOWN_IDENTITIES, {
+            "k": [k[0] for k in keys], "n": [k[1] for k in keys], "v": [k[2] for k in keys]}))
+    out = []
+    cols = (identities.c.kind, identities.c.namespace, identities.c.value,
+            identities.c.customer_id)
+    for i in range(0, len(keys), 500):
+        part = keys[i:i + 500]
+        out.extend(conn.execute(select(*cols).where(tuple_(
+            identities.c.kind, identities.c.namespace, identities.c.value).in_(part))))
+    return out
 
 
 def _raw_external_id(payload: Any) -> str | None:

@@ -363,3 +363,37 @@ def test_bad_endpoint_is_refused_and_nothing_is_written(engine, url, events, fie
     assert [(f.field, f.reason) for f in exc.value.fields] == [(field, reason)]
     with UnitOfWork(engine, readonly=True) as uow:
         assert uow.c.execute(select(webhook_endpoints.c.id)).first() is None
+
+
+def test_batch_that_ran_out_of_lease_time_hands_deliveries_back_unsent(engine, monkeypatch):
+    # A lease shorter than the time one send may take: nothing may be sent under it.
+    monkeypatch.setattr(delivery, "LEASE", delivery.SEND_BUDGET - dt.timedelta(seconds=1))
+    with Receiver() as rx:
+        add_endpoint(engine, rx.url, ["order.recorded"], rx)
+        with UnitOfWork(engine) as uow:
+            service.enqueue(uow.c, "order.recorded", [{"order_id": 1}, {"order_id": 2}])
+            uow.commit()
+        now = utcnow()
+        stats = delivery.deliver_due(engine=engine, now=now, limit=2)
+    assert (stats.claimed, stats.released, stats.delivered) == (2, 2, 0)
+    assert rx.received == []
+    assert [(r["status"], r["attempts"], r["next_attempt_at"]) for r in deliveries(engine)] \
+        == [("pending", 0, now)] * 2
+
+
+def test_background_worker_delivers_until_stopped(engine):
+    with Receiver() as rx:
+        add_endpoint(engine, rx.url, ["order.recorded"], rx)
+        stop = delivery.start_background_worker(engine, interval=0.05)
+        try:
+            with UnitOfWork(engine) as uow:
+                service.enqueue(uow.c, "order.recorded", [{"order_id": 1}])
+                uow.commit()
+            for _ in range(200):
+                if deliveries(engine)[0]["status"] == "delivered":
+                    break
+                time.sleep(0.05)
+        finally:
+            stop()
+    assert deliveries(engine)[0]["status"] == "delivered"
+    assert len(rx.received) == 1 and rx.received[0].signature_valid

@@ -98,6 +98,8 @@ def test_deliveries_are_listed_with_their_status_and_can_be_redelivered(owner, p
     r = owner.get(f"/api/v1/webhooks/{hook['id']}/deliveries", params={"status": "lost"})
     assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "query.status"
     assert owner.get(f"/api/v1/webhooks/{hook['id']}").json()["deliveries"]["pending"] == 2
+    assert owner.get("/api/v1/webhook-deliveries", params={"status": "pending"}).json()[
+        "total"] == 2
 
     r = owner.post(f"/api/v1/webhook-deliveries/{item['id']}/redeliver")
     assert r.status_code == 202

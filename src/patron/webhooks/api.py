@@ -74,6 +74,15 @@ def list_webhook_deliveries(endpoint_id: int, uow: UowDep, actor: Admin,
                                    page_size=page_size)
 
 
+@router.get("/webhook-deliveries", response_model=DeliveryPage)
+def list_all_deliveries(uow: UowDep, actor: Admin, status: Status | None = None,
+                        page: Annotated[int, Query(ge=1)] = 1,
+                        page_size: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = 50
+                        ) -> Any:
+    """Deliveries to every endpoint, newest first; ``?status=failed`` for what needs a look."""
+    return service.list_deliveries(uow.c, status=status, page=page, page_size=page_size)
+
+
 @router.post("/webhook-deliveries/{delivery_id}/redeliver", status_code=202,
              response_model=Redelivered)
 def redeliver(delivery_id: int, uow: UowDep, actor: Admin) -> Any:

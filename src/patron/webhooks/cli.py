@@ -24,8 +24,10 @@ def deliver(
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between rounds")] = 5.0,
     limit: Annotated[int, typer.Option(min=1, max=10000, help="Deliveries per round")] = 100,
 ) -> None:
-    """Send due deliveries, signed, retrying failures with backoff. Several workers may run at
-    once (on PostgreSQL); each delivery is sent by one of them."""
+    """Send due deliveries, signed, retrying failures with backoff.
+
+    Several workers may run at once (on PostgreSQL); each delivery is sent by one of them.
+    """
     from patron.db import get_engine
     from patron.webhooks.delivery import DeliveryStats, run_worker
 

@@ -86,6 +86,7 @@ PAYMENTS: dict[str, tuple[tuple[str, float], ...]] = {
     "douyin": (("other", 0.5), ("wechat_pay", 0.3), ("alipay", 0.2)),
 }
 SEGMENTS = ("member", "guest", "digital")
+RATE_SHAPE = 1.3  # of the gamma distribution of purchase rates: a long tail of regulars
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +154,11 @@ def plan(*, start: dt.datetime, end: dt.datetime, customers: int | None = None,
 def _orders_per_person(config: GeneratorConfig, sample: int = 3000) -> float:
     sim = _Simulation(replace(config, seed=config.seed * 7919 + 1))
     total = 0
-    n = max(1, min(sample, config.customers or sample))
+    n = sample  # independent of the size asked for, so that small runs calibrate as well
     existing = round(n * config.existing_share)
     for k in range(n):
         t0 = 0.0 if k < existing else sim.rng.random() * sim.horizon
-        person = sim.new_person(k, existing=k < existing)
+        person = sim.new_person(k)
         t = sim.first_purchase(person, t0, existing=k < existing)
         while t is not None:
             total += 1
@@ -265,6 +266,7 @@ class _Simulation:
         self.factors = {v: seasons.day_factors(v, self.first_day, days)
                         for v in seasons.WEEKDAY}
         self.peak = {v: max(f) for v, f in self.factors.items()}
+        self.cumulative = {v: [0.0, *itertools.accumulate(f)] for v, f in self.factors.items()}
         self.brand_cum = tuple(itertools.accumulate(b.customer_share for b in BRANDS))
         self.store_cum = {b.code: tuple(itertools.accumulate(s.size for s in STORES_BY_BRAND[
             b.code])) for b in BRANDS}
@@ -277,11 +279,12 @@ class _Simulation:
 
     # -- people -----------------------------------------------------------------------------
 
-    def new_person(self, k: int, *, existing: bool) -> _Person:
+    def new_person(self, k: int, *, brand: Brand | None = None, rate: float | None = None
+                   ) -> _Person:
         rng, cfg = self.rng, self.config
         p = _Person()
         p.k = k
-        p.brand = BRANDS[_pick(rng, self.brand_cum)]
+        p.brand = brand or BRANDS[_pick(rng, self.brand_cum)]
         p.store = self._store(p.brand, None)
         x = rng.random()
         p.segment = ("member" if x < cfg.member_share else
@@ -290,8 +293,8 @@ class _Simulation:
         if p.segment == "member" and rng.random() < 0.12:
             p.other_brand = rng.choice([b for b in BRANDS if b is not p.brand])
             p.other_store = self._store(p.other_brand, p.store)
-        yearly = p.brand.purchases_per_year * cfg.intensity
-        p.rate = rng.gammavariate(1.3, yearly / 1.3) / 365.0
+        p.rate = rate if rate is not None else rng.gammavariate(
+            RATE_SHAPE, self.mean_rate(p.brand) / RATE_SHAPE)
         mean_drop = min(0.95, 1.0 / p.brand.mean_purchases_before_dropout / cfg.intensity)
         p.drop = min(0.98, rng.betavariate(1.5, 1.5 * (1 - mean_drop) / mean_drop))
         p.spend = rng.lognormvariate(0.0, 0.35)
@@ -328,6 +331,9 @@ class _Simulation:
             pairs = [(c, w * self.rng.gammavariate(1.5, 1.0)) for c, w in pairs]
         return _cumulative(pairs)
 
+    def mean_rate(self, brand: Brand) -> float:
+        return brand.purchases_per_year * self.config.intensity / 365.0
+
     # -- when -------------------------------------------------------------------------------
 
     def first_purchase(self, person: _Person, t0: float, *, existing: bool) -> float | None:
@@ -350,32 +356,74 @@ class _Simulation:
 
     # -- the stream -------------------------------------------------------------------------
 
-    def _acquisitions(self) -> Iterator[tuple[float, int, bool]]:
-        """(day, person number, existing) in time order: existing customers at the start,
-        then new ones uniformly over the window (sorted uniforms, drawn one at a time)."""
+    def _arrivals(self) -> Iterator[tuple[float, bool, Brand | None, float | None]]:
+        """People entering the stream, in time order: (day, already a customer, brand, rate).
+
+        New customers are acquired uniformly over the window (sorted uniforms, drawn one at a
+        time) and buy soon after. Those already customers when the window opens are met at
+        their first purchase in it: with gamma-distributed rates that time follows a Lomax
+        distribution in the calendar's own time, so it too can be drawn in sorted order, and
+        the person's rate then from its posterior. No one is held before being met.
+        """
         n = self.config.customers
         existing = round(n * self.config.existing_share)
-        for k in range(existing):
-            yield 0.0, k, True
+        streams: list[Iterator[tuple[float, bool, Brand | None, float | None]]] = []
+        shares = list(itertools.accumulate(b.customer_share for b in BRANDS))
+        done = 0
+        for b, upto in zip(BRANDS, shares, strict=True):
+            count = round(existing * upto / shares[-1]) - done
+            done += count
+            streams.append(self._existing(b, count))
+        streams.append(self._acquired(n - existing))
+        return heapq.merge(*streams, key=lambda a: a[0])
+
+    def _acquired(self, count: int) -> Iterator[tuple[float, bool, Brand | None, float | None]]:
         u = 0.0
-        for i, k in enumerate(range(existing, n)):
-            left = n - existing - i
-            u += (1.0 - u) * (1.0 - self.rng.random() ** (1.0 / left))
-            yield u * self.horizon, k, False
+        for i in range(count):
+            u += (1.0 - u) * (1.0 - self.rng.random() ** (1.0 / (count - i)))
+            yield u * self.horizon, False, None, None
+
+    def _existing(self, brand: Brand, count: int
+                  ) -> Iterator[tuple[float, bool, Brand | None, float | None]]:
+        vertical = brand.vertical
+        beta = RATE_SHAPE / self.mean_rate(brand)  # the gamma's rate, per day
+        limit = self.calendar_time(vertical, self.horizon)
+        u = 0.0
+        for i in range(count):
+            u += (1.0 - u) * (1.0 - self.rng.random() ** (1.0 / (count - i)))
+            x = beta * (max(1.0 - u, 1e-300) ** (-1.0 / RATE_SHAPE) - 1.0)
+            if x >= limit:
+                return  # everyone left buys only after the window
+            rate = self.rng.gammavariate(RATE_SHAPE + 1, 1.0 / (beta + x))
+            yield self.real_time(vertical, x), True, brand, rate
+
+    def calendar_time(self, vertical: str, t: float) -> float:
+        """Days weighted by how busy they are: a person's expected purchases per unit rate."""
+        cum, factors = self.cumulative[vertical], self.factors[vertical]
+        d = min(int(t), len(factors) - 1)
+        return cum[d] + factors[d] * (t - d)
+
+    def real_time(self, vertical: str, x: float) -> float:
+        cum, factors = self.cumulative[vertical], self.factors[vertical]
+        d = min(bisect.bisect_right(cum, x) - 1, len(factors) - 1)
+        return d + (x - cum[d]) / factors[d]
 
     def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
         heap: list[tuple[float, int, _Person]] = []
-        arrivals = self._acquisitions()
+        arrivals = self._arrivals()
         nxt = next(arrivals, None)
+        people_met = 0
         day = 0
         today: list[tuple[dt.datetime, int, str, dict[str, Any]]] = []
         refunds: list[tuple[dt.datetime, int, str, dict[str, Any]]] = []
         while True:
             if nxt is not None and (not heap or nxt[0] <= heap[0][0]):
-                t0, k, existing = nxt
-                person = self.new_person(k, existing=existing)
-                t = self.first_purchase(person, t0, existing=existing)
-                if t is not None:
+                t0, existing, brand, rate = nxt
+                k = people_met
+                people_met += 1
+                person = self.new_person(k, brand=brand, rate=rate)
+                t = t0 if existing else self.first_purchase(person, t0, existing=False)
+                if t is not None and t < self.horizon:
                     heapq.heappush(heap, (t, k, person))
                 nxt = next(arrivals, None)
                 continue
@@ -527,9 +575,11 @@ class _Simulation:
         for category, chance in brand.affinities.get(anchor, ()):
             if rng.random() < min(0.95, chance * person.spend):
                 add(category)
-        if brand.vertical == "grocery":
+        if brand.vertical == "grocery":  # more of the same shopping mission
+            mission = ((anchor, 1.0), *brand.affinities.get(anchor, ()))
+            cum = tuple(itertools.accumulate(w for _c, w in mission))
             for _ in range(_poisson(rng, 1.5 * person.spend)):
-                add(brand.categories[_pick(rng, tuple(itertools.accumulate(weights)))][0])
+                add(mission[_pick(rng, cum)][0])
         if brand.vertical == "cafe" and channel in DELIVERY and rng.random() < 0.25:
             first = next(iter(chosen.values()))
             first[1] += rng.randint(1, 4)  # a round of coffees for the office

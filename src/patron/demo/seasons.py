@@ -51,7 +51,7 @@ def festival_factor(vertical: str, day: dt.date) -> float:
     elif (11, 1) <= md <= (11, 10):  # Double 11 pre-sales
         f *= {"cafe": 1.0, "beauty": 1.35, "grocery": 1.1}[vertical]
     elif md == (11, 11):
-        f *= {"cafe": 1.3, "beauty": 4.0, "grocery": 2.0}[vertical]
+        f *= {"cafe": 1.3, "beauty": 5.0, "grocery": 2.5}[vertical]
     elif md == (12, 12):
         f *= {"cafe": 1.0, "beauty": 1.8, "grocery": 1.3}[vertical]
     elif md == (5, 20) or md == (2, 14):  # "520" and Valentine's day

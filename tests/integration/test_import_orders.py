@@ -39,9 +39,11 @@ def write_csv(path: Path, header, rows, encoding="utf-8-sig") -> Path:
     return path
 
 
-def write_xlsx(path: Path, header, rows) -> Path:
+def write_xlsx(path: Path, header, rows, *, blank_rows_above=0) -> Path:
     wb = openpyxl.Workbook()
     ws = wb.active
+    for _ in range(blank_rows_above):
+        ws.append([])
     ws.append(header)
     for r in rows:
         ws.append(r)
@@ -95,17 +97,26 @@ def test_running_the_same_file_again_imports_nothing_twice(uow, tmp_path):
     assert count(uow, customers) == 2
 
 
-def test_xlsx_with_excel_numbers_and_dates_is_imported(uow, tmp_path):
+@pytest.mark.parametrize("reader", ["calamine", "openpyxl streaming"])
+def test_xlsx_with_excel_numbers_and_dates_is_imported(uow, tmp_path, monkeypatch, reader):
+    if reader == "openpyxl streaming":
+        monkeypatch.setattr(service, "CALAMINE_MAX_BYTES", 0)
     make_org(uow)
     rows = [
         ["X-1", "pos", "SH01", dt.datetime(2026, 3, 2, 10, 30), 13812341234, "alipay", "LATTE",
          "coffee", 2, 28, None, None],
         ["X-1", "pos", "SH01", None, None, None, "CAKE", "bakery", 1, 16.5, 0.1 + 0.2, None],
+        [],
         ["X-2", "jd", None, "2026-03-03 09:00:00", None, None, None, None, None, None, None,
          99.9],
+        ["X-3", "jd", None, "2026-03-03 09:00:00", None, None, None, None, None, None, None,
+         "lots"],
     ]
-    job = import_file(uow, write_xlsx(tmp_path / "orders.xlsx", HEADER, rows))
-    assert (job.status, job.orders_created, job.rows_rejected) == ("done", 2, 0), job.errors
+    job = import_file(uow, write_xlsx(tmp_path / "orders.xlsx", HEADER, rows,
+                                      blank_rows_above=1))
+    assert (job.status, job.orders_created, job.rows_rejected) == ("done", 2, 1), job.errors
+    # Row numbers as in the sheet, counting the blank row.
+    assert [(e.row, e.column, e.reason) for e in job.errors] == [(7, "total", "decimal_parsing")]
     x1 = uow.c.execute(select(orders).where(orders.c.external_id == "X-1")).mappings().one()
     assert x1["total_amount"] == Decimal("72.20")
     assert x1["identifiers"] == [["phone", "", "+8613812341234"]]

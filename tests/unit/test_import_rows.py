@@ -195,3 +195,12 @@ def test_gender_in_chinese_and_birthday_with_slashes():
     assert order.customer is not None
     assert (order.customer.name, order.customer.gender, order.customer.birthday) == (
         "王芳", "F", dt.date(1990, 5, 1))
+
+
+def test_later_rows_of_an_order_may_leave_its_order_columns_blank():
+    _, rows = rows_of(HEADER, [
+        ["A1", "pos", "SH01", "2026-03-02 10:30", "", "", "LATTE", "", "", "1", "28", ""],
+        ["A1", "", "", "", "", "", "CAKE", "", "", "1", "16", ""],
+        ["A1", "pos", "BJ01", "2026-03-02 10:30", "", "", "LATTE", "", "", "1", "28", ""],
+    ])
+    assert [[r.number for r in g] for g in group_orders(rows)] == [[2, 3], [4]]

@@ -220,26 +220,26 @@ class RowError:
     value: str | None = None
 
 
-def _key(row: FileRow) -> tuple[Any, ...] | None:
-    order_id = row.values.get("order_id")
-    if order_id is None:
-        return None
-    return (row.values.get("channel"), row.values.get("store"), order_id)
+def _continues(order: list[FileRow], row: FileRow) -> bool:
+    """Whether a row adds a line to the order before it: the same order id, and the same
+    channel and store, or those left blank the way many exports write an order's later rows."""
+    first, this = order[0].values, row.values
+    if this.get("order_id") is None or this.get("order_id") != first.get("order_id"):
+        return False
+    return all(this.get(c) is None or this.get(c) == first.get(c) for c in ("channel", "store"))
 
 
 def group_orders(rows: Iterable[FileRow]) -> Iterator[list[FileRow]]:
     """Consecutive rows with the same (channel, store, order_id) as one order. Streams: holds
     one order's rows at a time. A row without an order id is an order of its own (rejected)."""
     current: list[FileRow] = []
-    current_key: tuple[Any, ...] | None = None
     for row in rows:
-        key = _key(row)
-        if current and key is not None and key == current_key:
+        if current and _continues(current, row):
             current.append(row)
             continue
         if current:
             yield current
-        current, current_key = [row], key
+        current = [row]
     if current:
         yield current
 

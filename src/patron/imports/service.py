@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 CHUNK_ORDERS = 2000
 MAX_STORED_ERRORS = 10_000
 MAX_UPLOAD_BYTES = 2 * 1024**3
+CALAMINE_MAX_BYTES = 8 * 1024**2
 _SNIFF_BYTES = 64 * 1024
 _ZIP_MAGIC = b"PK\x03\x04"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # the pre-2007 .xls format
@@ -111,6 +112,28 @@ class OrderFile:
         return ((number, cells) for number, cells in enumerate(csv.reader(text), start=1))
 
     def _xlsx_rows(self) -> Iterator[tuple[int, list[Any]]]:
+        # calamine reads a sheet ~7x faster than openpyxl but holds all of it in memory (about
+        # 13x the file's size), so it serves files up to a size whose sheet fits comfortably;
+        # openpyxl's read-only mode streams larger ones in bounded memory.
+        if self.path.stat().st_size <= CALAMINE_MAX_BYTES:
+            return self._xlsx_rows_calamine()
+        return self._xlsx_rows_openpyxl()
+
+    def _xlsx_rows_calamine(self) -> Iterator[tuple[int, list[Any]]]:
+        from python_calamine import CalamineWorkbook
+
+        try:
+            wb = CalamineWorkbook.from_path(str(self.path))
+            self._close.append(wb.close)
+            sheet = wb.get_sheet_by_index(0)
+        except Exception as exc:  # a corrupt or foreign zip fails in many ways
+            raise ImportFileError("import_unreadable_file") from exc
+        self.rows_total = max(sheet.height - 1, 0) or None
+        # Rows come from the sheet's first row (leading blank rows included), so they count
+        # as the sheet numbers them.
+        return ((number, cells) for number, cells in enumerate(sheet.iter_rows(), start=1))
+
+    def _xlsx_rows_openpyxl(self) -> Iterator[tuple[int, list[Any]]]:
         import openpyxl
 
         handle = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__

@@ -30,6 +30,10 @@ _STYLE = Style(
     tooltip_font_family=FONT,
     label_font_size=11,
     major_label_font_size=11,
+    guide_stroke_color="#e5e7eb",
+    major_guide_stroke_color="#e5e7eb",
+    guide_stroke_dasharray="0",
+    major_guide_stroke_dasharray="0",
 )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, func, insert, select
+from sqlalchemy import MetaData, event, func, insert, select
 
 from benchmarks.data import OrderStream, raw_rows
 from benchmarks.databases import BenchDatabase, bare_copy
@@ -127,12 +127,33 @@ def profile_chunk(db: BenchDatabase, stream: OrderStream, start: int, out: Path,
     engine = get_engine(db.url)
     bodies = [stream.order(n) for n in range(start, start + chunk)]
     prof = cProfile.Profile()
-    with UnitOfWork(engine) as uow:
-        prof.enable()
-        record_orders(uow=uow, orders_in=bodies, source="import", actor=SYSTEM,
-                      audit_each=False)
-        prof.disable()
+    statements: dict[str, list[float]] = {}
+    started: list[float] = []
+
+    def before(*_a: Any) -> None:
+        started.append(time.perf_counter())
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_a: Any) -> None:
+        slot = statements.setdefault(" ".join(statement.split())[:90], [0, 0.0])
+        slot[0] += 1
+        slot[1] += time.perf_counter() - started.pop()
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        with UnitOfWork(engine) as uow:
+            prof.enable()
+            record_orders(uow=uow, orders_in=bodies, source="import", actor=SYSTEM,
+                          audit_each=False)
+            prof.disable()
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
     buf = io.StringIO()
+    buf.write(f"Statements of one chunk of {chunk} orders (driver time, under cProfile):\n")
+    for sql, (calls, secs) in sorted(statements.items(), key=lambda kv: -kv[1][1]):
+        buf.write(f"{secs * 1000:9.1f} ms {int(calls):4d}x  {sql}\n")
+    buf.write("\n")
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats("tottime").print_stats(30)
     stats.sort_stats("cumulative").print_stats(45)

@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from patron.cli import app
+from patron import cli
 
 HEADER = "order_id,channel,store,purchased_at,sku,quantity,unit_price\n"
 GOOD = ("C-1,pos,SH01,2026-03-02 10:30,LATTE,2,28\n"
@@ -17,11 +17,13 @@ GOOD = ("C-1,pos,SH01,2026-03-02 10:30,LATTE,2,28\n"
 
 
 @pytest.fixture
-def run(db_url, org):
+def run(db_url, org, monkeypatch):
+    # The console was sized when first imported; give tables room so nothing is elided.
+    monkeypatch.setattr(cli.console, "width", 200)
     runner = CliRunner()
 
     def invoke(*args, lang="en"):
-        return runner.invoke(app, ["import", *args], env={"PATRON_LANG": lang, "COLUMNS": "200"})
+        return runner.invoke(cli.app, ["import", *args], env={"PATRON_LANG": lang})
 
     return invoke
 

@@ -22,7 +22,7 @@ import_jobs = Table(
     metadata,
     Column("id", IdType, primary_key=True),
     Column("filename", String(300), nullable=False),
-    Column("mapping_id", ForeignKey("column_mappings.id"), nullable=True),
+    Column("mapping_id", ForeignKey("column_mappings.id"), nullable=True, index=True),
     Column("status", String(12), nullable=False),  # queued | running | done | failed
     Column("rows_total", Integer, nullable=True),
     Column("rows_read", Integer, nullable=False, server_default="0"),

@@ -157,6 +157,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['mapping_id'], ['column_mappings.id'], name=op.f('fk_import_jobs_mapping_id_column_mappings')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_import_jobs'))
     )
+    with op.batch_alter_table('import_jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_import_jobs_mapping_id'), ['mapping_id'], unique=False)
+
     op.create_table('products',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('sku', sa.String(length=64), nullable=False),
@@ -502,6 +505,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_products_brand_id'))
 
     op.drop_table('products')
+    with op.batch_alter_table('import_jobs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_import_jobs_mapping_id'))
+
     op.drop_table('import_jobs')
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_keys_created_by'))

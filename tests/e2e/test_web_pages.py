@@ -237,3 +237,12 @@ def test_dashboard_shows_store_scoped_figures(client, users, db_url):
     login(client, "manager")
     today = re.search(r'<div id="today">(.*?)</section>', client.get("/").text, re.S).group(1)
     assert "¥71.00" in today and re.search(r'class="orders">1<', today)
+
+
+def test_ids_that_are_not_numbers_are_a_not_found_page(owner):
+    for path in ["/customers/abc", "/imports/abc", "/imports/mappings/abc", "/imports/999"]:
+        r = owner.get(path)
+        assert r.status_code == 404, path
+        assert "<html" in r.text and "未找到" in r.text, path
+    r = post_form(owner, "/admin/api-keys/abc/revoke", {}, page="/admin/users")
+    assert r.status_code == 404 and "<html" in r.text

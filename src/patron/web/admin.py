@@ -31,6 +31,7 @@ from patron.web.render import (
     local_tz,
     need,
     page_language,
+    path_id,
     posted_form,
     redirect,
     render,
@@ -285,10 +286,10 @@ async def create_api_key(request: Request, uow: UowDep,
 
 
 @router.post("/admin/api-keys/{key_id}/revoke")
-async def revoke_api_key(request: Request, key_id: int, uow: UowDep,
+async def revoke_api_key(request: Request, key_id: str, uow: UowDep,
                          actor: Annotated[Actor, Depends(need("admin.api_keys"))]) -> Response:
     await posted_form(request)
-    security.revoke_api_key(uow=uow, actor=actor, key_id=key_id)
+    security.revoke_api_key(uow=uow, actor=actor, key_id=path_id(key_id))
     return redirect("/admin/users?revoked=1")
 
 

@@ -18,7 +18,15 @@ from patron.i18n import t
 from patron.orders.tables import order_lines
 from patron.org.tables import channels, stores
 from patron.security.model import Actor
-from patron.web.render import PageRoute, need, page_language, posted_form, redirect, render
+from patron.web.render import (
+    PageRoute,
+    need,
+    page_language,
+    path_id,
+    posted_form,
+    redirect,
+    render,
+)
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -133,7 +141,7 @@ def _customer_page(request: Request, actor: Actor, customer_id: int, *,
 
 
 def _customer_id(raw: str) -> int:
-    if not raw.isdigit():
+    if not raw.isdigit() or len(raw) > 18:
         raise NotFound("customer_not_found")
     return int(raw)
 
@@ -156,12 +164,12 @@ async def reveal(request: Request, customer_id: str, uow: UowDep,
 
 
 @router.post("/customers/merges/{merge_id}/undo")
-async def undo_merge(request: Request, merge_id: int, uow: UowDep,
+async def undo_merge(request: Request, merge_id: str, uow: UowDep,
                      actor: Annotated[Actor, Depends(need("customers.undo_merge"))]
                      ) -> Response:
     form = await posted_form(request)
     back = str(form.get("customer_id") or "")
-    customer_service.undo_merge(uow=uow, merge_id=merge_id, actor=actor)
+    customer_service.undo_merge(uow=uow, merge_id=path_id(merge_id), actor=actor)
     if back.isdigit():
         return redirect(f"/customers/{back}?undone={merge_id}")
     return redirect("/customers")

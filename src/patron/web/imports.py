@@ -19,7 +19,15 @@ from patron.imports.model import CANONICAL_COLUMNS
 from patron.imports.schemas import ColumnMappingCreate, ColumnMappingUpdate
 from patron.security.model import Actor
 from patron.web.forms import service_errors
-from patron.web.render import PageRoute, need, page_language, posted_form, redirect, render
+from patron.web.render import (
+    PageRoute,
+    need,
+    page_language,
+    path_id,
+    posted_form,
+    redirect,
+    render,
+)
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -100,42 +108,43 @@ async def create_mapping(request: Request, uow: UowDep,
 
 
 @router.get("/imports/mappings/{mapping_id}")
-def edit_mapping(request: Request, mapping_id: int,
+def edit_mapping(request: Request, mapping_id: str,
                  actor: Annotated[Actor, Depends(need("import"))]) -> Response:
     with UnitOfWork(get_engine(), readonly=True) as uow:
-        m = imports.get_mapping(uow=uow, mapping_id=mapping_id)
+        m = imports.get_mapping(uow=uow, mapping_id=path_id(mapping_id))
     data = {"name": m.name, "columns": dict(m.columns), "defaults": dict(m.defaults),
             "ignored": list(m.ignored), "datetime_format": m.datetime_format}
-    return _mapping_page(request, actor, mapping_id, data, {})
+    return _mapping_page(request, actor, path_id(mapping_id), data, {})
 
 
 @router.post("/imports/mappings/{mapping_id}")
-async def update_mapping(request: Request, mapping_id: int, uow: UowDep,
+async def update_mapping(request: Request, mapping_id: str, uow: UowDep,
                          actor: Annotated[Actor, Depends(need("import"))]) -> Response:
     form = await posted_form(request)
     data = _mapping_form(form)
     lang = page_language(request, actor)
+    mid = path_id(mapping_id)
     try:
         changes = ColumnMappingUpdate.model_validate(data)
-        imports.update_mapping(uow=uow, actor=actor, mapping_id=mapping_id, changes=changes)
+        imports.update_mapping(uow=uow, actor=actor, mapping_id=mid, changes=changes)
     except ValidationError as exc:
-        return _mapping_page(request, actor, mapping_id, data, _pydantic_errors(exc, lang), 422)
+        return _mapping_page(request, actor, mid, data, _pydantic_errors(exc, lang), 422)
     except PatronError as exc:
         if exc.status == 404:
             raise
-        return _mapping_page(request, actor, mapping_id, data,
-                             service_errors_full(exc, lang), exc.status)
+        return _mapping_page(request, actor, mid, data, service_errors_full(exc, lang),
+                             exc.status)
     return redirect("/imports?saved=1#mappings")
 
 
 @router.get("/imports/{job_id}")
-def job_page(request: Request, job_id: int,
+def job_page(request: Request, job_id: str,
              actor: Annotated[Actor, Depends(need("import"))]) -> Response:
     lang = page_language(request, actor)
     raw = request.query_params.get("page") or "1"
     page = max(int(raw), 1) if raw.isdigit() else 1
     with UnitOfWork(get_engine(), readonly=True) as uow:
-        job = imports.get_job(uow=uow, actor=actor, job_id=job_id, lang=lang,
+        job = imports.get_job(uow=uow, actor=actor, job_id=path_id(job_id), lang=lang,
                               errors_offset=(page - 1) * ERRORS_PAGE_SIZE,
                               errors_limit=ERRORS_PAGE_SIZE)
     percent = None

@@ -28,7 +28,7 @@ from starlette.datastructures import FormData
 
 from patron.config import get_settings
 from patron.deps import SESSION_COOKIE, optional_actor
-from patron.errors import Forbidden, PatronError, Unauthorized
+from patron.errors import Forbidden, NotFound, PatronError, Unauthorized
 from patron.i18n import LANGUAGES, pick_language, t
 from patron.security.model import Actor
 
@@ -151,6 +151,13 @@ templates.env.filters["money"] = fmt_money
 templates.env.filters["localtime"] = fmt_time
 templates.env.filters["percent"] = fmt_percent
 templates.env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": True}
+
+
+def path_id(raw: str) -> int:
+    """An id from the URL; anything else is a page that does not exist (not a JSON 422)."""
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound("not_found")
+    return int(raw)
 
 
 def safe_next(target: str | None) -> str:

@@ -19,6 +19,8 @@ from sqlalchemy import create_engine, text
 # Cheap password hashing in tests (set before patron.security.service builds its hasher).
 os.environ.setdefault("PATRON_ARGON2_TIME_COST", "1")
 os.environ.setdefault("PATRON_ARGON2_MEMORY_KIB", "1024")
+# Tests deliver webhooks explicitly (deliver_due), not from a server thread.
+os.environ.setdefault("PATRON_WEBHOOKS_WORKER", "0")
 
 from patron import migrate
 from patron.db import UnitOfWork, dispose_engines, get_engine, metadata

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,25 @@ def _wants_html(request: Request) -> bool:
         "accept", "")
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Each server process delivers due webhooks in a background thread, unless turned off
+    (``PATRON_WEBHOOKS_WORKER=0``) in favour of a separate ``patron webhooks deliver``."""
+    from patron.config import get_settings
+    from patron.db import get_engine
+    from patron.webhooks.delivery import start_background_worker
+
+    stop = start_background_worker(get_engine()) if get_settings().webhooks_worker else None
+    try:
+        yield
+    finally:
+        if stop is not None:
+            stop()
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Patron", version=__version__, openapi_url="/api/v1/openapi.json",
-                  docs_url="/api/docs", redoc_url=None)
+                  docs_url="/api/docs", redoc_url=None, lifespan=lifespan)
 
     @app.exception_handler(PatronError)
     async def patron_error(request: Request, exc: PatronError) -> Response:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     login_lock_after: int = 8
     login_lock_minutes: int = 15
     cookie_secure: bool = False
+    # Deliver webhooks from a thread of each server process (off when a separate
+    # `patron webhooks deliver` worker runs).
+    webhooks_worker: bool = True
     # argon2id cost. The defaults are the library's (RFC 9106 low-memory profile); the test
     # suite lowers them to keep thousands of logins fast.
     argon2_time_cost: int = 3

@@ -88,14 +88,16 @@ def test_sign_in_form_shows_translated_errors_and_signs_in(client, users, db_url
     r = client.post("/login?lang=en", data={"username": "owner", "password": "wrong-one-1",
                                             "csrf_token": token})
     assert r.status_code == 401 and "Wrong username or password." in r.text
+    until = utcnow().replace(second=0, microsecond=0) + dt.timedelta(minutes=10)
     with UnitOfWork(get_engine(db_url)) as uow:
         uow.c.execute(update(user_rows).where(user_rows.c.username == "manager")
-                      .values(locked_until=utcnow() + dt.timedelta(minutes=10)))
+                      .values(locked_until=until))
         uow.commit()
     client.cookies.delete("patron_lang")
     r = client.post("/login", data={"username": "manager", "password": PASSWORD,
                                     "csrf_token": token})
     assert r.status_code == 429 and "锁定" in r.text
+    assert until.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M") in r.text
     r = client.post("/login", data={"username": "owner", "password": PASSWORD,
                                     "next": "/customers", "csrf_token": token},
                     follow_redirects=False)

@@ -3,7 +3,8 @@ in their own modules, all gathered into ``router`` (included at the site root by
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -20,6 +21,7 @@ from patron.web import admin, charts, customers, imports
 from patron.web import dashboard as dash
 from patron.web.render import (
     PageRoute,
+    fmt_time,
     local_tz,
     need,
     page_language,
@@ -60,7 +62,7 @@ async def login_submit(request: Request, uow: UowDep) -> Response:
             token, _actor = security.login(uow=uow, username=username, password=password,
                                            ip=client_ip(request))
         except (Unauthorized, TooManyAttempts) as exc:
-            error, status = t(exc.message, lang, **exc.params), exc.status
+            error, status = t(exc.message, lang, **_local_until(exc.params)), exc.status
         else:
             response = redirect(target)
             set_session_cookie(response, token)
@@ -68,6 +70,18 @@ async def login_submit(request: Request, uow: UowDep) -> Response:
     return render(request, "login.html", {"next": target, "username": username,
                                           "errors": errors, "error": error},
                   status_code=status)
+
+
+def _local_until(params: dict[str, Any]) -> dict[str, Any]:
+    """A lock's end in the shop's local time rather than the service's UTC timestamp."""
+    until = params.get("until")
+    if not isinstance(until, str):
+        return params
+    try:
+        moment = dt.datetime.fromisoformat(until)
+    except ValueError:
+        return params
+    return {**params, "until": fmt_time(moment)}
 
 
 @router.get("/logout")

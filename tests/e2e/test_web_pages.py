@@ -224,10 +224,12 @@ def test_audit_log_lists_newest_first_and_filters(owner):
 
 
 def test_dashboard_shows_store_scoped_figures(client, users, db_url):
-    now = utcnow()
+    # Just after local midnight: "today" whenever the test runs (up to a day ahead is accepted).
+    sh = ZoneInfo("Asia/Shanghai")
+    midnight = dt.datetime.combine(utcnow().astimezone(sh).date(), dt.time(0, 0, 1), sh)
     record(db_url, [
-        order("D-1", at=now - dt.timedelta(minutes=5), identifiers={"phone": "13800001111"}),
-        order("D-2", store="BJ01", at=now - dt.timedelta(minutes=4)),
+        order("D-1", at=midnight, identifiers={"phone": "13800001111"}),
+        order("D-2", store="BJ01", at=midnight),
     ])
     login(client, "owner")
     page = client.get("/").text

@@ -304,3 +304,23 @@ def test_mapping_crud_keeps_names_unique_and_checks_content(uow, tmp_path):
         audit_log.c.action.like("import_mapping.%"))).scalars().all()
     assert writes == ["import_mapping.created", "import_mapping.updated",
                       "import_mapping.deleted"]
+
+
+def test_file_that_turns_unreadable_midway_fails_the_job_and_keeps_what_was_recorded(uow,
+                                                                                      tmp_path):
+    make_org(uow)
+    rows = [[f"U-{i}", "pos", "SH01", "2026-03-02 10:30", "", "", "LATTE", "", "1", "28", "", ""]
+            for i in range(3000)]
+    path = write_csv(tmp_path / "cut.csv", HEADER, rows)
+    assert path.stat().st_size > 2 * 64 * 1024  # past what is sniffed for the encoding
+    with open(path, "ab") as f:
+        f.write("U-x,pos,SH01,2026-03-02 10:30,,,LATTE,,1,28,,\n".encode("gb18030")
+                + "门店".encode("gb18030") + b"\n")
+    job = import_file(uow, path, chunk_orders=1000)
+    # The chunks recorded before the bad bytes stay; the one being read is not half-recorded.
+    assert (job.status, job.error, job.orders_created) == ("failed", "import_bad_encoding", 2000)
+    assert job.error_message == "The file is not UTF-8 text: save it as CSV UTF-8."
+    assert count(uow, orders) == 2000
+    finished = uow.c.execute(select(audit_log.c.outcome).where(
+        audit_log.c.action == "import.finished")).scalars().all()
+    assert finished == ["failed"]

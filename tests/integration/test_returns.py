@@ -98,3 +98,33 @@ def test_return_dated_before_the_order_is_refused(uow):
         record_return(uow=uow, ret=ret(full=True,
                                        returned_at=T0.replace(hour=1).isoformat()),
                       actor=SYSTEM)
+
+
+def test_full_return_of_an_order_with_an_order_level_discount_refunds_what_was_paid(uow):
+    make_org(uow)
+    out = record_orders(uow=uow, orders_in=[order("R1", identifiers={"phone": "13812341234"},
+                                                  discount="5.00")],
+                        source="api", actor=SYSTEM)
+    cid = out[0].customer_id
+    res = record_return(uow=uow, ret=ret(full=True), actor=SYSTEM)
+    assert res["amount"] == "66.00"
+    assert net_spend(uow, cid) == Decimal("0.00")
+    assert figures.compare(uow.c) == []
+
+
+def test_partial_return_of_a_discounted_order_refunds_the_lines_paid_share(uow):
+    make_org(uow)
+    record_orders(uow=uow, orders_in=[order("R1", discount="7.10")], source="api", actor=SYSTEM)
+    res = record_return(uow=uow, ret=ret(lines=[{"sku": "LATTE", "quantity": "2"}]),
+                        actor=SYSTEM)
+    # 56.00 of 71.00 before the discount; 63.90 paid in all -> 50.40 for the lattes
+    assert res["amount"] == "50.40"
+    rest = record_return(uow=uow, ret=ret("RT2", full=True), actor=SYSTEM)
+    assert rest["amount"] == "13.50"
+
+
+def test_allocation_sums_exactly():
+    from patron.orders.returns import allocate
+
+    parts = allocate(Decimal("10.00"), [Decimal("3.33"), Decimal("3.33"), Decimal("3.34")])
+    assert sum(parts) == Decimal("10.00")

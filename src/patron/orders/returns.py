@@ -61,6 +61,11 @@ def record_return(*, uow: UnitOfWork, ret: ReturnIn, actor: Actor) -> dict[str, 
     by_sku: dict[str, int] = {}
     for no, ln in lines.items():
         by_sku.setdefault(ln["sku"], no)
+    # What each line was really paid: an order-level discount is spread over the lines.
+    paid = dict(zip(lines, allocate(order["total_amount"], [ln["amount"] for ln in
+                                                            lines.values()]), strict=True))
+    for no, ln in lines.items():
+        ln["amount"] = paid[no]
 
     wanted: list[tuple[int, Decimal, Decimal]] = []  # (line_no, quantity, amount)
     errors: list[FieldError] = []
@@ -143,6 +148,23 @@ def record_return(*, uow: UnitOfWork, ret: ReturnIn, actor: Actor) -> dict[str, 
     uow.commit()
     return {"status": "created", "return_id": int(return_id), "order_id": int(order["id"]),
             "amount": str(total)}
+
+
+def allocate(total: Decimal, weights: list[Decimal]) -> list[Decimal]:
+    """Split ``total`` over ``weights`` in proportion, to the fen, summing exactly to ``total``
+    (largest remainders get the odd fen)."""
+    base = sum(weights, Decimal(0))
+    if not weights:
+        return []
+    if base == 0:
+        return [Decimal("0.00")] * (len(weights) - 1) + [total]
+    raw = [total * w / base for w in weights]
+    floored = [r.quantize(Decimal("0.01"), rounding="ROUND_FLOOR") for r in raw]
+    left = int((total - sum(floored, Decimal(0))) * 100)
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - floored[i], reverse=True)
+    for i in order[:left]:
+        floored[i] += Decimal("0.01")
+    return floored
 
 
 def _share(line: dict[str, Any], quantity: Decimal) -> Decimal:

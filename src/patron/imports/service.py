@@ -422,6 +422,9 @@ def run_import(*, uow: UnitOfWork, actor: Actor, job_id: int, path: Path,
     mapping = None
     if job.mapping_id is not None:
         mapping = _domain_mapping(get_mapping(uow=uow, mapping_id=job.mapping_id))
+    # Reading the file's header and counting its lines holds no transaction: on SQLite it
+    # would hold the one write lock that the tills' orders need too.
+    uow.rollback()
     counts = _Counters()
     rows_total: int | None = None
     failure: str | None = None

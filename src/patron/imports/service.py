@@ -378,6 +378,7 @@ def start_import(*, uow: UnitOfWork, actor: Actor, path: Path, filename: str,
             raise ImportFileError("import_unknown_mapping", params={"name": mapping}, fields=[
                 FieldError("mapping", "import_unknown_mapping", {"name": mapping})]) from exc
         column_mapping, mapping_id = _domain_mapping(found), found.id
+        uow.rollback()  # no transaction (on SQLite: no write lock) while the file is read
     with OrderFile(path, filename) as f:
         if next(_data_rows(f, _layout(f, column_mapping)), None) is None:
             raise ImportFileError("import_no_rows")

@@ -83,6 +83,12 @@ def create_app() -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "bad_request", 401: "unauthorized",
                 403: "forbidden"}.get(exc.status_code, "bad_request")
+        if _wants_html(request):
+            from patron.web.render import error_page
+
+            err = PatronError(code)
+            err.status = exc.status_code
+            return error_page(request, err)
         return JSONResponse(error_body(code, request_language(request)),
                             status_code=exc.status_code)
 

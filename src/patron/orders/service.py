@@ -11,6 +11,7 @@ found by the retry and treated as the duplicate or the known identity it is.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, select, text, tuple_, update
+from sqlalchemy import Connection, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from patron.customers import figures as figs
@@ -294,6 +295,23 @@ JOIN identities i ON i.kind = w.k AND i.namespace = w.n AND i.value = w.v
 """)
 
 
+_SQLITE_EXISTING_ORDERS = text("""
+SELECT o.id, o.channel_id, o.scope_store_id, o.external_id, o.content_hash, o.customer_id
+FROM json_each(:keys) AS k
+JOIN orders o ON o.channel_id = json_extract(k.value, '$[0]')
+ AND o.scope_store_id = json_extract(k.value, '$[1]')
+ AND o.external_id = json_extract(k.value, '$[2]')
+""")
+
+_SQLITE_KNOWN_IDENTITIES = text("""
+SELECT i.kind, i.namespace, i.value, i.customer_id
+FROM json_each(:keys) AS k
+JOIN identities i ON i.kind = json_extract(k.value, '$[0]')
+ AND i.namespace = json_extract(k.value, '$[1]')
+ AND i.value = json_extract(k.value, '$[2]')
+""")
+
+
 def _existing_orders(conn: Connection, keys: list[tuple[int, int, str]]) -> list[Any]:
     """Orders already recorded under any of these (channel, store scope, external id)."""
     if not keys:
@@ -302,14 +320,9 @@ def _existing_orders(conn: Connection, keys: list[tuple[int, int, str]]) -> list
         # Arrays joined against the unique index: one fast plan whatever the chunk size.
         return list(conn.execute(_PG_EXISTING_ORDERS, {
             "c": [k[0] for k in keys], "s": [k[1] for k in keys], "e": [k[2] for k in keys]}))
-    out = []
-    cols = (orders.c.id, orders.c.channel_id, orders.c.scope_store_id, orders.c.external_id,
-            orders.c.content_hash, orders.c.customer_id)
-    for i in range(0, len(keys), 500):
-        part = keys[i:i + 500]
-        out.extend(conn.execute(select(*cols).where(tuple_(
-            orders.c.channel_id, orders.c.scope_store_id, orders.c.external_id).in_(part))))
-    return out
+    # SQLite scans a whole index for a row-value IN list; a join from json_each searches the
+    # unique index once per key.
+    return list(conn.execute(_SQLITE_EXISTING_ORDERS, {"keys": json.dumps(keys)}))
 
 
 def _known_identities(conn: Connection, keys: list[tuple[str, str, str]]) -> list[Any]:
@@ -318,14 +331,7 @@ def _known_identities(conn: Connection, keys: list[tuple[str, str, str]]) -> lis
     if conn.dialect.name == "postgresql":
         return list(conn.execute(_PG_KNOWN_IDENTITIES, {
             "k": [k[0] for k in keys], "n": [k[1] for k in keys], "v": [k[2] for k in keys]}))
-    out = []
-    cols = (identities.c.kind, identities.c.namespace, identities.c.value,
-            identities.c.customer_id)
-    for i in range(0, len(keys), 500):
-        part = keys[i:i + 500]
-        out.extend(conn.execute(select(*cols).where(tuple_(
-            identities.c.kind, identities.c.namespace, identities.c.value).in_(part))))
-    return out
+    return list(conn.execute(_SQLITE_KNOWN_IDENTITIES, {"keys": json.dumps(keys)}))
 
 
 def _raw_external_id(payload: Any) -> str | None:

@@ -24,7 +24,7 @@ os.environ.setdefault("PATRON_WEBHOOKS_WORKER", "0")
 
 from patron import migrate
 from patron.db import UnitOfWork, dispose_engines, get_engine, metadata
-from patron.org.service import ensure_default_channels
+from patron.org.service import clear_reference_cache, ensure_default_channels
 
 PG_ADMIN_URL = os.environ.get("PATRON_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -75,6 +75,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path,
         url = request.getfixturevalue("postgres_url")
         _truncate_postgres(url)
     os.environ["PATRON_DATABASE_URL"] = url
+    clear_reference_cache()  # the PostgreSQL URL is reused by every test
     from patron.config import get_settings
 
     get_settings.cache_clear()

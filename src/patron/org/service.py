@@ -47,37 +47,69 @@ class ChannelRef:
     requires_store: bool
 
 
+# Stores and channels change rarely and are read by every order: each process keeps them for a
+# few seconds (and reloads at once on an unknown code), so a till's order does not pay two
+# extra queries. Writes through this module clear the cache of the process that made them.
+REFERENCE_TTL_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class _ReferenceData:
+    stores: dict[str, StoreRef]
+    channels: dict[str, ChannelRef]
+    expires: float
+
+
+_reference_cache: dict[str, _ReferenceData] = {}
+
+
+def clear_reference_cache() -> None:
+    _reference_cache.clear()
+
+
+def _load_reference(conn: Connection) -> _ReferenceData:
+    import time
+
+    data = _ReferenceData(
+        stores={r.code: StoreRef(r.id, r.code, r.timezone, r.brand_id, r.region_id)
+                for r in conn.execute(select(stores.c.id, stores.c.code, stores.c.timezone,
+                                             stores.c.brand_id, stores.c.region_id))},
+        channels={r.code: ChannelRef(r.id, r.code, r.kind, bool(r.requires_store))
+                  for r in conn.execute(select(channels.c.id, channels.c.code, channels.c.kind,
+                                               channels.c.requires_store)
+                                        .where(channels.c.active.is_(True)))},
+        expires=time.monotonic() + REFERENCE_TTL_SECONDS,
+    )
+    _reference_cache[str(conn.engine.url)] = data
+    return data
+
+
 class Reference:
-    """Store and channel codes resolved to ids, loaded once per unit of work and on a miss."""
+    """Store and channel codes resolved to ids, for one connection (one unit of work)."""
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.stores: dict[str, StoreRef] = {}
-        self.channels: dict[str, ChannelRef] = {}
-        self._load()
+        import time
 
-    def _load(self) -> None:
-        self.stores = {
-            r.code: StoreRef(r.id, r.code, r.timezone, r.brand_id, r.region_id)
-            for r in self.conn.execute(select(stores.c.id, stores.c.code, stores.c.timezone,
-                                              stores.c.brand_id, stores.c.region_id))
-        }
-        self.channels = {
-            r.code: ChannelRef(r.id, r.code, r.kind, bool(r.requires_store))
-            for r in self.conn.execute(select(channels.c.id, channels.c.code, channels.c.kind,
-                                              channels.c.requires_store)
-                                       .where(channels.c.active.is_(True)))
-        }
-        self.store_by_id = {s.id: s for s in self.stores.values()}
-        self.channel_by_id = {c.id: c for c in self.channels.values()}
+        self.conn = conn
+        data = _reference_cache.get(str(conn.engine.url))
+        if data is None or data.expires <= time.monotonic():
+            data = _load_reference(conn)
+        self._data = data
+        self._reloaded = False
+
+    def _lookup(self, table: str, code: str) -> Any:
+        found = getattr(self._data, table).get(code)
+        if found is None and not self._reloaded:
+            self._data = _load_reference(self.conn)
+            self._reloaded = True
+            found = getattr(self._data, table).get(code)
+        return found
 
     def store(self, code: str | None) -> StoreRef | None:
-        if code is None:
-            return None
-        return self.stores.get(code)
+        return None if code is None else self._lookup("stores", code)
 
     def channel(self, code: str) -> ChannelRef | None:
-        return self.channels.get(code)
+        return self._lookup("channels", code)
 
 
 def ensure_default_channels(conn: Connection) -> None:
@@ -86,6 +118,7 @@ def ensure_default_channels(conn: Connection) -> None:
             for c, n, k, r in DEFAULT_CHANNELS if c not in existing]
     if rows:
         conn.execute(insert(channels), rows)
+        clear_reference_cache()
 
 
 def _create(uow: UnitOfWork, table: Any, key: str, values: dict[str, Any], actor: Actor,
@@ -97,6 +130,7 @@ def _create(uow: UnitOfWork, table: Any, key: str, values: dict[str, Any], actor
     audit.record(conn, actor, f"{entity}.created", entity=entity, entity_id=new_id,
                  details={key: values[key]})
     uow.commit()
+    clear_reference_cache()
     return int(new_id)
 
 
@@ -145,3 +179,4 @@ def set_active(*, uow: UnitOfWork, actor: Actor, table: Any, entity: str, entity
     audit.record(conn, actor, f"{entity}.{'activated' if active else 'deactivated'}",
                  entity=entity, entity_id=entity_id)
     uow.commit()
+    clear_reference_cache()

@@ -11,6 +11,7 @@ from patron.deps import UowDep, require
 from patron.errors import Conflict, FieldError, ValidationFailed
 from patron.orders import returns as returns_service
 from patron.orders import service
+from patron.orders.batcher import OrderBatcher
 from patron.orders.schemas import OrderBatchIn, OrderIn, OrderOutcome, ReturnIn
 from patron.security.model import Actor
 
@@ -22,11 +23,14 @@ Writer = Annotated[Actor, Depends(require("orders.write"))]
              responses={200: {"description": "Already recorded with the same content"},
                         409: {"description": "Same id, different content"},
                         422: {"description": "Invalid order"}})
-def create_order(order: OrderIn, uow: UowDep, actor: Writer, request: Request) -> Any:
+async def create_order(order: OrderIn, actor: Writer, request: Request) -> Any:
     """Record one purchase. Re-sending it is safe: the same content returns the first result
     (200) and writes nothing; the same channel + external id with other content is a 409
-    that lists what differs."""
-    outcome = service.record_orders(uow=uow, orders_in=[order], source="api", actor=actor)[0]
+    that lists what differs. Concurrent requests share transactions (group commit)."""
+    batcher = getattr(request.app.state, "order_batcher", None)
+    if batcher is None:
+        batcher = request.app.state.order_batcher = OrderBatcher()
+    outcome = await batcher.submit(order, actor)
     if outcome.status == "rejected":
         raise ValidationFailed("validation_failed", fields=[
             FieldError(e["field"], e["reason"], e.get("params") or {}) for e in outcome.errors])

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -71,18 +71,24 @@ def validation_errors(exc: ValidationError) -> list[FieldError]:
 
 
 def record_orders(*, uow: UnitOfWork, orders_in: Sequence[OrderIn | dict[str, Any]], source: str,
-                  actor: Actor, now: dt.datetime | None = None,
-                  audit_each: bool = True) -> list[OrderOutcome]:
-    """Record a chunk of orders in one transaction and say what happened to each."""
+                  actor: Actor, now: dt.datetime | None = None, audit_each: bool = True,
+                  request_ips: Sequence[str | None] | None = None) -> list[OrderOutcome]:
+    """Record a chunk of orders in one transaction and say what happened to each.
+
+    With ``audit_each`` every created order gets its own audit entry (``request_ips`` gives
+    each order's caller address when the chunk gathers several requests); bulk paths (file
+    import, the generator) pass False and write one entry for the whole job.
+    """
     for attempt in range(MAX_ATTEMPTS):
         try:
             outcomes, created = _record_chunk(uow.c, orders_in, source=source, actor=actor,
                                               now=now or utcnow())
             if audit_each and created:
-                audit.record(uow.c, actor, "orders.recorded", entity="order",
-                             entity_id=created[0] if len(created) == 1 else None,
-                             details={"source": source, "created": len(created),
-                                      "received": len(orders_in)})
+                audit.record_many(uow.c, [
+                    (actor if request_ips is None else replace(actor, ip=request_ips[o.index]),
+                     "orders.recorded", "order", o.order_id,
+                     {"source": source, "external_id": o.external_id})
+                    for o in outcomes if o.status == "created"])
             uow.commit()
             return outcomes
         except (IntegrityError, DBAPIError) as exc:

@@ -26,3 +26,17 @@ def record(conn: Connection, actor: Actor, action: str, *, entity: str | None = 
         outcome=outcome,
         details=details or {},
     ))
+
+
+def record_many(conn: Connection,
+                entries: list[tuple[Actor, str, str | None, Any, dict[str, Any]]]) -> None:
+    """Several entries in one statement: (actor, action, entity, entity_id, details)."""
+    if not entries:
+        return
+    at = utcnow()
+    conn.execute(insert(audit_log), [{
+        "at": at, "actor_type": a.type, "actor_id": a.id, "actor_name": a.name,
+        "action": action, "entity": entity,
+        "entity_id": None if entity_id is None else str(entity_id), "ip": a.ip,
+        "outcome": "ok", "details": details,
+    } for a, action, entity, entity_id, details in entries])

@@ -366,7 +366,9 @@ def _new_customer_row(cid: int, it: _Item, owner: dict[tuple[str, str, str], int
         "registration_store_id": it.store.id if it.store else None,
         "registration_channel_id": it.channel.id,
         "custom_fields": {},
-        "created_at": now,
+        # A profile born from history (an import, a till's backlog) dates from its first
+        # purchase, so acquisition cohorts are right.
+        "created_at": min(now, it.order.purchased_at),
         "updated_at": now,
     }
 

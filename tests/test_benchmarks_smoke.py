@@ -51,3 +51,29 @@ def test_a_tiny_benchmark_run_prints_every_figure_next_to_its_anchor(
         assert by_name[f"figures differing ({db}, sampled)"]["value"] == 0
     assert doc["meta"]["orders"] == 300
     assert (tmp_path / "profile-sqlite.txt").read_text().strip()
+
+
+def test_a_tiny_api_load_records_an_order_for_every_201_and_nothing_else(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The load generator's orders (wrk's Lua script, or the httpx fallback) must all be valid
+    # orders the API accepts, and the database must hold exactly the orders answered 201.
+    postgres = os.environ.get("PATRON_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    if postgres == "skip":
+        pytest.skip("the API benchmark runs on PostgreSQL only")
+    args = ["--orders", "200", "--csv-orders", "0", "--lookups", "20", "--no-profile",
+            "--skip-sqlite", "--postgres-url", postgres, "--duration", "1",
+            "--connections", "4", "--workers", "1", "--quiet", "--out", str(tmp_path)]
+
+    assert main(args) == 0
+
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    by_name = {f["name"].split(" (")[0]: f for f in doc["figures"]}
+    rate = by_name["API orders/s"]
+    setting = rate["notes"]["settings"][0]
+    assert setting["orders"]["requests"] > 0
+    assert set(setting["orders"]["statuses"]) == {"201"}, setting["orders"]
+    assert setting["db_matches"] is True
+    assert by_name["API orders in DB - 201s"]["value"] == 0
+    assert rate["anchor_value"] > 0
+    assert "load_generator" in doc["meta"]

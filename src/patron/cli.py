@@ -23,7 +23,10 @@ app = typer.Typer(help="Patron: retail customer data and membership.", no_args_i
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 customers_app = typer.Typer(help="Customer profiles and figures.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and API keys.", no_args_is_help=True)
+export_app = typer.Typer(help="Exports for analysts (audited; personal data masked).",
+                         no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(export_app, name="export")
 app.add_typer(customers_app, name="customers")
 app.add_typer(users_app, name="users")
 
@@ -104,6 +107,56 @@ def create_user(
         user_id = create(uow=uow, actor=SYSTEM, username=username, password=password, role=role,
                          store_ids=ids)
     console.print(f"user {username} created (id {user_id})")
+
+
+def _cli_actor() -> Any:
+    """Whoever runs the CLI has the machine and its database: an owner, named in the audit
+    log by the operating-system user."""
+    import getpass
+
+    from patron.security.model import Actor
+
+    return Actor(type="system", id=None, name=f"cli:{getpass.getuser()}", role="owner")
+
+
+@export_app.command("customers")
+def export_customers_cmd(
+    fmt: Annotated[str, typer.Option("--format", help="csv | xlsx")] = "csv",
+    store: Annotated[str | None, typer.Option(help="Registered or bought at this store")] = None,
+    channel: Annotated[str | None, typer.Option(help="Registered or bought through it")] = None,
+    member: Annotated[bool | None, typer.Option(help="Members only / non-members only")] = None,
+) -> None:
+    """Export the customer list (masked) to a file under the data directory."""
+    from patron.customers.export import export_customers
+    from patron.db import UnitOfWork, get_engine
+
+    if fmt not in ("csv", "xlsx"):
+        fail(t("literal_error", lang(), expected="csv, xlsx"))
+    with UnitOfWork(get_engine()) as uow:
+        path = export_customers(uow=uow, actor=_cli_actor(), fmt=fmt,  # type: ignore[arg-type]
+                                filters={"store": store, "channel": channel, "member": member})
+    console.print(str(path))
+
+
+@export_app.command("orders")
+def export_orders_cmd(
+    fmt: Annotated[str, typer.Option("--format", help="csv | xlsx")] = "csv",
+    date_from: Annotated[str | None, typer.Option("--from", help="First local date")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last local date")] = None,
+    store: Annotated[str | None, typer.Option(help="Store code")] = None,
+    channel: Annotated[str | None, typer.Option(help="Channel code")] = None,
+) -> None:
+    """Export orders (customers masked) to a file under the data directory."""
+    from patron.customers.export import export_orders
+    from patron.db import UnitOfWork, get_engine
+
+    if fmt not in ("csv", "xlsx"):
+        fail(t("literal_error", lang(), expected="csv, xlsx"))
+    with UnitOfWork(get_engine()) as uow:
+        path = export_orders(uow=uow, actor=_cli_actor(), fmt=fmt,  # type: ignore[arg-type]
+                             filters={"date_from": date_from, "date_to": date_to,
+                                      "store": store, "channel": channel})
+    console.print(str(path))
 
 
 @app.command("serve")

@@ -6,11 +6,9 @@ The database defaults to an embedded SQLite file under ``var/``; point
 
 from __future__ import annotations
 
-import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("var")
@@ -21,9 +19,6 @@ class Settings(BaseSettings):
 
     data_dir: Path = DEFAULT_DATA_DIR
     database_url: str = ""
-    # Signs session cookies. A random one per process is safe but logs everybody out on restart;
-    # production sets PATRON_SECRET_KEY.
-    secret_key: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
     session_hours: int = 12
     default_timezone: str = "Asia/Shanghai"
     default_language: str = "zh"

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from patron.config import get_settings
 from patron.customers import figures as figs
 from patron.customers.model import Identity, UnionFind
 from patron.customers.service import merge_into
@@ -108,6 +109,7 @@ def _retryable(exc: DBAPIError) -> bool:
 def _prepare(conn: Connection, ref: Reference, raw: Sequence[OrderIn | dict[str, Any]],
              actor: Actor, now: dt.datetime) -> list[_Item]:
     items = []
+    default_tz = get_settings().default_timezone
     for index, payload in enumerate(raw):
         item = _Item(index)
         items.append(item)
@@ -129,8 +131,8 @@ def _prepare(conn: Connection, ref: Reference, raw: Sequence[OrderIn | dict[str,
             errors.append(FieldError("store", "store_required"))
         if actor.store_ids is not None and (store is None or store.id not in actor.store_ids):
             errors.append(FieldError("store", "store_out_of_scope"))
-        normalized, order_errors = normalize_order(order_in, store_tz=store.timezone if store
-                                                   else None, now=now)
+        normalized, order_errors = normalize_order(
+            order_in, store_tz=store.timezone if store else default_tz, now=now)
         errors.extend(order_errors)
         if errors or channel is None or normalized is None:
             item.errors = errors

@@ -19,6 +19,7 @@ from patron.security import audit
 from patron.security.model import ROLES, Actor
 from patron.security.tables import api_keys, sessions, user_stores, users
 
+
 def _make_hasher() -> PasswordHasher:
     settings = get_settings()
     return PasswordHasher(time_cost=settings.argon2_time_cost,

@@ -6,7 +6,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
 )
 
 from patron.db import IdType, JSONType, UTCDateTime, metadata

@@ -51,8 +51,8 @@ def optional_actor(request: Request) -> Actor | None:
             if token:
                 actor = security.actor_for_session(uow.c, token, ip)
     if actor is not None:
-        lang = request_language(request) if (request.query_params.get("lang")
-                                             or request.cookies.get("patron_lang")) else actor.language
+        chosen = request.query_params.get("lang") or request.cookies.get("patron_lang")
+        lang = request_language(request) if chosen else actor.language
         actor = Actor(**{**actor.__dict__, "language": lang})
         request.state.actor = actor
     return actor

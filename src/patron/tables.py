@@ -3,7 +3,7 @@
 from patron.customers import tables as customers  # noqa: F401
 from patron.db import metadata  # noqa: F401
 from patron.imports import tables as imports  # noqa: F401
-from patron.org import tables as org  # noqa: F401
 from patron.orders import tables as orders  # noqa: F401
+from patron.org import tables as org  # noqa: F401
 from patron.security import tables as security  # noqa: F401
 from patron.webhooks import tables as webhooks  # noqa: F401

@@ -83,3 +83,18 @@ def test_batch_rejects_bad_order_alone(uow):
     assert out[1].errors[0]["field"] == "lines.0.quantity"
     assert out[2].errors[0]["reason"] == "unknown_store"
     assert count(uow, orders) == 1
+
+
+def test_customer_page_figures_include_average_order_value(uow):
+    from patron.customers.queries import get_customer
+
+    make_org(uow)
+    bodies = [order("A1", identifiers={"phone": "13812341234"}),
+              order("A2", identifiers={"phone": "13812341234"},
+                    lines=[{"sku": "TEA", "category": "tea", "quantity": "1",
+                            "unit_price": "20.00"}])]
+    cid = record_orders(uow=uow, orders_in=bodies, source="api", actor=SYSTEM)[0].customer_id
+    page = get_customer(uow.c, actor=SYSTEM, customer_id=cid)
+    assert page["figures"]["order_count"] == 2
+    assert page["figures"]["average_order_value"] == Decimal("45.50")
+    assert page["figures"]["purchase_days"] == 1

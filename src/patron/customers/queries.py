@@ -518,6 +518,9 @@ def get_customer(conn: Connection, *, actor: Actor, customer_id: int) -> dict[st
         "order_count": 0, "purchase_days": 0, "total_spend": Decimal("0.00"),
         "refunded": Decimal("0.00"), "net_spend": Decimal("0.00"), "first_order_at": None,
         "last_order_at": None}
+    count = figures["order_count"]
+    figures["average_order_value"] = (
+        (figures["net_spend"] / count).quantize(Decimal("0.01")) if count else Decimal("0.00"))
     values = c["custom_fields"] or {}
     lang = actor.language if actor.language in ("zh", "en") else "zh"
     custom = [{"key": d["key"], "label": d[f"label_{lang}"], "type": d["type"],

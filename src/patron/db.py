@@ -145,7 +145,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _install_sqlite_hooks(engine)
     else:
-        engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip per checkout on the hot path; a connection that
+        # died is invalidated on its first error and replaced.
+        engine = create_engine(url, pool_size=20, max_overflow=20, pool_recycle=3600)
     return engine
 
 

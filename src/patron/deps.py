@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from patron.db import UnitOfWork, get_engine
 from patron.errors import Forbidden, Unauthorized
@@ -33,11 +35,35 @@ def request_language(request: Request) -> str:
                          request.headers.get("accept-language"))
 
 
+def _remember(request: Request, actor: Actor) -> Actor:
+    chosen = request.query_params.get("lang") or request.cookies.get("patron_lang")
+    lang = request_language(request) if chosen else actor.language
+    actor = replace(actor, language=lang)
+    request.state.actor = actor
+    return actor
+
+
+def _cached_key_actor(request: Request) -> Actor | None:
+    """A till's API key seen in the last few seconds: no database, no thread, no pool."""
+    auth = request.headers.get("authorization", "")
+    if not auth.lower().startswith("bearer "):
+        return None
+    hit, actor = security.cached_api_key_actor(auth[7:].strip(), client_ip(request))
+    if not hit:
+        return None
+    if actor is None:
+        raise Unauthorized("invalid_api_key")
+    return _remember(request, actor)
+
+
 def optional_actor(request: Request) -> Actor | None:
     """The caller from a bearer API key or the UI session cookie, or None."""
     cached = getattr(request.state, "actor", None)
     if cached is not None:
         return cached
+    fast = _cached_key_actor(request)
+    if fast is not None:
+        return fast
     ip = client_ip(request)
     auth = request.headers.get("authorization", "")
     actor: Actor | None = None
@@ -51,26 +77,32 @@ def optional_actor(request: Request) -> Actor | None:
             if token:
                 actor = security.actor_for_session(uow.c, token, ip)
     if actor is not None:
-        chosen = request.query_params.get("lang") or request.cookies.get("patron_lang")
-        lang = request_language(request) if chosen else actor.language
-        actor = Actor(**{**actor.__dict__, "language": lang})
-        request.state.actor = actor
+        actor = _remember(request, actor)
     return actor
 
 
-def current_actor(request: Request) -> Actor:
+def current_actor_sync(request: Request) -> Actor:
     actor = optional_actor(request)
     if actor is None:
         raise Unauthorized("unauthorized")
     return actor
 
 
+async def current_actor(request: Request) -> Actor:
+    """Resolved on the event loop when the key is cached; otherwise the database lookup runs
+    in the thread pool."""
+    actor = getattr(request.state, "actor", None) or _cached_key_actor(request)
+    if actor is None:
+        actor = await run_in_threadpool(current_actor_sync, request)
+    return actor
+
+
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 
-def require(permission: str) -> Callable[[Request], Actor]:
-    def check(request: Request) -> Actor:
-        actor = current_actor(request)
+def require(permission: str) -> Callable[[Request], Awaitable[Actor]]:
+    async def check(request: Request) -> Actor:
+        actor = await current_actor(request)
         if not actor.can(permission):
             raise Forbidden("forbidden", params={"permission": permission})
         return actor

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -189,14 +190,23 @@ _key_cache: dict[str, tuple[float, Actor | None]] = {}
 KEY_CACHE_SECONDS = 5.0
 
 
-def actor_for_api_key(conn: Connection, key: str, ip: str | None) -> Actor | None:
+def cached_api_key_actor(key: str, ip: str | None) -> tuple[bool, Actor | None]:
+    """(True, actor or None for a refused key) when the key was checked in the last few
+    seconds; (False, None) when the database must be asked."""
     if not key.startswith(API_KEY_PREFIX) or key.count("_") < 2:
-        return None
-    digest = sha256(key)
-    hit = _key_cache.get(digest)
+        return True, None
+    hit = _key_cache.get(sha256(key))
     if hit and hit[0] > time.monotonic():
         actor = hit[1]
-        return None if actor is None else Actor(**{**actor.__dict__, "ip": ip})
+        return True, (None if actor is None else replace(actor, ip=ip))
+    return False, None
+
+
+def actor_for_api_key(conn: Connection, key: str, ip: str | None) -> Actor | None:
+    known, cached = cached_api_key_actor(key, ip)
+    if known:
+        return cached
+    digest = sha256(key)
     prefix = key[len(API_KEY_PREFIX):].split("_", 1)[0]
     row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
     actor = None

@@ -84,9 +84,10 @@ def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta]) -> None:
                              "order_count": count, "spend": spend})
     if conn.dialect.name == "postgresql":
         _pg_upserts(conn, fig_rows, aff_rows)
-    else:
-        conn.execute(_figures_upsert(conn), fig_rows)
-        conn.execute(_affinities_upsert(conn), aff_rows)
+        conn.execute(_PG_PURCHASE_DAYS, {"ids": ids})
+        return
+    conn.execute(_figures_upsert(conn), fig_rows)
+    conn.execute(_affinities_upsert(conn), aff_rows)
     a = customer_affinities.c
     days = (select(func.count()).where(a.customer_id == customer_figures.c.customer_id,
                                        a.dimension == "day").scalar_subquery())
@@ -113,6 +114,14 @@ ON CONFLICT (customer_id) DO UPDATE SET
   net_spend = customer_figures.net_spend + excluded.net_spend,
   first_order_at = LEAST(customer_figures.first_order_at, excluded.first_order_at),
   last_order_at = GREATEST(customer_figures.last_order_at, excluded.last_order_at)
+""")
+
+# One statement text whatever the number of customers, so the driver can prepare it once.
+_PG_PURCHASE_DAYS = text("""
+UPDATE customer_figures f SET purchase_days = (
+  SELECT count(*) FROM customer_affinities a
+  WHERE a.customer_id = f.customer_id AND a.dimension = 'day')
+WHERE f.customer_id = ANY(CAST(:ids AS bigint[]))
 """)
 
 _PG_AFFINITIES = text("""

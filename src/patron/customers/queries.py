@@ -309,15 +309,8 @@ def active_field_defs(conn: Connection) -> dict[str, dict[str, Any]]:
 
 
 def _number(value: Any, field_name: str) -> float:
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise ValidationFailed("validation_failed", fields=[
-            FieldError(field_name, "decimal_parsing")]) from exc
-    if not number.is_finite():
-        raise ValidationFailed("validation_failed", fields=[
-            FieldError(field_name, "decimal_parsing")])
-    return float(number)
+    """A custom number field's bound: compared with the JSON-stored number."""
+    return float(_decimal(value, field_name))
 
 
 def _date_text(value: Any, field_name: str) -> str:
@@ -403,6 +396,10 @@ def _filter_conditions(conn: Connection, f: CustomerFilters) -> list[ColumnEleme
 
 def _money(value: Any, field_name: str) -> Decimal:
     """A yuan amount; the column's Money type turns it into fen for the comparison."""
+    return _decimal(value, field_name)
+
+
+def _decimal(value: Any, field_name: str) -> Decimal:
     try:
         amount = Decimal(str(value))
     except InvalidOperation as exc:

@@ -264,17 +264,7 @@ def bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
         # Table and column names come from Patron's own metadata, never from input.
         placeholders = ", ".join("?" * len(names))
         sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({placeholders})'  # noqa: S608
-        import sqlite3
-
-        from sqlalchemy.exc import DBAPIError
-
-        cur = dbapi_conn.cursor()  # type: ignore[union-attr]
-        try:
-            cur.executemany(sql, [values(r) for r in rows])
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
-        finally:
-            cur.close()
+        sqlite_executemany(conn, sql, [values(r) for r in rows])
         return
     import psycopg
     from sqlalchemy.exc import DBAPIError
@@ -288,3 +278,18 @@ def bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
         # Raise what an INSERT would have raised (IntegrityError on a duplicate key), so that
         # callers retry a chunk the same way whichever path wrote it.
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+
+
+def sqlite_executemany(conn: Connection, sql: str, rows: list[Any]) -> None:
+    """The sqlite3 driver's executemany with ready values, errors raised as SQLAlchemy's."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(sql, rows)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    finally:
+        cur.close()

@@ -15,10 +15,10 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, delete, func, select, text, update
+from sqlalchemy import Connection, delete, func, select, text, update
 
 from patron.customers.tables import customer_affinities, customer_figures
-from patron.db import upsert
+from patron.db import UTCDateTime, sqlite_executemany
 from patron.orders.tables import order_lines, orders
 from patron.org.tables import channels, stores
 
@@ -86,8 +86,15 @@ def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta]) -> None:
         _pg_upserts(conn, fig_rows, aff_rows)
         conn.execute(_PG_PURCHASE_DAYS, {"ids": ids})
         return
-    conn.execute(_figures_upsert(conn), fig_rows)
-    conn.execute(_affinities_upsert(conn), aff_rows)
+    stamp = UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    assert stamp is not None
+    sqlite_executemany(conn, _SQLITE_FIGURES, [
+        (r["customer_id"], r["order_count"], _fen(r["total_spend"]), _fen(r["refunded"]),
+         _fen(r["net_spend"]), stamp(r["first_order_at"]), stamp(r["last_order_at"]))
+        for r in fig_rows])
+    sqlite_executemany(conn, _SQLITE_AFFINITIES, [
+        (r["customer_id"], r["dimension"], r["key"], r["order_count"], _fen(r["spend"]))
+        for r in aff_rows])
     a = customer_affinities.c
     days = (select(func.count()).where(a.customer_id == customer_figures.c.customer_id,
                                        a.dimension == "day").scalar_subquery())
@@ -154,41 +161,30 @@ def _pg_upserts(conn: Connection, fig_rows: list[dict[str, Any]],
     })
 
 
-def _figures_upsert(conn: Connection) -> Any:
-    f = customer_figures.c
-    ins = upsert(conn, customer_figures).values(
-        customer_id=bindparam("customer_id"), order_count=bindparam("order_count"),
-        purchase_days=0, total_spend=bindparam("total_spend"), refunded=bindparam("refunded"),
-        net_spend=bindparam("net_spend"), first_order_at=bindparam("first_order_at"),
-        last_order_at=bindparam("last_order_at"))
-    x = ins.excluded
-    least = func.least if conn.dialect.name == "postgresql" else func.min
-    greatest = func.greatest if conn.dialect.name == "postgresql" else func.max
-    return ins.on_conflict_do_update(
-        index_elements=["customer_id"],
-        set_={
-            "order_count": f.order_count + x.order_count,
-            "total_spend": f.total_spend + x.total_spend,
-            "refunded": f.refunded + x.refunded,
-            "net_spend": f.net_spend + x.net_spend,
-            "first_order_at": func.coalesce(least(f.first_order_at, x.first_order_at),
-                                            f.first_order_at, x.first_order_at),
-            "last_order_at": func.coalesce(greatest(f.last_order_at, x.last_order_at),
-                                           f.last_order_at, x.last_order_at),
-        },
-    )
+# SQLite: the same upserts as plain statements run by the driver's executemany; SQLAlchemy's
+# per-row parameter handling cost more than the statements.
+_SQLITE_FIGURES = """
+INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
+                              net_spend, first_order_at, last_order_at)
+VALUES (?, ?, 0, ?, ?, ?, ?, ?)
+ON CONFLICT (customer_id) DO UPDATE SET
+  order_count = order_count + excluded.order_count,
+  total_spend = total_spend + excluded.total_spend,
+  refunded = refunded + excluded.refunded,
+  net_spend = net_spend + excluded.net_spend,
+  first_order_at = coalesce(min(first_order_at, excluded.first_order_at), first_order_at,
+                            excluded.first_order_at),
+  last_order_at = coalesce(max(last_order_at, excluded.last_order_at), last_order_at,
+                           excluded.last_order_at)
+"""
 
-
-def _affinities_upsert(conn: Connection) -> Any:
-    a = customer_affinities.c
-    ins = upsert(conn, customer_affinities).values(
-        customer_id=bindparam("customer_id"), dimension=bindparam("dimension"),
-        key=bindparam("key"), order_count=bindparam("order_count"), spend=bindparam("spend"))
-    return ins.on_conflict_do_update(
-        index_elements=["customer_id", "dimension", "key"],
-        set_={"order_count": a.order_count + ins.excluded.order_count,
-              "spend": a.spend + ins.excluded.spend},
-    )
+_SQLITE_AFFINITIES = """
+INSERT INTO customer_affinities (customer_id, dimension, key, order_count, spend)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (customer_id, dimension, key) DO UPDATE SET
+  order_count = order_count + excluded.order_count,
+  spend = spend + excluded.spend
+"""
 
 
 def _chunks(rows: list[Any], size: int) -> Any:

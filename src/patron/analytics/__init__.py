@@ -1,0 +1,1 @@
+"""Customer analytics: RFM, lifecycle stages, preferences, predictions (CLV), dashboards."""

@@ -1,0 +1,576 @@
+"""RFM scores and lifecycle stages: refreshed set-based on a schedule or on demand, and read.
+
+RFM (docs/analytics.md): per scope ("overall", "store:CODE", "region:CODE", "brand:CODE") one
+``INSERT ... SELECT`` ranks every customer with window functions and writes scores and segment;
+the scope's previous rows are deleted first, in the same transaction. Overall figures come from
+``customer_figures``; a store, region or brand scope aggregates the customer's orders there.
+
+Lifecycle: one query per page of customers computes, in SQL, the days since the first and last
+purchase and the span between them; the stage is decided by the pure rule
+(:func:`patron.analytics.model.decide_stage`) and only customers whose stage changed are
+written, each with a ``lifecycle_transitions`` row dated with the refresh's local date. A second
+refresh on the same day finds nothing changed and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    Connection,
+    Integer,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from patron.analytics.model import (
+    DEFAULT_POPULATION_INTERVAL,
+    SEGMENT_GRID,
+    SEGMENTS,
+    STAGES,
+    LifecycleThresholds,
+    RfmThresholds,
+    check_cut_points,
+    decide_stage,
+    usual_interval,
+)
+from patron.analytics.tables import (
+    analytics_settings,
+    lifecycle_stages,
+    lifecycle_transitions,
+    rfm_scores,
+)
+from patron.config import get_settings
+from patron.customers.model import mask_name, mask_phone
+from patron.customers.queries import visible_clause, visible_customer
+from patron.customers.tables import customer_figures, customers
+from patron.db import UnitOfWork, UTCDateTime, bulk_insert, utcnow
+from patron.errors import FieldError, Forbidden, NotFound, ValidationFailed
+from patron.i18n import t
+from patron.orders.tables import orders
+from patron.org.tables import brands, regions, stores
+from patron.security import audit
+from patron.security.model import Actor
+
+PAGE = 10_000
+MAX_PAGE_SIZE = 200
+SCOPE_KINDS = ("store", "region", "brand")
+
+
+def _need(actor: Actor, permission: str) -> None:
+    if not actor.can(permission):
+        raise Forbidden("forbidden", params={"permission": permission})
+
+
+REFRESHERS = ("owner", "analyst")
+
+
+def _need_refresher(actor: Actor) -> None:
+    """Refreshing rewrites everyone's scores: owners and analysts (and the scheduler) only."""
+    if actor.role not in REFRESHERS or actor.store_ids is not None:
+        raise Forbidden("forbidden", params={"permission": "analytics.refresh"})
+
+
+def _invalid(field_name: str, reason: str, **params: Any) -> ValidationFailed:
+    return ValidationFailed("validation_failed", fields=[FieldError(field_name, reason, params)])
+
+
+def _as_of(as_of: dt.datetime | None) -> dt.datetime:
+    if as_of is None:
+        return utcnow()
+    if as_of.tzinfo is None:
+        raise _invalid("as_of", "analytics_naive_datetime")
+    return as_of.astimezone(dt.UTC)
+
+
+def local_date(moment: dt.datetime) -> dt.date:
+    return moment.astimezone(ZoneInfo(get_settings().default_timezone)).date()
+
+
+def end_of_local_day(moment: dt.datetime) -> dt.datetime:
+    """The next local midnight: days are counted from there, so that whole days since a
+    purchase are calendar days and every refresh of one day sees the same numbers."""
+    zone = ZoneInfo(get_settings().default_timezone)
+    day = moment.astimezone(zone).date() + dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time(0), zone).astimezone(dt.UTC)
+
+
+# --- SQL helpers ----------------------------------------------------------------------------
+
+def _days_between(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
+    """Elapsed days (fractional) from ``earlier`` to ``later``, on either database."""
+    if conn.dialect.name == "postgresql":
+        return func.extract("epoch", later - earlier) / 86400.0
+    return func.julianday(later) - func.julianday(earlier)
+
+
+def _moment(conn: Connection, value: dt.datetime) -> ColumnElement[Any]:
+    return literal(value, UTCDateTime)
+
+
+def _whole_days(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
+    """Whole elapsed days, never negative (a purchase after ``as_of`` counts as today)."""
+    days = func.floor(_days_between(conn, later, earlier))
+    return cast(case((days < 0, 0), else_=days), Integer)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+def _setting(conn: Connection, key: str) -> dict[str, Any]:
+    value = conn.execute(select(analytics_settings.c.value).where(
+        analytics_settings.c.key == key)).scalar()
+    return dict(value or {})
+
+
+def rfm_thresholds(conn: Connection) -> RfmThresholds:
+    raw = _setting(conn, "rfm")
+    return RfmThresholds(**{k: tuple(v) for k, v in raw.items() if v is not None})
+
+
+def lifecycle_thresholds(conn: Connection) -> LifecycleThresholds:
+    return LifecycleThresholds(**_setting(conn, "lifecycle"))
+
+
+def get_thresholds(conn: Connection, *, actor: Actor) -> dict[str, Any]:
+    _need(actor, "dashboard.read")
+    rfm = asdict(rfm_thresholds(conn))
+    life = asdict(lifecycle_thresholds(conn))
+    life.pop("fixed", None)
+    return {"rfm": rfm, "lifecycle": life}
+
+
+RFM_FIELDS = ("recency_days", "frequency", "monetary")
+LIFECYCLE_FIELDS = ("new_days", "k_dormant", "k_churn_risk", "k_churned", "max_days",
+                    "min_interval_days", "dormant_days", "churn_risk_days", "churned_days")
+
+
+def set_thresholds(*, uow: UnitOfWork, actor: Actor, rfm: dict[str, Any] | None = None,
+                   lifecycle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Replace the owner's thresholds (a ``None`` value or a missing key means the default).
+    Checked in full before anything is written."""
+    _need(actor, "admin.org")
+    conn = uow.c
+    changes: dict[str, dict[str, Any]] = {}
+    if rfm is not None:
+        clean: dict[str, Any] = {}
+        for key, value in rfm.items():
+            if key not in RFM_FIELDS:
+                raise _invalid(f"rfm.{key}", "extra_forbidden")
+            if value is None:
+                continue
+            try:
+                points = check_cut_points([float(v) for v in value])
+            except (TypeError, ValueError) as exc:
+                raise _invalid(f"rfm.{key}", "analytics_cut_points_invalid") from exc
+            clean[key] = [int(p) for p in points] if key != "monetary" else list(points)
+        changes["rfm"] = clean
+    if lifecycle is not None:
+        unknown = sorted(set(lifecycle) - set(LIFECYCLE_FIELDS))
+        if unknown:
+            raise _invalid(f"lifecycle.{unknown[0]}", "extra_forbidden")
+        clean = {k: v for k, v in lifecycle.items() if v is not None}
+        try:
+            LifecycleThresholds(**clean)
+        except (TypeError, ValueError) as exc:
+            raise _invalid("lifecycle", "analytics_lifecycle_thresholds_invalid") from exc
+        changes["lifecycle"] = clean
+    now = utcnow()
+    for key, value in changes.items():
+        conn.execute(delete(analytics_settings).where(analytics_settings.c.key == key))
+        conn.execute(insert(analytics_settings).values(key=key, value=value, updated_at=now,
+                                                        updated_by=actor.name))
+        audit.record(conn, actor, "analytics.thresholds_set", entity="analytics_settings",
+                     entity_id=key, details=value)
+    uow.commit()
+    return get_thresholds(conn, actor=actor)
+
+
+# --- scopes ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scope:
+    key: str  # "overall" or "<kind>:<code>"
+    store_ids: tuple[int, ...] | None  # None: every store (and orders without one)
+
+
+def parse_scope(conn: Connection, scope: str) -> Scope:
+    scope = (scope or "overall").strip()
+    if scope == "overall":
+        return Scope("overall", None)
+    kind, _, code = scope.partition(":")
+    if kind not in SCOPE_KINDS or not code:
+        raise _invalid("scope", "analytics_scope_invalid", value=scope)
+    table = {"store": stores, "region": regions, "brand": brands}[kind]
+    found = conn.execute(select(table.c.id).where(table.c.code == code)).scalar()
+    if found is None:
+        raise _invalid("scope", "analytics_scope_unknown", value=scope)
+    if kind == "store":
+        ids = [int(found)]
+    else:
+        column = stores.c.region_id if kind == "region" else stores.c.brand_id
+        ids = [int(i) for i in conn.execute(select(stores.c.id).where(column == found)
+                                            .order_by(stores.c.id)).scalars()]
+    return Scope(f"{kind}:{code}", tuple(ids))
+
+
+def all_scopes(conn: Connection) -> list[Scope]:
+    out = [Scope("overall", None)]
+    for kind in SCOPE_KINDS:
+        table = {"store": stores, "region": regions, "brand": brands}[kind]
+        for code in conn.execute(select(table.c.code).order_by(table.c.code)).scalars():
+            out.append(parse_scope(conn, f"{kind}:{code}"))
+    return out
+
+
+# --- RFM refresh ----------------------------------------------------------------------------
+
+def _score(rank_col: Any, count_col: Any) -> ColumnElement[Any]:
+    """SQL for :func:`patron.analytics.model.score_by_rank`."""
+    return literal(1) + (literal(5) * (rank_col - 1)) // count_col
+
+
+def _threshold_score(value: Any, cuts: tuple[float, ...], *, recency: bool) -> Any:
+    if recency:  # SQL for recency_score_by_thresholds
+        return literal(5) - sum((case((value > c, 1), else_=0) for c in cuts), literal(0))
+    return literal(1) + sum((case((value >= c, 1), else_=0) for c in cuts), literal(0))
+
+
+def _segment_case(r: Any, f: Any, m: Any) -> ColumnElement[Any]:
+    """SQL for :func:`patron.analytics.model.segment_for`, generated from the grid."""
+    cell = r * 10 + (f + m + 1) // 2
+    whens = [(cell == row * 10 + col, name)
+             for row, names in SEGMENT_GRID.items() for col, name in enumerate(names, start=1)]
+    return case(*whens, else_="lost")
+
+
+def _rfm_source(conn: Connection, scope: Scope, as_of: dt.datetime) -> Any:
+    """customer_id, last purchase, frequency (orders), monetary (net spend, fen)."""
+    if scope.store_ids is None:
+        fig = customer_figures.c
+        return (select(fig.customer_id.label("customer_id"),
+                       fig.last_order_at.label("last_at"),
+                       fig.order_count.label("frequency"),
+                       fig.net_spend.label("monetary"))
+                .join(customers, customers.c.id == fig.customer_id)
+                .where(customers.c.merged_into_id.is_(None), fig.order_count > 0,
+                       fig.last_order_at.is_not(None))).subquery("src")
+    o = orders.c
+    return (select(o.customer_id.label("customer_id"),
+                   func.max(o.purchased_at).label("last_at"),
+                   func.count().label("frequency"),
+                   func.sum(o.total_amount - o.refunded_amount).label("monetary"))
+            .join(customers, customers.c.id == o.customer_id)
+            .where(o.store_id.in_(scope.store_ids), o.customer_id.is_not(None),
+                   customers.c.merged_into_id.is_(None), o.purchased_at <= _moment(conn, as_of))
+            .group_by(o.customer_id)).subquery("src")
+
+
+def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThresholds,
+                   now: dt.datetime) -> int:
+    src = _rfm_source(conn, scope, as_of)
+    days = _whole_days(conn, _moment(conn, end_of_local_day(as_of)), src.c.last_at)
+    base = select(src.c.customer_id, days.label("recency_days"), src.c.frequency,
+                  src.c.monetary).subquery("base")
+    n = func.count().over()
+    r = (_threshold_score(base.c.recency_days, th.recency_days, recency=True)
+         if th.recency_days else
+         _score(func.rank().over(order_by=base.c.recency_days.desc()), n))
+    f = (_threshold_score(base.c.frequency, th.frequency, recency=False) if th.frequency else
+         _score(func.rank().over(order_by=base.c.frequency), n))
+    # yuan: the comparison binds them through the column's Money type
+    m = (_threshold_score(base.c.monetary, tuple(Decimal(str(v)) for v in th.monetary),
+                          recency=False)
+         if th.monetary else _score(func.rank().over(order_by=base.c.monetary), n))
+    scored = select(base.c.customer_id, base.c.recency_days, base.c.frequency,
+                    base.c.monetary, r.label("r_score"), f.label("f_score"),
+                    m.label("m_score")).subquery("scored")
+    rows = select(literal(scope.key).label("scope"), scored.c.customer_id,
+                  scored.c.recency_days, scored.c.frequency, scored.c.monetary,
+                  scored.c.r_score, scored.c.f_score, scored.c.m_score,
+                  _segment_case(scored.c.r_score, scored.c.f_score, scored.c.m_score)
+                  .label("segment"), literal(now, UTCDateTime).label("computed_at"))
+    conn.execute(delete(rfm_scores).where(rfm_scores.c.scope == scope.key))
+    conn.execute(insert(rfm_scores).from_select(
+        ["scope", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score",
+         "m_score", "segment", "computed_at"], rows))
+    return int(conn.execute(select(func.count()).select_from(rfm_scores).where(
+        rfm_scores.c.scope == scope.key)).scalar_one())
+
+
+def refresh_rfm(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None,
+                scope: str = "overall") -> dict[str, Any]:
+    """Recompute the RFM scores of one scope, or of every scope with ``scope="all"``.
+    Returns the number of customers scored per scope."""
+    _need_refresher(actor)
+    conn = uow.c
+    moment = _as_of(as_of)
+    scopes = all_scopes(conn) if scope == "all" else [parse_scope(conn, scope)]
+    th = rfm_thresholds(conn)
+    now = utcnow()
+    scored = {s.key: _refresh_scope(conn, s, moment, th, now) for s in scopes}
+    audit.record(conn, actor, "analytics.rfm_refreshed", entity="rfm_scores",
+                 details={"scope": scope, "as_of": moment.isoformat(), "customers": scored})
+    uow.commit()
+    return {"as_of": moment, "scopes": scored}
+
+
+# --- lifecycle refresh ----------------------------------------------------------------------
+
+def _population_interval(conn: Connection) -> float:
+    """The middle usual interval of repeat buyers: one-time buyers are judged by it."""
+    fig = customer_figures.c
+    interval = (_days_between(conn, fig.last_order_at, fig.first_order_at)
+                / (fig.purchase_days - 1))
+    repeat = and_(fig.purchase_days > 1, customers.c.merged_into_id.is_(None))
+    joined = customer_figures.join(customers, customers.c.id == fig.customer_id)
+    count = conn.execute(select(func.count()).select_from(joined).where(repeat)).scalar_one()
+    if not count:
+        return DEFAULT_POPULATION_INTERVAL
+    value = conn.execute(select(interval).select_from(joined).where(repeat)
+                         .order_by(interval).offset(int(count) // 2).limit(1)).scalar()
+    return float(value) if value is not None else DEFAULT_POPULATION_INTERVAL
+
+
+def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None
+                      ) -> dict[str, Any]:
+    """Decide every customer's stage as of ``as_of`` (default now) and record the changes."""
+    _need_refresher(actor)
+    conn = uow.c
+    moment = _as_of(as_of)
+    today = local_date(moment)
+    th = lifecycle_thresholds(conn)
+    population = _population_interval(conn)
+    now = utcnow()
+    fig, st = customer_figures.c, lifecycle_stages.c
+    at = _moment(conn, end_of_local_day(moment))
+    # Merged profiles have no stage any more (their history stays).
+    conn.execute(delete(lifecycle_stages).where(st.customer_id.in_(
+        select(customers.c.id).where(customers.c.merged_into_id.is_not(None)))))
+    query = (select(fig.customer_id, fig.purchase_days, fig.last_order_at,
+                    _whole_days(conn, at, fig.first_order_at).label("since_first"),
+                    _whole_days(conn, at, fig.last_order_at).label("since_last"),
+                    _days_between(conn, fig.last_order_at, fig.first_order_at).label("span"),
+                    st.stage,
+                    case((fig.last_order_at > st.entered_last_order_at, 1), else_=0)
+                    .label("bought_since"))
+             .join(customers, customers.c.id == fig.customer_id)
+             .outerjoin(lifecycle_stages, st.customer_id == fig.customer_id)
+             .where(customers.c.merged_into_id.is_(None), fig.purchase_days > 0,
+                    fig.last_order_at.is_not(None))
+             .order_by(fig.customer_id).limit(PAGE))
+    after, changed, transitions = 0, 0, 0
+    while True:
+        rows = conn.execute(query.where(fig.customer_id > after)).all()
+        if not rows:
+            break
+        after = int(rows[-1].customer_id)
+        new_rows, moves = [], []
+        for row in rows:
+            stage = decide_stage(
+                days_since_first=max(float(row.since_first), 0.0),
+                days_since_last=max(float(row.since_last), 0.0),
+                purchase_days=int(row.purchase_days),
+                interval=usual_interval(float(row.span), int(row.purchase_days)),
+                population_interval=population, previous_stage=row.stage,
+                bought_since_previous=bool(row.bought_since), th=th)
+            if stage == row.stage:
+                continue
+            new_rows.append({"customer_id": int(row.customer_id), "stage": stage,
+                             "since": today, "entered_last_order_at": row.last_order_at,
+                             "updated_at": now})
+            moves.append({"customer_id": int(row.customer_id), "from_stage": row.stage,
+                          "to_stage": stage, "changed_on": today, "recorded_at": now})
+        if new_rows:
+            conn.execute(delete(lifecycle_stages).where(
+                st.customer_id.in_([r["customer_id"] for r in new_rows])))
+            bulk_insert(conn, lifecycle_stages, new_rows)
+            bulk_insert(conn, lifecycle_transitions, moves)
+            changed += len(new_rows)
+            transitions += len(moves)
+    counts = _stage_counts(conn, None)
+    audit.record(conn, actor, "analytics.lifecycle_refreshed", entity="lifecycle_stages",
+                 details={"as_of": moment.isoformat(), "changed": changed})
+    uow.commit()
+    return {"as_of": moment, "date": today, "changed": changed, "transitions": transitions,
+            "population_interval_days": round(population, 1), "stages": counts}
+
+
+# --- readers --------------------------------------------------------------------------------
+
+def _label(kind: str, name: str | None, lang: str) -> str | None:
+    return None if name is None else t(f"analytics.{kind}.{name}", lang)
+
+
+def _fen_average(value: Any) -> Decimal:
+    """An average of fen as yuan, to the fen."""
+    if value is None:
+        return Decimal("0.00")
+    return (Decimal(str(round(float(value)))) / 100).quantize(Decimal("0.01"))
+
+
+def rfm_summary(conn: Connection, *, actor: Actor, scope: str = "overall") -> dict[str, Any]:
+    """Customers per segment with their average recency, frequency, monetary and scores,
+    among the customers the actor may see."""
+    _need(actor, "dashboard.read")
+    key = parse_scope(conn, scope).key
+    s = rfm_scores.c
+    rows = conn.execute(
+        select(s.segment, func.count().label("customers"),
+               func.avg(s.recency_days).label("recency"), func.avg(s.frequency).label("freq"),
+               func.avg(cast(s.monetary, Integer)).label("money"),
+               func.avg(s.r_score).label("r"), func.avg(s.f_score).label("f"),
+               func.avg(s.m_score).label("m"), func.max(s.computed_at).label("computed_at"))
+        .join(customers, customers.c.id == s.customer_id)
+        .where(s.scope == key, visible_clause(actor))
+        .group_by(s.segment)).all()
+    by_segment = {r.segment: r for r in rows}
+    total = sum(int(r.customers) for r in rows)
+    lang = actor.language
+    segments = []
+    for name in SEGMENTS:
+        r = by_segment.get(name)
+        count = int(r.customers) if r else 0
+        segments.append({
+            "segment": name, "label": _label("segment", name, lang), "customers": count,
+            "share": round(count / total, 4) if total else 0.0,
+            "avg_recency_days": round(float(r.recency), 1) if r else None,
+            "avg_frequency": round(float(r.freq), 2) if r else None,
+            "avg_monetary": _fen_average(r.money) if r else None,
+            "avg_r": round(float(r.r), 2) if r else None,
+            "avg_f": round(float(r.f), 2) if r else None,
+            "avg_m": round(float(r.m), 2) if r else None,
+        })
+    computed = [r.computed_at for r in rows if r.computed_at is not None]
+    if computed and isinstance(computed[0], str):  # SQLite's MAX() returns the stored text
+        computed = [dt.datetime.fromisoformat(c).replace(tzinfo=dt.UTC) for c in computed]
+    return {"scope": key, "computed_at": max(computed) if computed else None,
+            "customers": total, "segments": segments}
+
+
+def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: str = "overall",
+                      page: int = 1, page_size: int = 20) -> dict[str, Any]:
+    """The customers of one segment, masked, best scores first, paginated."""
+    _need(actor, "dashboard.read")
+    if segment not in SEGMENTS:
+        raise NotFound("analytics_segment_unknown", params={"segment": segment})
+    key = parse_scope(conn, scope).key
+    page, page_size = max(1, int(page)), max(1, min(int(page_size), MAX_PAGE_SIZE))
+    s = rfm_scores.c
+    where = (s.scope == key, s.segment == segment, visible_clause(actor))
+    total = conn.execute(select(func.count()).select_from(rfm_scores).join(
+        customers, customers.c.id == s.customer_id).where(*where)).scalar_one()
+    rows = conn.execute(
+        select(customers.c.id, customers.c.member_code, customers.c.is_member,
+               customers.c.name, customers.c.phone, s.recency_days, s.frequency, s.monetary,
+               s.r_score, s.f_score, s.m_score)
+        .join(customers, customers.c.id == s.customer_id).where(*where)
+        .order_by(s.monetary.desc(), s.frequency.desc(), customers.c.id)
+        .limit(page_size).offset((page - 1) * page_size)).all()
+    return {
+        "scope": key, "segment": segment, "label": _label("segment", segment, actor.language),
+        "total": int(total), "page": page, "page_size": page_size,
+        "items": [{"id": int(r.id), "member_code": r.member_code, "is_member": bool(r.is_member),
+                   "name": mask_name(r.name), "phone": mask_phone(r.phone),
+                   "recency_days": int(r.recency_days), "frequency": int(r.frequency),
+                   "monetary": r.monetary, "r": int(r.r_score), "f": int(r.f_score),
+                   "m": int(r.m_score)} for r in rows],
+    }
+
+
+def _stage_counts(conn: Connection, actor: Actor | None) -> dict[str, int]:
+    q = (select(lifecycle_stages.c.stage, func.count())
+         .join(customers, customers.c.id == lifecycle_stages.c.customer_id)
+         .group_by(lifecycle_stages.c.stage))
+    if actor is not None:
+        q = q.where(visible_clause(actor))
+    found = {stage: int(n) for stage, n in conn.execute(q)}
+    return {stage: found.get(stage, 0) for stage in STAGES}
+
+
+def lifecycle_summary(conn: Connection, *, actor: Actor) -> dict[str, Any]:
+    _need(actor, "dashboard.read")
+    counts = _stage_counts(conn, actor)
+    total = sum(counts.values())
+    updated = conn.execute(select(func.max(lifecycle_transitions.c.changed_on))).scalar()
+    return {"customers": total, "last_change_on": updated, "stages": [
+        {"stage": s, "label": _label("stage", s, actor.language), "customers": n,
+         "share": round(n / total, 4) if total else 0.0} for s, n in counts.items()]}
+
+
+def lifecycle_flows(conn: Connection, *, actor: Actor, date_from: dt.date, date_to: dt.date
+                    ) -> dict[str, Any]:
+    """Stage changes between two local dates (inclusive), counted per from -> to."""
+    _need(actor, "dashboard.read")
+    if date_to < date_from:
+        raise _invalid("to", "date_range_reversed")
+    tr = lifecycle_transitions.c
+    rows = conn.execute(
+        select(tr.from_stage, tr.to_stage, func.count().label("n"))
+        .join(customers, customers.c.id == tr.customer_id)
+        .where(tr.changed_on >= date_from, tr.changed_on <= date_to, visible_clause(actor))
+        .group_by(tr.from_stage, tr.to_stage)
+        .order_by(func.count().desc(), tr.from_stage, tr.to_stage)).all()
+    lang = actor.language
+    return {"from": date_from, "to": date_to, "flows": [
+        {"from_stage": r.from_stage, "from_label": _label("stage", r.from_stage, lang),
+         "to_stage": r.to_stage, "to_label": _label("stage", r.to_stage, lang),
+         "customers": int(r.n)} for r in rows]}
+
+
+def customer_analytics(conn: Connection, *, actor: Actor, customer_id: int) -> dict[str, Any]:
+    """One customer's scores per scope, stage and stage history; ``NotFound`` outside scope."""
+    _need(actor, "dashboard.read")
+    visible_customer(conn, actor, customer_id)
+    lang = actor.language
+    s = rfm_scores.c
+    scores = [{"scope": r.scope, "segment": r.segment,
+               "label": _label("segment", r.segment, lang), "r": int(r.r_score),
+               "f": int(r.f_score), "m": int(r.m_score), "recency_days": int(r.recency_days),
+               "frequency": int(r.frequency), "monetary": r.monetary,
+               "computed_at": r.computed_at}
+              for r in conn.execute(select(rfm_scores).where(s.customer_id == customer_id)
+                                    .order_by(s.scope))]
+    current = conn.execute(select(lifecycle_stages).where(
+        lifecycle_stages.c.customer_id == customer_id)).first()
+    tr = lifecycle_transitions.c
+    history = [{"from_stage": r.from_stage, "to_stage": r.to_stage, "changed_on": r.changed_on,
+                "to_label": _label("stage", r.to_stage, lang)}
+               for r in conn.execute(select(lifecycle_transitions).where(
+                   tr.customer_id == customer_id).order_by(tr.changed_on, tr.id))]
+    fig = conn.execute(select(customer_figures).where(
+        customer_figures.c.customer_id == customer_id)).first()
+    interval = None
+    if fig is not None and fig.first_order_at and fig.last_order_at:
+        span = (fig.last_order_at - fig.first_order_at).total_seconds() / 86400
+        found = usual_interval(span, int(fig.purchase_days))
+        interval = None if found is None else round(found, 1)
+    overall = next((x for x in scores if x["scope"] == "overall"), None)
+    return {
+        "customer_id": customer_id,
+        "rfm": overall, "rfm_by_scope": scores,
+        "stage": None if current is None else current.stage,
+        "stage_label": None if current is None else _label("stage", current.stage, lang),
+        "stage_since": None if current is None else current.since,
+        "usual_interval_days": interval,
+        "stage_history": history,
+    }
+
+
+def refresh_all(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None
+                ) -> dict[str, Any]:
+    """What the scheduler and ``POST /analytics/refresh`` run: every RFM scope, then the
+    lifecycle stages (two transactions)."""
+    rfm = refresh_rfm(uow=uow, actor=actor, as_of=as_of, scope="all")
+    lifecycle = refresh_lifecycle(uow=uow, actor=actor, as_of=as_of)
+    return {"rfm": rfm, "lifecycle": lifecycle}

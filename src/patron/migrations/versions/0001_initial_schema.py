@@ -71,6 +71,20 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_channels')),
     sa.UniqueConstraint('code', name=op.f('uq_channels_code'))
     )
+    op.create_table('clv_model_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('fitted_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('calibration_end', sa.Date(), nullable=False),
+    sa.Column('holdout_end', sa.Date(), nullable=True),
+    sa.Column('period', sa.String(length=8), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.Column('bgnbd', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('gamma_gamma', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('holdout', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_clv_model_runs'))
+    )
     op.create_table('column_mappings',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('name', sa.String(length=120), nullable=False),
@@ -335,6 +349,25 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_customer_merges_merged_id'), ['merged_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_customer_merges_survivor_id'), ['survivor_id'], unique=False)
 
+    op.create_table('customer_predictions',
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('fitted_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('calibration_end', sa.Date(), nullable=False),
+    sa.Column('probability_alive', sa.Float(), nullable=False),
+    sa.Column('expected_purchases_30d', sa.Float(), nullable=False),
+    sa.Column('expected_purchases_90d', sa.Float(), nullable=False),
+    sa.Column('expected_next_purchase', sa.Date(), nullable=True),
+    sa.Column('expected_average_spend', patron.db.Money(), nullable=True),
+    sa.Column('clv_12m', patron.db.Money(), nullable=True),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_predictions_customer_id_customers')),
+    sa.ForeignKeyConstraint(['run_id'], ['clv_model_runs.id'], name=op.f('fk_customer_predictions_run_id_clv_model_runs')),
+    sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customer_predictions'))
+    )
+    with op.batch_alter_table('customer_predictions', schema=None) as batch_op:
+        batch_op.create_index('ix_customer_predictions_clv_12m', ['clv_12m'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customer_predictions_run_id'), ['run_id'], unique=False)
+
     op.create_table('identities',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -523,6 +556,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_identities_customer_id'))
 
     op.drop_table('identities')
+    with op.batch_alter_table('customer_predictions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_customer_predictions_run_id'))
+        batch_op.drop_index('ix_customer_predictions_clv_12m')
+
+    op.drop_table('customer_predictions')
     with op.batch_alter_table('customer_merges', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_customer_merges_survivor_id'))
         batch_op.drop_index(batch_op.f('ix_customer_merges_merged_id'))
@@ -583,6 +621,7 @@ def downgrade() -> None:
     op.drop_table('regions')
     op.drop_table('custom_field_defs')
     op.drop_table('column_mappings')
+    op.drop_table('clv_model_runs')
     op.drop_table('channels')
     with op.batch_alter_table('categories', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_categories_parent_id'))

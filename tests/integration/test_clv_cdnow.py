@@ -25,7 +25,7 @@ from patron.security.model import SYSTEM
 def cdnow_sample() -> Path:
     spec = importlib.util.find_spec("lifetimes")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the CDNOW sample ships with the 'lifetimes' dev dependency, not installed")
+        pytest.skip("the CDNOW sample ships with a dev dependency, not installed")
     path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "CDNOW_sample.txt"
     if not path.exists():
         pytest.skip(f"CDNOW sample not found at {path}")

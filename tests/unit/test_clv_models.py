@@ -1,8 +1,9 @@
 """BG/NBD and Gamma-Gamma: likelihoods, gradients, predictions and fits, without a database.
 
-Reference values were computed once with the reference implementation of these models (the
-'lifetimes' package, 0.11.3) at the published CDNOW parameters and are hard-coded here, so the
-tests need no extra package; when it is installed, the CDNOW summary it ships is fitted too.
+Reference values were computed once with the reference Python implementation of these models
+(version 0.11.3 of the dev dependency that ships the CDNOW sample) at the published CDNOW
+parameters and are hard-coded here, so the tests need no extra package; when the dev dependency
+is installed, the CDNOW summary it ships is fitted too.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def _cdnow_summary_file() -> Path | None:
 
 
 @pytest.mark.skipif(_cdnow_summary_file() is None,
-                    reason="the CDNOW summary ships with the 'lifetimes' dev dependency")
+                    reason="the CDNOW summary ships with a dev dependency, not installed")
 def test_the_published_cdnow_summary_gives_the_published_parameters():
     path = _cdnow_summary_file()
     assert path is not None

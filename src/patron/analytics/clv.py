@@ -61,12 +61,26 @@ def _arrays(*values: ArrayLike) -> tuple[Array, ...]:
 
 # --- BG/NBD -------------------------------------------------------------------------------------
 
-def _bgnbd_terms(r: float, alpha: float, a: float, b: float, x: Array, t_x: Array, T: Array
-                 ) -> tuple[Array, Array, Array]:
+class _ByCount:
+    """Functions of the purchase count alone, evaluated once per distinct count: a summary of
+    a million customers has a few hundred distinct counts, and the special functions are the
+    costly part of each likelihood evaluation."""
+
+    def __init__(self, x: Array) -> None:
+        self.values, inverse = np.unique(x, return_inverse=True)
+        self.index = inverse.reshape(-1)
+
+    def __call__(self, fn: Any, shift: float) -> Array:
+        return np.asarray(fn(shift + self.values)[self.index], dtype=np.float64)
+
+
+def _bgnbd_terms(r: float, alpha: float, a: float, b: float, x: Array, t_x: Array, T: Array,
+                 by_count: _ByCount | None = None) -> tuple[Array, Array, Array]:
     """Per-customer log-likelihood and the weights of its two terms (alive at T / dropped out
     after the last purchase), shared by the likelihood and its gradient."""
-    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
+    f = by_count or _ByCount(x)
+    a1 = f(gammaln, r) - gammaln(r) + r * np.log(alpha)
+    a2 = gammaln(a + b) + f(gammaln, b) - gammaln(b) - f(gammaln, a + b)
     a3 = -(r + x) * np.log(alpha + T)
     has_repeat = x > 0
     a4 = np.where(has_repeat,
@@ -86,25 +100,29 @@ def bgnbd_log_likelihood(params: BGNBDParams, x: ArrayLike, t_x: ArrayLike, T: A
     return ll
 
 
-def _bgnbd_objective(log_params: Array, x: Array, t_x: Array, T: Array, w: Array, n: float
-                     ) -> tuple[float, Array]:
+def _bgnbd_objective(log_params: Array, x: Array, t_x: Array, T: Array, w: Array, n: float,
+                     by_count: _ByCount | None = None) -> tuple[float, Array]:
     r, alpha, a, b = np.exp(log_params)
-    ll, w3, w4 = _bgnbd_terms(r, alpha, a, b, x, t_x, T)
+    f = by_count or _ByCount(x)
+    ll, w3, w4 = _bgnbd_terms(r, alpha, a, b, x, t_x, T, f)
     log_at, log_atx = np.log(alpha + T), np.log(alpha + t_x)
-    d_r = digamma(r + x) - digamma(r) + np.log(alpha) - w3 * log_at - w4 * log_atx
+    d_r = f(digamma, r) - digamma(r) + np.log(alpha) - w3 * log_at - w4 * log_atx
     d_alpha = r / alpha - (r + x) * (w3 / (alpha + T) + w4 / (alpha + t_x))
-    common = digamma(a + b) - digamma(a + b + x)
+    common = digamma(a + b) - f(digamma, a + b)
     d_a = common + w4 / a
-    d_b = common + digamma(b + x) - digamma(b) - w4 / (b + np.maximum(x, 1.0) - 1.0)
-    grad = np.array([w @ d_r * r, w @ d_alpha * alpha, w @ d_a * a, w @ d_b * b])
-    return -(w @ ll) / n, -grad / n
+    d_b = common + f(digamma, b) - digamma(b) - w4 / (b + np.maximum(x, 1.0) - 1.0)
+    # Weighted sums without BLAS: a dot product's thread pool costs more than it saves here.
+    grad = np.array([np.sum(w * d_r) * r, np.sum(w * d_alpha) * alpha, np.sum(w * d_a) * a,
+                     np.sum(w * d_b) * b])
+    return -float(np.sum(w * ll)) / n, -grad / n
 
 
 def _distinct(*columns: Array) -> tuple[tuple[Array, ...], Array]:
     """Distinct rows and how many times each occurs: day-resolution histories repeat a lot."""
     stacked = np.column_stack(columns)
     rows, counts = np.unique(stacked, axis=0, return_counts=True)
-    return tuple(rows[:, i] for i in range(rows.shape[1])), counts.astype(np.float64)
+    return (tuple(np.ascontiguousarray(rows[:, i]) for i in range(rows.shape[1])),
+            counts.astype(np.float64))
 
 
 def _check_summary(x: Array, t_x: Array, T: Array) -> None:
@@ -142,7 +160,8 @@ def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BGNBDParams:
     (xu, tu, Tu), w = _distinct(xa, ta, Ta)
     # Scale alpha's start with the time unit so that days and weeks start alike.
     start = np.log([1.0, max(float(np.mean(Ta)), 1e-3) / 10.0, 1.0, 1.0])
-    r, alpha, a, b = np.exp(_minimise(_bgnbd_objective, start, (xu, tu, Tu, w, float(xa.size))))
+    args = (xu, tu, Tu, w, float(xa.size), _ByCount(xu))
+    r, alpha, a, b = np.exp(_minimise(_bgnbd_objective, start, args))
     return BGNBDParams(float(r), float(alpha), float(a), float(b))
 
 
@@ -191,26 +210,30 @@ def time_to_expected_purchase(params: BGNBDParams, x: ArrayLike, t_x: ArrayLike,
 
 # --- Gamma-Gamma ------------------------------------------------------------------------------
 
-def gamma_gamma_log_likelihood(params: GammaGammaParams, x: ArrayLike, m: ArrayLike) -> Array:
+def gamma_gamma_log_likelihood(params: GammaGammaParams, x: ArrayLike, m: ArrayLike,
+                               by_count: _ByCount | None = None) -> Array:
     """The log-likelihood of each customer's average spend ``m`` over ``x`` (> 0) purchases."""
     xa, ma = _arrays(x, m)
     p, q, g = params.p, params.q, params.gamma
-    return np.asarray(gammaln(p * xa + q) - gammaln(p * xa) - gammaln(q) + q * np.log(g)
+    f = by_count or _ByCount(xa)
+    return np.asarray(f(lambda v: gammaln(p * v + q), 0.0) - f(lambda v: gammaln(p * v), 0.0)
+                      - gammaln(q) + q * np.log(g)
                       + (p * xa - 1.0) * np.log(ma) + p * xa * np.log(xa)
                       - (p * xa + q) * np.log(xa * ma + g), dtype=np.float64)
 
 
-def _gamma_gamma_objective(log_params: Array, x: Array, m: Array, w: Array, n: float
-                           ) -> tuple[float, Array]:
+def _gamma_gamma_objective(log_params: Array, x: Array, m: Array, w: Array, n: float,
+                           by_count: _ByCount | None = None) -> tuple[float, Array]:
     p, q, g = np.exp(log_params)
-    ll = gamma_gamma_log_likelihood(GammaGammaParams(p, q, g), x, m)
+    f = by_count or _ByCount(x)
+    ll = gamma_gamma_log_likelihood(GammaGammaParams(p, q, g), x, m, f)
     log_xmg = np.log(x * m + g)
-    psi_all = digamma(p * x + q)
-    d_p = x * (psi_all - digamma(p * x) + np.log(m) + np.log(x) - log_xmg)
+    psi_all = f(lambda v: digamma(p * v + q), 0.0)
+    d_p = x * (psi_all - f(lambda v: digamma(p * v), 0.0) + np.log(m) + np.log(x) - log_xmg)
     d_q = psi_all - digamma(q) + np.log(g) - log_xmg
     d_g = q / g - (p * x + q) / (x * m + g)
-    grad = np.array([w @ d_p * p, w @ d_q * q, w @ d_g * g])
-    return -(w @ ll) / n, -grad / n
+    grad = np.array([np.sum(w * d_p) * p, np.sum(w * d_q) * q, np.sum(w * d_g) * g])
+    return -float(np.sum(w * ll)) / n, -grad / n
 
 
 def fit_gamma_gamma(x: ArrayLike, m: ArrayLike) -> GammaGammaParams:
@@ -224,7 +247,8 @@ def fit_gamma_gamma(x: ArrayLike, m: ArrayLike) -> GammaGammaParams:
     (xu, mu), w = _distinct(xa, ma)
     # Start near the moment estimates' scale so that yuan and fen fit alike.
     start = np.log([1.0, 1.0, max(float(np.mean(ma)), 1e-6)])
-    p, q, g = np.exp(_minimise(_gamma_gamma_objective, start, (xu, mu, w, float(xa.size))))
+    args = (xu, mu, w, float(xa.size), _ByCount(xu))
+    p, q, g = np.exp(_minimise(_gamma_gamma_objective, start, args))
     return GammaGammaParams(float(p), float(q), float(g))
 
 

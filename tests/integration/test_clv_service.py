@@ -44,11 +44,8 @@ def customer_of(uow, phone: str) -> int:
         identities.c.value.like(f"%{phone[-8:]}"))).scalar_one()
 
 
-@pytest.fixture
-def hand_made_history(uow):
+def record_hand_made_history(uow, *, new_york: bool) -> dict[str, int]:
     make_org(uow)
-    org.create_store(uow=uow, actor=SYSTEM, code="NY01", name="New York",
-                     timezone="America/New_York")
     orders = [
         # A: two orders on 1 March count as one purchase day; 00:30 on 2 March in Shanghai is
         # still 1 March in UTC but a new local day; one purchase after the calibration end.
@@ -66,20 +63,38 @@ def hand_made_history(uow):
             channel="online_mall"),
         buy("13800000004", at("2026-03-20T12:00:00+08:00"), "18.00", store=None,
             channel="online_mall"),
-        # E: a New York store: 22:00 on 5 March there is 6 March in Shanghai and in UTC.
-        buy("13800000005", at("2026-03-05T22:00:00-05:00"), "7.00", store="NY01"),
-        buy("13800000005", at("2026-03-06T09:00:00-05:00"), "3.00", store="NY01"),
+        # F: one second before and exactly at local midnight: two purchase days.
+        buy("13800000006", at("2026-03-04T23:59:59+08:00"), "4.00"),
+        buy("13800000006", at("2026-03-05T00:00:00+08:00"), "6.00"),
     ]
+    if new_york:
+        # E: a New York store (daylight saving starts on 8 March 2026): 22:00 on 5 March
+        # there is 6 March in Shanghai and in UTC.
+        org.create_store(uow=uow, actor=SYSTEM, code="NY01", name="New York",
+                         timezone="America/New_York")
+        orders += [
+            buy("13800000005", at("2026-03-05T22:00:00-05:00"), "7.00", store="NY01"),
+            buy("13800000005", at("2026-03-06T09:00:00-05:00"), "3.00", store="NY01"),
+        ]
     out = record_orders(uow=uow, orders_in=orders, source="api", actor=SYSTEM)
     assert all(o.status == "created" for o in out), out
-    return {name: customer_of(uow, f"1380000000{i}") for i, name in enumerate("ABCDE", 1)}
+    names = "ABCDEF" if new_york else "ABCDF"
+    return {name: customer_of(uow, f"1380000000{'ABCDEF'.index(name) + 1}") for name in names}
+
+
+@pytest.fixture(params=["with a daylight-saving zone", "fixed offsets only"])
+def hand_made_history(request, uow):
+    return record_hand_made_history(uow, new_york=request.param.startswith("with"))
 
 
 def test_summary_counts_local_purchase_days_per_customer(uow, hand_made_history):
     ids = hand_made_history
     s = clv_service.purchase_summary(uow=uow, calibration_end=CAL_END)
     rows = {int(c): i for i, c in enumerate(s.customer_id)}
-    assert set(rows) == {ids["A"], ids["B"], ids["D"], ids["E"]}
+    assert set(rows) == {ids[n] for n in ids if n != "C"}
+    # SQLite takes the plain-SQL path only when no zone in use changes offset.
+    fixed = clv_service._fixed_offsets(uow.c, "Asia/Shanghai")
+    assert (fixed is None) == ("E" in ids)
     x, t_x, age = s.model_inputs("day")
     spend = s.average_repeat_spend()
 
@@ -92,8 +107,9 @@ def test_summary_counts_local_purchase_days_per_customer(uow, hand_made_history)
     assert of("B") == (0, 0, 0, 0.0, 0)
     # D: 11 March (Shanghai) and 20 March.
     assert of("D") == (1, 9, 20, 18.0, 0)
-    # E: 5 and 6 March in New York.
-    assert of("E") == (1, 1, 26, 3.0, 0)
+    assert of("F") == (1, 1, 27, 6.0, 0)
+    if "E" in ids:  # 5 and 6 March in New York
+        assert of("E") == (1, 1, 26, 3.0, 0)
     weeks = s.model_inputs("week")
     i = rows[ids["A"]]
     assert (weeks[0][i], weeks[1][i], weeks[2][i]) == pytest.approx((2, 2, 30 / 7))

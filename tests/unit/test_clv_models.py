@@ -191,3 +191,25 @@ def test_the_published_cdnow_summary_gives_the_published_parameters():
                                                                   "2.43"]
     gg = clv.fit_gamma_gamma(x[x > 0], m[x > 0])
     assert [f"{v:.3g}" for v in (gg.p, gg.q, gg.gamma)] == ["6.25", "3.74", "15.4"]
+
+
+def test_the_series_fallback_agrees_with_scipy_where_both_work():
+    from scipy.special import hyp2f1
+
+    a = np.array([0.243, 1.243, 5.2, 10.2])
+    b = np.array([2.426, 3.426, 7.4, 12.4])
+    c = np.array([2.219, 3.219, 7.2, 12.2])
+    z = np.array([0.1, 0.5, 0.3, 0.05])
+    assert clv._hyp2f1_series(a, b, c, z) == pytest.approx(hyp2f1(a, b, c, z), rel=1e-12)
+
+
+def test_customers_who_all_buy_alike_still_get_finite_predictions():
+    # No heterogeneity and no drop-out: r and alpha run off towards infinity together, where
+    # scipy's hypergeometric function gives up.
+    degenerate = clv.BGNBDParams(r=365641.56, alpha=2881080.25, a=0.000111, b=82.57)
+    x, t_x, age = np.array([2.0, 8.0]), np.array([30.0, 50.4]), np.array([72.4, 63.7])
+    expected = clv.expected_purchases(degenerate, 30 / 7, x, t_x, age)
+    assert np.all(np.isfinite(expected))
+    rate = degenerate.r / degenerate.alpha
+    assert expected == pytest.approx(rate * 30 / 7, rel=0.01)
+    assert np.ndim(clv.expected_purchases(degenerate, 1.0, 2.0, 30.0, 72.4)) == 0

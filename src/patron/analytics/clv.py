@@ -175,13 +175,45 @@ def probability_alive(params: BGNBDParams, x: ArrayLike, t_x: ArrayLike, T: Arra
     return np.where(xa > 0, 1.0 / (1.0 + np.exp(log_ratio)), 1.0)
 
 
+_SERIES_TERMS = 5000
+
+
+def _hyp2f1(a: Array, b: Array, c: Array, z: Array) -> Array:
+    """Gauss's hypergeometric function. scipy's answers NaN for some large parameters (a fit
+    on customers who all buy at the same rate sends r and alpha towards infinity); there the
+    plain power series, which converges for |z| < 1, is summed instead. Values it cannot
+    reach stay NaN."""
+    raw = np.asarray(hyp2f1(a, b, c, z), dtype=np.float64)
+    bad = ~np.isfinite(raw)
+    if not bad.any():
+        return raw
+    value = np.atleast_1d(raw).copy()
+    bad = np.atleast_1d(bad)
+    value[bad] = _hyp2f1_series(*(np.atleast_1d(np.broadcast_to(v, raw.shape))[bad]
+                                  for v in np.broadcast_arrays(a, b, c, z)))
+    return value.reshape(raw.shape)
+
+
+def _hyp2f1_series(a: Array, b: Array, c: Array, z: Array) -> Array:
+    term = np.ones(a.shape)
+    total = np.ones(a.shape)
+    converged = np.zeros(a.shape, dtype=bool)
+    for k in range(_SERIES_TERMS):
+        term = term * (a + k) * (b + k) / ((c + k) * (k + 1)) * z
+        total = total + term
+        converged = np.abs(term) <= 1e-15 * np.abs(total)
+        if converged.all():
+            break
+    return np.where(converged & np.isfinite(total), total, np.nan)
+
+
 def expected_purchases(params: BGNBDParams, t: ArrayLike, x: ArrayLike, t_x: ArrayLike,
                        T: ArrayLike) -> Array:
     """E[purchases in (T, T + t] | x, t_x, T] (Fader, Hardie and Lee 2005, eq. 10)."""
     ta_, xa, txa, Ta = _arrays(t, x, t_x, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     z = ta_ / (alpha + Ta + ta_)
-    h = hyp2f1(r + xa, b + xa, a + b + xa - 1.0, z)
+    h = _hyp2f1(r + xa, b + xa, a + b + xa - 1.0, z)
     growth = 1.0 - np.exp((r + xa) * (np.log(alpha + Ta) - np.log(alpha + Ta + ta_))) * h
     numerator = (a + b + xa - 1.0) / (a - 1.0) * growth
     log_ratio = (np.log(a) - np.log(b + np.maximum(xa, 1.0) - 1.0)

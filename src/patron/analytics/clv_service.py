@@ -19,7 +19,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, insert, text
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
 
 from patron.analytics import clv
 from patron.analytics.clv_tables import clv_model_runs, customer_predictions
@@ -87,17 +87,52 @@ def _sqlite_local_day(stamp: str | None, tz: str) -> int | None:
     return (utc.astimezone(_zone(tz)).date() - EPOCH).days
 
 
-def _local_day_sql(conn: Connection) -> str:
+def _fixed_offsets(conn: Connection, default_tz: str) -> dict[str, int] | None:
+    """Each time zone in use and its UTC offset in seconds, when none of them changes offset
+    over the span of the orders (no daylight saving: China, and most of Asia); else None."""
+    from patron.orders.tables import orders
+    from patron.org.tables import stores
+
+    first, last = conn.execute(select(func.min(orders.c.purchased_at),
+                                      func.max(orders.c.purchased_at))).one()
+    if first is None or last is None:
+        return {default_tz: 0}
+    names = {default_tz} | {str(z) for z in conn.execute(
+        select(stores.c.timezone).distinct()).scalars() if z}
+    offsets: dict[str, int] = {}
+    days = (last - first).days + 2
+    for name in names:
+        zone = _zone(name)
+        seen = {zone.utcoffset(first + dt.timedelta(days=d)) for d in range(-1, days)}
+        if len(seen) != 1:
+            return None
+        offset = seen.pop()
+        offsets[name] = int(offset.total_seconds()) if offset is not None else 0
+    return offsets
+
+
+def _local_day_sql(conn: Connection, default_tz: str) -> tuple[str, dict[str, Any]]:
+    """The SQL for an order's local day number, and its parameters."""
     if conn.dialect.name == "postgresql":
         return ("(CAST(o.purchased_at AT TIME ZONE COALESCE(s.timezone, :tz) AS date)"
-                " - DATE '1970-01-01')")
+                " - DATE '1970-01-01')"), {}
+    offsets = _fixed_offsets(conn, default_tz)
+    if offsets is not None:
+        # Integer seconds, so a purchase at local midnight falls on the right day exactly.
+        cases = " ".join(f"WHEN :zone_{i} THEN :offset_{i}" for i in range(len(offsets)))
+        params: dict[str, Any] = {}
+        for i, (name, seconds) in enumerate(sorted(offsets.items())):
+            params[f"zone_{i}"], params[f"offset_{i}"] = name, seconds
+        return (f"((CAST(strftime('%s', o.purchased_at) AS INTEGER)"
+                f" + CASE COALESCE(s.timezone, :tz) {cases} ELSE 0 END) / 86400)"), params
     conn.connection.driver_connection.create_function(  # type: ignore[union-attr]
         "patron_local_day", 2, _sqlite_local_day, deterministic=True)
-    return "patron_local_day(o.purchased_at, COALESCE(s.timezone, :tz))"
+    return "patron_local_day(o.purchased_at, COALESCE(s.timezone, :tz))", {}
 
 
-def _summary_sql(conn: Connection, *, bounded: bool) -> Any:
-    day = _local_day_sql(conn)
+def _summary_sql(conn: Connection, *, bounded: bool, default_tz: str
+                 ) -> tuple[Any, dict[str, Any]]:
+    day, day_params = _local_day_sql(conn, default_tz)
     holdout_filter = "AND d <= :holdout_end" if bounded else ""
     # Spend is net of refunds, in fen (the integers stored by the Money type).
     return text(f"""
@@ -122,7 +157,7 @@ FROM ranked
 GROUP BY cid
 HAVING MIN(first_d) <= :end
 ORDER BY cid
-""").bindparams(bindparam("upper", type_=UTCDateTime))  # noqa: S608 - Patron's own SQL
+""").bindparams(bindparam("upper", type_=UTCDateTime)), day_params  # noqa: S608
 
 
 def purchase_summary(*, uow: UnitOfWork, calibration_end: dt.date,
@@ -137,7 +172,8 @@ def purchase_summary(*, uow: UnitOfWork, calibration_end: dt.date,
     params: dict[str, Any] = {"tz": get_settings().default_timezone,
                               "end": _day_number(calibration_end),
                               "holdout_end": _day_number(last)}
-    rows = conn.execute(_summary_sql(conn, bounded=bounded), {**params, "upper": upper})
+    query, day_params = _summary_sql(conn, bounded=bounded, default_tz=params["tz"])
+    rows = conn.execute(query, {**params, **day_params, "upper": upper})
     data = np.array(rows.fetchall(), dtype=np.int64).reshape(-1, 7)
     if holdout_end is None and data.size:
         last_any = int(data[:, 6].max())
@@ -260,6 +296,10 @@ def _per_customer(fn: Any, x: np.ndarray, t_x: np.ndarray, age: np.ndarray) -> n
     return np.asarray(values[inverse.reshape(-1)])
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def _money(value: float) -> Decimal | None:
     if not math.isfinite(value):
         return None
@@ -309,8 +349,9 @@ def refresh_predictions(*, uow: UnitOfWork, actor: Actor, as_of: dt.date | None 
         next_day = (as_of + dt.timedelta(days=math.ceil(next_t * unit))
                     if math.isfinite(next_t) else None)
         rows.append({"customer_id": cid, "run_id": run_id, "fitted_at": fitted_at,
-                     "calibration_end": as_of, "probability_alive": alive,
-                     "expected_purchases_30d": e30, "expected_purchases_90d": e90,
+                     "calibration_end": as_of, "probability_alive": _finite(alive),
+                     "expected_purchases_30d": _finite(e30),
+                     "expected_purchases_90d": _finite(e90),
                      "expected_next_purchase": next_day,
                      "expected_average_spend": _money(float(spend[i])),
                      "clv_12m": _money(float(spend[i] * discounted))})

@@ -32,9 +32,10 @@ customer_predictions = Table(
     Column("run_id", ForeignKey("clv_model_runs.id"), nullable=False, index=True),
     Column("fitted_at", UTCDateTime, nullable=False),
     Column("calibration_end", Date, nullable=False),
-    Column("probability_alive", Float, nullable=False),
-    Column("expected_purchases_30d", Float, nullable=False),
-    Column("expected_purchases_90d", Float, nullable=False),
+    # Null where the numerics could not reach a value (never seen on real histories).
+    Column("probability_alive", Float, nullable=True),
+    Column("expected_purchases_30d", Float, nullable=True),
+    Column("expected_purchases_90d", Float, nullable=True),
     Column("expected_next_purchase", Date, nullable=True),
     Column("expected_average_spend", Money, nullable=True),
     Column("clv_12m", Money, nullable=True),

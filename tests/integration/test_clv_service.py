@@ -141,7 +141,8 @@ def random_history(seed: int, customers: int) -> list[dict]:
     return out
 
 
-def test_predictions_are_stored_for_every_customer_and_replaced_by_a_refresh(uow):
+def test_predictions_are_stored_for_every_customer_and_replaced_by_a_refresh(uow, monkeypatch):
+    monkeypatch.setattr(clv_service, "INSERT_CHUNK", 40)  # several chunks, the last one short
     make_org(uow)
     record_orders(uow=uow, orders_in=random_history(5, 150), source="api", actor=SYSTEM,
                   audit_each=False)

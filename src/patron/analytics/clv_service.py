@@ -34,6 +34,7 @@ PERIOD_DAYS: dict[str, int] = {"day": 1, "week": 7}
 EPOCH = dt.date(1970, 1, 1)
 MONTH_DAYS = 365.25 / 12
 NEXT_PURCHASE_HORIZON_DAYS = 730
+INSERT_CHUNK = 5000
 # Local days start at most 14 hours before and 12 after UTC midnight; orders are pre-filtered
 # on the indexed UTC timestamp with this margin, then exactly on their local day.
 _TZ_MARGIN = dt.timedelta(hours=15)
@@ -174,7 +175,9 @@ def purchase_summary(*, uow: UnitOfWork, calibration_end: dt.date,
                               "holdout_end": _day_number(last)}
     query, day_params = _summary_sql(conn, bounded=bounded, default_tz=params["tz"])
     rows = conn.execute(query, {**params, **day_params, "upper": upper})
-    data = np.array(rows.fetchall(), dtype=np.int64).reshape(-1, 7)
+    # Fetched in slices into numpy: a million Python rows at once would cost hundreds of MB.
+    parts = [np.array(part, dtype=np.int64).reshape(-1, 7) for part in rows.partitions(20_000)]
+    data = np.concatenate(parts) if parts else np.zeros((0, 7), dtype=np.int64)
     if holdout_end is None and data.size:
         last_any = int(data[:, 6].max())
         holdout_end = EPOCH + dt.timedelta(days=last_any) if last_any > params["end"] else None
@@ -319,6 +322,9 @@ def refresh_predictions(*, uow: UnitOfWork, actor: Actor, as_of: dt.date | None 
             FieldError("monthly_discount", "clv_bad_discount")])
     tz = _zone(get_settings().default_timezone)
     as_of = as_of or dt.datetime.now(tz).date()
+    if uow.dialect == "postgresql":
+        # Concurrent refreshes take turns (each replaces every row); readers are not blocked.
+        uow.c.execute(text("LOCK TABLE customer_predictions IN SHARE ROW EXCLUSIVE MODE"))
     summary = purchase_summary(uow=uow, calibration_end=as_of, holdout_end=as_of)
     models = fit_models(summary, period)
     unit = PERIOD_DAYS[period]
@@ -343,26 +349,28 @@ def refresh_predictions(*, uow: UnitOfWork, actor: Actor, as_of: dt.date | None 
              if models.gamma_gamma else np.full(x.shape, np.nan))
     fitted_at = utcnow()
     run_id = _store_run(uow, actor, summary, models, period, None, purpose="predict")
-    rows = []
-    for i, cid in enumerate(summary.customer_id.tolist()):
-        alive, e30, e90, next_t, discounted = table[i].tolist()
-        next_day = (as_of + dt.timedelta(days=math.ceil(next_t * unit))
-                    if math.isfinite(next_t) else None)
-        rows.append({"customer_id": cid, "run_id": run_id, "fitted_at": fitted_at,
-                     "calibration_end": as_of, "probability_alive": _finite(alive),
-                     "expected_purchases_30d": _finite(e30),
-                     "expected_purchases_90d": _finite(e90),
-                     "expected_next_purchase": next_day,
-                     "expected_average_spend": _money(float(spend[i])),
-                     "clv_12m": _money(float(spend[i] * discounted))})
     uow.c.execute(delete(customer_predictions))
-    for start in range(0, len(rows), 5000):
-        bulk_insert(uow.c, customer_predictions, rows[start:start + 5000])
+    ids = summary.customer_id.tolist()
+    # Rows are built and written a chunk at a time: a million dicts would cost a gigabyte.
+    for start in range(0, len(ids), INSERT_CHUNK):
+        rows = []
+        for i in range(start, min(start + INSERT_CHUNK, len(ids))):
+            alive, e30, e90, next_t, discounted = table[i].tolist()
+            next_day = (as_of + dt.timedelta(days=math.ceil(next_t * unit))
+                        if math.isfinite(next_t) else None)
+            rows.append({"customer_id": ids[i], "run_id": run_id, "fitted_at": fitted_at,
+                         "calibration_end": as_of, "probability_alive": _finite(alive),
+                         "expected_purchases_30d": _finite(e30),
+                         "expected_purchases_90d": _finite(e90),
+                         "expected_next_purchase": next_day,
+                         "expected_average_spend": _money(float(spend[i])),
+                         "clv_12m": _money(float(spend[i] * discounted))})
+        bulk_insert(uow.c, customer_predictions, rows)
     audit.record(uow.c, actor, "analytics.clv_predictions_refreshed", entity="clv_model_run",
                  entity_id=run_id, details={"as_of": as_of.isoformat(), "period": period,
-                                            "customers": len(rows)})
+                                            "customers": len(ids)})
     uow.commit()
-    return {"run_id": run_id, "as_of": as_of, "period": period, "customers": len(rows),
+    return {"run_id": run_id, "as_of": as_of, "period": period, "customers": len(ids),
             "bgnbd": _rounded(bg.as_dict()),
             "gamma_gamma": _rounded(models.gamma_gamma.as_dict()) if models.gamma_gamma
             else None, "monthly_discount": monthly_discount}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import api_ingest, bulk_import, csv_import, lookup
+from benchmarks import clv as clv_bench
 from benchmarks.data import OrderStream
 from benchmarks.databases import DEFAULT_PG_ADMIN_URL, postgres_database, sqlite_database
 from benchmarks.results import Figure, print_table, write_json
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-profile", action="store_true", help="skip the cProfile of one chunk")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--clv-customers", type=int, default=clv_bench.CUSTOMERS,
+                   help="synthetic customers for the CLV benchmark (0: CDNOW only)")
+    p.add_argument("--skip-clv", action="store_true")
     return p.parse_args(argv)
 
 
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_postgres:
         with postgres_database(args.postgres_url) as db:
             _measure_database(db, args, figures, meta, log)
+    if not args.skip_clv:
+        figures.extend(clv_bench.run(customers=args.clv_customers, log=log))
     dispose_engines()
     meta["seconds"] = round(time.perf_counter() - started, 1)
     print_table(figures)

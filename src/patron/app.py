@@ -116,7 +116,11 @@ def _include_optional(app: FastAPI) -> None:
     import importlib
 
     for module, prefix in (("patron.imports.api", "/api/v1"), ("patron.webhooks.api", "/api/v1"),
-                           ("patron.analytics.api", "/api/v1"), ("patron.web.pages", "")):
+                           ("patron.analytics.api", "/api/v1"),
+                           ("patron.analytics.churn_api", "/api/v1"),
+                           ("patron.analytics.crosssell_api", "/api/v1"),
+                           ("patron.analytics.predictions_api", "/api/v1"),
+                           ("patron.web.pages", "")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -9,7 +9,8 @@ import typer
 analytics_app = typer.Typer(help="Customer analytics: RFM, lifecycle, CLV.", no_args_is_help=True)
 
 # Modules that add commands: each defines add_commands(analytics_app).
-_MODULES = ("patron.analytics.segments_cli", "patron.analytics.clv_cli")
+_MODULES = ("patron.analytics.segments_cli", "patron.analytics.clv_cli",
+            "patron.analytics.churn_cli", "patron.analytics.crosssell_cli")
 
 
 def register(app: typer.Typer) -> None:

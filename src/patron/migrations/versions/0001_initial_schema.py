@@ -71,6 +71,23 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_channels')),
     sa.UniqueConstraint('code', name=op.f('uq_channels_code'))
     )
+    op.create_table('churn_model_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('fitted_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
+    sa.Column('cutoff', sa.Date(), nullable=False),
+    sa.Column('horizon_days', sa.Integer(), nullable=False),
+    sa.Column('train_customers', sa.Integer(), nullable=False),
+    sa.Column('train_churn_rate', sa.Float(), nullable=False),
+    sa.Column('test_customers', sa.Integer(), nullable=True),
+    sa.Column('model', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('metrics', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_churn_model_runs'))
+    )
+    with op.batch_alter_table('churn_model_runs', schema=None) as batch_op:
+        batch_op.create_index('ix_churn_model_runs_purpose_fitted_at', ['purpose', 'fitted_at'], unique=False)
+
     op.create_table('clv_model_runs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('fitted_at', patron.db.UTCDateTime(timezone=True), nullable=False),
@@ -97,6 +114,41 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_column_mappings')),
     sa.UniqueConstraint('name', name=op.f('uq_column_mappings_name'))
     )
+    op.create_table('crosssell_evaluation_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('computed_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('cutoff', sa.Date(), nullable=False),
+    sa.Column('holdout_days', sa.Integer(), nullable=False),
+    sa.Column('k', sa.Integer(), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.Column('hit_rate', sa.Float(), nullable=True),
+    sa.Column('baseline_hit_rate', sa.Float(), nullable=True),
+    sa.Column('details', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_crosssell_evaluation_runs'))
+    )
+    op.create_table('crosssell_rules',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('scope', sa.String(length=80), nullable=False),
+    sa.Column('level', sa.String(length=8), nullable=False),
+    sa.Column('antecedent', sa.String(length=64), nullable=False),
+    sa.Column('consequent', sa.String(length=64), nullable=False),
+    sa.Column('support', sa.Float(), nullable=False),
+    sa.Column('confidence', sa.Float(), nullable=False),
+    sa.Column('lift', sa.Float(), nullable=False),
+    sa.Column('pair_count', sa.Integer(), nullable=False),
+    sa.Column('antecedent_count', sa.Integer(), nullable=False),
+    sa.Column('consequent_count', sa.Integer(), nullable=False),
+    sa.Column('basket_count', sa.Integer(), nullable=False),
+    sa.Column('min_support', sa.Float(), nullable=False),
+    sa.Column('min_confidence', sa.Float(), nullable=False),
+    sa.Column('computed_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_crosssell_rules')),
+    sa.UniqueConstraint('scope', 'level', 'antecedent', 'consequent', name='uq_crosssell_rules_pair')
+    )
+    with op.batch_alter_table('crosssell_rules', schema=None) as batch_op:
+        batch_op.create_index('ix_crosssell_rules_scope_level_lift', ['scope', 'level', 'lift'], unique=False)
+
     op.create_table('custom_field_defs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('key', sa.String(length=64), nullable=False),
@@ -315,6 +367,24 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_affinities_customer_id_customers')),
     sa.PrimaryKeyConstraint('customer_id', 'dimension', 'key', name=op.f('pk_customer_affinities'))
     )
+    op.create_table('customer_churn_scores',
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('scored_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('as_of', sa.Date(), nullable=False),
+    sa.Column('horizon_days', sa.Integer(), nullable=False),
+    sa.Column('probability', sa.Float(), nullable=False),
+    sa.Column('days_since_last_purchase', sa.Integer(), nullable=False),
+    sa.Column('usual_interval_days', sa.Float(), nullable=False),
+    sa.Column('probability_alive', sa.Float(), nullable=True),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_churn_scores_customer_id_customers')),
+    sa.ForeignKeyConstraint(['run_id'], ['churn_model_runs.id'], name=op.f('fk_customer_churn_scores_run_id_churn_model_runs')),
+    sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customer_churn_scores'))
+    )
+    with op.batch_alter_table('customer_churn_scores', schema=None) as batch_op:
+        batch_op.create_index('ix_customer_churn_scores_probability', ['probability'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customer_churn_scores_run_id'), ['run_id'], unique=False)
+
     op.create_table('customer_figures',
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('order_count', sa.Integer(), server_default='0', nullable=False),
@@ -368,6 +438,17 @@ def upgrade() -> None:
         batch_op.create_index('ix_customer_predictions_clv_12m', ['clv_12m'], unique=False)
         batch_op.create_index(batch_op.f('ix_customer_predictions_run_id'), ['run_id'], unique=False)
 
+    op.create_table('customer_recommendations',
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('rank', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('sku', sa.String(length=64), nullable=False),
+    sa.Column('score', sa.Float(), nullable=False),
+    sa.Column('source', sa.String(length=8), nullable=False),
+    sa.Column('as_of', sa.Date(), nullable=False),
+    sa.Column('computed_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_recommendations_customer_id_customers')),
+    sa.PrimaryKeyConstraint('customer_id', 'rank', name=op.f('pk_customer_recommendations'))
+    )
     op.create_table('identities',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -556,6 +637,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_identities_customer_id'))
 
     op.drop_table('identities')
+    op.drop_table('customer_recommendations')
     with op.batch_alter_table('customer_predictions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_customer_predictions_run_id'))
         batch_op.drop_index('ix_customer_predictions_clv_12m')
@@ -571,6 +653,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_customer_figures_last_order_at')
 
     op.drop_table('customer_figures')
+    with op.batch_alter_table('customer_churn_scores', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_customer_churn_scores_run_id'))
+        batch_op.drop_index('ix_customer_churn_scores_probability')
+
+    op.drop_table('customer_churn_scores')
     op.drop_table('customer_affinities')
     with op.batch_alter_table('user_stores', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
@@ -620,8 +707,17 @@ def downgrade() -> None:
     op.drop_table('users')
     op.drop_table('regions')
     op.drop_table('custom_field_defs')
+    with op.batch_alter_table('crosssell_rules', schema=None) as batch_op:
+        batch_op.drop_index('ix_crosssell_rules_scope_level_lift')
+
+    op.drop_table('crosssell_rules')
+    op.drop_table('crosssell_evaluation_runs')
     op.drop_table('column_mappings')
     op.drop_table('clv_model_runs')
+    with op.batch_alter_table('churn_model_runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_churn_model_runs_purpose_fitted_at')
+
+    op.drop_table('churn_model_runs')
     op.drop_table('channels')
     with op.batch_alter_table('categories', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_categories_parent_id'))

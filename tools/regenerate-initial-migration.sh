@@ -13,4 +13,5 @@ command.revision(alembic_config(f"sqlite:///{sys.argv[1]}/autogen.sqlite3"),
                  message="initial schema", autogenerate=True, rev_id="0001")
 PY
 sed -i '/^Create Date:/d' src/patron/migrations/versions/0001_initial_schema.py
+.venv/bin/ruff check --fix --quiet src/patron/migrations/versions/0001_initial_schema.py
 rm -rf "$tmp"

@@ -99,3 +99,68 @@ def test_a_cashier_may_not_read_them(client, people):
     login(client, "cashier")
     assert client.get(f"/api/v1/customers/{people['sh']}/predictions").status_code == 403
     assert client.get(f"/api/v1/customers/{people['sh']}/preferences").status_code == 403
+
+
+# --- the customer 360 page ------------------------------------------------------------------
+
+def page(client, customer_id, lang):
+    r = client.get(f"/customers/{customer_id}", params={"lang": lang})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def test_page_says_analytics_are_not_computed_yet_in_both_languages(client, people):
+    login(client, "owner")
+    en = page(client, people["sh"], "en")
+    assert "Segment and lifecycle stage have not been computed" in en
+    assert "Predictions have not been computed" in en
+    # preferences need no refresh: read from the running counters and the orders
+    assert "Morning (6–11)" in en and "100.0%" in en
+    assert 'id="price-sensitivity">22.8%' in en and 'id="basket-size">3<' in en
+    assert "<script" not in en
+    zh = page(client, people["sh"], "zh")
+    assert "尚未计算该客户的分群和生命周期阶段" in zh and "尚未计算该客户的预测" in zh
+    assert "早上（6–11 点）" in zh and "周二" in zh
+
+
+def test_page_shows_segment_stage_and_predictions_once_computed(client, predicted):
+    login(client, "owner")
+    r = client.post("/api/v1/analytics/refresh",
+                    json={"as_of": dt.datetime(2026, 3, 20, 4, 0, tzinfo=UTC).isoformat()})
+    assert r.status_code == 200, r.text
+    analytics = client.get(f"/api/v1/customers/{predicted['sh']}/analytics").json()
+    rfm = analytics["rfm"]
+    en = page(client, predicted["sh"], "en")
+    assert "have not been computed" not in en
+    assert f'data-segment="{rfm["segment"]}"' in en
+    assert f'R{rfm["r"]} · F{rfm["f"]} · M{rfm["m"]}' in en
+    assert f'data-stage="{analytics["stage"]}"' in en
+    assert f'since {analytics["stage_since"]}' in en
+    assert "91.2%" in en and "¥812.34" in en and "2026-04-12" in en
+    zh = page(client, predicted["sh"], "zh")
+    zh_label = client.get(f"/api/v1/customers/{predicted['sh']}/analytics",
+                          params={"lang": "zh"}).json()["rfm"]["label"]
+    assert zh_label in zh and "活跃概率" in zh and "未来 12 个月价值" in zh
+
+
+def test_a_manager_sees_the_cards_for_their_own_customer(client, predicted):
+    login(client, "manager")
+    text = page(client, predicted["sh"], "en")
+    assert 'id="analytics"' in text and 'id="preferences"' in text and "¥812.34" in text
+    assert client.get(f"/customers/{predicted['bj']}").status_code == 404
+
+
+def test_page_lists_the_top_recommended_products_when_cross_sell_has_run(client, people,
+                                                                         db_url):
+    tables = pytest.importorskip("patron.analytics.crosssell_tables")
+    with UnitOfWork(get_engine(db_url)) as uow:
+        uow.c.execute(insert(tables.customer_recommendations), [
+            {"customer_id": people["sh"], "rank": i, "sku": f"SKU{i}", "score": 1.0 / i,
+             "source": "rules", "as_of": dt.date(2026, 4, 1), "computed_at": FITTED}
+            for i in range(1, 8)])
+        uow.commit()
+    login(client, "owner")
+    text = page(client, people["sh"], "en")
+    assert "Recommended products" in text
+    assert all(f"SKU{i}" in text for i in range(1, 6))
+    assert "SKU6" not in text

@@ -7,8 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import select
+from sqlalchemy import Connection, inspect, select
 
+from patron.analytics.predictions_api import customer_prediction
+from patron.analytics.preferences import preferences_for
+from patron.analytics.service import customer_analytics
 from patron.customers import queries
 from patron.customers import service as customer_service
 from patron.db import UnitOfWork, get_engine
@@ -101,6 +104,38 @@ def _date_param(raw: str | None, name: str, errors: dict[str, str], lang: str
         return None
 
 
+RECOMMENDED = 5
+
+
+def _recommendations(conn: Connection, actor: Actor, customer_id: int) -> list[dict[str, Any]]:
+    """The top recommended products when cross-sell is installed and has a table here;
+    nothing otherwise (the page never fails for want of them)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("patron.analytics.crosssell_service")
+        read = module.recommendations_for
+    except (ImportError, AttributeError):
+        return []
+    if not inspect(conn).has_table("customer_recommendations"):
+        return []
+    found = read(conn, actor=actor, customer_id=customer_id)
+    return list(found.get("recommendations", []))[:RECOMMENDED]
+
+
+def _insights(conn: Connection, actor: Actor, customer_id: int) -> dict[str, Any]:
+    """Segment, stage, predictions, preferences and recommendations for the 360 page; each is
+    empty when it has not been computed yet."""
+    analytics = (customer_analytics(conn, actor=actor, customer_id=customer_id)
+                 if actor.can("dashboard.read") else None)
+    return {
+        "analytics": analytics,
+        "prediction": customer_prediction(conn, actor=actor, customer_id=customer_id),
+        "prefs": preferences_for(conn, [customer_id])[customer_id],
+        "recommended": _recommendations(conn, actor, customer_id),
+    }
+
+
 def _customer_page(request: Request, actor: Actor, customer_id: int, *,
                    revealed: dict[str, str] | None = None) -> Response:
     lang = page_language(request, actor)
@@ -123,6 +158,7 @@ def _customer_page(request: Request, actor: Actor, customer_id: int, *,
                 errors = _field_errors(exc, lang)
         store_options = _store_options(uow.c, actor)
         channel_options = _channel_options(uow.c)
+        insights = _insights(uow.c, actor, customer_id)
         categories = sorted({c["code"] for c in customer["favourites"]["categories"]}
                             | set(uow.c.execute(select(order_lines.c.category).distinct()
                                                 .where(order_lines.c.category.is_not(None))
@@ -136,7 +172,7 @@ def _customer_page(request: Request, actor: Actor, customer_id: int, *,
         "store_options": store_options, "channel_options": channel_options,
         "category_options": [(c, c) for c in categories], "page": page,
         "has_next": page * TIMELINE_PAGE_SIZE < timeline["total"],
-        "undone": undone,
+        "undone": undone, **insights,
     }, actor=actor, status_code=422 if errors else 200)
 
 

@@ -4,10 +4,10 @@ Revision ID: 0001
 Revises: 
 """
 
-from alembic import op
 import sqlalchemy as sa
-import patron.db
+from alembic import op
 
+import patron.db
 
 revision = '0001'
 down_revision = None

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, insert, select, update
 from patron.customers.tables import customer_figures
 from patron.db import UnitOfWork, utcnow
 from patron.errors import Conflict, FieldError, NotFound, ValidationFailed
+from patron.orders import hooks
 from patron.orders.model import content_hash, fen, to_utc
 from patron.orders.schemas import ReturnIn
 from patron.orders.tables import order_lines, orders, return_lines, returns
@@ -139,6 +140,13 @@ def record_return(*, uow: UnitOfWork, ret: ReturnIn, actor: Actor) -> dict[str, 
         conn.execute(update(customer_figures)
                      .where(f.customer_id == order["customer_id"])
                      .values(refunded=f.refunded + total, net_spend=f.net_spend - total))
+    hooks.return_recorded(conn, hooks.RecordedReturn(
+        return_id=int(return_id), order_id=int(order["id"]),
+        customer_id=None if order["customer_id"] is None else int(order["customer_id"]),
+        returned_at=returned_at, amount=total, order_total=order["total_amount"],
+        full=order["refunded_amount"] + total >= order["total_amount"],
+        lines=tuple(hooks.ReturnedLine(int(lines[no]["id"]), no, q, a)
+                    for no, q, a in wanted if no in lines)), actor=actor, now=now)
     audit.record(conn, actor, "return.recorded", entity="order", entity_id=order["id"],
                  details={"return_id": int(return_id), "amount": str(total),
                           "external_id": ret.external_id})

@@ -29,6 +29,7 @@ from patron.customers.service import merge_into
 from patron.customers.tables import customers, identities
 from patron.db import UnitOfWork, allocate_ids, bulk_insert, utcnow
 from patron.errors import FieldError
+from patron.orders import hooks
 from patron.orders.model import (
     NormalizedOrder,
     canonical_content,
@@ -272,6 +273,9 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
     bulk_insert(conn, order_lines, line_rows)
     bulk_insert(conn, order_payments, payment_rows)
     figs.apply_deltas(conn, deltas)
+    if hooks.installed():
+        hooks.orders_recorded(conn, [_recorded(it, source) for it in fresh], actor=actor,
+                              now=now)
 
     created = [it for it in items if it.status == "created"]
     webhooks.enqueue(conn, "customer.created", [{"customer_id": r["id"]} for r in customer_rows])
@@ -318,6 +322,19 @@ JOIN identities i ON i.kind = json_extract(k.value, '$[0]')
  AND i.namespace = json_extract(k.value, '$[1]')
  AND i.value = json_extract(k.value, '$[2]')
 """)
+
+
+def _recorded(it: _Item, source: str) -> hooks.RecordedOrder:
+    o = it.order
+    assert o is not None and it.channel is not None and it.order_id is not None
+    return hooks.RecordedOrder(
+        order_id=it.order_id, customer_id=it.customer_id, channel_code=it.channel.code,
+        store_id=it.store.id if it.store else None, store_code=it.store.code if it.store else None,
+        purchased_at=o.purchased_at, local_time=o.local_time, total=o.total,
+        discount=o.discount,
+        lines=tuple(hooks.RecordedLine(None, ln.line_no, ln.sku, ln.category, ln.quantity,
+                                       ln.amount) for ln in o.lines),
+        payments=tuple(o.payments), source=source)
 
 
 def _existing_orders(conn: Connection, keys: list[tuple[int, int, str]]) -> list[Any]:

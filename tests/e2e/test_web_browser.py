@@ -48,7 +48,7 @@ def test_owner_signs_in_searches_a_customer_and_opens_the_timeline(live_server, 
                                                                     shop, tmp_path):
     sign_in(browser, live_server, "owner", PASSWORD)
     assert browser.find_element(By.CSS_SELECTOR, "h1").text.startswith("经营概览")
-    assert browser.find_element(By.CSS_SELECTOR, "#trend svg").is_displayed()
+    assert wait_for(browser, "#trend-chart[data-drawn] svg.main-svg").is_displayed()
     assert browser.find_element(By.CSS_SELECTOR, "#month .orders").text == "31"
     screenshot(browser, tmp_path, "dashboard")
 

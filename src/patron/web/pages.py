@@ -17,7 +17,7 @@ from patron.org.tables import stores
 from patron.security import service as security
 from patron.security.api import set_session_cookie
 from patron.security.model import Actor
-from patron.web import admin, charts, customers, imports
+from patron.web import admin, customers, imports, plots
 from patron.web import dashboard as dash
 from patron.web.render import (
     PageRoute,
@@ -117,11 +117,17 @@ def home(request: Request,
                                   .order_by(stores.c.code)).scalars()
             scope = "、".join(names) or "–"
     lang = page_language(request, actor)
-    chart = charts.sales_trend(data.trend, title=t("web.dashboard.sales", lang))
+    chart = plots.bar([p.day for p in data.trend],
+                      [plots.Series(t("web.dashboard.sales", lang), [p.sales for p in data.trend]),
+                       plots.Series(t("web.dashboard.orders", lang),
+                                    [p.orders for p in data.trend], kind="line",
+                                    secondary=True)],
+                      fmt="money", dates=True, y2_fmt="int", height=300, id="trend-chart")
     return render(request, "dashboard.html", {"data": data, "chart": chart, "scope": scope},
                   actor=actor)
 
 
+router.include_router(plots.router)
 router.include_router(customers.router)
 router.include_router(imports.router)
 router.include_router(admin.router)

@@ -31,6 +31,7 @@ from patron.deps import SESSION_COOKIE, optional_actor
 from patron.errors import Forbidden, NotFound, PatronError, Unauthorized
 from patron.i18n import LANGUAGES, pick_language, t
 from patron.security.model import Actor
+from patron.web import plots
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 templates = Jinja2Templates(directory=TEMPLATES)
@@ -150,6 +151,8 @@ def fmt_percent(value: Decimal | float | None) -> str:
 templates.env.filters["money"] = fmt_money
 templates.env.filters["localtime"] = fmt_time
 templates.env.filters["percent"] = fmt_percent
+templates.env.filters["chart"] = plots.chart_html
+templates.env.globals["chart_scripts"] = plots.chart_scripts
 templates.env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": True}
 
 

@@ -1,3 +1,4 @@
+import datetime as dt
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -7,7 +8,7 @@ from patron.customers.tables import customer_figures, customers, identities
 from patron.orders.service import record_orders
 from patron.orders.tables import order_lines, orders
 from patron.security.model import SYSTEM
-from tests.factories import make_org, order
+from tests.factories import T0, make_org, order
 
 
 def count(uow, table):
@@ -52,6 +53,26 @@ def test_same_id_different_content_is_a_conflict_naming_the_field(uow):
     out = record_orders(uow=uow, orders_in=[changed], source="api", actor=SYSTEM)
     assert out[0].status == "conflict"
     assert [d["field"] for d in out[0].differences] == ["discount", "lines", "total"]
+
+
+def test_retry_is_a_duplicate_in_any_notation_and_whatever_digest_was_stored(uow):
+    # "2" and "2.000" pieces, "28" and "28.00" yuan are the same facts; and an order stored with
+    # a digest of an older form is compared by its facts, not flagged as a conflict.
+    make_org(uow)
+    first = record_orders(uow=uow, orders_in=[order("R1")], source="api", actor=SYSTEM)[0]
+    same = order("R1", lines=[
+        {"sku": "LATTE", "category": "coffee", "quantity": "2.000", "unit_price": "28"},
+        {"sku": "CROISSANT", "category": "bakery", "quantity": "1", "unit_price": "16.5",
+         "discount": "1.5"}])
+    assert record_orders(uow=uow, orders_in=[same], source="api",
+                         actor=SYSTEM)[0].status == "duplicate"
+    uow.c.execute(orders.update().where(orders.c.id == first.order_id)
+                  .values(content_hash="0" * 64))
+    again = record_orders(uow=uow, orders_in=[order("R1")], source="api", actor=SYSTEM)[0]
+    assert (again.status, again.order_id) == ("duplicate", first.order_id)
+    changed = order("R1", at=T0 + dt.timedelta(seconds=1))
+    assert record_orders(uow=uow, orders_in=[changed], source="api",
+                         actor=SYSTEM)[0].status == "conflict"
 
 
 def test_order_linking_two_customers_merges_them(uow):

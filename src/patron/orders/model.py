@@ -65,9 +65,28 @@ class NormalizedOrder:
 
     @property
     def content_hash(self) -> str:
+        """A digest of the same facts as :meth:`canonical`, built from exact integers (fen,
+        thousandths, epoch seconds) instead of formatted decimals: several times cheaper, and
+        equal for two orders exactly when their canonical forms are equal."""
         if self._hash is None:
-            self._hash = content_hash(self.canonical())
+            key = (
+                self.external_id, self.channel, self.store or None,
+                int(self.purchased_at.timestamp()),
+                tuple(sorted(f"{k}:{ns}:{v}" if ns else f"{k}:{v}"
+                             for k, ns, v in (i.key for i in self.identities))),
+                tuple((ln.sku, ln.category or None, _thousandths(ln.quantity),
+                       int(ln.unit_price * 100), int(ln.discount * 100), int(ln.amount * 100))
+                      for ln in self.lines),
+                tuple(sorted((m, int(a * 100)) for m, a in self.payments)),
+                int(self.discount * 100), int(self.total * 100),
+            )
+            self._hash = hashlib.sha256(repr(key).encode()).hexdigest()
         return self._hash
+
+
+def _thousandths(value: Decimal) -> int | str:
+    scaled = value * 1000
+    return int(scaled) if scaled == scaled.to_integral_value() else str(value.normalize())
 
 
 def _num(value: Decimal) -> str:

@@ -165,8 +165,10 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
             if row.content_hash == h:
                 it.status = "duplicate"
             else:
-                it.status = "conflict"
+                # A different digest can also come from an order recorded before the digest's
+                # form changed: only a real difference in the facts is a conflict.
                 it.diffs = differences(stored_canonical(conn, int(row.id)), it.order.canonical())
+                it.status = "conflict" if it.diffs else "duplicate"
         elif it.key in first_in_chunk:
             first = first_in_chunk[it.key]
             assert first.order

@@ -104,7 +104,8 @@ class Server:
 def server(url: str, *, workers: int) -> Iterator[Server]:
     """Run the application in its own process(es) on a free loopback port."""
     port = free_port()
-    env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_WEBHOOKS_WORKER": "0"}
+    env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_WEBHOOKS_WORKER": "0",
+           "PATRON_ANALYTICS_REFRESH_AT": "off"}  # no nightly refresh during the load
     options, implementation = server_implementation()
     cmd = [sys.executable, "-m", "uvicorn", "patron.app:create_app", "--factory",
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),

@@ -41,15 +41,20 @@ def _wants_html(request: Request) -> bool:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Each server process delivers due webhooks in a background thread, unless turned off
-    (``PATRON_WEBHOOKS_WORKER=0``) in favour of a separate ``patron webhooks deliver``."""
+    (``PATRON_WEBHOOKS_WORKER=0``) in favour of a separate ``patron webhooks deliver``, and
+    checks whether the nightly analytics refresh is due (``PATRON_ANALYTICS_REFRESH_AT``)."""
+    from patron.analytics.jobs import start_scheduler
     from patron.config import get_settings
     from patron.db import get_engine
     from patron.webhooks.delivery import start_background_worker
 
     stop = start_background_worker(get_engine()) if get_settings().webhooks_worker else None
+    stop_scheduler = start_scheduler(get_engine())
     try:
         yield
     finally:
+        if stop_scheduler is not None:
+            stop_scheduler()
         if stop is not None:
             stop()
 
@@ -120,6 +125,7 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.analytics.churn_api", "/api/v1"),
                            ("patron.analytics.crosssell_api", "/api/v1"),
                            ("patron.analytics.predictions_api", "/api/v1"),
+                           ("patron.analytics.jobs_api", "/api/v1"),
                            ("patron.web.pages", "")):
         try:
             mod = importlib.import_module(module)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("var")
@@ -31,10 +32,32 @@ class Settings(BaseSettings):
     # Deliver webhooks from a thread of each server process (off when a separate
     # `patron webhooks deliver` worker runs).
     webhooks_worker: bool = True
+    # Nightly analytics refresh: local time "HH:MM" in `analytics_refresh_tz`, or "off".
+    analytics_refresh_at: str = "03:00"
+    analytics_refresh_tz: str = "Asia/Shanghai"
     # argon2id cost. The defaults are the library's (RFC 9106 low-memory profile); the test
     # suite lowers them to keep thousands of logins fast.
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
+
+    @field_validator("analytics_refresh_at")
+    @classmethod
+    def _refresh_at(cls, value: str) -> str:
+        from patron.analytics.refresh_schedule import parse_refresh_at
+
+        parse_refresh_at(value)  # raises ValueError with the reason
+        return value.strip().lower() if value.strip().lower() == "off" else value.strip()
+
+    @field_validator("analytics_refresh_tz")
+    @classmethod
+    def _refresh_tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
     @property
     def effective_database_url(self) -> str:

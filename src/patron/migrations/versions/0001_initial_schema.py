@@ -390,7 +390,8 @@ def upgrade() -> None:
     sa.Column('order_count', sa.Integer(), server_default='0', nullable=False),
     sa.Column('spend', patron.db.Money(), server_default='0', nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_affinities_customer_id_customers')),
-    sa.PrimaryKeyConstraint('customer_id', 'dimension', 'key', name=op.f('pk_customer_affinities'))
+    sa.PrimaryKeyConstraint('customer_id', 'dimension', 'key', name=op.f('pk_customer_affinities')),
+    postgresql_with={'fillfactor': '70'}
     )
     op.create_table('customer_churn_scores',
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),

@@ -24,9 +24,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## figures with their anchors, at a size that runs in minutes
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.search_scale
 
 bench-full: $(STAMP)  ## the README's figures: ~1M orders
 	$(BIN)/python -m benchmarks --orders 1000000
+	$(BIN)/python -m benchmarks.search_scale --customers 1000000
 
 serve: $(STAMP)
 	$(BIN)/patron serve

@@ -259,6 +259,7 @@ def bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
         return [p(row.get(n)) if p else row.get(n) for n, p in zip(names, processors,
                                                                      strict=True)]
 
+    _begin(conn)
     dbapi_conn = conn.connection.driver_connection
     if dialect.name != "postgresql":
         # Table and column names come from Patron's own metadata, never from input.
@@ -280,11 +281,21 @@ def bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
 
+def _begin(conn: Connection) -> None:
+    """Statements sent through the driver's own connection do not begin SQLAlchemy's
+    transaction; without one, the unit of work's commit would do nothing and the rows would be
+    rolled back when the connection goes back to the pool."""
+    if not conn.in_transaction():
+        conn.begin()
+
+
 def sqlite_executemany(conn: Connection, sql: str, rows: list[Any]) -> None:
     """The sqlite3 driver's executemany with ready values, errors raised as SQLAlchemy's."""
     import sqlite3
 
     from sqlalchemy.exc import DBAPIError
+
+    _begin(conn)
 
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:

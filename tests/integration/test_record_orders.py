@@ -119,3 +119,19 @@ def test_customer_page_figures_include_average_order_value(uow):
     assert page["figures"]["order_count"] == 2
     assert page["figures"]["average_order_value"] == Decimal("45.50")
     assert page["figures"]["purchase_days"] == 1
+
+
+def test_rows_written_only_in_bulk_are_committed(db_url):
+    # A unit of work whose only statements go through the driver's COPY/executemany must
+    # still commit them (they bypass SQLAlchemy's automatic begin).
+    from patron.db import UnitOfWork, bulk_insert, get_engine, utcnow
+
+    engine = get_engine(db_url)
+    now = utcnow()
+    with UnitOfWork(engine) as uow:
+        bulk_insert(uow.c, customers, [{"id": 7, "name": "批量", "custom_fields": {},
+                                        "created_at": now, "updated_at": now}])
+        uow.commit()
+    with UnitOfWork(engine) as uow:
+        assert uow.c.execute(select(customers.c.name).where(customers.c.id == 7)
+                             ).scalar_one() == "批量"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from patron.customers import figures
 from patron.customers.model import PROFILE_FIELDS, merged_profile
@@ -170,3 +170,43 @@ def rebuild_figures(*, uow: UnitOfWork, fix: bool, actor: Actor) -> list[dict[st
                      details={"differences": len(diffs)})
         uow.commit()
     return diffs
+
+
+def find_or_create_by_phone(conn: Connection, *, phone: str, name: str | None = None,
+                            store_id: int | None = None, channel_id: int | None = None,
+                            now: Any = None) -> tuple[int, bool]:
+    """The live profile that owns this phone, or a new profile with it, inside the caller's
+    transaction: ``(customer_id, created)``. The phone is normalised as an order's would be
+    (``IdentifierError`` when it cannot be used). A concurrent creation of the same phone fails
+    on the identity's unique key; the caller's retry then finds it."""
+    from patron.customers.model import normalize_identity
+
+    ident = normalize_identity("phone", phone)
+    owner = conn.execute(select(identities.c.customer_id).where(
+        identities.c.kind == ident.kind, identities.c.namespace == ident.namespace,
+        identities.c.value == ident.value)).scalar()
+    if owner is not None:
+        return int(owner), False  # merges move identities, so the owner is the live profile
+    now = now or utcnow()
+    customer_id = int(conn.execute(insert(customers).values(
+        name=name, phone=ident.value, is_member=False, registration_store_id=store_id,
+        registration_channel_id=channel_id, custom_fields={}, created_at=now, updated_at=now,
+    ).returning(customers.c.id)).scalar_one())
+    conn.execute(insert(identities).values(customer_id=customer_id, kind=ident.kind,
+                                           namespace=ident.namespace, value=ident.value,
+                                           created_at=now))
+    webhooks.enqueue(conn, "customer.created", [{"customer_id": customer_id}])
+    return customer_id, True
+
+
+def add_member_code(conn: Connection, *, customer_id: int, member_code: str,
+                    now: Any = None) -> None:
+    """Register a membership code as the customer's identifier (so that orders and till lookups
+    carrying it find the profile) and mark the profile a member; the first code becomes the
+    profile's member code."""
+    now = now or utcnow()
+    conn.execute(insert(identities).values(customer_id=customer_id, kind="member_code",
+                                           namespace="", value=member_code, created_at=now))
+    conn.execute(update(customers).where(customers.c.id == customer_id)
+                 .values(is_member=True, updated_at=now,
+                         member_code=func.coalesce(customers.c.member_code, member_code)))

@@ -25,6 +25,18 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 # A cashier looks a member up by exact identifier at the till; it does not browse or read lists.
 for _role in ("owner", "analyst", "manager"):
     PERMISSIONS[_role] = PERMISSIONS[_role] | {"customers.lookup"}
+# Loyalty (docs/loyalty.md): owners manage programs, rules and tiers; managers act within their
+# stores; cashiers enrol, look up balances and redeem at the till; analysts read.
+_LOYALTY: dict[str, set[str]] = {
+    "owner": {"loyalty.read", "loyalty.lookup", "loyalty.enrol", "loyalty.redeem",
+              "loyalty.adjust", "loyalty.manage"},
+    "analyst": {"loyalty.read", "loyalty.lookup"},
+    "manager": {"loyalty.read", "loyalty.lookup", "loyalty.enrol", "loyalty.redeem",
+                "loyalty.adjust"},
+    "cashier": {"loyalty.lookup", "loyalty.enrol", "loyalty.redeem"},
+}
+for _role, _perms in _LOYALTY.items():
+    PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
 
 
 @dataclass(frozen=True)

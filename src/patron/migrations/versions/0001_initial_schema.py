@@ -258,6 +258,44 @@ def upgrade() -> None:
     with op.batch_alter_table('import_jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_import_jobs_mapping_id'), ['mapping_id'], unique=False)
 
+    op.create_table('loyalty_programs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=32), nullable=False),
+    sa.Column('brand_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('status', sa.String(length=8), nullable=False),
+    sa.Column('storeless_channels', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('timezone', sa.String(length=64), nullable=False),
+    sa.Column('expiry_mode', sa.String(length=20), nullable=False),
+    sa.Column('expiry_months', sa.SmallInteger(), nullable=True),
+    sa.Column('pending_days', sa.Integer(), nullable=False),
+    sa.Column('reminder_days', sa.Integer(), nullable=False),
+    sa.Column('hold_minutes', sa.Integer(), nullable=False),
+    sa.Column('redeem_points_per_yuan', sa.Integer(), nullable=False),
+    sa.Column('clawback_policy', sa.String(length=12), nullable=False),
+    sa.Column('tier_basis', sa.String(length=12), nullable=False),
+    sa.Column('tier_grace_days', sa.Integer(), nullable=False),
+    sa.Column('tier_max_downgrade', sa.SmallInteger(), nullable=False),
+    sa.Column('privacy_version', sa.String(length=32), nullable=False),
+    sa.Column('code_prefix', sa.String(length=4), server_default='', nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("clawback_policy IN ('owe', 'write_off')", name=op.f('ck_loyalty_programs_clawback_policy')),
+    sa.CheckConstraint("expiry_mode <> 'rolling_months' OR expiry_months BETWEEN 1 AND 120", name=op.f('ck_loyalty_programs_expiry_months')),
+    sa.CheckConstraint("expiry_mode IN ('rolling_months', 'end_of_next_year')", name=op.f('ck_loyalty_programs_expiry_mode')),
+    sa.CheckConstraint("status IN ('active', 'closed')", name=op.f('ck_loyalty_programs_status')),
+    sa.CheckConstraint("tier_basis IN ('growth', 'spend_12m')", name=op.f('ck_loyalty_programs_tier_basis')),
+    sa.CheckConstraint('hold_minutes BETWEEN 1 AND 10080', name=op.f('ck_loyalty_programs_hold_minutes')),
+    sa.CheckConstraint('pending_days BETWEEN 0 AND 90', name=op.f('ck_loyalty_programs_pending_days')),
+    sa.CheckConstraint('redeem_points_per_yuan BETWEEN 1 AND 100000', name=op.f('ck_loyalty_programs_redeem_rate')),
+    sa.CheckConstraint('reminder_days BETWEEN 0 AND 90', name=op.f('ck_loyalty_programs_reminder_days')),
+    sa.CheckConstraint('tier_grace_days BETWEEN 0 AND 3660', name=op.f('ck_loyalty_programs_tier_grace_days')),
+    sa.CheckConstraint('tier_max_downgrade BETWEEN 1 AND 20', name=op.f('ck_loyalty_programs_tier_max_downgrade')),
+    sa.ForeignKeyConstraint(['brand_id'], ['brands.id'], name=op.f('fk_loyalty_programs_brand_id_brands')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_programs')),
+    sa.UniqueConstraint('brand_id', name=op.f('uq_loyalty_programs_brand_id')),
+    sa.UniqueConstraint('code', name=op.f('uq_loyalty_programs_code'))
+    )
     op.create_table('products',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('sku', sa.String(length=64), nullable=False),
@@ -373,6 +411,40 @@ def upgrade() -> None:
     with op.batch_alter_table('import_errors', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_import_errors_job_id'), ['job_id'], unique=False)
 
+    op.create_table('loyalty_rule_versions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('effective_from', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('rules', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.CheckConstraint('version >= 1', name=op.f('ck_loyalty_rule_versions_version')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_loyalty_rule_versions_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_rule_versions')),
+    sa.UniqueConstraint('program_id', 'effective_from', name='uq_loyalty_rule_versions_from'),
+    sa.UniqueConstraint('program_id', 'version', name='uq_loyalty_rule_versions_version')
+    )
+    op.create_table('loyalty_tiers',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=32), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('rank', sa.SmallInteger(), nullable=False),
+    sa.Column('min_growth', sa.BigInteger(), nullable=False),
+    sa.Column('min_spend', patron.db.Money(), nullable=False),
+    sa.Column('points_multiplier', patron.db.Quantity(), nullable=False),
+    sa.Column('benefits', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.CheckConstraint('min_growth >= 0', name=op.f('ck_loyalty_tiers_min_growth')),
+    sa.CheckConstraint('min_spend >= 0', name=op.f('ck_loyalty_tiers_min_spend')),
+    sa.CheckConstraint('points_multiplier > 0 AND points_multiplier <= 100000', name=op.f('ck_loyalty_tiers_multiplier')),
+    sa.CheckConstraint('rank >= 0', name=op.f('ck_loyalty_tiers_rank')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_loyalty_tiers_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_tiers')),
+    sa.UniqueConstraint('program_id', 'code', name='uq_loyalty_tiers_code'),
+    sa.UniqueConstraint('program_id', 'rank', name='uq_loyalty_tiers_rank')
+    )
     op.create_table('user_stores',
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -516,6 +588,44 @@ def upgrade() -> None:
         batch_op.create_index('ix_lifecycle_transitions_changed_on', ['changed_on'], unique=False)
         batch_op.create_index(batch_op.f('ix_lifecycle_transitions_customer_id'), ['customer_id'], unique=False)
 
+    op.create_table('loyalty_members',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_code', sa.String(length=32), nullable=False),
+    sa.Column('status', sa.String(length=8), nullable=False),
+    sa.Column('enrolled_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('enrolled_store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('enrolled_channel', sa.String(length=32), nullable=False),
+    sa.Column('points_available', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('points_owed', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('points_pending', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('points_held', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('growth_value', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('tier_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('tier_since', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('tier_manual_until', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("status IN ('active', 'closed')", name=op.f('ck_loyalty_members_status')),
+    sa.CheckConstraint('growth_value >= 0', name=op.f('ck_loyalty_members_growth')),
+    sa.CheckConstraint('points_available = 0 OR points_owed = 0', name=op.f('ck_loyalty_members_owed_or_available')),
+    sa.CheckConstraint('points_available >= 0', name=op.f('ck_loyalty_members_available')),
+    sa.CheckConstraint('points_held >= 0', name=op.f('ck_loyalty_members_held')),
+    sa.CheckConstraint('points_owed >= 0', name=op.f('ck_loyalty_members_owed')),
+    sa.CheckConstraint('points_pending >= 0', name=op.f('ck_loyalty_members_pending')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_loyalty_members_customer_id_customers')),
+    sa.ForeignKeyConstraint(['enrolled_store_id'], ['stores.id'], name=op.f('fk_loyalty_members_enrolled_store_id_stores')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_loyalty_members_program_id_loyalty_programs')),
+    sa.ForeignKeyConstraint(['tier_id'], ['loyalty_tiers.id'], name=op.f('fk_loyalty_members_tier_id_loyalty_tiers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_members')),
+    sa.UniqueConstraint('member_code', name=op.f('uq_loyalty_members_member_code')),
+    sa.UniqueConstraint('program_id', 'customer_id', name='uq_loyalty_members_program_customer')
+    )
+    with op.batch_alter_table('loyalty_members', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_loyalty_members_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_loyalty_members_enrolled_store_id'), ['enrolled_store_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_loyalty_members_tier_id'), ['tier_id'], unique=False)
+
     op.create_table('orders',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('channel_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -562,6 +672,150 @@ def upgrade() -> None:
         batch_op.create_index('ix_rfm_scores_customer_id', ['customer_id'], unique=False)
         batch_op.create_index('ix_rfm_scores_scope_segment', ['scope', 'segment'], unique=False)
 
+    op.create_table('loyalty_consents',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('granted', sa.Boolean(), nullable=False),
+    sa.Column('policy_version', sa.String(length=32), nullable=True),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.CheckConstraint("kind <> 'privacy' OR policy_version IS NOT NULL", name=op.f('ck_loyalty_consents_privacy_version')),
+    sa.CheckConstraint("kind IN ('privacy', 'sms', 'wechat', 'app', 'email')", name=op.f('ck_loyalty_consents_kind')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_loyalty_consents_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_consents'))
+    )
+    with op.batch_alter_table('loyalty_consents', schema=None) as batch_op:
+        batch_op.create_index('ix_loyalty_consents_member_kind', ['member_id', 'kind', 'id'], unique=False)
+
+    op.create_table('loyalty_entries',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('bucket', sa.String(length=10), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('cause_type', sa.String(length=10), nullable=False),
+    sa.Column('cause_id', sa.String(length=64), nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('rule_version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("(kind = 'earn' AND points > 0 AND bucket IN ('available', 'pending', 'growth')) OR (kind = 'activate' AND ((bucket = 'pending' AND points < 0) OR (bucket = 'available' AND points > 0))) OR (kind = 'hold' AND ((bucket = 'available' AND points < 0) OR (bucket = 'held' AND points > 0))) OR (kind = 'release' AND ((bucket = 'held' AND points < 0) OR (bucket = 'available' AND points > 0))) OR (kind = 'redeem' AND points < 0 AND bucket IN ('available', 'held')) OR (kind = 'expire' AND points < 0 AND bucket = 'available') OR (kind = 'clawback' AND points < 0 AND bucket IN ('available', 'pending', 'growth')) OR (kind = 'adjust' AND points <> 0 AND bucket IN ('available', 'growth')) OR (kind = 'transfer' AND points <> 0 AND bucket = 'available')", name=op.f('ck_loyalty_entries_sign')),
+    sa.CheckConstraint("bucket IN ('available', 'pending', 'held', 'growth')", name=op.f('ck_loyalty_entries_bucket')),
+    sa.CheckConstraint("cause_type IN ('order', 'return', 'operation', 'lot', 'review')", name=op.f('ck_loyalty_entries_cause_type')),
+    sa.CheckConstraint("kind IN ('earn', 'activate', 'redeem', 'hold', 'release', 'expire', 'clawback', 'adjust', 'transfer')", name=op.f('ck_loyalty_entries_kind')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_loyalty_entries_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_entries')),
+    sa.UniqueConstraint('cause_type', 'cause_id', 'kind', 'bucket', 'member_id', name='uq_loyalty_entries_cause')
+    )
+    with op.batch_alter_table('loyalty_entries', schema=None) as batch_op:
+        batch_op.create_index('ix_loyalty_entries_member_id', ['member_id', 'id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_loyalty_entries_order_id'), ['order_id'], unique=False)
+
+    op.create_table('loyalty_operations',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=64), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('value', patron.db.Money(), nullable=True),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('hold_expires_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('reference', sa.String(length=64), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('counterparty_member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("kind <> 'hold' OR hold_expires_at IS NOT NULL", name=op.f('ck_loyalty_operations_hold_expiry')),
+    sa.CheckConstraint("kind IN ('adjust') OR points > 0", name=op.f('ck_loyalty_operations_points_positive')),
+    sa.CheckConstraint("kind IN ('redeem', 'hold', 'adjust', 'transfer')", name=op.f('ck_loyalty_operations_kind')),
+    sa.CheckConstraint("status IN ('done', 'held', 'committed', 'released', 'expired')", name=op.f('ck_loyalty_operations_status')),
+    sa.CheckConstraint('points <> 0', name=op.f('ck_loyalty_operations_points')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_loyalty_operations_member_id_loyalty_members')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_loyalty_operations_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_operations')),
+    sa.UniqueConstraint('program_id', 'idempotency_key', name='uq_loyalty_operations_key')
+    )
+    with op.batch_alter_table('loyalty_operations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_loyalty_operations_member_id'), ['member_id'], unique=False)
+        batch_op.create_index('ix_loyalty_operations_open_holds', ['status', 'hold_expires_at'], unique=False)
+
+    op.create_table('loyalty_order_earnings',
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('rule_version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('purchased_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('local_date', sa.Date(), nullable=False),
+    sa.Column('spend', patron.db.Money(), nullable=False),
+    sa.Column('eligible', patron.db.Money(), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('growth', sa.BigInteger(), nullable=False),
+    sa.Column('lot_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('lines', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('returned', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('returned_lines', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('points_clawed', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('points_excused', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('points_written_off', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('growth_clawed', sa.BigInteger(), server_default='0', nullable=False),
+    sa.CheckConstraint('growth_clawed >= 0 AND growth_clawed <= growth', name=op.f('ck_loyalty_order_earnings_growth_clawed')),
+    sa.CheckConstraint('points >= 0 AND growth >= 0', name=op.f('ck_loyalty_order_earnings_non_negative')),
+    sa.CheckConstraint('points_clawed >= 0 AND points_excused >= 0 AND points_written_off >= 0 AND points_clawed + points_excused + points_written_off <= points', name=op.f('ck_loyalty_order_earnings_clawback_at_most_earned')),
+    sa.CheckConstraint('returned >= 0 AND returned <= spend', name=op.f('ck_loyalty_order_earnings_returned')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_loyalty_order_earnings_member_id_loyalty_members')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_loyalty_order_earnings_order_id_orders')),
+    sa.PrimaryKeyConstraint('order_id', name=op.f('pk_loyalty_order_earnings'))
+    )
+    with op.batch_alter_table('loyalty_order_earnings', schema=None) as batch_op:
+        batch_op.create_index('ix_loyalty_order_earnings_member', ['member_id', 'purchased_at'], unique=False)
+        batch_op.create_index('ix_loyalty_order_earnings_member_day', ['member_id', 'local_date'], unique=False)
+
+    op.create_table('loyalty_outbox',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('dedupe_key', sa.String(length=128), nullable=False),
+    sa.Column('payload', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_loyalty_outbox_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_outbox')),
+    sa.UniqueConstraint('dedupe_key', name=op.f('uq_loyalty_outbox_dedupe_key'))
+    )
+    with op.batch_alter_table('loyalty_outbox', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_loyalty_outbox_member_id'), ['member_id'], unique=False)
+        batch_op.create_index('ix_loyalty_outbox_unsent', ['sent_at', 'id'], unique=False)
+
+    op.create_table('loyalty_tier_history',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('from_tier_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('to_tier_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('reason', sa.String(length=16), nullable=False),
+    sa.Column('effective_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('manual_until', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('growth_value', sa.BigInteger(), nullable=True),
+    sa.Column('spend_12m', patron.db.Money(), nullable=True),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.CheckConstraint("reason IN ('enrol', 'upgrade', 'downgrade', 'manual_grant', 'manual_end')", name=op.f('ck_loyalty_tier_history_reason')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_loyalty_tier_history_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_tier_history'))
+    )
+    with op.batch_alter_table('loyalty_tier_history', schema=None) as batch_op:
+        batch_op.create_index('ix_loyalty_tier_history_member', ['member_id', 'effective_at'], unique=False)
+
     op.create_table('order_lines',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -605,6 +859,36 @@ def upgrade() -> None:
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_returns_order_id'), ['order_id'], unique=False)
 
+    op.create_table('loyalty_lots',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('entry_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('remaining', sa.BigInteger(), nullable=False),
+    sa.Column('earned_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('available_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('activated', sa.Boolean(), nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('reminded_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint('available_at < expires_at', name=op.f('ck_loyalty_lots_available_before_expiry')),
+    sa.CheckConstraint('expires_at > earned_at', name=op.f('ck_loyalty_lots_expiry_after_earning')),
+    sa.CheckConstraint('points > 0', name=op.f('ck_loyalty_lots_points')),
+    sa.CheckConstraint('remaining <= points', name=op.f('ck_loyalty_lots_remaining_at_most_points')),
+    sa.CheckConstraint('remaining >= 0', name=op.f('ck_loyalty_lots_remaining')),
+    sa.ForeignKeyConstraint(['entry_id'], ['loyalty_entries.id'], name=op.f('fk_loyalty_lots_entry_id_loyalty_entries')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_loyalty_lots_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_lots'))
+    )
+    with op.batch_alter_table('loyalty_lots', schema=None) as batch_op:
+        batch_op.create_index('ix_loyalty_lots_available_at', ['available_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_loyalty_lots_entry_id'), ['entry_id'], unique=False)
+        batch_op.create_index('ix_loyalty_lots_expires_at', ['expires_at'], unique=False)
+        batch_op.create_index('ix_loyalty_lots_member_expires', ['member_id', 'expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_loyalty_lots_order_id'), ['order_id'], unique=False)
+
     op.create_table('return_lines',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('return_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -619,16 +903,42 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_return_lines_order_line_id'), ['order_line_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_return_lines_return_id'), ['return_id'], unique=False)
 
+    op.create_table('loyalty_lot_moves',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('entry_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('lot_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.CheckConstraint('points <> 0', name=op.f('ck_loyalty_lot_moves_points')),
+    sa.ForeignKeyConstraint(['entry_id'], ['loyalty_entries.id'], name=op.f('fk_loyalty_lot_moves_entry_id_loyalty_entries')),
+    sa.ForeignKeyConstraint(['lot_id'], ['loyalty_lots.id'], name=op.f('fk_loyalty_lot_moves_lot_id_loyalty_lots')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_lot_moves')),
+    sa.UniqueConstraint('entry_id', 'lot_id', name='uq_loyalty_lot_moves_entry_lot')
+    )
+    with op.batch_alter_table('loyalty_lot_moves', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_loyalty_lot_moves_lot_id'), ['lot_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('loyalty_lot_moves', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_loyalty_lot_moves_lot_id'))
+
+    op.drop_table('loyalty_lot_moves')
     with op.batch_alter_table('return_lines', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_return_lines_return_id'))
         batch_op.drop_index(batch_op.f('ix_return_lines_order_line_id'))
 
     op.drop_table('return_lines')
+    with op.batch_alter_table('loyalty_lots', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_loyalty_lots_order_id'))
+        batch_op.drop_index('ix_loyalty_lots_member_expires')
+        batch_op.drop_index('ix_loyalty_lots_expires_at')
+        batch_op.drop_index(batch_op.f('ix_loyalty_lots_entry_id'))
+        batch_op.drop_index('ix_loyalty_lots_available_at')
+
+    op.drop_table('loyalty_lots')
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_returns_order_id'))
 
@@ -638,6 +948,34 @@ def downgrade() -> None:
 
     op.drop_table('order_payments')
     op.drop_table('order_lines')
+    with op.batch_alter_table('loyalty_tier_history', schema=None) as batch_op:
+        batch_op.drop_index('ix_loyalty_tier_history_member')
+
+    op.drop_table('loyalty_tier_history')
+    with op.batch_alter_table('loyalty_outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_loyalty_outbox_unsent')
+        batch_op.drop_index(batch_op.f('ix_loyalty_outbox_member_id'))
+
+    op.drop_table('loyalty_outbox')
+    with op.batch_alter_table('loyalty_order_earnings', schema=None) as batch_op:
+        batch_op.drop_index('ix_loyalty_order_earnings_member_day')
+        batch_op.drop_index('ix_loyalty_order_earnings_member')
+
+    op.drop_table('loyalty_order_earnings')
+    with op.batch_alter_table('loyalty_operations', schema=None) as batch_op:
+        batch_op.drop_index('ix_loyalty_operations_open_holds')
+        batch_op.drop_index(batch_op.f('ix_loyalty_operations_member_id'))
+
+    op.drop_table('loyalty_operations')
+    with op.batch_alter_table('loyalty_entries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_loyalty_entries_order_id'))
+        batch_op.drop_index('ix_loyalty_entries_member_id')
+
+    op.drop_table('loyalty_entries')
+    with op.batch_alter_table('loyalty_consents', schema=None) as batch_op:
+        batch_op.drop_index('ix_loyalty_consents_member_kind')
+
+    op.drop_table('loyalty_consents')
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.drop_index('ix_rfm_scores_scope_segment')
         batch_op.drop_index('ix_rfm_scores_customer_id')
@@ -649,6 +987,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_orders_customer_purchased')
 
     op.drop_table('orders')
+    with op.batch_alter_table('loyalty_members', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_loyalty_members_tier_id'))
+        batch_op.drop_index(batch_op.f('ix_loyalty_members_enrolled_store_id'))
+        batch_op.drop_index(batch_op.f('ix_loyalty_members_customer_id'))
+
+    op.drop_table('loyalty_members')
     with op.batch_alter_table('lifecycle_transitions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_lifecycle_transitions_customer_id'))
         batch_op.drop_index('ix_lifecycle_transitions_changed_on')
@@ -689,6 +1033,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
 
     op.drop_table('user_stores')
+    op.drop_table('loyalty_tiers')
+    op.drop_table('loyalty_rule_versions')
     with op.batch_alter_table('import_errors', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_import_errors_job_id'))
 
@@ -721,6 +1067,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_products_brand_id'))
 
     op.drop_table('products')
+    op.drop_table('loyalty_programs')
     with op.batch_alter_table('import_jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_import_jobs_mapping_id'))
 

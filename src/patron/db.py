@@ -226,18 +226,32 @@ def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
     """Reserve ``count`` primary keys so that rows and the rows referring to them can be written
     in bulk. On PostgreSQL from the table's sequence; on SQLite from max(id) under the write
     lock that ``BEGIN IMMEDIATE`` holds, so call it once per table per transaction."""
-    if count <= 0:
-        return []
+    return allocate_ids_many(conn, [(table, count)])[0]
+
+
+def allocate_ids_many(conn: Connection, wanted: list[tuple[Any, int]]) -> list[list[int]]:
+    """:func:`allocate_ids` for several tables, in one round trip on PostgreSQL."""
     from sqlalchemy import func, select, text
 
+    out: list[list[int]] = [[] for _ in wanted]
+    asked = [(i, table, count) for i, (table, count) in enumerate(wanted) if count > 0]
+    if not asked:
+        return out
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(
-            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-            {"t": table.name, "n": count},
-        )
-        return [int(r[0]) for r in rows]
-    start = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
-    return list(range(int(start) + 1, int(start) + 1 + count))
+        # The sequence is looked up once per table, not once per id.
+        parts, params = [], {}
+        for i, table, count in asked:
+            parts.append(f"SELECT {i} AS k, nextval(s.seq) AS id FROM (SELECT CAST("  # noqa: S608
+                         f"pg_get_serial_sequence(:t{i}, 'id') AS regclass) AS seq) AS s, "
+                         f"generate_series(1, :n{i})")
+            params[f"t{i}"], params[f"n{i}"] = table.name, count
+        for k, new_id in conn.execute(text(" UNION ALL ".join(parts)), params):
+            out[int(k)].append(int(new_id))
+        return out
+    for i, table, count in asked:
+        start = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
+        out[i] = list(range(start + 1, start + 1 + count))
+    return out
 
 
 def bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:

@@ -27,7 +27,7 @@ from patron.customers import figures as figs
 from patron.customers.model import Identity, UnionFind
 from patron.customers.service import merge_into
 from patron.customers.tables import customers, identities
-from patron.db import UnitOfWork, allocate_ids, bulk_insert, utcnow
+from patron.db import UnitOfWork, allocate_ids_many, bulk_insert, utcnow
 from patron.errors import FieldError
 from patron.orders import hooks
 from patron.orders.model import (
@@ -224,7 +224,9 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
 
     # 4. Real ids for the customers this chunk creates, then every row in bulk.
     roots = sorted(t for t in new_customers if uf.find(t) == t)
-    real = dict(zip(roots, allocate_ids(conn, customers, len(roots)), strict=True))
+    customer_ids, order_ids = allocate_ids_many(conn, [(customers, len(roots)),
+                                                       (orders, len(fresh))])
+    real = dict(zip(roots, customer_ids, strict=True))
 
     def final(cid: int) -> int:
         root = uf.find(cid)
@@ -241,7 +243,6 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
             {"customer_id": final(cid), "kind": idn.kind, "namespace": idn.namespace,
              "value": idn.value, "created_at": now} for idn, cid in new_identities])
 
-    order_ids = allocate_ids(conn, orders, len(fresh))
     order_rows, line_rows, payment_rows = [], [], []
     deltas: dict[int, figs.FigureDelta] = defaultdict(figs.FigureDelta)
     for it, oid in zip(fresh, order_ids, strict=True):
@@ -280,11 +281,17 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
                               now=now)
 
     created = [it for it in items if it.status == "created"]
-    webhooks.enqueue(conn, "customer.created", [{"customer_id": r["id"]} for r in customer_rows])
-    webhooks.enqueue(conn, "order.recorded", [
-        {"order_id": it.order_id, "external_id": it.order.external_id,  # type: ignore[union-attr]
-         "channel": it.channel.code, "customer_id": it.customer_id,  # type: ignore[union-attr]
-         "total": str(it.order.total)} for it in created])  # type: ignore[union-attr]
+    subs = webhooks.subscribers(conn, ("customer.created", "order.recorded"))
+    if subs["customer.created"]:
+        webhooks.enqueue(conn, "customer.created",
+                         [{"customer_id": r["id"]} for r in customer_rows],
+                         endpoints=subs["customer.created"])
+    if subs["order.recorded"]:
+        webhooks.enqueue(conn, "order.recorded", [
+            {"order_id": it.order_id, "external_id": it.order.external_id,  # type: ignore[union-attr]
+             "channel": it.channel.code, "customer_id": it.customer_id,  # type: ignore[union-attr]
+             "total": str(it.order.total)} for it in created],  # type: ignore[union-attr]
+            endpoints=subs["order.recorded"])
     # model_construct: these values are ours and already valid; validating them again cost as
     # much as validating the orders.
     outcomes = [OrderOutcome.model_construct(

@@ -24,16 +24,25 @@ from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
 MAX_PAGE_SIZE = 200
 
 
-def enqueue(conn: Connection, event: str, payloads: list[dict[str, Any]]) -> int:
+def subscribers(conn: Connection, events: Sequence[str]) -> dict[str, list[int]]:
+    """The active endpoints subscribed to each of these events (one query for all of them), so
+    that a caller raising several events builds payloads only for those somebody wants."""
+    rows = list(conn.execute(select(webhook_endpoints.c.id, webhook_endpoints.c.events)
+                             .where(webhook_endpoints.c.active.is_(True))))
+    return {event: [r.id for r in rows if model.subscribed(r.events, event)]
+            for event in events}
+
+
+def enqueue(conn: Connection, event: str, payloads: list[dict[str, Any]], *,
+            endpoints: list[int] | None = None) -> int:
     """Queue one delivery per payload for every active endpoint subscribed to ``event``, in the
-    caller's transaction: the event and its deliveries are committed together or not at all."""
+    caller's transaction: the event and its deliveries are committed together or not at all.
+    ``endpoints``: the subscribers when the caller has just read them with :func:`subscribers`
+    in the same transaction."""
     if not payloads:
         return 0
-    endpoints = [
-        r.id for r in conn.execute(select(webhook_endpoints.c.id, webhook_endpoints.c.events)
-                                   .where(webhook_endpoints.c.active.is_(True)))
-        if model.subscribed(r.events, event)
-    ]
+    if endpoints is None:
+        endpoints = subscribers(conn, [event])[event]
     if not endpoints:
         return 0
     now = utcnow()

@@ -132,3 +132,41 @@ def test_manager_imports_only_their_stores_orders(client, users, data_dir):
     assert (job["orders_created"], job["rows_rejected"]) == (1, 1)
     assert [(e["row"], e["column"], e["reason"]) for e in job["errors"]] == [
         (4, "store", "store_out_of_scope")]
+
+
+def test_a_job_whose_process_died_is_reported_interrupted_and_the_file_can_run_again(
+        owner, data_dir, db_url):
+    import datetime as dt
+
+    from sqlalchemy import select, update
+
+    from patron.db import UnitOfWork, get_engine, utcnow
+    from patron.imports.tables import import_jobs
+    from patron.security.tables import audit_log
+
+    first = upload(owner, "orders.csv", (HEADER + GOOD).encode()).json()["id"]
+    second = upload(owner, "more.csv", (HEADER + BAD).encode()).json()["id"]
+    # The first job's process died mid-file: 'running' with a heartbeat from 11 minutes ago;
+    # the second is running right now.
+    with UnitOfWork(get_engine(db_url)) as uow:
+        uow.c.execute(update(import_jobs).where(import_jobs.c.id == first).values(
+            status="running", finished_at=None, heartbeat_at=utcnow() - dt.timedelta(minutes=11)))
+        uow.c.execute(update(import_jobs).where(import_jobs.c.id == second).values(
+            status="running", finished_at=None, heartbeat_at=utcnow()))
+        uow.commit()
+    listed = {j["id"]: j for j in owner.get("/api/v1/imports",
+                                            headers={"Accept-Language": "en"}).json()}
+    assert listed[first]["status"] == "failed"
+    assert listed[first]["error"] == "import_interrupted"
+    assert "Import the file again" in listed[first]["error_message"]
+    assert listed[second]["status"] == "running"
+    zh = owner.get(f"/api/v1/imports/{first}", headers={"Accept-Language": "zh"}).json()
+    assert "中断" in zh["error_message"]
+    with UnitOfWork(get_engine(db_url)) as uow:
+        actions = list(uow.c.execute(select(audit_log.c.action, audit_log.c.entity_id).where(
+            audit_log.c.action == "import.interrupted")))
+    assert [(a, int(e)) for a, e in actions] == [("import.interrupted", first)]
+    # Importing the same file again records nothing twice.
+    again = upload(owner, "orders.csv", (HEADER + GOOD).encode()).json()["id"]
+    job = owner.get(f"/api/v1/imports/{again}").json()
+    assert (job["status"], job["orders_created"], job["orders_duplicate"]) == ("done", 0, 2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import io
 import logging
 import re
@@ -50,11 +51,13 @@ from patron.imports.schemas import (
 from patron.imports.tables import column_mappings, import_errors, import_jobs
 from patron.orders.service import record_orders
 from patron.security import audit
-from patron.security.model import Actor
+from patron.security.model import SYSTEM, Actor
 
 log = logging.getLogger(__name__)
 
 CHUNK_ORDERS = 2000
+# A job with no committed chunk for this long has lost its process (a chunk takes seconds).
+STALE_AFTER = dt.timedelta(minutes=10)
 MAX_STORED_ERRORS = 10_000
 MAX_UPLOAD_BYTES = 2 * 1024**3
 CALAMINE_MAX_BYTES = 8 * 1024**2
@@ -433,7 +436,8 @@ def run_import(*, uow: UnitOfWork, actor: Actor, job_id: int, path: Path,
         with OrderFile(path, job.filename) as f:
             layout = _layout(f, mapping)
             rows_total = _estimate_rows(path, f.kind, f.rows_total)
-            _set_job(uow, job_id, status="running", rows_total=rows_total)
+            _set_job(uow, job_id, status="running", rows_total=rows_total,
+                     heartbeat_at=utcnow())
             uow.commit()
             orders = group_orders(_data_rows(f, layout))
             while chunk := list(islice(orders, chunk_orders)):
@@ -514,7 +518,7 @@ def _import_chunk(uow: UnitOfWork, actor: Actor, job_id: int, layout: Layout,
              "reason": e.reason, "params": {k: str(v) for k, v in e.params.items()},
              "value": e.value} for e in errors[:room]])
         counts.errors_stored += min(room, len(errors))
-    _set_job(uow, job_id, **_counter_values(counts))
+    _set_job(uow, job_id, heartbeat_at=utcnow(), **_counter_values(counts))
     uow.commit()
 
 
@@ -542,6 +546,7 @@ def _jobs_query(actor: Actor) -> Any:
 def get_job(*, uow: UnitOfWork, actor: Actor, job_id: int, lang: str | None = None,
             errors_offset: int = 0, errors_limit: int = 100) -> ImportJobRead:
     """A job's progress and counts, with a page of its bad rows in file order."""
+    sweep_interrupted(uow=uow)
     row = uow.c.execute(_jobs_query(actor).where(import_jobs.c.id == job_id)).first()
     if row is None:
         raise NotFound("not_found")
@@ -556,8 +561,29 @@ def get_job(*, uow: UnitOfWork, actor: Actor, job_id: int, lang: str | None = No
     return _job_read(row, lang or actor.language, errors, int(stored))
 
 
+def sweep_interrupted(*, uow: UnitOfWork, now: dt.datetime | None = None) -> int:
+    """Mark failed the jobs whose process stopped without finishing them: queued or running,
+    and no committed chunk for ``STALE_AFTER``. What they recorded stays recorded; importing
+    the file again skips it. Returns how many were marked."""
+    now = now or utcnow()
+    j = import_jobs.c
+    stale = (j.status.in_(("queued", "running"))
+             & (func.coalesce(j.heartbeat_at, j.created_at) < now - STALE_AFTER))
+    ids = [int(i) for i in uow.c.execute(select(j.id).where(stale)).scalars()]
+    if not ids:
+        return 0
+    uow.c.execute(update(import_jobs).where(j.id.in_(ids), stale)
+                  .values(status="failed", error="import_interrupted", finished_at=now))
+    for job_id in ids:
+        audit.record(uow.c, SYSTEM, "import.interrupted", entity="import_job", entity_id=job_id,
+                     outcome="failed", details={"stale_after_s": STALE_AFTER.total_seconds()})
+    uow.commit()
+    return len(ids)
+
+
 def list_jobs(*, uow: UnitOfWork, actor: Actor, limit: int = 50,
               lang: str | None = None) -> list[ImportJobRead]:
     """The latest jobs first, without their bad rows."""
+    sweep_interrupted(uow=uow)
     rows = uow.c.execute(_jobs_query(actor).order_by(import_jobs.c.id.desc()).limit(limit))
     return [_job_read(r, lang or actor.language, [], 0) for r in rows]

@@ -33,6 +33,9 @@ import_jobs = Table(
     Column("created_by", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    # Set at every committed chunk: a running job whose heartbeat stops was interrupted (its
+    # process died) and is marked failed by the next reader.
+    Column("heartbeat_at", UTCDateTime, nullable=True),
 )
 
 import_errors = Table(

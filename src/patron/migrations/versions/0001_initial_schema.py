@@ -187,6 +187,147 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_custom_field_defs')),
     sa.UniqueConstraint('key', name=op.f('uq_custom_field_defs_key'))
     )
+    op.create_table('dashboard_activity',
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('day', sa.Integer(), nullable=False),
+    sa.Column('store_id', sa.Integer(), nullable=False),
+    sa.Column('channel_id', sa.Integer(), nullable=False),
+    sa.Column('month', sa.Integer(), nullable=False),
+    sa.Column('mstart', sa.Integer(), nullable=False),
+    sa.Column('region_id', sa.Integer(), nullable=False),
+    sa.Column('brand_id', sa.Integer(), nullable=False),
+    sa.Column('member', sa.SmallInteger(), nullable=False),
+    sa.Column('orders', sa.Integer(), nullable=False),
+    sa.Column('sales', patron.db.Money(), nullable=False),
+    sa.Column('refunds', patron.db.Money(), nullable=False),
+    sa.Column('all_p1', sa.Integer(), nullable=False),
+    sa.Column('all_p2', sa.Integer(), nullable=False),
+    sa.Column('all_c', sa.Integer(), nullable=False),
+    sa.Column('store_p1', sa.Integer(), nullable=False),
+    sa.Column('store_p2', sa.Integer(), nullable=False),
+    sa.Column('store_c', sa.Integer(), nullable=False),
+    sa.Column('region_p1', sa.Integer(), nullable=False),
+    sa.Column('region_p2', sa.Integer(), nullable=False),
+    sa.Column('region_c', sa.Integer(), nullable=False),
+    sa.Column('brand_p1', sa.Integer(), nullable=False),
+    sa.Column('brand_p2', sa.Integer(), nullable=False),
+    sa.Column('brand_c', sa.Integer(), nullable=False),
+    sa.Column('channel_p1', sa.Integer(), nullable=False),
+    sa.Column('channel_p2', sa.Integer(), nullable=False),
+    sa.Column('channel_c', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('customer_id', 'day', 'store_id', 'channel_id', name=op.f('pk_dashboard_activity'))
+    )
+    with op.batch_alter_table('dashboard_activity', schema=None) as batch_op:
+        batch_op.create_index('ix_dashboard_activity_day', ['day'], unique=False)
+
+    op.create_table('dashboard_category_activity',
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('day', sa.Integer(), nullable=False),
+    sa.Column('category', sa.String(length=64), nullable=False),
+    sa.Column('store_id', sa.Integer(), nullable=False),
+    sa.Column('channel_id', sa.Integer(), nullable=False),
+    sa.Column('month', sa.Integer(), nullable=False),
+    sa.Column('mstart', sa.Integer(), nullable=False),
+    sa.Column('region_id', sa.Integer(), nullable=False),
+    sa.Column('brand_id', sa.Integer(), nullable=False),
+    sa.Column('member', sa.SmallInteger(), nullable=False),
+    sa.Column('orders', sa.Integer(), nullable=False),
+    sa.Column('quantity', patron.db.Quantity(), nullable=False),
+    sa.Column('amount', patron.db.Money(), nullable=False),
+    sa.Column('refunds', patron.db.Money(), nullable=False),
+    sa.Column('category_p1', sa.Integer(), nullable=False),
+    sa.Column('category_p2', sa.Integer(), nullable=False),
+    sa.Column('category_c', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('customer_id', 'day', 'category', 'store_id', 'channel_id', name=op.f('pk_dashboard_category_activity'))
+    )
+    with op.batch_alter_table('dashboard_category_activity', schema=None) as batch_op:
+        batch_op.create_index('ix_dashboard_category_activity_day', ['day'], unique=False)
+
+    op.create_table('dashboard_category_daily',
+    sa.Column('day', sa.Integer(), nullable=False),
+    sa.Column('store_id', sa.Integer(), nullable=False),
+    sa.Column('channel_id', sa.Integer(), nullable=False),
+    sa.Column('buyer', sa.String(length=1), nullable=False),
+    sa.Column('category', sa.String(length=64), nullable=False),
+    sa.Column('month', sa.Integer(), nullable=False),
+    sa.Column('orders', sa.Integer(), nullable=False),
+    sa.Column('quantity', patron.db.Quantity(), nullable=False),
+    sa.Column('amount', patron.db.Money(), nullable=False),
+    sa.Column('refunds', patron.db.Money(), nullable=False),
+    sa.PrimaryKeyConstraint('day', 'store_id', 'channel_id', 'buyer', 'category', name=op.f('pk_dashboard_category_daily'))
+    )
+    op.create_table('dashboard_cohorts',
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('cohort', sa.Integer(), nullable=False),
+    sa.Column('member', sa.SmallInteger(), nullable=False),
+    sa.Column('k', sa.Integer(), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('kind', 'key', 'cohort', 'member', 'k', name=op.f('pk_dashboard_cohorts'))
+    )
+    op.create_table('dashboard_reach_buckets',
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('grain', sa.String(length=1), nullable=False),
+    sa.Column('bucket', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('member', sa.SmallInteger(), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.Column('new_customers', sa.Integer(), nullable=False),
+    sa.Column('repeat_customers', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('kind', 'grain', 'bucket', 'key', 'member', name=op.f('pk_dashboard_reach_buckets'))
+    )
+    op.create_table('dashboard_reach_month_days',
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('ref_day', sa.Integer(), nullable=False),
+    sa.Column('month', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('member', sa.SmallInteger(), nullable=False),
+    sa.Column('ref', sa.String(length=2), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('kind', 'ref_day', 'month', 'key', 'member', 'ref', name=op.f('pk_dashboard_reach_month_days'))
+    )
+    op.create_table('dashboard_reach_months',
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('month', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('member', sa.SmallInteger(), nullable=False),
+    sa.Column('ref', sa.String(length=2), nullable=False),
+    sa.Column('ref_month', sa.Integer(), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('kind', 'month', 'key', 'member', 'ref', 'ref_month', name=op.f('pk_dashboard_reach_months'))
+    )
+    op.create_table('dashboard_refreshes',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('as_of', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('mode', sa.String(length=12), nullable=False),
+    sa.Column('customers', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('guest_days', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('duration_ms', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('signature', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dashboard_refreshes'))
+    )
+    op.create_table('dashboard_sales_daily',
+    sa.Column('day', sa.Integer(), nullable=False),
+    sa.Column('store_id', sa.Integer(), nullable=False),
+    sa.Column('channel_id', sa.Integer(), nullable=False),
+    sa.Column('buyer', sa.String(length=1), nullable=False),
+    sa.Column('month', sa.Integer(), nullable=False),
+    sa.Column('orders', sa.Integer(), nullable=False),
+    sa.Column('sales', patron.db.Money(), nullable=False),
+    sa.Column('refunds', patron.db.Money(), nullable=False),
+    sa.PrimaryKeyConstraint('day', 'store_id', 'channel_id', 'buyer', name=op.f('pk_dashboard_sales_daily'))
+    )
+    op.create_table('dashboard_structure',
+    sa.Column('scope', sa.String(length=48), nullable=False),
+    sa.Column('segment', sa.String(length=24), nullable=False),
+    sa.Column('stage', sa.String(length=16), nullable=False),
+    sa.Column('member', sa.SmallInteger(), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('scope', 'segment', 'stage', 'member', name=op.f('pk_dashboard_structure'))
+    )
     op.create_table('regions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
@@ -252,6 +393,7 @@ def upgrade() -> None:
     sa.Column('created_by', sa.String(length=120), nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('heartbeat_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['mapping_id'], ['column_mappings.id'], name=op.f('fk_import_jobs_mapping_id_column_mappings')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_import_jobs'))
     )
@@ -445,6 +587,24 @@ def upgrade() -> None:
     sa.UniqueConstraint('program_id', 'code', name='uq_loyalty_tiers_code'),
     sa.UniqueConstraint('program_id', 'rank', name='uq_loyalty_tiers_rank')
     )
+    op.create_table('promotions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('starts_on', sa.Date(), nullable=False),
+    sa.Column('ends_on', sa.Date(), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('brand_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=120), nullable=False),
+    sa.ForeignKeyConstraint(['brand_id'], ['brands.id'], name=op.f('fk_promotions_brand_id_brands')),
+    sa.ForeignKeyConstraint(['store_id'], ['stores.id'], name=op.f('fk_promotions_store_id_stores')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_promotions'))
+    )
+    with op.batch_alter_table('promotions', schema=None) as batch_op:
+        batch_op.create_index('ix_promotions_starts_on', ['starts_on'], unique=False)
+
     op.create_table('user_stores',
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1033,6 +1193,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
 
     op.drop_table('user_stores')
+    with op.batch_alter_table('promotions', schema=None) as batch_op:
+        batch_op.drop_index('ix_promotions_starts_on')
+
+    op.drop_table('promotions')
     op.drop_table('loyalty_tiers')
     op.drop_table('loyalty_rule_versions')
     with op.batch_alter_table('import_errors', schema=None) as batch_op:
@@ -1079,6 +1243,22 @@ def downgrade() -> None:
     op.drop_table('webhook_endpoints')
     op.drop_table('users')
     op.drop_table('regions')
+    op.drop_table('dashboard_structure')
+    op.drop_table('dashboard_sales_daily')
+    op.drop_table('dashboard_refreshes')
+    op.drop_table('dashboard_reach_months')
+    op.drop_table('dashboard_reach_month_days')
+    op.drop_table('dashboard_reach_buckets')
+    op.drop_table('dashboard_cohorts')
+    op.drop_table('dashboard_category_daily')
+    with op.batch_alter_table('dashboard_category_activity', schema=None) as batch_op:
+        batch_op.drop_index('ix_dashboard_category_activity_day')
+
+    op.drop_table('dashboard_category_activity')
+    with op.batch_alter_table('dashboard_activity', schema=None) as batch_op:
+        batch_op.drop_index('ix_dashboard_activity_day')
+
+    op.drop_table('dashboard_activity')
     op.drop_table('custom_field_defs')
     with op.batch_alter_table('crosssell_rules', schema=None) as batch_op:
         batch_op.drop_index('ix_crosssell_rules_scope_level_lift')

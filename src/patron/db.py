@@ -295,6 +295,77 @@ def bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
 
+def bulk_insert_many(conn: Connection, batches: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+    """Insert the rows of several tables in one round trip on PostgreSQL: one statement whose
+    data-modifying ``WITH`` parts each insert one table's rows from a JSON parameter (foreign
+    keys between them are checked at the end of the statement, so parents and children may
+    come together). On SQLite, which has no round trips, :func:`bulk_insert` per table.
+
+    For the small groups of the single-order API this replaces one ``COPY`` per table (each a
+    few round trips) with a single statement; values are bound exactly as :func:`bulk_insert`
+    binds them.
+    """
+    batches = [(table, rows) for table, rows in batches if rows]
+    if not batches:
+        return
+    if conn.dialect.name != "postgresql":
+        for table, rows in batches:
+            bulk_insert(conn, table, rows)
+        return
+    from sqlalchemy import text
+
+    parts: list[str] = []
+    params: dict[str, str] = {}
+    for i, (table, rows) in enumerate(batches):
+        sql, payload = _json_insert(conn, table, rows)
+        parts.append(sql.replace(":rows", f":j{i}"))
+        params[f"j{i}"] = payload
+    head = ", ".join(f"i{i} AS ({p})" for i, p in enumerate(parts[:-1]))
+    statement = (f"WITH {head} {parts[-1]}" if head else parts[-1])
+    conn.execute(text(statement), params)
+
+
+def _json_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
+    import json
+
+    dialect = conn.dialect
+    columns = [c for c in table.columns if c.name in rows[0]]
+    names = [c.name for c in columns]
+    selects = []
+    processors: list[Any] = []
+    for j, c in enumerate(columns):
+        sql_type = c.type.compile(dialect=dialect)
+        # JSON columns: the document as text (the driver's own wrapper is not JSON itself).
+        processors.append(_json_text if sql_type in ("JSON", "JSONB")
+                          else c.type.dialect_impl(dialect).bind_processor(dialect))
+        if sql_type.startswith("VARCHAR") or sql_type == "TEXT":
+            selects.append(f"e->>{j}")
+        else:
+            selects.append(f"CAST(e->>{j} AS {sql_type})")
+    quoted = ", ".join(f'"{n}"' for n in names)
+    # Table and column names and types come from Patron's own metadata, never from input.
+    sql = (f'INSERT INTO "{table.name}" ({quoted}) SELECT {", ".join(selects)} '  # noqa: S608
+           "FROM json_array_elements(CAST(:rows AS json)) AS e")
+    payload = json.dumps(
+        [[p(row.get(n)) if p else row.get(n) for n, p in zip(names, processors, strict=True)]
+         for row in rows], default=_json_value, ensure_ascii=False)
+    return sql, payload
+
+
+def _json_text(value: Any) -> str | None:
+    import json
+
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
+
+
 def _begin(conn: Connection) -> None:
     """Statements sent through the driver's own connection do not begin SQLAlchemy's
     transaction; without one, the unit of work's commit would do nothing and the rows would be

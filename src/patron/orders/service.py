@@ -27,7 +27,7 @@ from patron.customers import figures as figs
 from patron.customers.model import Identity, UnionFind
 from patron.customers.service import merge_into
 from patron.customers.tables import customers, identities
-from patron.db import UnitOfWork, allocate_ids_many, bulk_insert, utcnow
+from patron.db import UnitOfWork, allocate_ids_many, bulk_insert_many, utcnow
 from patron.errors import FieldError
 from patron.orders import hooks
 from patron.orders.model import (
@@ -237,11 +237,8 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         it = new_customers[temp]
         assert it.order and it.channel
         customer_rows.append(_new_customer_row(real[temp], it, owner, uf, now))
-    bulk_insert(conn, customers, customer_rows)
-    if new_identities:
-        bulk_insert(conn, identities, [
-            {"customer_id": final(cid), "kind": idn.kind, "namespace": idn.namespace,
-             "value": idn.value, "created_at": now} for idn, cid in new_identities])
+    identity_rows = [{"customer_id": final(cid), "kind": idn.kind, "namespace": idn.namespace,
+                      "value": idn.value, "created_at": now} for idn, cid in new_identities]
 
     order_rows, line_rows, payment_rows = [], [], []
     deltas: dict[int, figs.FigureDelta] = defaultdict(figs.FigureDelta)
@@ -272,9 +269,9 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
             deltas[cid].add_order(purchased_at=o.purchased_at, local_time=o.local_time,
                                   total=o.total, store_code=it.store.code if it.store else None,
                                   channel_code=it.channel.code, category_amounts=categories)
-    bulk_insert(conn, orders, order_rows)
-    bulk_insert(conn, order_lines, line_rows)
-    bulk_insert(conn, order_payments, payment_rows)
+    bulk_insert_many(conn, [(customers, customer_rows), (identities, identity_rows),
+                            (orders, order_rows), (order_lines, line_rows),
+                            (order_payments, payment_rows)])
     figs.apply_deltas(conn, deltas)
     if hooks.installed():
         hooks.orders_recorded(conn, [_recorded(it, source) for it in fresh], actor=actor,

@@ -13,7 +13,8 @@ from patron.webhooks import tables as webhooks  # noqa: F401
 # Areas under construction add their tables here when their modules exist.
 for _name in ("patron.analytics.tables", "patron.analytics.clv_tables",
               "patron.analytics.churn_tables", "patron.analytics.crosssell_tables",
-              "patron.analytics.jobs_tables", "patron.loyalty.tables"):
+              "patron.analytics.jobs_tables",
+              "patron.analytics.dashboards_tables", "patron.loyalty.tables"):
     try:
         importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

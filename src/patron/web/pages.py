@@ -19,6 +19,7 @@ from patron.security.api import set_session_cookie
 from patron.security.model import Actor
 from patron.web import admin, customers, imports, plots
 from patron.web import dashboard as dash
+from patron.web import dashboards as dashboard_pages
 from patron.web.render import (
     PageRoute,
     fmt_time,
@@ -129,5 +130,6 @@ def home(request: Request,
 
 router.include_router(plots.router)
 router.include_router(customers.router)
+router.include_router(dashboard_pages.router)
 router.include_router(imports.router)
 router.include_router(admin.router)

@@ -44,6 +44,7 @@ CSRF_FIELD = "csrf_token"
 NAV = (
     ("/", "web.nav.dashboard", "dashboard.read"),
     ("/customers", "web.nav.customers", "customers.read"),
+    ("/dashboards", "web.nav.dashboards", "dashboard.read"),
     ("/imports", "web.nav.imports", "import"),
     ("/admin/stores", "web.nav.stores", "admin.org"),
     ("/admin/products", "web.nav.products", "admin.org"),

@@ -2,8 +2,8 @@
 
 A job is requested (``POST /api/v1/analytics/refresh-jobs``, ``patron analytics refresh``, or
 the nightly scheduler) and then run by the process that requested it: in a background thread
-of the server, in the foreground of the CLI, in the scheduler's thread. Its steps are RFM for
-every scope, lifecycle stages, CLV predictions, churn scores, cross-sell rules (category and
+of the server, in the foreground of the CLI, in the scheduler's thread. Its steps are RFM (every
+scope), lifecycle stages, CLV predictions, churn scores, cross-sell rules (category and
 SKU) and recommendations, and the dashboard rollups when that module exists. Each step is its
 own transaction (the services commit); the job row is updated in a short transaction of its
 own before and after every step, so another connection sees the progress.
@@ -87,11 +87,13 @@ def _local_day(moment: dt.datetime) -> dt.date:
     return service.local_date(moment)
 
 
-def _rfm_step(scope: str) -> Step:
-    def run(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
-        out = service.refresh_rfm(uow=uow, actor=actor, as_of=as_of, scope=scope)
-        return {"customers": out["scopes"].get(scope, 0)}
-    return Step(f"rfm:{scope}", run)
+def _rfm(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
+    # Every scope in one step: the per-store totals behind the store, region and brand scopes
+    # are built once per refresh (on SQLite a step holds the write lock, so the job's progress
+    # cannot be written from inside one).
+    out = service.refresh_rfm(uow=uow, actor=actor, as_of=as_of, scope="all")
+    return {"customers": out["scopes"].get("overall", 0), "scopes": len(out["scopes"]),
+            "scored_rows": sum(out["scopes"].values())}
 
 
 def _lifecycle(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
@@ -147,12 +149,12 @@ def _dashboards(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, 
     return {k: v for k, v in out.items() if isinstance(v, str | int | float | bool | None)}
 
 
-def plan_steps(conn: Connection) -> list[Step]:
+def plan_steps() -> list[Step]:
     """Every step of a full refresh, in order: later steps read what earlier ones wrote
     (churn features use the CLV model's probability of being active)."""
-    steps = [_rfm_step(scope.key) for scope in service.all_scopes(conn)]
-    steps += [Step("lifecycle", _lifecycle), Step("clv", _clv), Step("churn", _churn),
-              _rules("category"), _rules("sku"), Step("recommendations", _recommendations)]
+    steps = [Step("rfm", _rfm), Step("lifecycle", _lifecycle), Step("clv", _clv),
+             Step("churn", _churn), _rules("category"), _rules("sku"),
+             Step("recommendations", _recommendations)]
     if _optional("patron.analytics.dashboards_service", "refresh_dashboards") is not None:
         steps.append(Step("dashboards", _dashboards))
     return steps
@@ -313,7 +315,7 @@ def request_refresh(*, uow: UnitOfWork, actor: Actor, trigger: str = "manual",
             uow.rollback()
             return view(done), False
     now = utcnow()
-    total = len(plan_steps(conn))
+    total = len(plan_steps())
     try:
         job_id = int(conn.execute(insert(jobs).values(
             requested_by=actor.name[:120], trigger=trigger, status="queued", step=None,
@@ -413,7 +415,7 @@ def run_job(engine: Engine, job_id: int, actor: Actor, *, on_progress: ProgressF
                 j.id == job_id, j.status == "queued", j.runner == _RUNNER).values(
                     status="running", started_at=now, heartbeat_at=now)).rowcount
             row = uow.c.execute(select(j.as_of).where(j.id == job_id)).first()
-            steps = plan_steps(uow.c)
+            steps = plan_steps()
             uow.commit()
         if claimed != 1 or row is None:
             return job_result(engine, job_id)

@@ -21,8 +21,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BigInteger,
+    Column,
     Connection,
+    Date,
+    Float,
     Integer,
+    MetaData,
+    String,
+    Table,
     and_,
     case,
     cast,
@@ -30,19 +37,20 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
 from patron.analytics.model import (
     DEFAULT_POPULATION_INTERVAL,
+    LAPSED,
     SEGMENT_GRID,
     SEGMENTS,
     STAGES,
     LifecycleThresholds,
     RfmThresholds,
     check_cut_points,
-    decide_stage,
     usual_interval,
 )
 from patron.analytics.tables import (
@@ -55,7 +63,7 @@ from patron.config import get_settings
 from patron.customers.model import mask_name, mask_phone
 from patron.customers.queries import visible_clause, visible_customer
 from patron.customers.tables import customer_figures, customers
-from patron.db import UnitOfWork, UTCDateTime, bulk_insert, utcnow
+from patron.db import Money, UnitOfWork, UTCDateTime, utcnow
 from patron.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from patron.i18n import t
 from patron.orders.tables import orders
@@ -63,7 +71,7 @@ from patron.org.tables import brands, regions, stores
 from patron.security import audit
 from patron.security.model import Actor
 
-PAGE = 10_000
+REFRESH_WORK_MEM = "256MB"
 MAX_PAGE_SIZE = 200
 SCOPE_KINDS = ("store", "region", "brand")
 
@@ -254,8 +262,54 @@ def _segment_case(r: Any, f: Any, m: Any) -> ColumnElement[Any]:
     return case(*whens, else_="lost")
 
 
-def _rfm_source(conn: Connection, scope: Scope, as_of: dt.datetime) -> Any:
-    """customer_id, last purchase, frequency (orders), monetary (net spend, fen)."""
+# Orders aggregated per store and customer once per refresh; every store, region and brand
+# scope reads this instead of the orders (one pass over the orders instead of one per scope).
+_scratch = MetaData()
+_store_totals = Table(
+    "tmp_rfm_store_totals", _scratch,
+    Column("store_id", BigInteger, nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    Column("frequency", Integer, nullable=False),
+    Column("monetary", Money, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+def _tune(conn: Connection) -> None:
+    """A refresh sorts and hashes a million rows at a time: on PostgreSQL give this one
+    transaction the memory to do it without spilling to disk (the default 4 MB is sized for
+    many small concurrent queries; refreshes run one at a time)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{REFRESH_WORK_MEM}'")
+
+
+def _drop_store_totals(conn: Connection) -> None:
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_store_totals.name}")
+
+
+def _build_store_totals(conn: Connection, as_of: dt.datetime) -> None:
+    o = orders.c
+    _drop_store_totals(conn)
+    _store_totals.create(conn)
+    conn.execute(insert(_store_totals).from_select(
+        ["store_id", "customer_id", "last_at", "frequency", "monetary"],
+        select(o.store_id, o.customer_id, func.max(o.purchased_at), func.count(),
+               func.sum(o.total_amount - o.refunded_amount))
+        .join(customers, customers.c.id == o.customer_id)
+        .where(o.store_id.is_not(None), o.customer_id.is_not(None),
+               customers.c.merged_into_id.is_(None), o.purchased_at <= _moment(conn, as_of))
+        .group_by(o.store_id, o.customer_id)))
+    # Indexed once filled: one bulk build instead of an update per row.
+    conn.exec_driver_sql(f"CREATE INDEX {_store_totals.name}_store "
+                         f"ON {_store_totals.name} (store_id)")
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {_store_totals.name}")
+
+
+def _rfm_source(conn: Connection, scope: Scope) -> Any:
+    """customer_id, last purchase, frequency (orders), monetary (net spend, fen). A store,
+    region or brand scope reads the per-store totals built by :func:`_build_store_totals`."""
     if scope.store_ids is None:
         fig = customer_figures.c
         return (select(fig.customer_id.label("customer_id"),
@@ -265,24 +319,26 @@ def _rfm_source(conn: Connection, scope: Scope, as_of: dt.datetime) -> Any:
                 .join(customers, customers.c.id == fig.customer_id)
                 .where(customers.c.merged_into_id.is_(None), fig.order_count > 0,
                        fig.last_order_at.is_not(None))).subquery("src")
-    o = orders.c
-    return (select(o.customer_id.label("customer_id"),
-                   func.max(o.purchased_at).label("last_at"),
-                   func.count().label("frequency"),
-                   func.sum(o.total_amount - o.refunded_amount).label("monetary"))
-            .join(customers, customers.c.id == o.customer_id)
-            .where(o.store_id.in_(scope.store_ids), o.customer_id.is_not(None),
-                   customers.c.merged_into_id.is_(None), o.purchased_at <= _moment(conn, as_of))
-            .group_by(o.customer_id)).subquery("src")
+    t = _store_totals.c
+    if len(scope.store_ids) == 1:
+        return (select(t.customer_id, t.last_at, t.frequency, t.monetary)
+                .where(t.store_id == scope.store_ids[0])).subquery("src")
+    return (select(t.customer_id, func.max(t.last_at).label("last_at"),
+                   func.sum(t.frequency).label("frequency"),
+                   func.sum(t.monetary).label("monetary"))
+            .where(t.store_id.in_(scope.store_ids))
+            .group_by(t.customer_id)).subquery("src")
 
 
 def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThresholds,
                    now: dt.datetime) -> int:
-    src = _rfm_source(conn, scope, as_of)
+    src = _rfm_source(conn, scope)
     days = _whole_days(conn, _moment(conn, end_of_local_day(as_of)), src.c.last_at)
     base = select(src.c.customer_id, days.label("recency_days"), src.c.frequency,
                   src.c.monetary).subquery("base")
-    n = func.count().over()
+    # Counted beforehand: a window over the whole scope makes PostgreSQL keep every row, and a
+    # scalar subquery is planned once per score.
+    n = literal(max(1, int(conn.execute(select(func.count()).select_from(src)).scalar_one())))
     r = (_threshold_score(base.c.recency_days, th.recency_days, recency=True)
          if th.recency_days else
          _score(func.rank().over(order_by=base.c.recency_days.desc()), n))
@@ -299,11 +355,14 @@ def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmTh
                   scored.c.recency_days, scored.c.frequency, scored.c.monetary,
                   scored.c.r_score, scored.c.f_score, scored.c.m_score,
                   _segment_case(scored.c.r_score, scored.c.f_score, scored.c.m_score)
-                  .label("segment"), literal(now, UTCDateTime).label("computed_at"))
+                  .label("segment"), literal(now, UTCDateTime).label("computed_at")
+                  # in key order: the primary key and the customer index fill page by page
+                  ).order_by(scored.c.customer_id)
     conn.execute(delete(rfm_scores).where(rfm_scores.c.scope == scope.key))
     conn.execute(insert(rfm_scores).from_select(
         ["scope", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score",
          "m_score", "segment", "computed_at"], rows))
+    # (SQLite's driver reports no row count for INSERT ... SELECT)
     return int(conn.execute(select(func.count()).select_from(rfm_scores).where(
         rfm_scores.c.scope == scope.key)).scalar_one())
 
@@ -318,7 +377,13 @@ def refresh_rfm(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = No
     scopes = all_scopes(conn) if scope == "all" else [parse_scope(conn, scope)]
     th = rfm_thresholds(conn)
     now = utcnow()
+    _tune(conn)
+    partial = any(s.store_ids is not None for s in scopes)
+    if partial:
+        _build_store_totals(conn, moment)
     scored = {s.key: _refresh_scope(conn, s, moment, th, now) for s in scopes}
+    if partial:
+        _drop_store_totals(conn)
     audit.record(conn, actor, "analytics.rfm_refreshed", entity="rfm_scores",
                  details={"scope": scope, "as_of": moment.isoformat(), "customers": scored})
     uow.commit()
@@ -342,14 +407,61 @@ def _population_interval(conn: Connection) -> float:
     return float(value) if value is not None else DEFAULT_POPULATION_INTERVAL
 
 
+def _stage_case(conn: Connection, *, since_first: Any, since_last: Any, purchase_days: Any,
+                span: Any, previous: Any, bought_since: Any, population: float,
+                th: LifecycleThresholds) -> ColumnElement[Any]:
+    """SQL for :func:`patron.analytics.model.decide_stage`, operation for operation in double
+    precision so that it decides exactly as the Python rule does (the unit tests hold both to
+    the same cases)."""
+    def real(value: float) -> Any:
+        return literal(float(value), Float)
+
+    span_f = cast(span, Float)
+    if th.fixed:
+        limits = [real(th.churned_days), real(th.churn_risk_days),  # type: ignore[arg-type]
+                  real(th.dormant_days)]  # type: ignore[arg-type]
+    else:
+        own = case((span_f > 0, span_f), else_=real(0.0)) / cast(purchase_days - 1, Float)
+        interval = case((purchase_days >= 2, own), else_=real(population))
+        base = case((interval > real(th.min_interval_days), interval),
+                    else_=real(th.min_interval_days))
+        limits = [real(th.k_churned) * base, real(th.k_churn_risk) * base,
+                  real(th.k_dormant) * base]
+    days = cast(since_last, Float)
+    late = case((days > real(th.max_days), "churned"), (days > limits[0], "churned"),
+                (days > limits[1], "churn_risk"), (days > limits[2], "dormant"),
+                else_="active")
+    return case(
+        (and_(purchase_days <= 1, since_first <= th.new_days), "new"),
+        (late != "active", late),
+        (previous.in_(sorted(LAPSED)), "reactivated"),
+        (and_(previous == "reactivated", bought_since == 0), "reactivated"),
+        else_="active")
+
+
+_stage_changes = Table(
+    "tmp_lifecycle_changes", _scratch,
+    Column("customer_id", BigInteger, primary_key=True),
+    Column("from_stage", String(16), nullable=True),
+    Column("to_stage", String(16), nullable=False),
+    Column("last_order_at", UTCDateTime, nullable=True),
+    prefixes=["TEMPORARY"],
+)
+
+
 def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None
                       ) -> dict[str, Any]:
-    """Decide every customer's stage as of ``as_of`` (default now) and record the changes."""
+    """Decide every customer's stage as of ``as_of`` (default now) and record the changes.
+
+    Set-based: one ``INSERT ... SELECT`` decides every stage in SQL (:func:`_stage_case`) and
+    keeps the customers whose stage changed in a temporary table; their transitions and new
+    stage rows are written from it."""
     _need_refresher(actor)
     conn = uow.c
     moment = _as_of(as_of)
     today = local_date(moment)
     th = lifecycle_thresholds(conn)
+    _tune(conn)
     population = _population_interval(conn)
     now = utcnow()
     fig, st = customer_figures.c, lifecycle_stages.c
@@ -357,52 +469,46 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
     # Merged profiles have no stage any more (their history stays).
     conn.execute(delete(lifecycle_stages).where(st.customer_id.in_(
         select(customers.c.id).where(customers.c.merged_into_id.is_not(None)))))
-    query = (select(fig.customer_id, fig.purchase_days, fig.last_order_at,
-                    _whole_days(conn, at, fig.first_order_at).label("since_first"),
-                    _whole_days(conn, at, fig.last_order_at).label("since_last"),
-                    _days_between(conn, fig.last_order_at, fig.first_order_at).label("span"),
-                    st.stage,
-                    case((fig.last_order_at > st.entered_last_order_at, 1), else_=0)
-                    .label("bought_since"))
-             .join(customers, customers.c.id == fig.customer_id)
-             .outerjoin(lifecycle_stages, st.customer_id == fig.customer_id)
-             .where(customers.c.merged_into_id.is_(None), fig.purchase_days > 0,
-                    fig.last_order_at.is_not(None))
-             .order_by(fig.customer_id).limit(PAGE))
-    after, changed, transitions = 0, 0, 0
-    while True:
-        rows = conn.execute(query.where(fig.customer_id > after)).all()
-        if not rows:
-            break
-        after = int(rows[-1].customer_id)
-        new_rows, moves = [], []
-        for row in rows:
-            stage = decide_stage(
-                days_since_first=max(float(row.since_first), 0.0),
-                days_since_last=max(float(row.since_last), 0.0),
-                purchase_days=int(row.purchase_days),
-                interval=usual_interval(float(row.span), int(row.purchase_days)),
-                population_interval=population, previous_stage=row.stage,
-                bought_since_previous=bool(row.bought_since), th=th)
-            if stage == row.stage:
-                continue
-            new_rows.append({"customer_id": int(row.customer_id), "stage": stage,
-                             "since": today, "entered_last_order_at": row.last_order_at,
-                             "updated_at": now})
-            moves.append({"customer_id": int(row.customer_id), "from_stage": row.stage,
-                          "to_stage": stage, "changed_on": today, "recorded_at": now})
-        if new_rows:
-            conn.execute(delete(lifecycle_stages).where(
-                st.customer_id.in_([r["customer_id"] for r in new_rows])))
-            bulk_insert(conn, lifecycle_stages, new_rows)
-            bulk_insert(conn, lifecycle_transitions, moves)
-            changed += len(new_rows)
-            transitions += len(moves)
+    decided = (select(fig.customer_id, fig.last_order_at, st.stage.label("previous"),
+                      _stage_case(
+                          conn, since_first=_whole_days(conn, at, fig.first_order_at),
+                          since_last=_whole_days(conn, at, fig.last_order_at),
+                          purchase_days=fig.purchase_days,
+                          span=_days_between(conn, fig.last_order_at, fig.first_order_at),
+                          previous=st.stage,
+                          bought_since=case((fig.last_order_at > st.entered_last_order_at, 1),
+                                            else_=0),
+                          population=population, th=th).label("stage"))
+               .join(customers, customers.c.id == fig.customer_id)
+               .outerjoin(lifecycle_stages, st.customer_id == fig.customer_id)
+               .where(customers.c.merged_into_id.is_(None), fig.purchase_days > 0,
+                      fig.last_order_at.is_not(None))).subquery("decided")
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_stage_changes.name}")
+    _stage_changes.create(conn)
+    ch = _stage_changes.c
+    conn.execute(insert(_stage_changes).from_select(
+        ["customer_id", "from_stage", "to_stage", "last_order_at"],
+        select(decided.c.customer_id, decided.c.previous, decided.c.stage,
+               decided.c.last_order_at)
+        .where(or_(decided.c.previous.is_(None), decided.c.previous != decided.c.stage))))
+    changed = int(conn.execute(select(func.count()).select_from(_stage_changes)).scalar_one())
+    if changed:
+        conn.execute(insert(lifecycle_transitions).from_select(
+            ["customer_id", "from_stage", "to_stage", "changed_on", "recorded_at"],
+            select(ch.customer_id, ch.from_stage, ch.to_stage, literal(today, Date),
+                   literal(now, UTCDateTime)).order_by(ch.customer_id)))
+        conn.execute(delete(lifecycle_stages).where(st.customer_id.in_(
+            select(ch.customer_id).where(ch.from_stage.is_not(None)))))
+        conn.execute(insert(lifecycle_stages).from_select(
+            ["customer_id", "stage", "since", "entered_last_order_at", "updated_at"],
+            select(ch.customer_id, ch.to_stage, literal(today, Date), ch.last_order_at,
+                   literal(now, UTCDateTime))))
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_stage_changes.name}")
     counts = _stage_counts(conn, None)
     audit.record(conn, actor, "analytics.lifecycle_refreshed", entity="lifecycle_stages",
                  details={"as_of": moment.isoformat(), "changed": changed})
     uow.commit()
-    return {"as_of": moment, "date": today, "changed": changed, "transitions": transitions,
+    return {"as_of": moment, "date": today, "changed": changed, "transitions": changed,
             "population_interval_days": round(population, 1), "stages": counts}
 
 

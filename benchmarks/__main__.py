@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import analytics as analytics_bench
 from benchmarks import api_ingest, bulk_import, csv_import, lookup
 from benchmarks import clv as clv_bench
 from benchmarks.data import OrderStream
@@ -54,6 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clv-customers", type=int, default=clv_bench.CUSTOMERS,
                    help="synthetic customers for the CLV benchmark (0: CDNOW only)")
     p.add_argument("--skip-clv", action="store_true")
+    p.add_argument("--analytics-customers", type=int, default=analytics_bench.CUSTOMERS,
+                   help="customers (~4 orders each) of the analytics benchmark, loaded "
+                        "directly into a fresh database per engine (0: skip it)")
+    p.add_argument("--analytics-samples", type=int, default=analytics_bench.SAMPLES,
+                   help="calls per segment query in the analytics benchmark")
+    p.add_argument("--analytics-only", action="store_true",
+                   help="only the analytics benchmark (no import, lookup, API or CLV figures)")
     return p.parse_args(argv)
 
 
@@ -217,6 +225,19 @@ def _measure_database(db: Any, args: argparse.Namespace, figures: list[Figure],
             figures.extend(api_figures(res_api))
 
 
+def _measure_analytics(args: argparse.Namespace, figures: list[Figure], log: Any) -> None:
+    """Each engine gets a fresh database of its own for the analytics data."""
+    kwargs = {"customers": args.analytics_customers, "samples": args.analytics_samples,
+              "log": log, "fit_repeats": 1 if args.analytics_customers > 200_000 else 3}
+    if not args.skip_postgres:
+        with postgres_database(args.postgres_url) as db:
+            figures.extend(analytics_bench.run(db, **kwargs))
+    if not args.skip_sqlite:
+        with tempfile.TemporaryDirectory(prefix="patron-bench-analytics-") as tmp, \
+                sqlite_database(Path(tmp)) as db:
+            figures.extend(analytics_bench.run(db, **kwargs))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
@@ -232,15 +253,19 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _git_commit(),
     }
     figures: list[Figure] = []
-    if not args.skip_sqlite:
-        with tempfile.TemporaryDirectory(prefix="patron-bench-") as tmp, \
-                sqlite_database(Path(tmp)) as db:
-            _measure_database(db, args, figures, meta, log)
-    if not args.skip_postgres:
-        with postgres_database(args.postgres_url) as db:
-            _measure_database(db, args, figures, meta, log)
-    if not args.skip_clv:
-        figures.extend(clv_bench.run(customers=args.clv_customers, log=log))
+    if not args.analytics_only:
+        if not args.skip_sqlite:
+            with tempfile.TemporaryDirectory(prefix="patron-bench-") as tmp, \
+                    sqlite_database(Path(tmp)) as db:
+                _measure_database(db, args, figures, meta, log)
+        if not args.skip_postgres:
+            with postgres_database(args.postgres_url) as db:
+                _measure_database(db, args, figures, meta, log)
+        if not args.skip_clv:
+            figures.extend(clv_bench.run(customers=args.clv_customers, log=log))
+    if args.analytics_customers:
+        meta["analytics_customers"] = args.analytics_customers
+        _measure_analytics(args, figures, log)
     dispose_engines()
     meta["seconds"] = round(time.perf_counter() - started, 1)
     print_table(figures)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.xdist_group("benchmarks")
 def test_a_tiny_benchmark_run_prints_every_figure_next_to_its_anchor(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--orders", "300", "--chunk", "120", "--csv-orders", "60", "--lookups", "50",
-            "--skip-api", "--quiet", "--clv-customers", "2000",
+            "--skip-api", "--quiet", "--clv-customers", "2000", "--analytics-customers", "0",
             "--out", str(tmp_path)]
     postgres = os.environ.get("PATRON_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -64,6 +64,7 @@ def test_a_tiny_api_load_records_an_order_for_every_201_and_nothing_else(
     args = ["--orders", "200", "--csv-orders", "0", "--lookups", "20", "--no-profile",
             "--skip-sqlite", "--postgres-url", postgres, "--duration", "1",
             "--connections", "4", "--workers", "1", "--quiet", "--skip-clv",
+            "--analytics-customers", "0",
             "--out", str(tmp_path)]
 
     assert main(args) == 0

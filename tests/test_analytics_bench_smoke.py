@@ -1,0 +1,74 @@
+"""The analytics benchmark runs end to end at a tiny size on both databases, so that it cannot
+rot unnoticed. No speed is asserted: every figure has its anchor, the generated data is what
+Patron would hold (the rebuilt figures equal DuckDB's aggregates of the raw orders) and both
+fits agree."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from benchmarks import analytics
+from benchmarks.__main__ import main
+
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
+
+def test_the_generator_draws_about_four_orders_per_customer_deterministically():
+    a = analytics.generate(3000, 20, seed=5)
+    b = analytics.generate(3000, 20, seed=5)
+    assert (a.order_at == b.order_at).all() and (a.line_amount == b.line_amount).all()
+    identified = a.order_customer >= 0
+    per_customer = identified.sum() / a.customers
+    assert 3.3 < per_customer < 4.7
+    assert 0.06 < (~identified).mean() < 0.10  # guests
+    assert set(range(a.customers)) == set(a.order_customer[identified].tolist())
+    assert (a.order_total == a.order_gross - a.order_discount).all()
+    assert (a.order_total > 0).all()
+    assert (a.order_refunded[a.order_refunded > 0] == a.order_total[a.order_refunded > 0]).all()
+    assert (a.order_at[1:] >= a.order_at[:-1]).all()  # ids in time order, as recorded
+
+
+def test_a_tiny_analytics_run_prints_every_figure_next_to_its_anchor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--analytics-only", "--analytics-customers", "400", "--analytics-samples", "3",
+            "--quiet", "--out", str(tmp_path)]
+    postgres = os.environ.get("PATRON_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    if postgres == "skip":
+        args.append("--skip-postgres")
+    else:
+        args += ["--postgres-url", postgres]
+
+    assert main(args) == 0
+
+    printed = capsys.readouterr().out
+    for words in ("RFM + lifecycle full", "BG/NBD fit", "rfm_summary p99", "DuckDB"):
+        assert words in printed
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    by_name = {f["name"]: f for f in doc["figures"]}
+    databases = ["SQLite"] + ([] if postgres == "skip" else ["PostgreSQL"])
+    for db in databases:
+        label = f"{db}, 400 customers"
+        for name in (f"RFM + lifecycle full refresh, cold ({label})",
+                     f"RFM + lifecycle full refresh, next night ({label})",
+                     f"BG/NBD fit ({label})",
+                     f"BG/NBD parameters vs lifetimes, max relative difference ({label})",
+                     f"rfm_summary p99 ({label})", f"lifecycle_summary p99 ({label})",
+                     f"lifecycle_flows 30 days p99 ({label})"):
+            assert name in by_name, name
+        assert by_name[f"customer figures differing from DuckDB's aggregates ({label})"][
+            "value"] == 0
+        cold = by_name[f"RFM + lifecycle full refresh, cold ({label})"]["notes"]
+        assert cold["overall"] == 400 == cold["duckdb"]["customers"]
+        assert cold["scopes"] == 27  # overall, 20 stores, 4 regions, 2 brands
+        assert cold["scored_rows"] == 400 + cold["duckdb"]["scope_rows"]
+        assert cold["stage_changes"] == 400
+        assert sum(cold["stages"].values()) == 400
+        fit = by_name[f"BG/NBD parameters vs lifetimes, max relative difference ({label})"]
+        assert fit["passed"], fit
+    for f in doc["figures"]:
+        assert f["anchor"] and f["anchor_value"] > 0, f
+        assert f["value"] >= 0, f

@@ -125,7 +125,7 @@ def test_evaluation_refuses_an_incomplete_holdout_a_bad_horizon_and_store_scoped
     assert horizon.value.fields[0].field == "horizon_days"
     with pytest.raises(ValidationFailed) as nobody:
         churn_service.refresh_churn_scores(uow=uow, actor=SYSTEM, as_of=dt.date(2025, 6, 1))
-    assert nobody.value.fields[0].reason == "churn_no_customers"
+    assert nobody.value.fields[0].reason == "churn_cutoff_too_early"  # names the first date
     manager = Actor(type="user", id=1, name="m", role="manager", store_ids=frozenset({1}))
     with pytest.raises(Forbidden):
         churn_service.refresh_churn_scores(uow=uow, actor=manager, as_of=dt.date(2026, 3, 1))

@@ -182,6 +182,20 @@ def _check_may_analyse(actor: Actor) -> None:
         raise Forbidden("churn_forbidden")
 
 
+def _check_fit_after_first_purchase(conn: Connection, cutoff: dt.date, horizon_days: int,
+                                    field: str) -> None:
+    """The model learns from customers as of ``cutoff - horizon``: someone must have bought by
+    then. Refused with the earliest cut-off that works."""
+    from patron.analytics.service import first_purchase_day
+
+    first = first_purchase_day(conn)
+    if first is not None and cutoff - dt.timedelta(days=horizon_days) < first:
+        params = {"first": first.isoformat(), "horizon_days": horizon_days,
+                  "earliest": (first + dt.timedelta(days=horizon_days)).isoformat()}
+        raise ValidationFailed("churn_cutoff_too_early", params=params,
+                               fields=[FieldError(field, "churn_cutoff_too_early", params)])
+
+
 def _last_purchase_day(conn: Connection) -> dt.date | None:
     last = conn.execute(select(func.max(orders.c.purchased_at))).scalar_one()
     return None if last is None else last.astimezone(_zone()).date()
@@ -214,6 +228,7 @@ def evaluate_churn(*, uow: UnitOfWork, actor: Actor, cutoff: dt.date,
         params = {"needed": holdout_end.isoformat(), "last": last.isoformat() if last else "-"}
         raise ValidationFailed("churn_holdout_incomplete", params=params, fields=[
             FieldError("cutoff", "churn_holdout_incomplete", params)])
+    _check_fit_after_first_purchase(uow.c, cutoff, horizon_days, "cutoff")
     fitted = fit(uow=uow, cutoff=cutoff, horizon_days=horizon_days)
     test = snapshot(uow=uow, cutoff=cutoff, horizon_days=horizon_days, outcome_known=True)
     predicted = fitted.model.predict(test.features.matrix())
@@ -265,6 +280,7 @@ def refresh_churn_scores(*, uow: UnitOfWork, actor: Actor, as_of: dt.date | None
     _check_horizon(horizon_days)
     _check_may_analyse(actor)
     as_of = as_of or dt.datetime.now(_zone()).date()
+    _check_fit_after_first_purchase(uow.c, as_of, horizon_days, "as_of")
     if uow.dialect == "postgresql":
         # Concurrent refreshes take turns (each replaces every row); readers are not blocked.
         uow.c.execute(text("LOCK TABLE customer_churn_scores IN SHARE ROW EXCLUSIVE MODE"))

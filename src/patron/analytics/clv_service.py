@@ -206,6 +206,11 @@ def fit_models(summary: Summary, period: str) -> FittedModels:
         bgnbd = clv.fit_bgnbd(x, t_x, age)
     except clv.FitFailed as exc:
         raise ValidationFailed("clv_fit_failed", params={"reason": str(exc)}) from exc
+    if not (x > 0).any():
+        # The likelihood then peaks at r -> 0 (nobody ever buys again): no rhythm to learn.
+        raise ValidationFailed("clv_no_repeat_customers", params={"customers": len(summary)},
+                               fields=[FieldError("calibration_end", "clv_no_repeat_customers",
+                                                  {"customers": len(summary)})])
     m = summary.average_repeat_spend()
     repeat = (x > 0) & (m > 0)
     gamma_gamma = None
@@ -228,6 +233,17 @@ def _check_may_analyse(actor: Actor) -> None:
         raise Forbidden("clv_forbidden")
 
 
+def _check_after_first_purchase(conn: Connection, end: dt.date, field: str) -> None:
+    from patron.analytics.service import first_purchase_day
+
+    first = first_purchase_day(conn)
+    if first is not None and end < first:
+        params = {"end": end.isoformat(), "first": first.isoformat()}
+        raise ValidationFailed("clv_calibration_before_first_purchase", params=params,
+                               fields=[FieldError(field, "clv_calibration_before_first_purchase",
+                                                  params)])
+
+
 def _rounded(params: dict[str, float]) -> dict[str, float]:
     return {k: float(f"{v:.6g}") for k, v in params.items()}
 
@@ -242,6 +258,7 @@ def evaluate_clv(*, uow: UnitOfWork, actor: Actor, calibration_end: dt.date,
     if holdout_end is not None and holdout_end <= calibration_end:
         raise ValidationFailed(fields=[
             FieldError("holdout_end", "clv_holdout_before_calibration")])
+    _check_after_first_purchase(uow.c, calibration_end, "calibration_end")
     summary = purchase_summary(uow=uow, calibration_end=calibration_end, holdout_end=holdout_end)
     models = fit_models(summary, period)
     holdout = None
@@ -322,6 +339,7 @@ def refresh_predictions(*, uow: UnitOfWork, actor: Actor, as_of: dt.date | None 
             FieldError("monthly_discount", "clv_bad_discount")])
     tz = _zone(get_settings().default_timezone)
     as_of = as_of or dt.datetime.now(tz).date()
+    _check_after_first_purchase(uow.c, as_of, "as_of")
     if uow.dialect == "postgresql":
         # Concurrent refreshes take turns (each replaces every row); readers are not blocked.
         uow.c.execute(text("LOCK TABLE customer_predictions IN SHARE ROW EXCLUSIVE MODE"))

@@ -329,6 +329,16 @@ def evaluate_recommendations(*, uow: UnitOfWork, actor: Actor, cutoff: dt.date,
         raise ValidationFailed(fields=[FieldError("holdout_days", "crosssell_bad_holdout")])
     if not 1 <= k <= 100:
         raise ValidationFailed(fields=[FieldError("k", "crosssell_bad_k")])
+    from patron.analytics.service import first_purchase_day
+
+    first = first_purchase_day(uow.c)
+    if first is not None and cutoff <= first:
+        # Nothing bought before the cut-off: nothing to learn from, nobody to judge.
+        params = {"first": first.isoformat()}
+        raise ValidationFailed("crosssell_cutoff_before_first_purchase", params=params,
+                               fields=[FieldError("cutoff",
+                                                  "crosssell_cutoff_before_first_purchase",
+                                                  params)])
     learn_end = _day_start(cutoff)
     holdout_end = _day_start(cutoff + dt.timedelta(days=holdout_days))
     recommender = learn_recommender(uow.c, upper=learn_end)

@@ -106,6 +106,26 @@ def local_date(moment: dt.datetime) -> dt.date:
     return moment.astimezone(ZoneInfo(get_settings().default_timezone)).date()
 
 
+def first_purchase(conn: Connection) -> dt.datetime | None:
+    """The moment of the first recorded order (guests' included), from its index."""
+    return conn.execute(select(func.min(orders.c.purchased_at))).scalar()
+
+
+def first_purchase_day(conn: Connection) -> dt.date | None:
+    """The local day of the first recorded order; None in an empty store."""
+    first = first_purchase(conn)
+    return None if first is None else local_date(first)
+
+
+def _check_after_first_purchase(conn: Connection, moment: dt.datetime) -> None:
+    """Scores and stages as of a moment before anyone bought would describe the present
+    figures with a past clock (every recency 0, everyone new): refused with the date."""
+    first = first_purchase(conn)
+    if first is not None and moment < first:
+        raise _invalid("as_of", "analytics_as_of_before_first_purchase",
+                       first=local_date(first).isoformat())
+
+
 def end_of_local_day(moment: dt.datetime) -> dt.datetime:
     """The next local midnight: days are counted from there, so that whole days since a
     purchase are calendar days and every refresh of one day sees the same numbers."""
@@ -374,6 +394,7 @@ def refresh_rfm(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = No
     _need_refresher(actor)
     conn = uow.c
     moment = _as_of(as_of)
+    _check_after_first_purchase(conn, moment)
     scopes = all_scopes(conn) if scope == "all" else [parse_scope(conn, scope)]
     th = rfm_thresholds(conn)
     now = utcnow()
@@ -459,6 +480,7 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
     _need_refresher(actor)
     conn = uow.c
     moment = _as_of(as_of)
+    _check_after_first_purchase(conn, moment)
     today = local_date(moment)
     th = lifecycle_thresholds(conn)
     _tune(conn)

@@ -17,14 +17,14 @@ from patron.security.tables import users as user_rows
 from tests.e2e.conftest import PASSWORD, login
 from tests.factories import order
 
-PAGES = ["/", "/customers", "/dashboards", "/imports", "/admin/stores", "/admin/products",
-         "/admin/channels", "/admin/users", "/admin/audit"]
+PAGES = ["/", "/customers", "/dashboards", "/analytics", "/imports", "/admin/stores",
+         "/admin/products", "/admin/channels", "/admin/users", "/admin/audit"]
 
 # What each role may open; every other page answers 403.
 ALLOWED = {
     "owner": set(PAGES),
-    "analyst": {"/", "/customers", "/dashboards"},
-    "manager": {"/", "/customers", "/dashboards", "/imports"},
+    "analyst": {"/", "/customers", "/dashboards", "/analytics"},
+    "manager": {"/", "/customers", "/dashboards", "/analytics", "/imports"},
     "cashier": set(),
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from patron.config import get_settings
 from patron.customers.model import mask_email, mask_name, mask_phone
@@ -120,14 +120,19 @@ def _record(uow: UnitOfWork, actor: Actor, kind: str, fmt: str, filters: dict[st
 
 def export_customers(*, uow: UnitOfWork, actor: Actor,
                      filters: CustomerFilters | Mapping[str, Any] | None, fmt: Format,
-                     unmasked: bool = False) -> Path:
+                     unmasked: bool = False, among: Select[Any] | None = None,
+                     among_audit: Mapping[str, Any] | None = None) -> Path:
     """The customers the list would show for ``filters`` (the actor's scope applies), one row
-    each, masked unless ``unmasked`` is asked for by someone allowed to."""
+    each, masked unless ``unmasked`` is asked for by someone allowed to. ``among`` narrows
+    them to the ids a query selects (a list another area defines, such as an RFM segment);
+    ``among_audit`` describes that list in the audit entry."""
     _check(actor, fmt, unmasked)
     f = CustomerFilters.of(filters)
     conn = uow.c
     codes = {int(r.id): r.code for r in conn.execute(select(stores.c.id, stores.c.code))}
     query = customers_query(conn, actor, f).order_by(customers.c.id)
+    if among is not None:
+        query = query.where(customers.c.id.in_(among))
     path = _target("customers", fmt)
     count = 0
     with _writer(path, fmt, CUSTOMER_COLUMNS) as write:
@@ -143,7 +148,8 @@ def export_customers(*, uow: UnitOfWork, actor: Actor,
                 r["order_count"] or 0, r["net_spend"] if r["net_spend"] is not None else "0.00",
                 r["last_order_at"])])
             count += 1
-    _record(uow, actor, "customers", fmt, f.as_audit(), count, unmasked, path)
+    _record(uow, actor, "customers", fmt, {**f.as_audit(), **dict(among_audit or {})}, count,
+            unmasked, path)
     return path
 
 

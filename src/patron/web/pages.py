@@ -17,7 +17,7 @@ from patron.org.tables import stores
 from patron.security import service as security
 from patron.security.api import set_session_cookie
 from patron.security.model import Actor
-from patron.web import admin, customers, imports, plots
+from patron.web import admin, analytics, customers, imports, plots
 from patron.web import dashboard as dash
 from patron.web import dashboards as dashboard_pages
 from patron.web.render import (
@@ -131,5 +131,6 @@ def home(request: Request,
 router.include_router(plots.router)
 router.include_router(customers.router)
 router.include_router(dashboard_pages.router)
+router.include_router(analytics.router)
 router.include_router(imports.router)
 router.include_router(admin.router)

@@ -107,6 +107,8 @@ class Series:
     kind: Literal["bar", "line"] | None = None  # a line over bars, e.g. a rate over counts
     dash: str | None = None
     secondary: bool = False  # on the right-hand axis (its own scale and format)
+    colors: Sequence[str] | None = None  # one colour per bar (e.g. each segment its own)
+    x: Sequence[Any] | None = None  # for :func:`curves`: this series' own x values
 
 
 @dataclass(slots=True)
@@ -184,7 +186,7 @@ def bar(categories: Sequence[Any], series: Sequence[Series], *, x_title: str | N
             trace: dict[str, Any] = {"type": "scatter", "mode": "lines+markers",
                                      "line": {"color": color, "dash": s.dash or "solid"}}
         else:
-            trace = {"type": "bar", "marker": {"color": color}}
+            trace = {"type": "bar", "marker": {"color": list(s.colors) if s.colors else color}}
         trace["name"] = label(s.name)
         if s.secondary:
             trace["yaxis"] = "y2"
@@ -207,6 +209,8 @@ def bar(categories: Sequence[Any], series: Sequence[Series], *, x_title: str | N
         layout["yaxis2"] = {"overlaying": "y", "side": "right", "showgrid": False,
                             "zeroline": False, "rangemode": "tozero",
                             "tickformat": _TICK[y2_fmt], "hoverformat": _HOVER[y2_fmt]}
+        if y2_fmt == "money":
+            layout["yaxis2"]["tickprefix"] = "¥"
         if y2_title:
             layout["yaxis2"]["title"] = {"text": label(y2_title)}
         layout["margin"]["r"] = 56
@@ -236,6 +240,34 @@ def line(x: Sequence[Any], series: Sequence[Series], *, x_title: str | None = No
     return Chart(data, layout, columns, rows, id=id, height=height)
 
 
+def curves(series: Sequence[Series], *, x_title: str | None = None,
+           y_title: str | None = None, x_fmt: Format = "plain", fmt: Format = "plain",
+           diagonal: str | None = None, height: int = 320, id: str | None = None) -> Chart:
+    """Lines through (x, y) points, each series with its own ``x`` (e.g. a calibration plot:
+    mean predicted against observed rate). ``diagonal`` names a dashed y = x reference line
+    over the data's range."""
+    data = []
+    for i, s in enumerate(series):
+        data.append({"type": "scatter", "mode": "lines+markers", "name": label(s.name),
+                     "x": [_plain(v) for v in (s.x or [])], "y": [_plain(v) for v in s.values],
+                     "line": {"color": s.color or COLORS[i % len(COLORS)],
+                              "dash": s.dash or "solid"}})
+    layout = _layout(x_title=x_title, y_title=y_title, fmt=fmt, height=height)
+    layout["xaxis"].update({"tickformat": _TICK[x_fmt], "hoverformat": _HOVER[x_fmt]})
+    if diagonal is not None:
+        points = [v for s in series for v in [*(s.x or []), *s.values]
+                  if _number(v) is not None]
+        low = min([_number(v) or 0 for v in points], default=0)
+        high = max([_number(v) or 0 for v in points], default=1)
+        data.append({"type": "scatter", "mode": "lines", "name": label(diagonal),
+                     "x": [low, high], "y": [low, high], "hoverinfo": "skip",
+                     "line": {"color": MUTED, "dash": "dot", "width": 1}})
+    columns = ["", x_title or "x", y_title or "y"]
+    rows = [[s.name, format_value(x, x_fmt), format_value(y, fmt)]
+            for s in series for x, y in zip(s.x or [], s.values, strict=False)]
+    return Chart(data, layout, columns, rows, id=id, height=height)
+
+
 def pie(labels: Sequence[str], values: Sequence[Any], *, title: str = "", fmt: Format = "int",
         donut: bool = True, colors: Sequence[str] | None = None, height: int = 320,
         id: str | None = None) -> Chart:
@@ -252,8 +284,8 @@ def pie(labels: Sequence[str], values: Sequence[Any], *, title: str = "", fmt: F
     else:
         trace["hovertemplate"] = "%{label}<br>%{value:,} (%{percent})<extra></extra>"
     layout = _layout(x_title=None, y_title=None, fmt=fmt, height=height)
-    layout["legend"] = {"orientation": "v", "x": 1.02, "y": 1}
-    layout["margin"] = {"l": 8, "r": 8, "t": 8, "b": 8}
+    layout["legend"] = {"orientation": "v", "x": 1.02, "y": 0.9}
+    layout["margin"] = {"l": 8, "r": 8, "t": 28, "b": 8}
     columns, rows = _table(title, labels, [Series(title or "", values)], fmt)
     return Chart([trace], layout, columns, rows, id=id, height=height)
 
@@ -277,7 +309,8 @@ def heatmap(x: Sequence[Any], y: Sequence[Any], z: Sequence[Sequence[Any]], *,
 def sankey(nodes: Sequence[str], links: Sequence[tuple[int, int, Any]], *,
            node_colors: Sequence[str] | None = None, height: int = 360,
            columns: tuple[str, str, str] = ("", "", ""), id: str | None = None) -> Chart:
-    """Flows between nodes: ``links`` are (source index, target index, value)."""
+    """Flows between nodes: ``links`` are (source index, target index, value); each link
+    takes its target's colour, faded."""
     colors = list(node_colors or [COLORS[i % len(COLORS)] for i in range(len(nodes))])
     trace = {
         "type": "sankey", "arrangement": "snap",
@@ -285,10 +318,10 @@ def sankey(nodes: Sequence[str], links: Sequence[tuple[int, int, Any]], *,
                  "thickness": 16, "line": {"width": 0}},
         "link": {"source": [s for s, _, _ in links], "target": [t for _, t, _ in links],
                  "value": [_plain(v) for _, _, v in links],
-                 "color": [_fade(colors[s]) for s, _, _ in links]},
+                 "color": [_fade(colors[t]) for _, t, _ in links]},
     }
     layout = _layout(x_title=None, y_title=None, fmt="int", height=height, legend=False)
-    layout["margin"] = {"l": 8, "r": 8, "t": 8, "b": 8}
+    layout["margin"] = {"l": 8, "r": 8, "t": 28, "b": 8}
     rows = [[nodes[s], nodes[t], format_value(v, "int")] for s, t, v in links]
     return Chart([trace], layout, list(columns), rows, id=id, height=height)
 
@@ -348,8 +381,9 @@ def plotly_asset() -> Asset:
 
 
 @cache
-def _charts_script_version() -> str:
-    return hashlib.sha256((STATIC / "patron-charts.js").read_bytes()).hexdigest()[:12]
+def static_version(name: str) -> str:
+    """A short hash of a file under ``static/``, for cache-busting ``?v=`` query strings."""
+    return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]
 
 
 def chart_scripts() -> Markup:
@@ -357,7 +391,7 @@ def chart_scripts() -> Markup:
     version = plotly_asset().etag.strip('"')
     return Markup('<script src="{}?v={}" defer></script>\n'
                   '<script src="/static/patron-charts.js?v={}" defer></script>').format(
-        PLOTLY_PATH, version, _charts_script_version())
+        PLOTLY_PATH, version, static_version("patron-charts.js"))
 
 
 router = APIRouter(include_in_schema=False)

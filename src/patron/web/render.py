@@ -45,6 +45,7 @@ NAV = (
     ("/", "web.nav.dashboard", "dashboard.read"),
     ("/customers", "web.nav.customers", "customers.read"),
     ("/dashboards", "web.nav.dashboards", "dashboard.read"),
+    ("/analytics", "web.nav.analytics", "dashboard.read"),
     ("/imports", "web.nav.imports", "import"),
     ("/admin/stores", "web.nav.stores", "admin.org"),
     ("/admin/products", "web.nav.products", "admin.org"),
@@ -154,6 +155,7 @@ templates.env.filters["localtime"] = fmt_time
 templates.env.filters["percent"] = fmt_percent
 templates.env.filters["chart"] = plots.chart_html
 templates.env.globals["chart_scripts"] = plots.chart_scripts
+templates.env.globals["static_version"] = plots.static_version
 templates.env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": True}
 
 

@@ -150,6 +150,31 @@ def test_redemption_spends_soonest_expiring_points_first_for_their_value(uow, me
     clean(uow)
 
 
+def test_the_balance_does_not_collapse_at_expiry_after_spending(uow, member):
+    buy(uow, "O2", at=T0 + 300 * DAY)
+    redeem(uow, member["id"], 100, "r-1", now=T0 + 301 * DAY)  # 71 of O1's lot, 29 of O2's
+    stats = run_due(uow=uow, actor=SYSTEM, now=T0 + 366 * DAY)  # O1's lot expires: empty
+    assert stats["points_expired"] == 0
+    assert points(uow, member["id"])["available"] == 42
+    clean(uow)
+
+
+def test_points_held_for_one_document_cannot_be_spent_by_another(uow, member):
+    other = enrol(uow, "13900000009")
+    hold(uow, member["id"], 71, "pos-hold-1")
+    with pytest.raises(Conflict):
+        redeem(uow, member["id"], 1, "online-redeem-1")
+    uow.rollback()
+    with pytest.raises(Conflict):
+        service.transfer(uow=uow, actor=SYSTEM, member_id=member["id"], now=NOW,
+                         body=TransferIn(idempotency_key="t", to_member_id=other["id"],
+                                         points=1, reason="gift"))
+    uow.rollback()
+    assert points(uow, member["id"]) == {**points(uow, member["id"]), "available": 0,
+                                         "held": 71}
+    clean(uow)
+
+
 def test_a_retried_redemption_returns_the_first_result_and_spends_once(uow, member):
     first = redeem(uow, member["id"], 50, "till-7-0001")
     again = redeem(uow, member["id"], 50, "till-7-0001")

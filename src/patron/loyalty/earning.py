@@ -84,11 +84,12 @@ def find_members(conn: Connection, pairs: set[tuple[int, int]]) -> dict[tuple[in
     for i in range(0, len(customer_ids), 2000):
         part = customer_ids[i:i + 2000]
         direct.extend(int(r) for r in conn.execute(select(m.id).where(
-            m.program_id.in_(program_ids), m.customer_id.in_(part))).scalars())
+            m.program_id.in_(program_ids), persist.ids_in(conn, m.customer_id, part))).scalars())
         for member_id, survivor in conn.execute(
                 select(m.id, customers.c.merged_into_id)
                 .join(customers, customers.c.id == m.customer_id)
-                .where(customers.c.merged_into_id.in_(part), m.program_id.in_(program_ids))):
+                .where(persist.ids_in(conn, customers.c.merged_into_id, part),
+                       m.program_id.in_(program_ids))):
             via_merge[int(member_id)] = int(survivor)
     rows = persist.lock_members(conn, [*direct, *via_merge])
     out: dict[tuple[int, int], dict[str, Any]] = {}
@@ -128,7 +129,7 @@ def _tier_histories(conn: Connection, member_ids: Sequence[int]
     h = loyalty_tier_history.c
     for i in range(0, len(member_ids), 2000):
         for r in conn.execute(select(h.member_id, h.effective_at, h.to_tier_id)
-                              .where(h.member_id.in_(member_ids[i:i + 2000]))
+                              .where(persist.ids_in(conn, h.member_id, member_ids[i:i + 2000]))
                               .order_by(h.member_id, h.effective_at, h.id)):
             out[int(r.member_id)].append((r.effective_at, r.to_tier_id))
     return out
@@ -141,7 +142,8 @@ def _earned_on_days(conn: Connection, member_ids: Sequence[int], days: set[dt.da
     for i in range(0, len(member_ids), 2000):
         for member_id, day, points in conn.execute(
                 select(e.member_id, e.local_date, func.sum(e.points))
-                .where(e.member_id.in_(member_ids[i:i + 2000]), e.local_date.in_(sorted(days)))
+                .where(persist.ids_in(conn, e.member_id, member_ids[i:i + 2000]),
+                       e.local_date.in_(sorted(days)))
                 .group_by(e.member_id, e.local_date)):
             out[(int(member_id), day)] = int(points or 0)
     return out

@@ -13,6 +13,7 @@ from sqlalchemy import BigInteger, Connection, func, select, type_coerce
 
 from patron.db import UTCDateTime, bulk_insert, sqlite_executemany
 from patron.loyalty.model import TierDef, qualifying_tier
+from patron.loyalty.persist import ids_in
 from patron.loyalty.tables import loyalty_order_earnings, loyalty_tier_history, loyalty_tiers
 
 SPEND_WINDOW = dt.timedelta(days=365)
@@ -42,7 +43,8 @@ def spend_12m(conn: Connection, member_ids: Sequence[int], as_of: dt.datetime
         part = list(member_ids[i:i + 2000])
         net = func.sum(type_coerce(e.spend, BigInteger) - type_coerce(e.returned, BigInteger))
         rows = conn.execute(select(e.member_id, net)
-                            .where(e.member_id.in_(part), e.purchased_at > as_of - SPEND_WINDOW,
+                            .where(ids_in(conn, e.member_id, part),
+                                   e.purchased_at > as_of - SPEND_WINDOW,
                                    e.purchased_at <= as_of)
                             .group_by(e.member_id))
         for member_id, net in rows:

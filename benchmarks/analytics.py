@@ -47,6 +47,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -195,6 +196,7 @@ _ORDER_COLS = ("id", "channel_id", "scope_store_id", "external_id", "store_id", 
                "purchased_at", "gross_amount", "discount_amount", "total_amount",
                "refunded_amount", "line_count", "identifiers", "content_hash", "source",
                "created_at")
+_IDENTITY_COLS = ("id", "customer_id", "kind", "namespace", "value", "created_at")
 _LINE_COLS = ("id", "order_id", "line_no", "sku", "name", "category", "quantity", "unit_price",
               "discount", "amount", "returned_quantity")
 CHUNK = 100_000
@@ -216,7 +218,7 @@ def _customer_rows(db: BenchDatabase, data: Dataset, lo: int, hi: int) -> list[t
     for i, stamp in zip(range(lo, hi), stamps, strict=True):
         cid = i + 1
         is_member = cid % 5 < 3
-        rows.append((cid, None, f"+86139{cid:08d}", f"M{cid:08d}" if is_member else None,
+        rows.append((cid, None, _phone(cid), f"M{cid:08d}" if is_member else None,
                      int(is_member) if member else is_member,
                      store_ids[int(data.home_store[i])], pos, "{}", stamp, stamp))
     return rows
@@ -239,6 +241,17 @@ def _order_rows(db: BenchDatabase, data: Dataset, lo: int, hi: int) -> list[tupl
                      cust + 1 if cust >= 0 else None, stamps[j], gross, disc, total, refunded,
                      lines, "[]", f"{oid:064x}", "import", stamps[j]))
     return rows
+
+
+def _identity_rows(db: BenchDatabase, data: Dataset, lo: int, hi: int
+                   ) -> list[tuple[Any, ...]]:
+    stamps = _stamps(data.first_at[lo:hi], db.kind)
+    return [(i + 1, i + 1, "phone", "", _phone(i + 1), stamp)
+            for i, stamp in zip(range(lo, hi), stamps, strict=True)]
+
+
+def _phone(customer_id: int) -> str:
+    return f"+86139{customer_id:08d}"
 
 
 def _line_rows(data: Dataset, lo: int, hi: int) -> list[tuple[Any, ...]]:
@@ -269,19 +282,24 @@ def _write(conn: Connection, kind: str, table: str, cols: tuple[str, ...],
             f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)  # noqa: S608
 
 
-def load(db: BenchDatabase, data: Dataset, *, log: Callable[[str], None] | None = None
-         ) -> dict[str, float]:
-    """Customers, orders and lines straight into the tables, then the figures by Patron's
-    rebuild; returns the seconds of each part."""
+def load(db: BenchDatabase, data: Dataset, *, orders: int | None = None,
+         log: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Customers (with their phone as identity), the first ``orders`` orders (default all)
+    and their lines straight into the tables, then the figures by Patron's rebuild; returns
+    the seconds of each part."""
     engine = get_engine(db.url)
     seconds: dict[str, float] = {}
+    orders = data.orders if orders is None else orders
+    lines = int(np.searchsorted(data.line_order, orders))
     started = time.perf_counter()
     for table, cols, total, rows_of in (
             ("customers", _CUSTOMER_COLS, data.customers,
              lambda lo, hi: _customer_rows(db, data, lo, hi)),
-            ("orders", _ORDER_COLS, data.orders,
+            ("identities", _IDENTITY_COLS, data.customers,
+             lambda lo, hi: _identity_rows(db, data, lo, hi)),
+            ("orders", _ORDER_COLS, orders,
              lambda lo, hi: _order_rows(db, data, lo, hi)),
-            ("order_lines", _LINE_COLS, int(data.line_order.size),
+            ("order_lines", _LINE_COLS, lines,
              lambda lo, hi: _line_rows(data, lo, hi))):
         for lo in range(0, total, CHUNK):
             with UnitOfWork(engine) as uow:
@@ -308,6 +326,51 @@ def load(db: BenchDatabase, data: Dataset, *, log: Callable[[str], None] | None 
         log(f"  figures rebuilt in {seconds['figures']:.0f} s")
     _analyze(db)
     return seconds
+
+
+def order_body(db: BenchDatabase, data: Dataset, n: int) -> dict[str, Any]:
+    """Order ``n`` (0-based) as a till sends it: what ``record_orders`` takes."""
+    codes = db.store_codes
+    lo = int(np.searchsorted(data.line_order, n))
+    hi = int(np.searchsorted(data.line_order, n + 1))
+    lines = []
+    for j in range(lo, hi):
+        sku, name, category, _price, _w = CATALOG[int(data.line_item[j])]
+        line: dict[str, Any] = {
+            "sku": sku, "name": name, "category": category,
+            "quantity": str(Decimal(int(data.line_qty[j])) / 1000),
+            "unit_price": str(Decimal(int(data.line_price[j])) / 100)}
+        if data.line_discount[j]:
+            line["discount"] = str(Decimal(int(data.line_discount[j])) / 100)
+        lines.append(line)
+    at = dt.datetime.fromtimestamp(int(data.order_at[n]), dt.UTC)
+    body: dict[str, Any] = {
+        "external_id": f"A{n + 1:09d}", "channel": CHANNELS[int(data.order_channel[n])],
+        "store": codes[int(data.order_store[n])], "purchased_at": at.isoformat(),
+        "identifiers": {}, "lines": lines}
+    cust = int(data.order_customer[n])
+    if cust >= 0:
+        body["identifiers"] = {"phone": _phone(cust + 1)[3:]}  # as a till types it
+    return body
+
+
+def record_day(db: BenchDatabase, data: Dataset, lo: int, hi: int, *, chunk: int = 2000
+               ) -> dict[str, Any]:
+    """Orders ``lo``..``hi`` through Patron's ingestion (figures kept incrementally, as in
+    production); returns their count, the seconds and the outcomes."""
+    from patron.orders.service import record_orders
+
+    engine = get_engine(db.url)
+    outcomes: dict[str, int] = {}
+    started = time.perf_counter()
+    for start in range(lo, hi, chunk):
+        bodies = [order_body(db, data, n) for n in range(start, min(hi, start + chunk))]
+        with UnitOfWork(engine) as uow:
+            for out in record_orders(uow=uow, orders_in=bodies, source="import", actor=SYSTEM,
+                                     audit_each=False):
+                outcomes[out.status] = outcomes.get(out.status, 0) + 1
+    return {"orders": hi - lo, "seconds": round(time.perf_counter() - started, 2),
+            "statuses": outcomes}
 
 
 def _analyze(db: BenchDatabase) -> None:
@@ -452,6 +515,7 @@ def patron_refresh(url: str, as_of: dt.datetime) -> dict[str, Any]:
     life_ms = (time.perf_counter() - started) * 1000
     return {"ms": rfm_ms + life_ms, "rfm_ms": rfm_ms, "lifecycle_ms": life_ms,
             "scopes": len(rfm["scopes"]), "scored_rows": sum(rfm["scopes"].values()),
+            "rows_written": sum(rfm.get("written", rfm["scopes"]).values()),
             "overall": rfm["scopes"]["overall"], "stage_changes": life["changed"],
             "stages": life["stages"]}
 
@@ -595,31 +659,43 @@ def run(db: BenchDatabase, *, customers: int = CUSTOMERS, seed: int = SEED,
     if log:
         log(f"{label_db}: analytics data: {customers:,} customers, {data.orders:,} orders, "
             f"{data.line_order.size:,} lines (generated in {gen_s:.0f} s); loading ...")
-    loaded = load(db, data, log=log)
+    # The last day's orders are held back and recorded through Patron's own ingestion between
+    # the first refresh and the next night's, as a day of trading would be.
+    last_day = (END_DAY - dt.date(1970, 1, 1)).days
+    cut = int(np.searchsorted((data.order_at + OFFSET) // 86400, last_day))
+    loaded = load(db, data, orders=cut, log=log)
     label = f"{label_db}, {customers:,} customers"
+    if log:
+        log(f"{label_db}: RFM + lifecycle refresh, cold ...")
+    cold = patron_refresh(db.url, end_of_day(END_DAY - dt.timedelta(days=1)))
+    if log:
+        log(f"{label_db}: the last day's {data.orders - cut:,} orders through record_orders ...")
+    day = record_day(db, data, cut, data.orders)
+    if log:
+        log(f"{label_db}: RFM + lifecycle refresh, the next night ...")
     as_of = end_of_day(END_DAY)
+    nightly = patron_refresh(db.url, as_of)
     if log:
         log(f"{label_db}: DuckDB anchor ...")
     frame = _export_orders(db)
     duck = duckdb_aggregates(frame, as_of, figures=_export_figures(db))
     duck_ms = duck["ms"]
     del frame
-    if log:
-        log(f"{label_db}: RFM + lifecycle refresh, cold then the next night ...")
-    cold = patron_refresh(db.url, as_of)
-    nightly = patron_refresh(db.url, as_of + dt.timedelta(days=1))
     notes_common = {"orders": data.orders, "customers": customers,
                     "lines": int(data.line_order.size), "duckdb": duck,
-                    "load_seconds": {k: round(v, 1) for k, v in loaded.items()}}
+                    "load_seconds": {k: round(v, 1) for k, v in loaded.items()},
+                    "last_day_recorded": day}
+    anchor = "DuckDB: same per-customer aggregates from the raw orders (in memory)"
     figures = [
-        Figure(f"RFM + lifecycle full refresh, cold ({label})", cold["ms"], "ms",
-               "DuckDB: same per-customer aggregates from the raw orders (in memory)",
+        Figure(f"RFM + lifecycle full refresh, cold ({label})", cold["ms"], "ms", anchor,
                duck_ms, higher_is_better=False, target="ratio <= 1 (no slower than DuckDB)",
-               passed=cold["ms"] <= duck_ms, notes={**notes_common, **cold}),
+               passed=cold["ms"] <= duck_ms,
+               notes={**notes_common, **cold, "as_of": "the day before the last"}),
         Figure(f"RFM + lifecycle full refresh, next night ({label})", nightly["ms"], "ms",
-               "DuckDB: same per-customer aggregates from the raw orders (in memory)",
-               duck_ms, higher_is_better=False, target="ratio <= 1 (no slower than DuckDB)",
-               passed=nightly["ms"] <= duck_ms, notes={**notes_common, **nightly}),
+               anchor, duck_ms, higher_is_better=False,
+               target="ratio <= 1 (no slower than DuckDB)", passed=nightly["ms"] <= duck_ms,
+               notes={**notes_common, **nightly,
+                      "as_of": "the last day, after its orders were recorded"}),
     ]
     differing = duck["differing_from_figures"]
     figures.append(Figure(

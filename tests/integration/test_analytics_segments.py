@@ -66,7 +66,7 @@ def test_overall_scores_follow_the_rank_rule_with_ties(uow, shop):
     assert result["scopes"] == {"overall": 5}
     got = scores(uow)
     ids = [shop[k] for k in ("weekly", "quarterly", "newcomer", "gone", "big")]
-    recency = [got[i].recency_days for i in ids]
+    recency = [service.recency_days(got[i].last_order_at, AS_OF) for i in ids]
     assert recency == [21, 21, 3, 400, 2]
     assert [got[i].frequency for i in ids] == [10, 5, 1, 1, 6]
     assert [got[i].monetary for i in ids] == [Decimal("710.00"), Decimal("355.00"),
@@ -88,7 +88,10 @@ def test_refresh_replaces_the_scope_and_is_audited(uow, shop):
     service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF)
     service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF + dt.timedelta(days=30))
     assert uow.c.execute(select(func.count()).select_from(rfm_scores)).scalar_one() == 5
-    assert scores(uow)[shop["big"]].recency_days == 32
+    later = AS_OF + dt.timedelta(days=30)
+    assert service.customer_analytics(uow.c, actor=SYSTEM, customer_id=shop["big"])[
+        "rfm"]["recency_days"] == 32
+    assert service.recency_days(scores(uow)[shop["big"]].last_order_at, later) == 32
     actions = list(uow.c.execute(select(audit_log.c.action).where(
         audit_log.c.action == "analytics.rfm_refreshed")).scalars())
     assert len(actions) == 2

@@ -39,6 +39,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -57,13 +58,14 @@ from patron.analytics.tables import (
     analytics_settings,
     lifecycle_stages,
     lifecycle_transitions,
+    rfm_refreshes,
     rfm_scores,
 )
 from patron.config import get_settings
 from patron.customers.model import mask_name, mask_phone
 from patron.customers.queries import visible_clause, visible_customer
 from patron.customers.tables import customer_figures, customers
-from patron.db import Money, UnitOfWork, UTCDateTime, utcnow
+from patron.db import Money, UnitOfWork, UTCDateTime, upsert, utcnow
 from patron.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from patron.i18n import t
 from patron.orders.tables import orders
@@ -151,6 +153,14 @@ def _whole_days(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any
     """Whole elapsed days, never negative (a purchase after ``as_of`` counts as today)."""
     days = func.floor(_days_between(conn, later, earlier))
     return cast(case((days < 0, 0), else_=days), Integer)
+
+
+def _live(customer_id: Any) -> ColumnElement[Any]:
+    """Not merged into another profile. As an anti-join on the (few, indexed) merged profiles
+    rather than a join with every customer: a million-row hash saved per refresh query."""
+    merged = customers.c
+    return ~select(merged.id).where(merged.id == customer_id,
+                                    merged.merged_into_id.is_not(None)).exists()
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -316,9 +326,8 @@ def _build_store_totals(conn: Connection, as_of: dt.datetime) -> None:
         ["store_id", "customer_id", "last_at", "frequency", "monetary"],
         select(o.store_id, o.customer_id, func.max(o.purchased_at), func.count(),
                func.sum(o.total_amount - o.refunded_amount))
-        .join(customers, customers.c.id == o.customer_id)
-        .where(o.store_id.is_not(None), o.customer_id.is_not(None),
-               customers.c.merged_into_id.is_(None), o.purchased_at <= _moment(conn, as_of))
+        .where(o.store_id.is_not(None), o.customer_id.is_not(None), _live(o.customer_id),
+               o.purchased_at <= _moment(conn, as_of))
         .group_by(o.store_id, o.customer_id)))
     # Indexed once filled: one bulk build instead of an update per row.
     conn.exec_driver_sql(f"CREATE INDEX {_store_totals.name}_store "
@@ -336,8 +345,7 @@ def _rfm_source(conn: Connection, scope: Scope) -> Any:
                        fig.last_order_at.label("last_at"),
                        fig.order_count.label("frequency"),
                        fig.net_spend.label("monetary"))
-                .join(customers, customers.c.id == fig.customer_id)
-                .where(customers.c.merged_into_id.is_(None), fig.order_count > 0,
+                .where(_live(fig.customer_id), fig.order_count > 0,
                        fig.last_order_at.is_not(None))).subquery("src")
     t = _store_totals.c
     if len(scope.store_ids) == 1:
@@ -350,12 +358,18 @@ def _rfm_source(conn: Connection, scope: Scope) -> Any:
             .group_by(t.customer_id)).subquery("src")
 
 
+_RFM_VALUES = ("last_order_at", "frequency", "monetary", "r_score", "f_score", "m_score",
+               "segment")
+
+
 def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThresholds,
-                   now: dt.datetime) -> int:
+                   now: dt.datetime) -> tuple[int, int]:
+    """Score every customer of the scope; write the rows that are new or changed and delete
+    those of customers no longer in it. Returns (customers scored, rows written)."""
     src = _rfm_source(conn, scope)
     days = _whole_days(conn, _moment(conn, end_of_local_day(as_of)), src.c.last_at)
-    base = select(src.c.customer_id, days.label("recency_days"), src.c.frequency,
-                  src.c.monetary).subquery("base")
+    base = select(src.c.customer_id, src.c.last_at, days.label("recency_days"),
+                  src.c.frequency, src.c.monetary).subquery("base")
     # Counted beforehand: a window over the whole scope makes PostgreSQL keep every row, and a
     # scalar subquery is planned once per score.
     n = literal(max(1, int(conn.execute(select(func.count()).select_from(src)).scalar_one())))
@@ -368,23 +382,41 @@ def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmTh
     m = (_threshold_score(base.c.monetary, tuple(Decimal(str(v)) for v in th.monetary),
                           recency=False)
          if th.monetary else _score(func.rank().over(order_by=base.c.monetary), n))
-    scored = select(base.c.customer_id, base.c.recency_days, base.c.frequency,
+    scored = select(base.c.customer_id, base.c.last_at, base.c.frequency,
                     base.c.monetary, r.label("r_score"), f.label("f_score"),
                     m.label("m_score")).subquery("scored")
     rows = select(literal(scope.key).label("scope"), scored.c.customer_id,
-                  scored.c.recency_days, scored.c.frequency, scored.c.monetary,
+                  scored.c.last_at, scored.c.frequency, scored.c.monetary,
                   scored.c.r_score, scored.c.f_score, scored.c.m_score,
                   _segment_case(scored.c.r_score, scored.c.f_score, scored.c.m_score)
                   .label("segment"), literal(now, UTCDateTime).label("computed_at")
                   # in key order: the primary key and the customer index fill page by page
                   ).order_by(scored.c.customer_id)
-    conn.execute(delete(rfm_scores).where(rfm_scores.c.scope == scope.key))
-    conn.execute(insert(rfm_scores).from_select(
-        ["scope", "customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score",
-         "m_score", "segment", "computed_at"], rows))
+    columns = ["scope", "customer_id", *_RFM_VALUES, "computed_at"]
+    s = rfm_scores.c
+    first = conn.execute(select(s.customer_id).where(s.scope == scope.key).limit(1)).first()
+    if first is None:
+        conn.execute(insert(rfm_scores).from_select(columns, rows))
+    else:
+        gone = select(src.c.customer_id).where(src.c.customer_id == s.customer_id)
+        conn.execute(delete(rfm_scores).where(s.scope == scope.key, ~gone.exists()))
+        # SQLite reads "SELECT ... ON CONFLICT" as a join unless the SELECT has a WHERE.
+        stmt = upsert(conn, rfm_scores).from_select(columns, rows.where(true()))
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["scope", "customer_id"],
+            set_={c: new[c] for c in (*_RFM_VALUES, "computed_at")},
+            where=or_(*(s[c] != new[c] for c in _RFM_VALUES)))
+        conn.execute(stmt)
     # (SQLite's driver reports no row count for INSERT ... SELECT)
-    return int(conn.execute(select(func.count()).select_from(rfm_scores).where(
-        rfm_scores.c.scope == scope.key)).scalar_one())
+    total, written = conn.execute(
+        select(func.count(), func.coalesce(func.sum(case((s.computed_at == _moment(conn, now),
+                                                           1), else_=0)), 0))
+        .where(s.scope == scope.key)).one()
+    conn.execute(delete(rfm_refreshes).where(rfm_refreshes.c.scope == scope.key))
+    conn.execute(insert(rfm_refreshes).values(scope=scope.key, as_of=as_of, computed_at=now,
+                                               customers=int(total), changed=int(written)))
+    return int(total), int(written)
 
 
 def refresh_rfm(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None,
@@ -402,13 +434,16 @@ def refresh_rfm(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = No
     partial = any(s.store_ids is not None for s in scopes)
     if partial:
         _build_store_totals(conn, moment)
-    scored = {s.key: _refresh_scope(conn, s, moment, th, now) for s in scopes}
+    done = {s.key: _refresh_scope(conn, s, moment, th, now) for s in scopes}
     if partial:
         _drop_store_totals(conn)
+    scored = {key: total for key, (total, _written) in done.items()}
+    written = {key: n for key, (_total, n) in done.items()}
     audit.record(conn, actor, "analytics.rfm_refreshed", entity="rfm_scores",
-                 details={"scope": scope, "as_of": moment.isoformat(), "customers": scored})
+                 details={"scope": scope, "as_of": moment.isoformat(), "customers": scored,
+                          "rows_written": sum(written.values())})
     uow.commit()
-    return {"as_of": moment, "scopes": scored}
+    return {"as_of": moment, "scopes": scored, "written": written}
 
 
 # --- lifecycle refresh ----------------------------------------------------------------------
@@ -418,12 +453,12 @@ def _population_interval(conn: Connection) -> float:
     fig = customer_figures.c
     interval = (_days_between(conn, fig.last_order_at, fig.first_order_at)
                 / (fig.purchase_days - 1))
-    repeat = and_(fig.purchase_days > 1, customers.c.merged_into_id.is_(None))
-    joined = customer_figures.join(customers, customers.c.id == fig.customer_id)
-    count = conn.execute(select(func.count()).select_from(joined).where(repeat)).scalar_one()
+    repeat = and_(fig.purchase_days > 1, _live(fig.customer_id))
+    count = conn.execute(select(func.count()).select_from(customer_figures).where(repeat)
+                         ).scalar_one()
     if not count:
         return DEFAULT_POPULATION_INTERVAL
-    value = conn.execute(select(interval).select_from(joined).where(repeat)
+    value = conn.execute(select(interval).select_from(customer_figures).where(repeat)
                          .order_by(interval).offset(int(count) // 2).limit(1)).scalar()
     return float(value) if value is not None else DEFAULT_POPULATION_INTERVAL
 
@@ -501,9 +536,8 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
                           bought_since=case((fig.last_order_at > st.entered_last_order_at, 1),
                                             else_=0),
                           population=population, th=th).label("stage"))
-               .join(customers, customers.c.id == fig.customer_id)
                .outerjoin(lifecycle_stages, st.customer_id == fig.customer_id)
-               .where(customers.c.merged_into_id.is_(None), fig.purchase_days > 0,
+               .where(_live(fig.customer_id), fig.purchase_days > 0,
                       fig.last_order_at.is_not(None))).subquery("decided")
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_stage_changes.name}")
     _stage_changes.create(conn)
@@ -547,18 +581,36 @@ def _fen_average(value: Any) -> Decimal:
     return (Decimal(str(round(float(value)))) / 100).quantize(Decimal("0.01"))
 
 
+def _scope_refresh(conn: Connection, key: str) -> Any:
+    return conn.execute(select(rfm_refreshes).where(rfm_refreshes.c.scope == key)).first()
+
+
+def _recency_sql(conn: Connection, refresh: Any) -> ColumnElement[Any]:
+    """Whole days from each row's last purchase to the end of the scope's as-of day."""
+    as_of = refresh.as_of if refresh is not None else utcnow()
+    return _whole_days(conn, _moment(conn, end_of_local_day(as_of)), rfm_scores.c.last_order_at)
+
+
+def recency_days(last_order_at: dt.datetime, as_of: dt.datetime) -> int:
+    """The same in Python, for one row."""
+    days = (end_of_local_day(as_of) - last_order_at).total_seconds() // 86400
+    return max(0, int(days))
+
+
 def rfm_summary(conn: Connection, *, actor: Actor, scope: str = "overall") -> dict[str, Any]:
     """Customers per segment with their average recency, frequency, monetary and scores,
     among the customers the actor may see."""
     _need(actor, "dashboard.read")
     key = parse_scope(conn, scope).key
+    refresh = _scope_refresh(conn, key)
     s = rfm_scores.c
     rows = conn.execute(
         select(s.segment, func.count().label("customers"),
-               func.avg(s.recency_days).label("recency"), func.avg(s.frequency).label("freq"),
+               func.avg(_recency_sql(conn, refresh)).label("recency"),
+               func.avg(s.frequency).label("freq"),
                func.avg(cast(s.monetary, Integer)).label("money"),
                func.avg(s.r_score).label("r"), func.avg(s.f_score).label("f"),
-               func.avg(s.m_score).label("m"), func.max(s.computed_at).label("computed_at"))
+               func.avg(s.m_score).label("m"))
         .join(customers, customers.c.id == s.customer_id)
         .where(s.scope == key, visible_clause(actor))
         .group_by(s.segment)).all()
@@ -579,10 +631,8 @@ def rfm_summary(conn: Connection, *, actor: Actor, scope: str = "overall") -> di
             "avg_f": round(float(r.f), 2) if r else None,
             "avg_m": round(float(r.m), 2) if r else None,
         })
-    computed = [r.computed_at for r in rows if r.computed_at is not None]
-    if computed and isinstance(computed[0], str):  # SQLite's MAX() returns the stored text
-        computed = [dt.datetime.fromisoformat(c).replace(tzinfo=dt.UTC) for c in computed]
-    return {"scope": key, "computed_at": max(computed) if computed else None,
+    return {"scope": key, "computed_at": refresh.computed_at if refresh is not None and total
+            else None, "as_of": refresh.as_of if refresh is not None else None,
             "customers": total, "segments": segments}
 
 
@@ -598,9 +648,10 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
     where = (s.scope == key, s.segment == segment, visible_clause(actor))
     total = conn.execute(select(func.count()).select_from(rfm_scores).join(
         customers, customers.c.id == s.customer_id).where(*where)).scalar_one()
+    recency = _recency_sql(conn, _scope_refresh(conn, key)).label("recency_days")
     rows = conn.execute(
         select(customers.c.id, customers.c.member_code, customers.c.is_member,
-               customers.c.name, customers.c.phone, s.recency_days, s.frequency, s.monetary,
+               customers.c.name, customers.c.phone, recency, s.frequency, s.monetary,
                s.r_score, s.f_score, s.m_score)
         .join(customers, customers.c.id == s.customer_id).where(*where)
         .order_by(s.monetary.desc(), s.frequency.desc(), customers.c.id)
@@ -661,14 +712,17 @@ def customer_analytics(conn: Connection, *, actor: Actor, customer_id: int) -> d
     _need(actor, "dashboard.read")
     visible_customer(conn, actor, customer_id)
     lang = actor.language
-    s = rfm_scores.c
+    s, rr = rfm_scores.c, rfm_refreshes.c
     scores = [{"scope": r.scope, "segment": r.segment,
                "label": _label("segment", r.segment, lang), "r": int(r.r_score),
-               "f": int(r.f_score), "m": int(r.m_score), "recency_days": int(r.recency_days),
+               "f": int(r.f_score), "m": int(r.m_score),
+               "recency_days": recency_days(r.last_order_at, r.as_of or r.computed_at),
                "frequency": int(r.frequency), "monetary": r.monetary,
-               "computed_at": r.computed_at}
-              for r in conn.execute(select(rfm_scores).where(s.customer_id == customer_id)
-                                    .order_by(s.scope))]
+               "computed_at": r.refreshed_at or r.computed_at}
+              for r in conn.execute(
+                  select(rfm_scores, rr.as_of, rr.computed_at.label("refreshed_at"))
+                  .outerjoin(rfm_refreshes, rr.scope == s.scope)
+                  .where(s.customer_id == customer_id).order_by(s.scope))]
     current = conn.execute(select(lifecycle_stages).where(
         lifecycle_stages.c.customer_id == customer_id)).first()
     tr = lifecycle_transitions.c

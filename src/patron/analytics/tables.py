@@ -21,14 +21,16 @@ analytics_settings = Table(
     Column("updated_by", String(120), nullable=False),
 )
 
-# One row per customer and scope ("overall", "store:SH01", "region:EAST", "brand:B1"), replaced
-# wholesale by each refresh of that scope.
+# One row per customer and scope ("overall", "store:SH01", "region:EAST", "brand:B1"). A refresh
+# recomputes every row and writes only those that changed: recency is not stored (it grows by a
+# day every night for everyone) but read as the whole days from ``last_order_at`` to the end of
+# the scope's as-of day (``rfm_refreshes``). ``computed_at``: when the row last changed.
 rfm_scores = Table(
     "rfm_scores",
     metadata,
     Column("scope", String(48), primary_key=True),
     Column("customer_id", ForeignKey("customers.id"), primary_key=True),
-    Column("recency_days", Integer, nullable=False),
+    Column("last_order_at", UTCDateTime, nullable=False),
     Column("frequency", Integer, nullable=False),
     Column("monetary", Money, nullable=False),
     Column("r_score", SmallInteger, nullable=False),
@@ -38,6 +40,17 @@ rfm_scores = Table(
     Column("computed_at", UTCDateTime, nullable=False),
     Index("ix_rfm_scores_scope_segment", "scope", "segment"),
     Index("ix_rfm_scores_customer_id", "customer_id"),
+)
+
+# The last refresh of each RFM scope: what its scores are as of.
+rfm_refreshes = Table(
+    "rfm_refreshes",
+    metadata,
+    Column("scope", String(48), primary_key=True),
+    Column("as_of", UTCDateTime, nullable=False),
+    Column("computed_at", UTCDateTime, nullable=False),
+    Column("customers", Integer, nullable=False),
+    Column("changed", Integer, nullable=False),  # rows written by that refresh
 )
 
 # The current stage of every customer with a purchase; written only when it changes.

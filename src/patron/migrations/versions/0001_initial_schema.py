@@ -335,6 +335,14 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_regions')),
     sa.UniqueConstraint('code', name=op.f('uq_regions_code'))
     )
+    op.create_table('rfm_refreshes',
+    sa.Column('scope', sa.String(length=48), nullable=False),
+    sa.Column('as_of', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('computed_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.Column('changed', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('scope', name=op.f('pk_rfm_refreshes'))
+    )
     op.create_table('users',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('username', sa.String(length=64), nullable=False),
@@ -817,7 +825,7 @@ def upgrade() -> None:
     op.create_table('rfm_scores',
     sa.Column('scope', sa.String(length=48), nullable=False),
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('recency_days', sa.Integer(), nullable=False),
+    sa.Column('last_order_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('frequency', sa.Integer(), nullable=False),
     sa.Column('monetary', patron.db.Money(), nullable=False),
     sa.Column('r_score', sa.SmallInteger(), nullable=False),
@@ -1242,6 +1250,7 @@ def downgrade() -> None:
     op.drop_table('api_keys')
     op.drop_table('webhook_endpoints')
     op.drop_table('users')
+    op.drop_table('rfm_refreshes')
     op.drop_table('regions')
     op.drop_table('dashboard_structure')
     op.drop_table('dashboard_sales_daily')

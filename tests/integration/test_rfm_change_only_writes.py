@@ -1,0 +1,97 @@
+"""An RFM refresh recomputes every score but writes only the rows that changed: recency is read
+from the last purchase and the scope's as-of day, so a quiet night rewrites nothing, a new
+purchase rewrites its customer (and those whose quantile moved), a merged profile leaves."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select
+
+from patron.analytics import service
+from patron.analytics.tables import rfm_refreshes, rfm_scores
+from patron.customers.service import merge_customers
+from patron.orders.service import record_orders
+from patron.security.model import SYSTEM
+from tests.factories import make_org, order
+
+CST = dt.timezone(dt.timedelta(hours=8))
+AS_OF = dt.datetime(2026, 6, 1, 12, 0, tzinfo=CST)
+
+
+def record(uow, bodies):
+    out = record_orders(uow=uow, orders_in=bodies, source="api", actor=SYSTEM,
+                        now=AS_OF + dt.timedelta(days=60), audit_each=False)
+    assert all(o.status == "created" for o in out), out
+    return out[-1].customer_id
+
+
+def visits(uow, name, phone, store, ago):
+    return record(uow, [order(f"{name}{i}", store=store, at=AS_OF - dt.timedelta(days=n),
+                              identifiers={"phone": phone}) for i, n in enumerate(ago)])
+
+
+def rows(uow, scope="overall"):
+    return {r.customer_id: r for r in uow.c.execute(
+        select(rfm_scores).where(rfm_scores.c.scope == scope))}
+
+
+def test_a_quiet_night_writes_nothing_and_recency_still_grows(uow):
+    make_org(uow)
+    ids = [visits(uow, f"C{k}", f"1380000{k:04d}", "SH01" if k % 2 else "BJ01",
+                  [3 + 11 * k + 7 * i for i in range(k % 4 + 1)]) for k in range(12)]
+    first = service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    assert first["written"] == first["scopes"]  # every row is new
+    before = rows(uow)
+    days = service.segment_customers(uow.c, actor=SYSTEM, segment=before[ids[0]].segment)
+    recency_then = {i["id"]: i["recency_days"] for i in days["items"]}
+
+    again = service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    assert set(again["written"].values()) == {0}
+    later = AS_OF + dt.timedelta(days=1)
+    next_night = service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=later, scope="all")
+    # Everyone is a day further from their last purchase and nobody bought: ranks, scores
+    # and segments are unchanged, so nothing is written.
+    assert set(next_night["written"].values()) == {0}
+    after = rows(uow)
+    assert {k: (r.r_score, r.f_score, r.m_score, r.segment, r.computed_at)
+            for k, r in after.items()} == {
+        k: (r.r_score, r.f_score, r.m_score, r.segment, r.computed_at)
+        for k, r in before.items()}
+    days = service.segment_customers(uow.c, actor=SYSTEM, segment=before[ids[0]].segment)
+    assert {i["id"]: i["recency_days"] for i in days["items"]} == {
+        k: v + 1 for k, v in recency_then.items()}
+    summary = service.rfm_summary(uow.c, actor=SYSTEM)
+    assert summary["as_of"] == later.astimezone(dt.UTC)
+    refreshed = uow.c.execute(select(rfm_refreshes.c.scope, rfm_refreshes.c.changed)).all()
+    assert len(refreshed) == len(first["scopes"]) and {c for _s, c in refreshed} == {0}
+
+
+def test_a_new_purchase_rewrites_its_customer_and_a_merged_profile_leaves(uow):
+    make_org(uow)
+    a = visits(uow, "A", "13800000001", "SH01", [40, 80])
+    b = visits(uow, "B", "13800000002", "SH01", [10])
+    c = visits(uow, "C", "13800000003", "BJ01", [200, 230, 260])
+    d = visits(uow, "D", "13800000004", "BJ01", [5, 6])
+    service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    old = rows(uow)
+
+    record(uow, [order("A9", store="SH01", at=AS_OF + dt.timedelta(hours=20),
+                       identifiers={"phone": "13800000001"})])
+    merge_customers(uow=uow, survivor_id=c, merged_id=d, reason="same person", actor=SYSTEM)
+    later = AS_OF + dt.timedelta(days=1)
+    out = service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=later, scope="all")
+
+    new = rows(uow)
+    assert set(new) == {a, b, c}  # d merged into c
+    assert new[a].frequency == 3 and new[a].last_order_at > old[a].last_order_at
+    assert new[a].computed_at > old[a].computed_at
+    assert new[c].frequency == 5  # c's own three and d's two
+    assert out["scopes"]["overall"] == 3
+    assert 2 <= out["written"]["overall"] <= 3  # a and c; b only if its quantile moved
+    assert rows(uow, "store:BJ01").keys() == {c}
+    assert uow.c.execute(select(func.count()).select_from(rfm_scores).where(
+        rfm_scores.c.customer_id == d)).scalar_one() == 0
+    view = service.customer_analytics(uow.c, actor=SYSTEM, customer_id=a)
+    assert view["rfm"]["recency_days"] == 0 and view["rfm"]["frequency"] == 3
+    assert view["rfm"]["computed_at"] == new[a].computed_at

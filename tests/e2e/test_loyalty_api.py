@@ -212,3 +212,25 @@ def test_members_list_and_detail(client, member):
     detail = client.get(f"/api/v1/loyalty/members/{member['id']}").json()
     assert detail["qualification"]["next_tier"]["code"] == "GOLD"
     assert detail["growth_value"] == 71
+
+
+def test_hostile_input_to_every_loyalty_endpoint_is_a_4xx_never_a_500(client, member):
+    from patron.app import create_app
+
+    routes = [(m.upper(), p) for p, ops in create_app().openapi()["paths"].items()
+              if p.startswith("/api/v1/loyalty/") for m in ops]
+    assert len(routes) >= 20
+    bodies = [None, {}, [], "x", {"points": "lots", "idempotency_key": "k" * 65},
+              {"points": 10**30, "idempotency_key": "ok", "store": "SH01"},
+              {"rules": {"multipliers": {"category": {"coffee": "NaN"}}}},
+              {"effective_from": "2026-13-01", "rules": {}},
+              {"phone": "🙂" * 40, "privacy": {"version": None}},
+              {"tier": "GOLD", "until": "2099-01-01T00:00:00", "reason": "naive time"}]
+    ids = [str(member["id"]), "0", "-1", "99999999999999999999", "abc"]
+    for method, path in routes:
+        for ident in ids:
+            concrete = path.replace("{member_id}", ident).replace("{hold_id}", ident) \
+                .replace("{code}", "BB").replace("{tier}", "GOLD")
+            for body in bodies if method in ("POST", "PATCH") else [None]:
+                r = client.request(method, concrete, json=body)
+                assert r.status_code < 500, (method, concrete, body, r.text[:300])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -38,6 +38,8 @@ Enroller = Annotated[Actor, Depends(require("loyalty.enrol"))]
 Redeemer = Annotated[Actor, Depends(require("loyalty.redeem"))]
 Adjuster = Annotated[Actor, Depends(require("loyalty.adjust"))]
 Page = Annotated[int, Query(ge=1, le=100000)]
+# Ids in the path fit the database's 64-bit keys; anything larger is a 422, not a driver error.
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 PageSize = Annotated[int, Query(ge=1, le=200)]
 
 
@@ -118,76 +120,76 @@ def lookup(code: str, uow: UowDep, actor: Looker, member_code: str | None = None
 
 
 @router.get("/loyalty/members/{member_id}")
-def get_member(member_id: int, uow: UowDep, actor: Reader) -> Any:
+def get_member(member_id: Id, uow: UowDep, actor: Reader) -> Any:
     return render(queries.get_member(uow.c, actor=actor, member_id=member_id))
 
 
 @router.get("/loyalty/members/{member_id}/balance")
-def balance(member_id: int, uow: UowDep, actor: Looker) -> Any:
+def balance(member_id: Id, uow: UowDep, actor: Looker) -> Any:
     """Available, pending, held and owed points, the lots with their expiry dates."""
     return render(queries.balance(uow.c, actor=actor, member_id=member_id))
 
 
 @router.get("/loyalty/members/{member_id}/ledger")
-def ledger(member_id: int, uow: UowDep, actor: Reader, page: Page = 1,
+def ledger(member_id: Id, uow: UowDep, actor: Reader, page: Page = 1,
            page_size: PageSize = 50) -> Any:
     return render(queries.ledger(uow.c, actor=actor, member_id=member_id, page=page,
                                  page_size=page_size))
 
 
 @router.get("/loyalty/members/{member_id}/tiers")
-def tier_history(member_id: int, uow: UowDep, actor: Reader) -> Any:
+def tier_history(member_id: Id, uow: UowDep, actor: Reader) -> Any:
     return render({"items": queries.tier_history(uow.c, actor=actor, member_id=member_id)})
 
 
 @router.post("/loyalty/members/{member_id}/tier")
-def grant_tier(member_id: int, body: TierGrantIn, uow: UowDep, actor: Manager) -> Any:
+def grant_tier(member_id: Id, body: TierGrantIn, uow: UowDep, actor: Manager) -> Any:
     """Grant a tier by hand until a date (an owner's decision, audited with its reason)."""
     return render(service.grant_tier(uow=uow, actor=actor, member_id=member_id, body=body))
 
 
 @router.get("/loyalty/members/{member_id}/consents")
-def consents(member_id: int, uow: UowDep, actor: Reader) -> Any:
+def consents(member_id: Id, uow: UowDep, actor: Reader) -> Any:
     return render({"items": queries.consent_history(uow.c, actor=actor, member_id=member_id)})
 
 
 @router.post("/loyalty/members/{member_id}/consents")
-def record_consent(member_id: int, body: ConsentIn, uow: UowDep, actor: Enroller) -> Any:
+def record_consent(member_id: Id, body: ConsentIn, uow: UowDep, actor: Enroller) -> Any:
     """Grant or withdraw one consent; returns the consents now in force."""
     return render(service.record_consent(uow=uow, actor=actor, member_id=member_id, body=body),
                   201)
 
 
 @router.post("/loyalty/members/{member_id}/redeem")
-def redeem(member_id: int, body: RedeemIn, uow: UowDep, actor: Redeemer) -> Any:
+def redeem(member_id: Id, body: RedeemIn, uow: UowDep, actor: Redeemer) -> Any:
     """Spend points now. The same ``idempotency_key`` again returns the first result (200);
     with a different request it is a 409."""
     return _operation(service.redeem(uow=uow, actor=actor, member_id=member_id, body=body))
 
 
 @router.post("/loyalty/members/{member_id}/holds")
-def hold(member_id: int, body: HoldIn, uow: UowDep, actor: Redeemer) -> Any:
+def hold(member_id: Id, body: HoldIn, uow: UowDep, actor: Redeemer) -> Any:
     """Reserve points; then commit or release the hold, or it expires by itself."""
     return _operation(service.hold(uow=uow, actor=actor, member_id=member_id, body=body))
 
 
 @router.post("/loyalty/holds/{hold_id}/commit")
-def commit_hold(hold_id: int, uow: UowDep, actor: Redeemer) -> Any:
+def commit_hold(hold_id: Id, uow: UowDep, actor: Redeemer) -> Any:
     return render(service.commit_hold(uow=uow, actor=actor, hold_id=hold_id))
 
 
 @router.post("/loyalty/holds/{hold_id}/release")
-def release_hold(hold_id: int, uow: UowDep, actor: Redeemer) -> Any:
+def release_hold(hold_id: Id, uow: UowDep, actor: Redeemer) -> Any:
     return render(service.release_hold(uow=uow, actor=actor, hold_id=hold_id))
 
 
 @router.post("/loyalty/members/{member_id}/adjustments")
-def adjust(member_id: int, body: AdjustIn, uow: UowDep, actor: Adjuster) -> Any:
+def adjust(member_id: Id, body: AdjustIn, uow: UowDep, actor: Adjuster) -> Any:
     """A manual correction of points or growth value, with a reason (audited)."""
     return _operation(service.adjust(uow=uow, actor=actor, member_id=member_id, body=body))
 
 
 @router.post("/loyalty/members/{member_id}/transfers")
-def transfer(member_id: int, body: TransferIn, uow: UowDep, actor: Adjuster) -> Any:
+def transfer(member_id: Id, body: TransferIn, uow: UowDep, actor: Adjuster) -> Any:
     return _operation(service.transfer(uow=uow, actor=actor, member_id=member_id, body=body))
 

@@ -200,7 +200,7 @@ class AdjustIn(Strict):
 
 class TransferIn(Strict):
     idempotency_key: IdempotencyKey
-    to_member_id: int = Field(ge=1)
+    to_member_id: int = Field(ge=1, le=2**63 - 1)
     points: Points
     reason: str = Field(min_length=3, max_length=500)
 

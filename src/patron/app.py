@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patron import __version__
 from patron.deps import request_language
-from patron.errors import FieldError, PatronError
+from patron.errors import FieldError, NotFound, PatronError
 from patron.i18n import t
 from patron.orders.service import validation_errors
 
@@ -36,6 +36,20 @@ def error_body(code: str, lang: str, *, fields: list[FieldError] | None = None,
 def _wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
         "accept", "")
+
+
+MAX_ID = 2**63 - 1  # ids are 64-bit integers in both databases
+
+
+async def _ids_in_range(request: Request) -> None:
+    """An id in a path that no 64-bit key can hold names nothing: 404, as any unknown id,
+    before a database driver refuses to bind it (a 500)."""
+    for name, value in request.path_params.items():
+        if name == "id" or name.endswith("_id"):
+            text = str(value).strip()
+            digits = text[1:] if text[:1] in "+-" else text
+            if digits.isdigit() and len(digits) > 18 and abs(int(text)) > MAX_ID:
+                raise NotFound("not_found", fields=[FieldError(name, "id_out_of_range")])
 
 
 @asynccontextmanager
@@ -61,7 +75,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Patron", version=__version__, openapi_url="/api/v1/openapi.json",
-                  docs_url="/api/docs", redoc_url=None, lifespan=lifespan)
+                  docs_url="/api/docs", redoc_url=None, lifespan=lifespan,
+                  dependencies=[Depends(_ids_in_range)])
 
     @app.exception_handler(PatronError)
     async def patron_error(request: Request, exc: PatronError) -> Response:

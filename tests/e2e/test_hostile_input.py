@@ -89,3 +89,26 @@ def test_non_json_numbers_and_broken_bodies_are_422(client, pos_key, raw):
                     headers={"Authorization": f"Bearer {pos_key}",
                              "Content-Type": "application/json"})
     assert r.status_code == 422, r.text
+
+
+def _id_routes():
+    from patron.app import create_app
+
+    for path, ops in create_app().openapi()["paths"].items():
+        if "{" in path:
+            for method in sorted(ops):
+                yield method.upper(), path
+
+
+@pytest.mark.parametrize("raw_id", ["99999999999999999999", "9223372036854775808", "-1", "0"])
+def test_out_of_range_ids_in_any_path_are_4xx_never_500(owner, raw_id):
+    import re
+
+    client = owner
+    seen = 0
+    for method, path in _id_routes():
+        url = re.sub(r"\{[^}]+\}", raw_id, path)
+        r = client.request(method, url, json={})
+        assert r.status_code < 500, (method, url, r.status_code, r.text[:300])
+        seen += 1
+    assert seen > 20

@@ -17,6 +17,9 @@ column names come from this module, values are bound parameters.
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,6 +39,19 @@ ACTIVITY_KINDS = (
 CATEGORY_KIND = ("category", "category")
 
 ALL_CUSTOMERS = "1 = 1"
+
+Timings = dict[str, float]
+
+
+@contextmanager
+def timed(timings: Timings | None, name: str) -> Iterator[None]:
+    """Seconds spent per step, added up under ``name`` (what a slow refresh is asked first)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 TOUCHED = "customer_id IN (SELECT id FROM dash_touched)"
 
 
@@ -125,6 +141,10 @@ def _capped(amount: str, cap: str) -> str:
 
 def create_temp_tables(conn: Connection) -> None:
     suffix = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
+    for target, source in zip(TOUCHED_ROWS, ROWS, strict=True):
+        conn.execute(text(f"DROP TABLE IF EXISTS {target}"))
+        as_select = f"AS SELECT * FROM {source} WHERE 1 = 0"
+        conn.execute(text(f"CREATE TEMPORARY TABLE {target}{suffix} {as_select}"))
     for name, columns in (
         ("dash_touched", "id BIGINT PRIMARY KEY"),
         ("dash_touched_days", "day INTEGER PRIMARY KEY"),
@@ -136,7 +156,7 @@ def create_temp_tables(conn: Connection) -> None:
 
 
 def drop_temp_tables(conn: Connection) -> None:
-    for name in ("dash_touched", "dash_touched_days", "dash_fine"):
+    for name in ("dash_touched", "dash_touched_days", "dash_fine", *TOUCHED_ROWS):
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
 
 
@@ -162,6 +182,11 @@ SELECT DISTINCT {day} FROM orders o LEFT JOIN stores s ON s.id = o.store_id
 WHERE o.customer_id IS NULL AND (o.created_at >= :since OR o.id IN (
   SELECT order_id FROM returns WHERE created_at >= :since))
 """), {**params, "since": stamp})
+    if conn.dialect.name == "postgresql":
+        # Temporary tables get no statistics of their own: without them the planner guesses
+        # and scans every customer's rows instead of looking the changed ones up by key.
+        conn.execute(text("ANALYZE dash_touched"))
+        conn.execute(text("ANALYZE dash_touched_days"))
     customers = conn.execute(text("SELECT COUNT(*) FROM dash_touched")).scalar_one()
     days = conn.execute(text("SELECT COUNT(*) FROM dash_touched_days")).scalar_one()
     return int(customers), int(days)
@@ -291,15 +316,48 @@ def _upsert(table: str, keys: str, values: str, select_sql: str, extra: str = ""
             f"ON CONFLICT ({keys}) DO UPDATE SET {sets}")
 
 
-def add_contributions(conn: Connection, where: str, sign: int) -> None:
+ROWS = ("dashboard_activity", "dashboard_category_activity")
+TOUCHED_ROWS = ("dash_rows", "dash_category_rows")
+
+
+def copy_touched_rows(conn: Connection) -> None:
+    """The changed customers' rows, copied once into small temporary tables, so that the
+    many contribution statements read them there instead of searching the big tables again
+    and again."""
+    for source, target in zip(ROWS, TOUCHED_ROWS, strict=True):
+        conn.execute(text(f"DELETE FROM {target}"))
+        conn.execute(text(f"INSERT INTO {target} SELECT * FROM {source} WHERE {TOUCHED}"))
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"ANALYZE {target}"))
+
+
+def add_contributions(conn: Connection, where: str, sign: int,
+                      timings: Timings | None = None, sources: tuple[str, str] = ROWS
+                      ) -> None:
     """Add (sign 1) or take away (sign -1) the contributions of the chosen customers' rows
+    (in ``sources``: the rollup's own tables, or the copies of the changed customers' rows)
     to every rollup built from them."""
     p = {"s": sign}
+    with timed(timings, "daily sums"):
+        _daily_contributions(conn, where, p, sources)
+    for table, kinds in ((sources[0], ACTIVITY_KINDS), (sources[1], (CATEGORY_KIND,))):
+        for kind, key in kinds:
+            with timed(timings, "reach cells"):
+                _reach_contributions(conn, table, kind, key, where, sign)
+            if table == sources[0]:
+                with timed(timings, "cohorts"):
+                    _cohort_contributions(conn, table, kind, key, where, sign)
+    with timed(timings, "monthly cells"):
+        _apply_fine(conn, sign)
+
+
+def _daily_contributions(conn: Connection, where: str, p: dict[str, Any],
+                         sources: tuple[str, str]) -> None:
     conn.execute(text(_upsert(
         "dashboard_sales_daily", "day, store_id, channel_id, buyer", "orders, sales, refunds",
         f"""SELECT day, store_id, channel_id, CASE WHEN member = 1 THEN 'm' ELSE 'n' END,
                MIN(month), :s * SUM(orders), :s * SUM(sales), :s * SUM(refunds)
-        FROM dashboard_activity WHERE {where}
+        FROM {sources[0]} WHERE {where}
         GROUP BY day, store_id, channel_id, member""", extra="month")), p)
     conn.execute(text(_upsert(
         "dashboard_category_daily", "day, store_id, channel_id, buyer, category",
@@ -307,15 +365,8 @@ def add_contributions(conn: Connection, where: str, sign: int) -> None:
         f"""SELECT day, store_id, channel_id, CASE WHEN member = 1 THEN 'm' ELSE 'n' END,
                category, MIN(month), :s * SUM(orders), :s * SUM(quantity), :s * SUM(amount),
                :s * SUM(refunds)
-        FROM dashboard_category_activity WHERE {where}
+        FROM {sources[1]} WHERE {where}
         GROUP BY day, store_id, channel_id, member, category""", extra="month")), p)
-    for table, kinds in (("dashboard_activity", ACTIVITY_KINDS),
-                         ("dashboard_category_activity", (CATEGORY_KIND,))):
-        for kind, key in kinds:
-            _reach_contributions(conn, table, kind, key, where, sign)
-            if table == "dashboard_activity":
-                _cohort_contributions(conn, kind, key, where, sign)
-    _apply_fine(conn, sign)
 
 
 def _reach_contributions(conn: Connection, table: str, kind: str, key: str, where: str,
@@ -367,14 +418,14 @@ def _apply_fine(conn: Connection, sign: int) -> None:
     conn.execute(text("DELETE FROM dash_fine"))
 
 
-def _cohort_contributions(conn: Connection, kind: str, key: str, where: str,
+def _cohort_contributions(conn: Connection, table: str, kind: str, key: str, where: str,
                           sign: int) -> None:
     p1, c = f"{kind}_p1", f"{kind}_c"
     conn.execute(text(_upsert(
         "dashboard_cohorts", "kind, key, cohort, member, k", "customers",
         f"""SELECT '{kind}', key, cohort, member, k, :s * COUNT(*) FROM (
               SELECT {key} AS key, {c} AS cohort, member, month - {c} AS k
-              FROM dashboard_activity WHERE {where} AND {p1} < mstart) x
+              FROM {table} WHERE {where} AND {p1} < mstart) x
         WHERE 1 = 1 GROUP BY key, cohort, member, k""")), {"s": sign})
 
 
@@ -390,6 +441,12 @@ ROLLUPS = (("dashboard_reach_buckets", "customers = 0 AND new_customers = 0 "
 def drop_empty_cells(conn: Connection) -> None:
     for table, empty in ROLLUPS:
         conn.execute(text(f"DELETE FROM {table} WHERE {empty}"))
+
+
+def analyze(conn: Connection) -> None:
+    """Fresh statistics after a full rebuild, so that readers get good plans at once."""
+    for table in (*ROWS, *(t for t, _ in ROLLUPS)):
+        conn.execute(text(f"ANALYZE {table}"))
 
 
 def clear_all(conn: Connection) -> None:

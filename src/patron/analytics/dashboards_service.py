@@ -20,6 +20,7 @@ Definitions of every figure: docs/dashboards.md.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,8 @@ from patron.org.tables import brands, categories, channels, regions, stores
 from patron.security import audit
 from patron.security.model import Actor
 
+log = logging.getLogger(__name__)
+
 NONE_KEY = "-"  # the key of "no store / region / brand / category"
 MARGIN = dt.timedelta(hours=1)  # orders committed late by a long transaction are still seen
 FULL_SHARE = 0.3  # above this share of customers changed, a full rebuild is cheaper
@@ -129,37 +132,61 @@ def refresh_dashboards(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | No
     mode = "full"
     if not full and last is not None and (last.signature or {}).get("stores") == stores_now:
         mode = "incremental"
+    steps: build.Timings = {}
     build.create_temp_tables(conn)
     touched = guest_days = 0
     if mode == "incremental":
         assert last is not None
-        touched, guest_days = build.mark_touched(conn, last.as_of - MARGIN, default_tz)
-        population = conn.execute(select(func.count()).select_from(customers)).scalar_one()
+        with build.timed(steps, "changes"):
+            touched, guest_days = build.mark_touched(conn, last.as_of - MARGIN, default_tz)
+            population = conn.execute(select(func.count()).select_from(customers)
+                                      ).scalar_one()
         if touched > 1000 and touched > FULL_SHARE * int(population):
             mode = "full"
     if mode == "full":
-        build.clear_all(conn)
-        build.insert_activity(conn, build.ALL_CUSTOMERS, default_tz)
-        build.insert_category_activity(conn, build.ALL_CUSTOMERS, default_tz)
-        build.add_contributions(conn, build.ALL_CUSTOMERS, 1)
-        build.rebuild_guest_days(conn, default_tz, every_day=True)
+        with build.timed(steps, "clear"):
+            build.clear_all(conn)
+        with build.timed(steps, "customer rows"):
+            build.insert_activity(conn, build.ALL_CUSTOMERS, default_tz)
+        with build.timed(steps, "category rows"):
+            build.insert_category_activity(conn, build.ALL_CUSTOMERS, default_tz)
+        build.add_contributions(conn, build.ALL_CUSTOMERS, 1, steps)
+        with build.timed(steps, "guests"):
+            build.rebuild_guest_days(conn, default_tz, every_day=True)
+        with build.timed(steps, "statistics"):
+            build.analyze(conn)
         touched = int(conn.execute(select(func.count(distinct(
             dashboard_activity.c.customer_id)))).scalar_one())
         guest_days = -1
     else:
         if touched:
-            build.add_contributions(conn, build.TOUCHED, -1)
-            build.delete_rows(conn, build.TOUCHED)
-            build.insert_activity(conn, build.TOUCHED, default_tz)
-            build.insert_category_activity(conn, build.TOUCHED, default_tz)
-            build.add_contributions(conn, build.TOUCHED, 1)
-        if guest_days:
-            build.rebuild_guest_days(conn, default_tz, every_day=False)
-        build.drop_empty_cells(conn)
+            if conn.dialect.name == "postgresql":
+                # Many short statements: compiling each to machine code costs more than it
+                # saves.
+                conn.execute(text("SET LOCAL jit = off"))
+            with build.timed(steps, "customer rows"):
+                build.copy_touched_rows(conn)
+            build.add_contributions(conn, build.ALL_CUSTOMERS, -1, steps, build.TOUCHED_ROWS)
+            with build.timed(steps, "customer rows"):
+                build.delete_rows(conn, build.TOUCHED)
+                build.insert_activity(conn, build.TOUCHED, default_tz)
+            with build.timed(steps, "category rows"):
+                build.insert_category_activity(conn, build.TOUCHED, default_tz)
+            with build.timed(steps, "customer rows"):
+                build.copy_touched_rows(conn)
+            build.add_contributions(conn, build.ALL_CUSTOMERS, 1, steps, build.TOUCHED_ROWS)
+        with build.timed(steps, "guests"):
+            if guest_days:
+                build.rebuild_guest_days(conn, default_tz, every_day=False)
+            build.drop_empty_cells(conn)
     structure_now = build.structure_signature(conn)
     if mode == "full" or last is None or (last.signature or {}).get("structure") != structure_now:
-        build.rebuild_structure(conn)
+        with build.timed(steps, "structure"):
+            build.rebuild_structure(conn)
     build.drop_temp_tables(conn)
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(steps.items(),
+                                                           key=lambda kv: -kv[1]))
+    log.info("dashboards refresh (%s): %s", mode, timings)
     millis = int((time.perf_counter() - clock) * 1000)
     conn.execute(insert(dashboard_refreshes).values(
         as_of=moment, started_at=started_at, finished_at=utcnow(), mode=mode,
@@ -167,10 +194,11 @@ def refresh_dashboards(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | No
         signature={"stores": stores_now, "structure": structure_now}, actor=actor.name))
     audit.record(conn, actor, "dashboards.refreshed", entity="dashboards",
                  details={"mode": mode, "as_of": moment.isoformat(), "customers": touched,
-                          "guest_days": guest_days, "duration_ms": millis})
+                          "guest_days": guest_days, "duration_ms": millis,
+                          "steps": timings})
     uow.commit()
     return {"mode": mode, "as_of": moment.isoformat(), "customers": touched,
-            "guest_days": guest_days, "duration_ms": millis}
+            "guest_days": guest_days, "duration_ms": millis, "steps": timings}
 
 
 def refresh_status(conn: Connection, *, actor: Actor) -> dict[str, Any]:
@@ -398,9 +426,15 @@ def _group_column(t: Any, by: str) -> Any:
     return literal(0)
 
 
-def per_customer(by: str, lo: int, hi: int, f: Filters, value: Any = None) -> Any:
-    """One row per (group, customer) of the period: purchase days, orders, net spend (fen),
-    membership, and whether the customer had bought in the group before (``returning``)."""
+def per_customer(by: str, lo: int, hi: int, f: Filters, value: Any = None,
+                 kind: str | None = None) -> Any:
+    """One row per (group, customer) of the period: first and last purchase day in it (two
+    or more purchase days: they differ), orders, net spend (fen), membership, and whether the
+    customer had bought in the group before (``returning``). MIN and MAX rather than a count
+    of distinct days, so that PostgreSQL can hash the grouping. With ``kind`` (the cells'
+    kind of key for exactly this grouping and filter, see :func:`_plan`) "bought before" is
+    read from the rows' marks (a first purchase there ever carries p1 = -1) instead of a
+    lookup per customer."""
     t = dashboard_category_activity if by == "category" else dashboard_activity
     g = _group_column(t, by)
     conds = [t.c.day.between(lo, hi), *_row_filters(t, f)]
@@ -414,12 +448,15 @@ def per_customer(by: str, lo: int, hi: int, f: Filters, value: Any = None) -> An
         start = literal(lo)
     start = case((start < lo, lo), else_=start)
     net = (t.c.amount if t is dashboard_category_activity else t.c.sales) - t.c.refunds
+    marks = [] if kind is None else [func.min(_activity_for(kind)[2]).label("min_p1")]
     cur = (select(g.label("g"), t.c.customer_id.label("customer_id"),
-                  func.min(t.c.member).label("member"),
-                  func.count(distinct(t.c.day)).label("days"),
+                  func.min(t.c.member).label("member"), *marks,
+                  func.min(t.c.day).label("first_day"), func.max(t.c.day).label("last_day"),
                   type_coerce(func.sum(t.c.orders), BigInteger).label("orders"),
                   type_coerce(func.sum(net), BigInteger).label("net"), start.label("start"))
            .where(*conds).group_by(g, t.c.customer_id)).subquery("cur")
+    if kind is not None:
+        return cur, cur.c.min_p1 != NO_DAY
     b = t.alias("b")
     before = [b.c.customer_id == cur.c.customer_id, b.c.day < cur.c.start,
               *_row_filters(b, f)]
@@ -436,7 +473,8 @@ def _slow_reach(conn: Connection, by: str, lo: int, hi: int, f: Filters) -> dict
     cur, returning = per_customer(by, lo, hi, f)
     rows = conn.execute(select(cur.c.g, func.count(),
                                func.sum(case((returning, 0), else_=1)),
-                               func.sum(case((cur.c.days >= 2, 1), else_=0)))
+                               func.sum(case((cur.c.first_day < cur.c.last_day, 1),
+                                             else_=0)))
                         .group_by(cur.c.g))
     for r in rows:
         out.setdefault(str(r[0]), Reach()).add(_int(r[1]), _int(r[2]), _int(r[3]))
@@ -1022,8 +1060,8 @@ def _dimension_value(conn: Connection, by: str, key: str) -> Any:
 
 
 def cell_customers(conn: Connection, cell: Cell) -> Select[Any]:
-    """The customers behind a cell: ``customer_id`` with ``days``, ``orders`` and ``net``
-    (fen) in the period where they apply."""
+    """The customers behind a cell: ``customer_id`` with ``orders`` and ``net`` (fen) in
+    the period where they apply."""
     if cell.view == "structure":
         r = rfm_scores.c
         conds: list[Any] = [r.scope == cell.filters.scope]
@@ -1031,8 +1069,7 @@ def cell_customers(conn: Connection, cell: Cell) -> Select[Any]:
             conds.append(r.segment == cell.segment)
         if cell.filters.member:
             conds.append(customers.c.is_member.is_(cell.filters.member == "member"))
-        q = (select(r.customer_id.label("customer_id"), literal(None).label("days"),
-                    r.frequency.label("orders"),
+        q = (select(r.customer_id.label("customer_id"), r.frequency.label("orders"),
                     type_coerce(r.monetary, BigInteger).label("net"))
              .join(customers, customers.c.id == r.customer_id)
              .outerjoin(lifecycle_stages, lifecycle_stages.c.customer_id == r.customer_id))
@@ -1065,7 +1102,6 @@ def cell_customers(conn: Connection, cell: Cell) -> Select[Any]:
                 b.c.customer_id == a.c.customer_id, b.c.day.between(c_lo, c_hi),
                 *_row_filters(b, f))))
         return (select(a.c.customer_id.label("customer_id"),
-                       func.count(distinct(a.c.day)).label("days"),
                        type_coerce(func.sum(a.c.orders), BigInteger).label("orders"),
                        type_coerce(func.sum(a.c.sales - a.c.refunds), BigInteger).label("net"))
                 .where(*conds).group_by(a.c.customer_id))
@@ -1075,14 +1111,44 @@ def cell_customers(conn: Connection, cell: Cell) -> Select[Any]:
     if by in DIMENSIONS:
         value = _dimension_value(conn, by, cell.key or "")
     if cell.hi < cell.lo:
-        return select(literal(0).label("customer_id"), literal(0).label("days"),
-                      literal(0).label("orders"), literal(0).label("net")).where(false())
-    cur, returning = per_customer(by, cell.lo, cell.hi, f, value)
+        return select(literal(0).label("customer_id"), literal(0).label("orders"),
+                      literal(0).label("net")).where(false())
+    plan = _plan(by, f)
+    cur, returning = per_customer(by, cell.lo, cell.hi, f, value,
+                                  None if plan is None else plan[0])
     metric_cond: Any = {"customers": true(), "new_customers": ~returning,
                         "returning_customers": returning,
-                        "repeat_customers": cur.c.days >= 2,
-                        "one_time_customers": cur.c.days == 1}[cell.metric]
-    return select(cur.c.customer_id, cur.c.days, cur.c.orders, cur.c.net).where(metric_cond)
+                        "repeat_customers": cur.c.first_day < cur.c.last_day,
+                        "one_time_customers": cur.c.first_day == cur.c.last_day}[cell.metric]
+    return select(cur.c.customer_id, cur.c.orders, cur.c.net).where(metric_cond)
+
+
+def _purchase_days(conn: Connection, cell: Cell, ids: list[int]) -> dict[int, int]:
+    """The listed customers' purchase days within the cell (a page at a time)."""
+    if cell.view == "structure" or not ids:
+        return {}
+    f = cell.filters
+    if cell.view == "cohort":
+        assert cell.cohort is not None and cell.k is not None
+        t = dashboard_activity
+        lo = day_number(rules.month_first(cell.cohort + cell.k))
+        hi = day_number(rules.month_last(cell.cohort + cell.k))
+        conds = [*_row_filters(t, f)]
+        plan = _cohort_plan(f)
+        if plan is not None and plan[0] != "all":
+            conds.append(t.c[f"{plan[0]}_id"] == int(plan[1]))
+    else:
+        assert cell.by is not None and cell.lo is not None and cell.hi is not None
+        by = cell.by if cell.by in DIMENSIONS else "total"
+        t = dashboard_category_activity if by == "category" else dashboard_activity
+        lo, hi = cell.lo, cell.hi
+        conds = [*_row_filters(t, f)]
+        if by in DIMENSIONS:
+            conds.append(_group_column(t, by) == _dimension_value(conn, by, cell.key or ""))
+    rows = conn.execute(select(t.c.customer_id, func.count(distinct(t.c.day)))
+                        .where(t.c.customer_id.in_(ids), t.c.day.between(lo, hi), *conds)
+                        .group_by(t.c.customer_id))
+    return {int(cid): int(n) for cid, n in rows}
 
 
 def drill_customers(conn: Connection, *, actor: Actor, params: dict[str, Any], page: int = 1,
@@ -1091,19 +1157,28 @@ def drill_customers(conn: Connection, *, actor: Actor, params: dict[str, Any], p
     highest net spend in the cell first; ``total`` is their number, equal to the figure."""
     cell = parse_cell(conn, actor, params, as_of)
     page, page_size = max(1, int(page)), max(1, min(int(page_size), MAX_PAGE_SIZE))
-    inner = cell_customers(conn, cell).subquery("cell")
-    total = conn.execute(select(func.count()).select_from(inner)).scalar_one()
+    # The page and the number of customers from one evaluation of the cell's query.
+    ranked = select(*cell_customers(conn, cell).subquery("cell").c).subquery("ranked")
+    page_rows = (select(ranked, func.count().over().label("total"))
+                 .order_by(ranked.c.net.desc(), ranked.c.customer_id)
+                 .limit(page_size).offset((page - 1) * page_size)).subquery("page")
     rows = conn.execute(
         select(customers.c.id, customers.c.member_code, customers.c.is_member, customers.c.name,
-               customers.c.phone, inner.c.days, inner.c.orders, inner.c.net)
-        .join(inner, inner.c.customer_id == customers.c.id)
-        .order_by(inner.c.net.desc(), customers.c.id).limit(page_size)
-        .offset((page - 1) * page_size)).all()
+               customers.c.phone, page_rows.c.orders, page_rows.c.net,
+               page_rows.c.total)
+        .join(page_rows, page_rows.c.customer_id == customers.c.id)
+        .order_by(page_rows.c.net.desc(), customers.c.id)).all()
+    if rows:
+        total = int(rows[0].total)
+    else:  # past the last page (or none at all)
+        inner = cell_customers(conn, cell).subquery("cell")
+        total = conn.execute(select(func.count()).select_from(inner)).scalar_one()
+    days = _purchase_days(conn, cell, [int(r.id) for r in rows])
     return {"cell": cell.describe(), "total": int(total), "page": page, "page_size": page_size,
             "items": [{"id": int(r.id), "member_code": r.member_code,
                        "is_member": bool(r.is_member), "name": mask_name(r.name),
                        "phone": mask_phone(r.phone),
-                       "purchase_days": None if r.days is None else int(r.days),
+                       "purchase_days": days.get(int(r.id)),
                        "orders": None if r.orders is None else int(r.orders),
                        "net_spend": None if r.net is None else rules.yuan(int(r.net))}
                       for r in rows]}

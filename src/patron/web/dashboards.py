@@ -255,6 +255,13 @@ async def delete_promotion(request: Request, promotion_id: int, uow: UowDep,
 
 # --- cohorts ------------------------------------------------------------------------------------
 
+def _as_table_grid(chart: plots.Chart) -> None:
+    """Read a heatmap like the table under it: labels as they are (not months or numbers
+    Plotly would guess), the first row on top."""
+    chart.layout["xaxis"]["type"] = "category"
+    chart.layout["yaxis"].update({"type": "category", "autorange": "reversed"})
+
+
 @router.get("/dashboards/cohorts")
 def cohorts_page(request: Request, actor: Reader) -> Response:
     lang = page_language(request, actor)
@@ -284,6 +291,7 @@ def cohorts_page(request: Request, actor: Reader) -> Response:
                 x_title=t("web.dashboards.cohorts.months_after", lang),
                 y_title=t("web.dashboards.cohorts.cohort", lang), fmt="percent",
                 height=max(240, 28 * len(result["cohorts"]) + 90), id="cohort-chart")
+            _as_table_grid(chart)
         return _page(request, actor, "dashboards/cohorts.html", "cohorts", {
             "values": values, "errors": errors, "result": result, "chart": chart,
             "scope_options": _scope_options(conn, actor, lang)}, conn)
@@ -317,6 +325,7 @@ def structure_page(request: Request, actor: Reader) -> Response:
                                   x_title=t("web.dashboards.structure.stage", lang),
                                   y_title=t("web.dashboards.structure.segment", lang),
                                   height=420, id="structure-chart")
+            _as_table_grid(chart)
         options = [o for o in _scope_options(conn, actor, lang)
                    if actor.store_ids is None or o[0] != "overall"]
         return _page(request, actor, "dashboards/structure.html", "structure", {

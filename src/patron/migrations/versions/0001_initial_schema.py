@@ -611,7 +611,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_promotions'))
     )
     with op.batch_alter_table('promotions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_promotions_brand_id'), ['brand_id'], unique=False)
         batch_op.create_index('ix_promotions_starts_on', ['starts_on'], unique=False)
+        batch_op.create_index(batch_op.f('ix_promotions_store_id'), ['store_id'], unique=False)
 
     op.create_table('user_stores',
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1202,7 +1204,9 @@ def downgrade() -> None:
 
     op.drop_table('user_stores')
     with op.batch_alter_table('promotions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_promotions_store_id'))
         batch_op.drop_index('ix_promotions_starts_on')
+        batch_op.drop_index(batch_op.f('ix_promotions_brand_id'))
 
     op.drop_table('promotions')
     op.drop_table('loyalty_tiers')

@@ -118,11 +118,19 @@ def _bgnbd_objective(log_params: Array, x: Array, t_x: Array, T: Array, w: Array
 
 
 def _distinct(*columns: Array) -> tuple[tuple[Array, ...], Array]:
-    """Distinct rows and how many times each occurs: day-resolution histories repeat a lot."""
-    stacked = np.column_stack(columns)
-    rows, counts = np.unique(stacked, axis=0, return_counts=True)
-    return (tuple(np.ascontiguousarray(rows[:, i]) for i in range(rows.shape[1])),
-            counts.astype(np.float64))
+    """Distinct rows (in lexicographic order) and how many times each occurs: day-resolution
+    histories repeat a lot. A lexsort of the columns, not ``np.unique(axis=0)``, whose sort of
+    row records takes most of a million-customer fit."""
+    n = columns[0].size
+    order = np.lexsort(columns[::-1])
+    ordered = [c[order] for c in columns]
+    change = np.zeros(n, dtype=bool)
+    change[:1] = True
+    for c in ordered:
+        change[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(change)
+    counts = np.diff(np.append(starts, n))
+    return tuple(c[starts] for c in ordered), counts.astype(np.float64)
 
 
 def _check_summary(x: Array, t_x: Array, T: Array) -> None:

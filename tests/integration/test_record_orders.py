@@ -135,3 +135,20 @@ def test_rows_written_only_in_bulk_are_committed(db_url):
     with UnitOfWork(engine) as uow:
         assert uow.c.execute(select(customers.c.name).where(customers.c.id == 7)
                              ).scalar_one() == "批量"
+
+
+def test_small_and_large_chunks_write_the_same_rows(uow, monkeypatch):
+    # PostgreSQL writes small groups in one JSON statement and large chunks by COPY.
+    import patron.db
+
+    make_org(uow)
+    bodies = [order(f"S{i}", identifiers={"phone": f"138{i:08d}"}) for i in range(12)]
+    record_orders(uow=uow, orders_in=bodies[:6], source="api", actor=SYSTEM)
+    monkeypatch.setattr(patron.db, "JSON_INSERT_ROWS", 5)
+    record_orders(uow=uow, orders_in=bodies[6:], source="import", actor=SYSTEM)
+    assert count(uow, orders) == 12 and count(uow, order_lines) == 24
+    assert count(uow, identities) == 12
+    assert figures.compare(uow.c) == []
+    stored = uow.c.execute(select(orders.c.identifiers).where(orders.c.external_id == "S7")
+                           ).scalar_one()
+    assert stored == [["phone", "", "+8613800000007"]]

@@ -11,7 +11,8 @@ analytics_app = typer.Typer(help="Customer analytics: RFM, lifecycle, CLV.", no_
 # Modules that add commands: each defines add_commands(analytics_app).
 _MODULES = ("patron.analytics.segments_cli", "patron.analytics.clv_cli",
             "patron.analytics.churn_cli", "patron.analytics.crosssell_cli",
-            "patron.analytics.jobs_cli", "patron.analytics.dashboards_cli")
+            "patron.analytics.jobs_cli", "patron.analytics.dashboards_cli",
+            "patron.analytics.customer_cli")
 
 
 def register(app: typer.Typer) -> None:

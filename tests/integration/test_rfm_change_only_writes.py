@@ -12,7 +12,7 @@ from patron.analytics import service
 from patron.analytics.tables import rfm_refreshes, rfm_scores
 from patron.customers.service import merge_customers
 from patron.orders.service import record_orders
-from patron.security.model import SYSTEM
+from patron.security.model import SYSTEM, Actor
 from tests.factories import make_org, order
 
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -95,3 +95,21 @@ def test_a_new_purchase_rewrites_its_customer_and_a_merged_profile_leaves(uow):
     view = service.customer_analytics(uow.c, actor=SYSTEM, customer_id=a)
     assert view["rfm"]["recency_days"] == 0 and view["rfm"]["frequency"] == 3
     assert view["rfm"]["computed_at"] == new[a].computed_at
+
+
+def test_the_stored_summary_equals_the_summary_computed_live(uow):
+    org = make_org(uow)
+    for k in range(15):
+        visits(uow, f"C{k}", f"1380000{k:04d}", "SH01" if k % 3 else "BJ01",
+               [2 + 9 * k + 5 * i for i in range(k % 5 + 1)])
+    service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    everywhere = Actor(type="user", id=9, name="area", role="analyst",
+                       store_ids=frozenset({org["SH01"], org["BJ01"]}))
+    for scope in ("overall", "store:SH01", "region:NORTH", "brand:B1"):
+        stored = service.rfm_summary(uow.c, actor=SYSTEM, scope=scope)  # the refresh's
+        live = service.rfm_summary(uow.c, actor=everywhere, scope=scope)  # computed now
+        assert stored == live
+        assert stored["customers"] == sum(s["customers"] for s in stored["segments"]) > 0
+    refreshed = uow.c.execute(select(rfm_refreshes.c.segments).where(
+        rfm_refreshes.c.scope == "overall")).scalar_one()
+    assert sum(v[0] for v in refreshed.values()) == 15

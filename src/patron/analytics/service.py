@@ -414,8 +414,9 @@ def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmTh
                                                            1), else_=0)), 0))
         .where(s.scope == scope.key)).one()
     conn.execute(delete(rfm_refreshes).where(rfm_refreshes.c.scope == scope.key))
-    conn.execute(insert(rfm_refreshes).values(scope=scope.key, as_of=as_of, computed_at=now,
-                                               customers=int(total), changed=int(written)))
+    conn.execute(insert(rfm_refreshes).values(
+        scope=scope.key, as_of=as_of, computed_at=now, customers=int(total),
+        changed=int(written), segments=_segment_stats(conn, scope.key, as_of, None)))
     return int(total), int(written)
 
 
@@ -581,6 +582,14 @@ def _fen_average(value: Any) -> Decimal:
     return (Decimal(str(round(float(value)))) / 100).quantize(Decimal("0.01"))
 
 
+def _visible_only(query: Any, customer_id: Any, actor: Actor | None) -> Any:
+    """Restrict to the customers the actor may see. Owners and analysts of every store see
+    everyone: no join with the million customers then."""
+    if actor is None or actor.store_ids is None:
+        return query
+    return query.join(customers, customers.c.id == customer_id).where(visible_clause(actor))
+
+
 def _scope_refresh(conn: Connection, key: str) -> Any:
     return conn.execute(select(rfm_refreshes).where(rfm_refreshes.c.scope == key)).first()
 
@@ -588,7 +597,8 @@ def _scope_refresh(conn: Connection, key: str) -> Any:
 def _recency_sql(conn: Connection, refresh: Any) -> ColumnElement[Any]:
     """Whole days from each row's last purchase to the end of the scope's as-of day."""
     as_of = refresh.as_of if refresh is not None else utcnow()
-    return _whole_days(conn, _moment(conn, end_of_local_day(as_of)), rfm_scores.c.last_order_at)
+    return _whole_days(conn, _moment(conn, end_of_local_day(as_of)),
+                       rfm_scores.c.last_order_at)
 
 
 def recency_days(last_order_at: dt.datetime, as_of: dt.datetime) -> int:
@@ -597,39 +607,56 @@ def recency_days(last_order_at: dt.datetime, as_of: dt.datetime) -> int:
     return max(0, int(days))
 
 
-def rfm_summary(conn: Connection, *, actor: Actor, scope: str = "overall") -> dict[str, Any]:
-    """Customers per segment with their average recency, frequency, monetary and scores,
-    among the customers the actor may see."""
-    _need(actor, "dashboard.read")
-    key = parse_scope(conn, scope).key
-    refresh = _scope_refresh(conn, key)
+_STATS = ("customers", "recency", "freq", "money", "r", "f", "m")
+
+
+def _segment_stats(conn: Connection, key: str, as_of: dt.datetime | None,
+                   actor: Actor | None) -> dict[str, list[float]]:
+    """Per segment of a scope: customers and the average recency (days to the end of the
+    as-of day), frequency, monetary (fen) and scores, among the customers the actor sees."""
     s = rfm_scores.c
-    rows = conn.execute(
-        select(s.segment, func.count().label("customers"),
-               func.avg(_recency_sql(conn, refresh)).label("recency"),
+    recency = _whole_days(conn, _moment(conn, end_of_local_day(as_of or utcnow())),
+                          s.last_order_at)
+    rows = conn.execute(_visible_only(
+        select(s.segment, func.count().label("customers"), func.avg(recency).label("recency"),
                func.avg(s.frequency).label("freq"),
                func.avg(cast(s.monetary, Integer)).label("money"),
                func.avg(s.r_score).label("r"), func.avg(s.f_score).label("f"),
                func.avg(s.m_score).label("m"))
-        .join(customers, customers.c.id == s.customer_id)
-        .where(s.scope == key, visible_clause(actor))
+        .where(s.scope == key), s.customer_id, actor)
         .group_by(s.segment)).all()
-    by_segment = {r.segment: r for r in rows}
-    total = sum(int(r.customers) for r in rows)
+    return {r.segment: [int(r.customers), *(float(getattr(r, k)) for k in _STATS[1:])]
+            for r in rows}
+
+
+def rfm_summary(conn: Connection, *, actor: Actor, scope: str = "overall") -> dict[str, Any]:
+    """Customers per segment with their average recency, frequency, monetary and scores,
+    among the customers the actor may see. For owners and analysts of every store the
+    refresh's own summary of the whole scope is read (a million rows need not be averaged
+    again on every view); store-scoped actors get theirs computed."""
+    _need(actor, "dashboard.read")
+    key = parse_scope(conn, scope).key
+    refresh = _scope_refresh(conn, key)
+    if actor.store_ids is None and refresh is not None and refresh.segments is not None:
+        stats = refresh.segments
+    else:
+        stats = _segment_stats(conn, key, refresh.as_of if refresh is not None else None,
+                               actor)
+    total = sum(int(v[0]) for v in stats.values())
     lang = actor.language
     segments = []
     for name in SEGMENTS:
-        r = by_segment.get(name)
-        count = int(r.customers) if r else 0
+        v = dict(zip(_STATS, stats[name], strict=True)) if name in stats else None
+        count = int(v["customers"]) if v else 0
         segments.append({
             "segment": name, "label": _label("segment", name, lang), "customers": count,
             "share": round(count / total, 4) if total else 0.0,
-            "avg_recency_days": round(float(r.recency), 1) if r else None,
-            "avg_frequency": round(float(r.freq), 2) if r else None,
-            "avg_monetary": _fen_average(r.money) if r else None,
-            "avg_r": round(float(r.r), 2) if r else None,
-            "avg_f": round(float(r.f), 2) if r else None,
-            "avg_m": round(float(r.m), 2) if r else None,
+            "avg_recency_days": round(v["recency"], 1) if v else None,
+            "avg_frequency": round(v["freq"], 2) if v else None,
+            "avg_monetary": _fen_average(v["money"]) if v else None,
+            "avg_r": round(v["r"], 2) if v else None,
+            "avg_f": round(v["f"], 2) if v else None,
+            "avg_m": round(v["m"], 2) if v else None,
         })
     return {"scope": key, "computed_at": refresh.computed_at if refresh is not None and total
             else None, "as_of": refresh.as_of if refresh is not None else None,
@@ -645,17 +672,22 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
     key = parse_scope(conn, scope).key
     page, page_size = max(1, int(page)), max(1, min(int(page_size), MAX_PAGE_SIZE))
     s = rfm_scores.c
-    where = (s.scope == key, s.segment == segment, visible_clause(actor))
-    total = conn.execute(select(func.count()).select_from(rfm_scores).join(
-        customers, customers.c.id == s.customer_id).where(*where)).scalar_one()
+    members = _visible_only(select(s.customer_id).where(s.scope == key, s.segment == segment),
+                            s.customer_id, actor)
+    total = conn.execute(select(func.count()).select_from(members.subquery())).scalar_one()
     recency = _recency_sql(conn, _scope_refresh(conn, key)).label("recency_days")
+    # The page is chosen among the scores first; only its customers are read.
+    order = (s.monetary.desc(), s.frequency.desc(), s.customer_id)
+    chosen = (members.add_columns(recency, s.frequency, s.monetary, s.r_score, s.f_score,
+                                  s.m_score).order_by(*order)
+              .limit(page_size).offset((page - 1) * page_size)).subquery("chosen")
     rows = conn.execute(
         select(customers.c.id, customers.c.member_code, customers.c.is_member,
-               customers.c.name, customers.c.phone, recency, s.frequency, s.monetary,
-               s.r_score, s.f_score, s.m_score)
-        .join(customers, customers.c.id == s.customer_id).where(*where)
-        .order_by(s.monetary.desc(), s.frequency.desc(), customers.c.id)
-        .limit(page_size).offset((page - 1) * page_size)).all()
+               customers.c.name, customers.c.phone, chosen.c.recency_days, chosen.c.frequency,
+               chosen.c.monetary, chosen.c.r_score, chosen.c.f_score, chosen.c.m_score)
+        .join(customers, customers.c.id == chosen.c.customer_id)
+        .order_by(chosen.c.monetary.desc(), chosen.c.frequency.desc(),
+                  chosen.c.customer_id)).all()
     return {
         "scope": key, "segment": segment, "label": _label("segment", segment, actor.language),
         "total": int(total), "page": page, "page_size": page_size,
@@ -668,11 +700,8 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
 
 
 def _stage_counts(conn: Connection, actor: Actor | None) -> dict[str, int]:
-    q = (select(lifecycle_stages.c.stage, func.count())
-         .join(customers, customers.c.id == lifecycle_stages.c.customer_id)
-         .group_by(lifecycle_stages.c.stage))
-    if actor is not None:
-        q = q.where(visible_clause(actor))
+    q = _visible_only(select(lifecycle_stages.c.stage, func.count()),
+                      lifecycle_stages.c.customer_id, actor).group_by(lifecycle_stages.c.stage)
     found = {stage: int(n) for stage, n in conn.execute(q)}
     return {stage: found.get(stage, 0) for stage in STAGES}
 
@@ -694,10 +723,9 @@ def lifecycle_flows(conn: Connection, *, actor: Actor, date_from: dt.date, date_
     if date_to < date_from:
         raise _invalid("to", "date_range_reversed")
     tr = lifecycle_transitions.c
-    rows = conn.execute(
+    rows = conn.execute(_visible_only(
         select(tr.from_stage, tr.to_stage, func.count().label("n"))
-        .join(customers, customers.c.id == tr.customer_id)
-        .where(tr.changed_on >= date_from, tr.changed_on <= date_to, visible_clause(actor))
+        .where(tr.changed_on >= date_from, tr.changed_on <= date_to), tr.customer_id, actor)
         .group_by(tr.from_stage, tr.to_stage)
         .order_by(func.count().desc(), tr.from_stage, tr.to_stage)).all()
     lang = actor.language

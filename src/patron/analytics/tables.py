@@ -51,6 +51,9 @@ rfm_refreshes = Table(
     Column("computed_at", UTCDateTime, nullable=False),
     Column("customers", Integer, nullable=False),
     Column("changed", Integer, nullable=False),  # rows written by that refresh
+    # Per segment, over the whole scope: [customers, average recency days, frequency,
+    # monetary (fen), R, F, M] (what the summary shows those who see every customer).
+    Column("segments", JSONType, nullable=True),
 )
 
 # The current stage of every customer with a purchase; written only when it changes.

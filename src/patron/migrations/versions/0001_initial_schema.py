@@ -341,6 +341,7 @@ def upgrade() -> None:
     sa.Column('computed_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('customers', sa.Integer(), nullable=False),
     sa.Column('changed', sa.Integer(), nullable=False),
+    sa.Column('segments', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
     sa.PrimaryKeyConstraint('scope', name=op.f('pk_rfm_refreshes'))
     )
     op.create_table('users',

@@ -113,3 +113,30 @@ def test_the_stored_summary_equals_the_summary_computed_live(uow):
     refreshed = uow.c.execute(select(rfm_refreshes.c.segments).where(
         rfm_refreshes.c.scope == "overall")).scalar_one()
     assert sum(v[0] for v in refreshed.values()) == 15
+
+
+def test_scores_follow_the_rank_rule_on_many_ties_in_every_scope(uow):
+    import random
+
+    from patron.analytics.model import quantile_scores
+
+    make_org(uow)
+    rng = random.Random(7)
+    bodies = []
+    for k in range(240):
+        store = rng.choice(["SH01", "BJ01"])
+        for i, ago in enumerate(sorted(rng.sample(range(1, 90), rng.choice([1, 1, 2, 3, 5])))):
+            amount = str(rng.choice([10, 20, 20, 35, 50, 80]))
+            bodies.append(order(f"T{k}-{i}", store=store if i else rng.choice(["SH01", "BJ01"]),
+                                at=AS_OF - dt.timedelta(days=ago, hours=rng.randint(0, 5)),
+                                identifiers={"phone": f"1390000{k:04d}"},
+                                lines=[{"sku": "X", "quantity": "1", "unit_price": amount}]))
+    record(uow, bodies)
+    service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    for scope in ("overall", "store:SH01", "store:BJ01", "region:EAST", "brand:B1"):
+        got = list(rows(uow, scope).values())
+        assert len(got) > 50
+        recency = [service.recency_days(r.last_order_at, AS_OF) for r in got]
+        assert [r.r_score for r in got] == quantile_scores(recency, higher_is_better=False)
+        assert [r.f_score for r in got] == quantile_scores([r.frequency for r in got])
+        assert [r.m_score for r in got] == quantile_scores([float(r.monetary) for r in got])

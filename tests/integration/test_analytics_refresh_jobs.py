@@ -285,3 +285,14 @@ def test_cli_refresh_runs_every_step_with_a_progress_bar_and_prints_json(db_url,
 
     bad = patron(db_url, "refresh", "--as-of", "yesterday")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_dated_request_fails_a_dead_runners_job_without_waiting_for_a_lock(engine, shop):
+    dead = _stale_job(engine, f"{jobs._HOST}:999999999:abcd1234", utcnow())
+    started = utcnow()
+    with UnitOfWork(engine) as uow:
+        job, created = jobs.request_refresh(uow=uow, actor=ANALYST, as_of=AS_OF)
+    assert created and job["id"] != dead
+    assert (utcnow() - started).total_seconds() < 10  # (SQLite's busy timeout is 30 s)
+    assert job_row(engine, dead).status == "failed"
+    jobs.run_job(engine, job["id"], ANALYST)

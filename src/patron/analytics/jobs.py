@@ -302,11 +302,11 @@ def request_refresh(*, uow: UnitOfWork, actor: Actor, trigger: str = "manual",
         raise ValidationFailed(fields=[FieldError("trigger", "analytics_job_bad_trigger",
                                                   {"expected": ", ".join(TRIGGERS)})])
     moment = None if as_of is None else service._as_of(as_of)
-    if moment is not None:
-        service._check_after_first_purchase(uow.c, moment)
     engine = uow.engine
-    reap(engine)
+    reap(engine)  # before this unit of work begins: on SQLite it may need the write lock
     conn = uow.c
+    if moment is not None:
+        service._check_after_first_purchase(conn, moment)
     active = _active_job(conn)
     if active is not None:
         uow.rollback()

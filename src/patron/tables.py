@@ -14,9 +14,13 @@ from patron.webhooks import tables as webhooks  # noqa: F401
 for _name in ("patron.analytics.tables", "patron.analytics.clv_tables",
               "patron.analytics.churn_tables", "patron.analytics.crosssell_tables",
               "patron.analytics.jobs_tables",
-              "patron.analytics.dashboards_tables", "patron.loyalty.tables"):
+              "patron.analytics.dashboards_tables", "patron.loyalty.tables",
+              "patron.coupons.tables", "patron.storedvalue.tables", "patron.rewards.tables",
+              "patron.benefits.tables", "patron.messaging.tables", "patron.selfservice.tables",
+              "patron.checkout.tables", "patron.loyalty.reports_tables"):
     try:
         importlib.import_module(_name)
     except ModuleNotFoundError as _exc:
-        if _exc.name != _name:
+        # the area's package or its tables module does not exist yet; anything else is a bug
+        if _exc.name is None or not (_name + ".").startswith(_exc.name + "."):
             raise

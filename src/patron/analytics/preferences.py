@@ -1,8 +1,10 @@
-"""What a customer tends to buy, when, where and how: read from the running affinity counters
-(``customer_affinities``) and the order lines, set-based for any number of customers.
+"""What a customer tends to buy, when, where and how: read from the running counters kept
+with the figures (``customer_figures.counters``) and the order lines, for any number of
+customers.
 
-- **hour slots** and **weekdays**: shares of orders, from the ``hour`` and ``day`` affinity rows,
-  which hold the *store's* local hour and date of each order (Asia/Shanghai without a store);
+- **hour slots** and **weekdays**: shares of orders, from the ``hour`` and ``weekday``
+  counters, which count each order at the *store's* local hour and ISO weekday (the default
+  time zone, Asia/Shanghai, without a store);
 - **favourite categories, store, channel**: the keys with the most orders (more spend, then the
   smaller key, break ties), as on the customer page;
 - **favourite SKUs**: the SKUs on the most orders (then the larger quantity, then the SKU);
@@ -22,9 +24,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
-    Date,
-    Integer,
-    and_,
     case,
     cast,
     distinct,
@@ -34,8 +33,8 @@ from sqlalchemy import (
     type_coerce,
 )
 
+from patron.customers import figures as figs
 from patron.customers.queries import visible_customer
-from patron.customers.tables import customer_affinities
 from patron.db import Money
 from patron.errors import Forbidden
 from patron.orders.tables import order_lines, orders
@@ -104,57 +103,26 @@ class _Acc:
 
 # --- SQL ------------------------------------------------------------------------------------
 
-def _slot_case(hour: Any) -> Any:
-    return case(*[(and_(hour >= first, hour < end), slot) for slot, first, end in HOUR_SLOTS],
-                else_="night")
-
-
-def _weekday(conn: Connection, day_text: Any) -> Any:
-    """0 = Sunday ... 6 = Saturday, from a ``YYYY-MM-DD`` key, on either database."""
-    if conn.dialect.name == "postgresql":
-        return cast(func.extract("dow", cast(day_text, Date)), Integer)
-    return cast(func.strftime("%w", day_text), Integer)
-
-
-def _ranked_affinities(ids: list[int]) -> Any:
-    a = customer_affinities.c
-    rn = func.row_number().over(partition_by=(a.customer_id, a.dimension),
-                                order_by=(a.order_count.desc(), a.spend.desc(), a.key))
-    sub = (select(a.customer_id, a.dimension, a.key, a.order_count, a.spend, rn.label("rn"))
-           .where(a.customer_id.in_(ids), a.dimension.in_(("store", "channel", "category")))
-           .subquery())
-    return (select(sub).where(or_(sub.c.rn == 1, and_(sub.c.dimension == "category",
-                                                       sub.c.rn <= TOP))))
-
-
-def _read_affinities(conn: Connection, ids: list[int], acc: dict[int, _Acc]) -> None:
-    a = customer_affinities.c
+def _read_counters(conn: Connection, ids: list[int], acc: dict[int, _Acc]) -> None:
     store_names = dict(conn.execute(select(stores.c.code, stores.c.name)).all())
     channel_names = dict(conn.execute(select(channels.c.code, channels.c.name)).all())
-    for r in conn.execute(_ranked_affinities(ids)).mappings():
-        one = acc[int(r["customer_id"])]
-        if r["dimension"] == "category":
-            one.categories.append({"category": r["key"], "orders": int(r["order_count"]),
-                                   "spend": r["spend"]})
-        elif r["dimension"] == "store":
-            one.store = {"code": r["key"], "name": store_names.get(r["key"]),
-                         "orders": int(r["order_count"])}
-        else:
-            one.channel = {"code": r["key"], "name": channel_names.get(r["key"]),
-                           "orders": int(r["order_count"])}
-    slot = _slot_case(cast(a.key, Integer)).label("slot")
-    for cid, name, n in conn.execute(
-            select(a.customer_id, slot, func.sum(a.order_count))
-            .where(a.customer_id.in_(ids), a.dimension == "hour")
-            .group_by(a.customer_id, slot)):
-        acc[int(cid)].slots[str(name)] = int(n)
-    dow = _weekday(conn, a.key).label("dow")
-    for cid, day, n in conn.execute(
-            select(a.customer_id, dow, func.sum(a.order_count))
-            .where(a.customer_id.in_(ids), a.dimension == "day")
-            .group_by(a.customer_id, dow)):
-        iso = 7 if int(day) == 0 else int(day)
-        acc[int(cid)].weekdays[iso] = int(n)
+    for cid, counters in figs.read_counters(conn, ids).items():
+        one = acc[cid]
+        one.categories = [{"category": key, "orders": n, "spend": spend}
+                          for key, n, spend in figs.ranked(counters, "category")[:TOP]]
+        store = next(iter(figs.ranked(counters, "store")), None)
+        if store is not None:
+            one.store = {"code": store[0], "name": store_names.get(store[0]),
+                         "orders": store[1]}
+        channel = next(iter(figs.ranked(counters, "channel")), None)
+        if channel is not None:
+            one.channel = {"code": channel[0], "name": channel_names.get(channel[0]),
+                           "orders": channel[1]}
+        for hour, (n, _spend) in counters.get("hour", {}).items():
+            slot = hour_slot(int(hour))
+            one.slots[slot] = one.slots.get(slot, 0) + int(n)
+        for day, (n, _spend) in counters.get("weekday", {}).items():
+            one.weekdays[int(day)] = int(n)
 
 
 def _read_skus(conn: Connection, ids: list[int], acc: dict[int, _Acc]) -> None:
@@ -241,7 +209,7 @@ def preferences_for(conn: Connection, customer_ids: Iterable[int]) -> dict[int, 
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
         acc = {cid: _Acc() for cid in chunk}
-        _read_affinities(conn, chunk, acc)
+        _read_counters(conn, chunk, acc)
         _read_skus(conn, chunk, acc)
         _read_discounts_and_baskets(conn, chunk, acc)
         out.update((cid, _result(cid, acc[cid])) for cid in chunk)

@@ -1,29 +1,47 @@
 """Per-customer figures, kept current incrementally and rebuilt from the orders on demand.
 
-Orders change figures by deltas (one additive upsert per customer and chunk, rows locked in key
-order); returns subtract; a merge rebuilds the survivor from its orders. ``rebuild`` recomputes
-everything from the orders and reports what differed, which is how the incremental path is
-checked.
+One ``customer_figures`` row per customer holds the totals (orders, purchase days, spend,
+refunds, first and last purchase) and, in ``counters``, the running counters behind the
+favourites: per dimension (store, channel, category, local hour, ISO weekday) and key, how many
+orders and how much spend in fen::
+
+    {"store": {"BEAN-SH-01": [3, 8400]}, "hour": {"08": [2, 5600]}, "weekday": {"1": [1, 2800]},
+     "channel": {...}, "category": {...}}
+
+A chunk of orders updates each of its customers' rows once, read-modify-write: the rows are
+locked in customer id order (PostgreSQL ``FOR UPDATE``; SQLite has one writer), read, the
+chunk's deltas added in Python, and written back in one statement. Distinct purchase days are
+counted from the orders themselves: a day of the chunk is new for a customer unless one of the
+customer's earlier orders has the same local date (each order in its own store's time zone),
+which an index range on ``(customer_id, purchased_at)`` answers. Returns subtract refunds with
+an additive update (``orders.returns``), which a read-modify-write here never overwrites. A
+merge rebuilds the survivor from its orders. ``rebuild`` recomputes everything from the orders
+and reports what differed, which is how the incremental path is checked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, delete, func, select, text, update
+import orjson
+from sqlalchemy import Connection, delete, select, text
 
-from patron.customers.tables import customer_affinities, customer_figures
+from patron.config import get_settings
+from patron.customers.tables import customer_figures
 from patron.db import UTCDateTime, sqlite_executemany
 from patron.orders.tables import order_lines, orders
 from patron.org.tables import channels, stores
 
-DIMENSIONS = ("store", "channel", "category", "hour", "day")
+DIMENSIONS = ("store", "channel", "category", "hour", "weekday")
+Counters = dict[str, dict[str, list[int]]]  # dimension -> key -> [orders, spend in fen]
+
+# Any local date, in any time zone (UTC-12 to UTC+14), lies within this margin of its UTC day.
+_TZ_MARGIN = dt.timedelta(hours=14)
 
 
 @dataclass
@@ -33,7 +51,8 @@ class FigureDelta:
     refunded: Decimal = Decimal(0)
     first_order_at: dt.datetime | None = None
     last_order_at: dt.datetime | None = None
-    affinities: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    days: set[dt.date] = field(default_factory=set)
+    counters: Counters = field(default_factory=dict)
 
     def add_order(self, *, purchased_at: dt.datetime, local_time: dt.datetime, total: Decimal,
                   store_code: str | None, channel_code: str,
@@ -44,145 +63,301 @@ class FigureDelta:
             self.first_order_at = purchased_at
         if self.last_order_at is None or purchased_at > self.last_order_at:
             self.last_order_at = purchased_at
-        keys: list[tuple[str, str, Decimal]] = [("channel", channel_code, total),
-                                                 ("hour", f"{local_time.hour:02d}", total),
-                                                 ("day", local_time.date().isoformat(), total)]
+        self.days.add(local_time.date())
+        spend = _fen(total)
+        c = self.counters
+        _bump(c, "channel", channel_code, spend)
+        _bump(c, "hour", f"{local_time.hour:02d}", spend)
+        _bump(c, "weekday", str(local_time.isoweekday()), spend)
         if store_code:
-            keys.append(("store", store_code, total))
-        keys.extend(("category", c, a) for c, a in category_amounts.items())
-        for dim, key, amount in keys:
-            slot = self.affinities.setdefault((dim, key), [0, Decimal(0)])
-            slot[0] += 1
-            slot[1] += amount
+            _bump(c, "store", store_code, spend)
+        for category, amount in category_amounts.items():
+            _bump(c, "category", category, _fen(amount))
 
 
-def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta]) -> None:
-    """Add the deltas to the stored figures.
+def _bump(counters: Counters, dim: str, key: str, spend: int, count: int = 1) -> None:
+    keys = counters.get(dim)
+    if keys is None:
+        keys = counters[dim] = {}
+    slot = keys.get(key)
+    if slot is None:
+        keys[key] = [count, spend]
+    else:
+        slot[0] += count
+        slot[1] += spend
 
-    PostgreSQL: one upsert per table for the whole chunk (rows as one JSON parameter).
-    SQLite: single-row upserts run by the driver's executemany. Then the distinct purchase days
-    are recounted from the ``day`` rows. The figures rows are written
-    first, customers in id order: on PostgreSQL that takes their row locks in a fixed order, so a
-    concurrent chunk for the same customer waits here, and the purchase days it counts include
-    this chunk's rows.
-    """
-    if not deltas:
-        return
-    ids = sorted(deltas)
-    fig_rows = []
-    aff_rows = []
-    for cid in ids:
-        d = deltas[cid]
-        fig_rows.append({
-            "customer_id": cid,
-            "order_count": d.order_count,
-            "total_spend": d.total_spend,
-            "refunded": d.refunded,
-            "net_spend": d.total_spend - d.refunded,
-            "first_order_at": d.first_order_at,
-            "last_order_at": d.last_order_at,
-        })
-        for (dim, key), (count, spend) in sorted(d.affinities.items()):
-            aff_rows.append({"customer_id": cid, "dimension": dim, "key": key,
-                             "order_count": count, "spend": spend})
-    if conn.dialect.name == "postgresql":
-        _pg_upserts(conn, fig_rows, aff_rows)
-        conn.execute(_PG_PURCHASE_DAYS, {"ids": ids})
-        return
-    stamp = UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    assert stamp is not None
-    sqlite_executemany(conn, _SQLITE_FIGURES, [
-        (r["customer_id"], r["order_count"], _fen(r["total_spend"]), _fen(r["refunded"]),
-         _fen(r["net_spend"]), stamp(r["first_order_at"]), stamp(r["last_order_at"]))
-        for r in fig_rows])
-    sqlite_executemany(conn, _SQLITE_AFFINITIES, [
-        (r["customer_id"], r["dimension"], r["key"], r["order_count"], _fen(r["spend"]))
-        for r in aff_rows])
-    a = customer_affinities.c
-    days = (select(func.count()).where(a.customer_id == customer_figures.c.customer_id,
-                                       a.dimension == "day").scalar_subquery())
-    for part in _chunks(ids, 1000):
-        conn.execute(update(customer_figures)
-                     .where(customer_figures.c.customer_id.in_(part))
-                     .values(purchase_days=days))
+
+def add_counters(into: Counters, more: Counters) -> Counters:
+    """``into`` with every counter of ``more`` added (``into`` is changed and returned)."""
+    for dim, keys in more.items():
+        for key, (count, spend) in keys.items():
+            _bump(into, dim, key, spend, count)
+    return into
 
 
 def _fen(value: Decimal) -> int:
     return int(value * 100)
 
 
-# PostgreSQL: one statement per table for the whole chunk, its rows passed as one JSON array
-# (the server parses JSON several times faster than the driver dumps Python lists as arrays).
-_PG_FIGURES = text("""
-INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
-                              net_spend, first_order_at, last_order_at)
-SELECT (e->>0)::bigint, (e->>1)::int, 0, (e->>2)::bigint, (e->>3)::bigint,
-       (e->>2)::bigint - (e->>3)::bigint, (e->>4)::timestamptz, (e->>5)::timestamptz
-FROM json_array_elements(CAST(:rows AS json)) AS e
-ON CONFLICT (customer_id) DO UPDATE SET
-  order_count = customer_figures.order_count + excluded.order_count,
-  total_spend = customer_figures.total_spend + excluded.total_spend,
-  refunded = customer_figures.refunded + excluded.refunded,
-  net_spend = customer_figures.net_spend + excluded.net_spend,
-  first_order_at = LEAST(customer_figures.first_order_at, excluded.first_order_at),
-  last_order_at = GREATEST(customer_figures.last_order_at, excluded.last_order_at)
-""")
+def _yuan(fen: int) -> Decimal:
+    return (Decimal(int(fen)) / 100).quantize(Decimal("0.01"))
 
-_PG_AFFINITIES = text("""
-INSERT INTO customer_affinities (customer_id, dimension, key, order_count, spend)
-SELECT (e->>0)::bigint, e->>1, e->>2, (e->>3)::int, (e->>4)::bigint
-FROM json_array_elements(CAST(:rows AS json)) AS e
-ON CONFLICT (customer_id, dimension, key) DO UPDATE SET
-  order_count = customer_affinities.order_count + excluded.order_count,
-  spend = customer_affinities.spend + excluded.spend
-""")
+
+def ranked(counters: Counters, dim: str) -> list[tuple[str, int, Decimal]]:
+    """(key, orders, spend) of one dimension, favourite first: the most orders, then more
+    spend, then the smaller key."""
+    rows = [(k, int(c), int(s)) for k, (c, s) in counters.get(dim, {}).items()]
+    rows.sort(key=lambda r: (-r[1], -r[2], r[0]))
+    return [(k, c, _yuan(s)) for k, c, s in rows]
+
+
+def read_counters(conn: Connection, customer_ids: list[int]) -> dict[int, Counters]:
+    """The stored counters of these customers (customers without figures are left out)."""
+    out: dict[int, Counters] = {}
+    f = customer_figures.c
+    for part in _chunks(sorted(set(customer_ids)), 5000):
+        for cid, counters in conn.execute(select(f.customer_id, f.counters)
+                                          .where(f.customer_id.in_(part))):
+            out[int(cid)] = _loads(counters)
+    return out
+
+
+def _loads(value: Any) -> Counters:
+    if value is None:
+        return {}
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)  # type: ignore[no-any-return]
+    return value  # type: ignore[no-any-return]
+
+
+# --- the incremental path -------------------------------------------------------------------
+
+@dataclass
+class _Stored:
+    order_count: int
+    purchase_days: int
+    total_spend: int  # fen
+    first_order_at: dt.datetime | None
+    last_order_at: dt.datetime | None
+    counters: Counters
+
+
+def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta], *,
+                 new_customer_ids: set[int] | frozenset[int] = frozenset(),
+                 chunk_order_ids: set[int] | frozenset[int] = frozenset()) -> None:
+    """Add a chunk's deltas to the stored figures, one read-modify-write per customer.
+
+    Call it after the chunk's orders are inserted: ``chunk_order_ids`` are those orders (left
+    out when telling whether a purchase day is new) and ``new_customer_ids`` the customers the
+    chunk created (no row to read, no earlier order). On PostgreSQL the other customers' rows
+    are locked in id order before they are read, so a concurrent chunk for the same customer
+    waits here and then reads what this one wrote.
+    """
+    if not deltas:
+        return
+    ids = sorted(deltas)
+    old_ids = [cid for cid in ids if cid not in new_customer_ids]
+    stored = _lock_and_read(conn, old_ids)
+    # Purchase days: only customers with earlier orders can have bought on a day before, and
+    # only on days near the span of those orders (most chunks carry later days than any).
+    wanted = {}
+    for cid in old_ids:
+        s = stored.get(cid)
+        if s is None or s.order_count == 0 or s.first_order_at is None:
+            continue
+        lo, hi = s.first_order_at, s.last_order_at or s.first_order_at
+        days = {day for day in deltas[cid].days if _may_hold(day, lo, hi)}
+        if days:
+            wanted[cid] = days
+    known_days = _earlier_days(conn, wanted, chunk_order_ids)
+    rows = []
+    for cid in ids:
+        d = deltas[cid]
+        s = stored.get(cid)
+        new_days = len(d.days - known_days.get(cid, set()))
+        if s is None:
+            rows.append((cid, d.order_count, new_days, _fen(d.total_spend), d.first_order_at,
+                         d.last_order_at, d.counters))
+            continue
+        rows.append((cid, s.order_count + d.order_count, s.purchase_days + new_days,
+                     s.total_spend + _fen(d.total_spend),
+                     _earliest(s.first_order_at, d.first_order_at),
+                     _latest(s.last_order_at, d.last_order_at),
+                     add_counters(s.counters, d.counters)))
+    _write(conn, rows)
+
+
+def _window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC times at which it is ``day`` somewhere on Earth."""
+    start = dt.datetime.combine(day, dt.time(), dt.UTC)
+    return start - _TZ_MARGIN, start + dt.timedelta(days=1) + _TZ_MARGIN
+
+
+def _may_hold(day: dt.date, first: dt.datetime, last: dt.datetime) -> bool:
+    """Whether an order between ``first`` and ``last`` may have been bought on local ``day``."""
+    start, end = _window(day)
+    return start <= last and first < end
+
+
+def _earliest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _lock_and_read(conn: Connection, ids: list[int]) -> dict[int, _Stored]:
+    if not ids:
+        return {}
+    if conn.dialect.name == "postgresql":
+        rows = list(conn.execute(_PG_READ_LOCKED, {"ids": ids}))
+        missing = sorted(set(ids) - {int(r[0]) for r in rows})
+        if missing:
+            # Customers without figures yet (a profile made by enrolment, say): give them an
+            # empty row to lock, so that two chunks cannot both write a first one.
+            conn.execute(_PG_EMPTY_ROWS, {"ids": missing})
+            rows.extend(conn.execute(_PG_READ_LOCKED, {"ids": missing}))
+        return {int(r[0]): _Stored(int(r[1]), int(r[2]), int(r[3]), r[4], r[5], _loads(r[6]))
+                for r in rows}
+    out = {}
+    for r in conn.execute(_SQLITE_READ, {"ids": orjson.dumps(ids).decode()}):
+        out[int(r[0])] = _Stored(int(r[1]), int(r[2]), int(r[3]), _sqlite_time(r[4]),
+                                 _sqlite_time(r[5]), _loads(r[6]))
+    return out
+
+
+def _sqlite_time(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+
+
+def _earlier_days(conn: Connection, wanted: dict[int, set[dt.date]],
+                  chunk_order_ids: set[int] | frozenset[int]) -> dict[int, set[dt.date]]:
+    """Of each customer's dates in ``wanted``, those on which one of the customer's orders
+    outside this chunk was bought (local date in the order's store's time zone)."""
+    windows = []
+    for cid, days in wanted.items():
+        lo = hi = None
+        for day in sorted(days):
+            start, end = _window(day)
+            if hi is not None and start <= hi:
+                hi = end  # consecutive days: one window
+                continue
+            if lo is not None:
+                windows.append((cid, lo, hi))
+            lo, hi = start, end
+        if lo is not None:
+            windows.append((cid, lo, hi))
+    if not windows:
+        return {}
+    default_tz = get_settings().default_timezone
+    zones: dict[str, ZoneInfo] = {}
+    found: dict[int, set[dt.date]] = defaultdict(set)
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(_PG_EARLIER_ORDERS, {"w": orjson.dumps(windows).decode()})
+    else:
+        stamp = UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        assert stamp is not None
+        rows = conn.execute(_SQLITE_EARLIER_ORDERS, {"w": orjson.dumps(
+            [(cid, stamp(lo), stamp(hi)) for cid, lo, hi in windows]).decode()})
+    seen: set[int] = set()
+    for oid, cid, at, tz in rows:
+        if oid in chunk_order_ids or oid in seen:
+            continue
+        seen.add(oid)
+        if isinstance(at, str):
+            at = _sqlite_time(at)
+        name = tz or default_tz
+        zone = zones.get(name) or zones.setdefault(name, ZoneInfo(name))
+        day = at.astimezone(zone).date()
+        if day in wanted[int(cid)]:
+            found[int(cid)].add(day)
+    return found
+
+
+def _write(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    if conn.dialect.name == "postgresql":
+        # orjson writes aware datetimes as ISO 8601, which the statement casts back.
+        conn.execute(_PG_WRITE, {"rows": orjson.dumps([
+            [cid, n, days, spend, first, last, counters]
+            for cid, n, days, spend, first, last, counters in rows]).decode()})
+        return
+    stamp = UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    assert stamp is not None
+    sqlite_executemany(conn, _SQLITE_WRITE, [
+        (cid, n, days, spend, stamp(first), stamp(last), orjson.dumps(counters).decode())
+        for cid, n, days, spend, first, last, counters in rows])
+
 
 # One statement text whatever the number of customers, so the driver can prepare it once.
-_PG_PURCHASE_DAYS = text("""
-UPDATE customer_figures f SET purchase_days = (
-  SELECT count(*) FROM customer_affinities a
-  WHERE a.customer_id = f.customer_id AND a.dimension = 'day')
-WHERE f.customer_id = ANY(CAST(:ids AS bigint[]))
+_PG_READ_LOCKED = text("""
+SELECT customer_id, order_count, purchase_days, total_spend, first_order_at, last_order_at,
+       counters::text
+FROM customer_figures WHERE customer_id = ANY(CAST(:ids AS bigint[]))
+ORDER BY customer_id FOR UPDATE
 """)
 
+_PG_EMPTY_ROWS = text("""
+INSERT INTO customer_figures (customer_id, counters)
+SELECT unnest(CAST(:ids AS bigint[])), CAST('{}' AS json)
+ON CONFLICT (customer_id) DO NOTHING
+""")
 
-def _pg_upserts(conn: Connection, fig_rows: list[dict[str, Any]],
-                aff_rows: list[dict[str, Any]]) -> None:
-    conn.execute(_PG_FIGURES, {"rows": json.dumps([
-        [r["customer_id"], r["order_count"], _fen(r["total_spend"]), _fen(r["refunded"]),
-         _iso(r["first_order_at"]), _iso(r["last_order_at"])] for r in fig_rows])})
-    conn.execute(_PG_AFFINITIES, {"rows": json.dumps([
-        [r["customer_id"], r["dimension"], r["key"], r["order_count"], _fen(r["spend"])]
-        for r in aff_rows])})
+_PG_EARLIER_ORDERS = text("""
+SELECT o.id, o.customer_id, o.purchased_at, s.timezone
+FROM json_array_elements(CAST(:w AS json)) AS e
+JOIN orders o ON o.customer_id = (e->>0)::bigint
+ AND o.purchased_at >= (e->>1)::timestamptz AND o.purchased_at < (e->>2)::timestamptz
+LEFT JOIN stores s ON s.id = o.store_id
+""")
 
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-# SQLite: the same upserts as plain statements run by the driver's executemany; SQLAlchemy's
-# per-row parameter handling cost more than the statements.
-_SQLITE_FIGURES = """
+# The rows are locked: totals and counters are written as computed. Refunds are the returns'
+# (an additive update elsewhere), so net spend is derived from the stored refunds.
+_PG_WRITE = text("""
 INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
-                              net_spend, first_order_at, last_order_at)
-VALUES (?, ?, 0, ?, ?, ?, ?, ?)
+                              net_spend, first_order_at, last_order_at, counters)
+SELECT (e->>0)::bigint, (e->>1)::int, (e->>2)::int, (e->>3)::bigint, 0, (e->>3)::bigint,
+       (e->>4)::timestamptz, (e->>5)::timestamptz, e->6
+FROM json_array_elements(CAST(:rows AS json)) AS e
 ON CONFLICT (customer_id) DO UPDATE SET
-  order_count = order_count + excluded.order_count,
-  total_spend = total_spend + excluded.total_spend,
-  refunded = refunded + excluded.refunded,
-  net_spend = net_spend + excluded.net_spend,
-  first_order_at = coalesce(min(first_order_at, excluded.first_order_at), first_order_at,
-                            excluded.first_order_at),
-  last_order_at = coalesce(max(last_order_at, excluded.last_order_at), last_order_at,
-                           excluded.last_order_at)
-"""
+  order_count = excluded.order_count,
+  purchase_days = excluded.purchase_days,
+  total_spend = excluded.total_spend,
+  net_spend = excluded.total_spend - customer_figures.refunded,
+  first_order_at = excluded.first_order_at,
+  last_order_at = excluded.last_order_at,
+  counters = excluded.counters
+""")
 
-_SQLITE_AFFINITIES = """
-INSERT INTO customer_affinities (customer_id, dimension, key, order_count, spend)
-VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (customer_id, dimension, key) DO UPDATE SET
-  order_count = order_count + excluded.order_count,
-  spend = spend + excluded.spend
+_SQLITE_READ = text("""
+SELECT f.customer_id, f.order_count, f.purchase_days, f.total_spend, f.first_order_at,
+       f.last_order_at, f.counters
+FROM json_each(:ids) AS k JOIN customer_figures f ON f.customer_id = k.value
+""")
+
+_SQLITE_EARLIER_ORDERS = text("""
+SELECT o.id, o.customer_id, o.purchased_at, s.timezone
+FROM json_each(:w) AS k
+JOIN orders o ON o.customer_id = json_extract(k.value, '$[0]')
+ AND o.purchased_at >= json_extract(k.value, '$[1]')
+ AND o.purchased_at < json_extract(k.value, '$[2]')
+LEFT JOIN stores s ON s.id = o.store_id
+""")
+
+_SQLITE_WRITE = """
+INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
+                              net_spend, first_order_at, last_order_at, counters)
+VALUES (?1, ?2, ?3, ?4, 0, ?4, ?5, ?6, ?7)
+ON CONFLICT (customer_id) DO UPDATE SET
+  order_count = excluded.order_count,
+  purchase_days = excluded.purchase_days,
+  total_spend = excluded.total_spend,
+  net_spend = excluded.total_spend - refunded,
+  first_order_at = excluded.first_order_at,
+  last_order_at = excluded.last_order_at,
+  counters = excluded.counters
 """
 
 
@@ -191,16 +366,18 @@ def _chunks(rows: list[Any], size: int) -> Any:
         yield rows[i:i + size]
 
 
+# --- the certain path: from the orders ------------------------------------------------------
+
 Figures = dict[int, dict[str, Any]]
 Affinities = dict[tuple[int, str, str], tuple[int, Decimal]]
 
 
-def compute_from_orders(conn: Connection, customer_ids: list[int] | None = None
-                        ) -> tuple[Figures, Affinities]:
-    """Figures and affinities as the orders say they should be (the slow, certain path)."""
+def _recompute(conn: Connection, customer_ids: list[int] | None
+               ) -> dict[int, FigureDelta]:
     store_rows = {r.id: (r.code, r.timezone) for r in conn.execute(
         select(stores.c.id, stores.c.code, stores.c.timezone))}
     channel_codes = {r.id: r.code for r in conn.execute(select(channels.c.id, channels.c.code))}
+    default_tz = get_settings().default_timezone
     q = select(orders.c.id, orders.c.customer_id, orders.c.store_id, orders.c.channel_id,
                orders.c.purchased_at, orders.c.total_amount, orders.c.refunded_amount
                ).where(orders.c.customer_id.is_not(None))
@@ -215,44 +392,58 @@ def compute_from_orders(conn: Connection, customer_ids: list[int] | None = None
         if r.category:
             cats[r.order_id][r.category] = cats[r.order_id].get(r.category, Decimal(0)) + r.amount
     deltas: dict[int, FigureDelta] = defaultdict(FigureDelta)
+    zones: dict[str, ZoneInfo] = {}
     for r in conn.execute(q.order_by(orders.c.id)):
-        code, tz = store_rows.get(r.store_id, (None, "Asia/Shanghai"))
+        code, tz = store_rows.get(r.store_id, (None, default_tz))
+        zone = zones.get(tz) or zones.setdefault(tz, ZoneInfo(tz))
         d = deltas[int(r.customer_id)]
-        d.add_order(purchased_at=r.purchased_at, local_time=r.purchased_at.astimezone(ZoneInfo(tz)),
+        d.add_order(purchased_at=r.purchased_at, local_time=r.purchased_at.astimezone(zone),
                     total=r.total_amount, store_code=code, channel_code=channel_codes[r.channel_id],
                     category_amounts=cats.get(r.id, {}))
         d.refunded += r.refunded_amount
-    figures = {}
-    affinities = {}
-    for cid, d in deltas.items():
-        days = sum(1 for (dim, _k) in d.affinities if dim == "day")
-        figures[cid] = {"order_count": d.order_count, "purchase_days": days,
-                        "total_spend": d.total_spend, "refunded": d.refunded,
-                        "net_spend": d.total_spend - d.refunded,
-                        "first_order_at": d.first_order_at, "last_order_at": d.last_order_at}
-        for (dim, key), (count, spend) in d.affinities.items():
-            affinities[(cid, dim, key)] = (count, spend)
+    return deltas
+
+
+def _figures_of(d: FigureDelta) -> dict[str, Any]:
+    return {"order_count": d.order_count, "purchase_days": len(d.days),
+            "total_spend": d.total_spend, "refunded": d.refunded,
+            "net_spend": d.total_spend - d.refunded,
+            "first_order_at": d.first_order_at, "last_order_at": d.last_order_at}
+
+
+def _flatten(cid: int, counters: Counters, into: Affinities) -> None:
+    for dim, keys in counters.items():
+        for key, (count, spend) in keys.items():
+            into[(cid, dim, key)] = (int(count), _yuan(spend))
+
+
+def compute_from_orders(conn: Connection, customer_ids: list[int] | None = None
+                        ) -> tuple[Figures, Affinities]:
+    """Figures and counters as the orders say they should be (the slow, certain path);
+    counters keyed by (customer, dimension, key) as (orders, spend)."""
+    figures: Figures = {}
+    affinities: Affinities = {}
+    for cid, d in _recompute(conn, customer_ids).items():
+        figures[cid] = _figures_of(d)
+        _flatten(cid, d.counters, affinities)
     return figures, affinities
 
 
 def stored(conn: Connection, customer_ids: list[int] | None = None
            ) -> tuple[Figures, Affinities]:
     fq = select(customer_figures)
-    aq = select(customer_affinities)
     if customer_ids is not None:
         fq = fq.where(customer_figures.c.customer_id.in_(customer_ids))
-        aq = aq.where(customer_affinities.c.customer_id.in_(customer_ids))
     figures = {}
+    affinities: Affinities = {}
     for r in conn.execute(fq).mappings():
         row = dict(r)
         cid = int(row.pop("customer_id"))
+        counters = _loads(row.pop("counters"))
+        _flatten(cid, counters, affinities)
         if row["order_count"] == 0 and row["refunded"] == 0:
             continue
         figures[cid] = row
-    affinities = {
-        (int(r.customer_id), r.dimension, r.key): (r.order_count, r.spend)
-        for r in conn.execute(aq)
-    }
     return figures, affinities
 
 
@@ -279,18 +470,12 @@ def compare(conn: Connection, customer_ids: list[int] | None = None) -> list[dic
 
 def rebuild(conn: Connection, customer_ids: list[int] | None = None) -> None:
     """Replace the stored figures with those computed from the orders."""
-    want_f, want_a = compute_from_orders(conn, customer_ids)
+    want = _recompute(conn, customer_ids)
     fdel = delete(customer_figures)
-    adel = delete(customer_affinities)
     if customer_ids is not None:
         fdel = fdel.where(customer_figures.c.customer_id.in_(customer_ids))
-        adel = adel.where(customer_affinities.c.customer_id.in_(customer_ids))
-    conn.execute(adel)
     conn.execute(fdel)
-    frows = [{"customer_id": cid, **vals} for cid, vals in sorted(want_f.items())]
-    arows = [{"customer_id": cid, "dimension": dim, "key": key, "order_count": c, "spend": s}
-             for (cid, dim, key), (c, s) in sorted(want_a.items())]
+    frows = [{"customer_id": cid, **_figures_of(d), "counters": d.counters}
+             for cid, d in sorted(want.items())]
     for chunk in _chunks(frows, 2000):
         conn.execute(customer_figures.insert(), chunk)
-    for chunk in _chunks(arows, 2000):
-        conn.execute(customer_affinities.insert(), chunk)

@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from patron.config import get_settings
+from patron.customers.figures import ranked, read_counters
 from patron.customers.model import (
     IdentifierError,
     mask_email,
@@ -45,7 +46,6 @@ from patron.customers.model import (
 )
 from patron.customers.tables import (
     custom_field_defs,
-    customer_affinities,
     customer_figures,
     customer_merges,
     customers,
@@ -462,38 +462,29 @@ def list_customers(conn: Connection, *, actor: Actor,
 
 # --- profile --------------------------------------------------------------------------------
 
-def _favourite(rows: list[Any]) -> Any:
-    """The key with the most orders; more spend, then the smaller key, break ties."""
-    if not rows:
-        return None
-    return sorted(rows, key=lambda r: (-r.order_count, -r.spend, r.key))[0]
-
-
 def favourites(conn: Connection, customer_id: int) -> dict[str, Any]:
-    by_dim: dict[str, list[Any]] = {}
-    for r in conn.execute(select(customer_affinities).where(
-            customer_affinities.c.customer_id == customer_id,
-            customer_affinities.c.dimension.in_(("store", "channel", "category", "hour")))):
-        by_dim.setdefault(r.dimension, []).append(r)
-    store = _favourite(by_dim.get("store", []))
-    channel = _favourite(by_dim.get("channel", []))
-    hour = _favourite(by_dim.get("hour", []))
-    cats = sorted(by_dim.get("category", []), key=lambda r: (-r.order_count, -r.spend, r.key))
+    """Favourite store, channel and hour, and the top three categories: the keys with the most
+    orders (more spend, then the smaller key, break ties), from the running counters."""
+    counters = read_counters(conn, [customer_id]).get(customer_id, {})
+    store = next(iter(ranked(counters, "store")), None)
+    channel = next(iter(ranked(counters, "channel")), None)
+    hour = next(iter(ranked(counters, "hour")), None)
+    cats = ranked(counters, "category")
     store_name = channel_name = None
     if store is not None:
-        store_name = conn.execute(select(stores.c.name).where(stores.c.code == store.key)
+        store_name = conn.execute(select(stores.c.name).where(stores.c.code == store[0])
                                   ).scalar()
     if channel is not None:
         channel_name = conn.execute(select(channels.c.name).where(
-            channels.c.code == channel.key)).scalar()
+            channels.c.code == channel[0])).scalar()
     return {
-        "store": None if store is None else {"code": store.key, "name": store_name,
-                                             "orders": store.order_count},
-        "channel": None if channel is None else {"code": channel.key, "name": channel_name,
-                                                 "orders": channel.order_count},
-        "categories": [{"code": r.key, "orders": r.order_count, "spend": r.spend}
-                       for r in cats[:3]],
-        "hour": None if hour is None else int(hour.key),
+        "store": None if store is None else {"code": store[0], "name": store_name,
+                                             "orders": store[1]},
+        "channel": None if channel is None else {"code": channel[0], "name": channel_name,
+                                                 "orders": channel[1]},
+        "categories": [{"code": key, "orders": n, "spend": spend}
+                       for key, n, spend in cats[:3]],
+        "hour": None if hour is None else int(hour[0]),
     }
 
 
@@ -511,7 +502,8 @@ def get_customer(conn: Connection, *, actor: Actor, customer_id: int) -> dict[st
                   identities.c.customer_id == customer_id).order_by(identities.c.id))]
     fig = conn.execute(select(customer_figures).where(
         customer_figures.c.customer_id == customer_id)).mappings().first()
-    figures = {k: v for k, v in dict(fig).items() if k != "customer_id"} if fig else {
+    figures = {k: v for k, v in dict(fig).items()
+               if k not in ("customer_id", "counters")} if fig else {
         "order_count": 0, "purchase_days": 0, "total_spend": Decimal("0.00"),
         "refunded": Decimal("0.00"), "net_spend": Decimal("0.00"), "first_order_at": None,
         "last_order_at": None}

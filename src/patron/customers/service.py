@@ -9,7 +9,6 @@ from sqlalchemy import Connection, func, insert, select, update
 from patron.customers import figures
 from patron.customers.model import PROFILE_FIELDS, merged_profile
 from patron.customers.tables import (
-    customer_affinities,
     customer_figures,
     customer_merges,
     customers,
@@ -64,8 +63,6 @@ def merge_into(conn: Connection, *, survivor_id: int, merged_id: int, reason: st
                  .values(customer_id=survivor_id))
     conn.execute(update(orders).where(orders.c.customer_id == merged_id)
                  .values(customer_id=survivor_id))
-    conn.execute(customer_affinities.delete().where(
-        customer_affinities.c.customer_id == merged_id))
     conn.execute(customer_figures.delete().where(customer_figures.c.customer_id == merged_id))
     figures.rebuild(conn, [survivor_id])
     merge_id = conn.execute(insert(customer_merges).values(

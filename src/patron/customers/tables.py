@@ -67,6 +67,9 @@ custom_field_defs = Table(
 
 # Per-customer figures kept current as orders and returns arrive (never by rescanning history);
 # `patron customers rebuild-figures` recomputes them from the orders and reports differences.
+# `counters` holds the running counters behind favourites and preferences, per dimension
+# (store, channel, category, hour, weekday) and key: [orders, spend in fen]. One row per
+# customer, rewritten once per ingested chunk (patron.customers.figures).
 customer_figures = Table(
     "customer_figures",
     metadata,
@@ -78,24 +81,9 @@ customer_figures = Table(
     Column("net_spend", Money, nullable=False, server_default="0"),
     Column("first_order_at", UTCDateTime, nullable=True),
     Column("last_order_at", UTCDateTime, nullable=True),
+    Column("counters", JSONType, nullable=False, default=dict),
     Index("ix_customer_figures_last_order_at", "last_order_at"),
     Index("ix_customer_figures_net_spend", "net_spend"),
-)
-
-# Counters behind favourites: per customer and dimension (store, channel, category, hour, day),
-# how many orders and how much spend. Favourite = the key with the most orders. 'day' rows (one
-# per local purchase date) count distinct purchase days.
-customer_affinities = Table(
-    "customer_affinities",
-    metadata,
-    Column("customer_id", ForeignKey("customers.id"), primary_key=True),
-    Column("dimension", String(12), primary_key=True),
-    Column("key", String(64), primary_key=True),
-    Column("order_count", Integer, nullable=False, server_default="0"),
-    Column("spend", Money, nullable=False, server_default="0"),
-    # Most writes add to a counter of an existing row: free space in each page lets PostgreSQL
-    # update it in place (a HOT update, no new primary-key entry).
-    postgresql_with={"fillfactor": "70"},
 )
 
 customer_merges = Table(

@@ -272,7 +272,8 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
     bulk_insert_many(conn, [(customers, customer_rows), (identities, identity_rows),
                             (orders, order_rows), (order_lines, line_rows),
                             (order_payments, payment_rows)])
-    figs.apply_deltas(conn, deltas)
+    figs.apply_deltas(conn, deltas, new_customer_ids=set(customer_ids),
+                      chunk_order_ids=set(order_ids))
     if hooks.installed():
         hooks.orders_recorded(conn, [_recorded(it, source) for it in fresh], actor=actor,
                               now=now)

@@ -626,16 +626,6 @@ def upgrade() -> None:
     with op.batch_alter_table('user_stores', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_user_stores_store_id'), ['store_id'], unique=False)
 
-    op.create_table('customer_affinities',
-    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('dimension', sa.String(length=12), nullable=False),
-    sa.Column('key', sa.String(length=64), nullable=False),
-    sa.Column('order_count', sa.Integer(), server_default='0', nullable=False),
-    sa.Column('spend', patron.db.Money(), server_default='0', nullable=False),
-    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_affinities_customer_id_customers')),
-    sa.PrimaryKeyConstraint('customer_id', 'dimension', 'key', name=op.f('pk_customer_affinities')),
-    postgresql_with={'fillfactor': '70'}
-    )
     op.create_table('customer_churn_scores',
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -663,6 +653,7 @@ def upgrade() -> None:
     sa.Column('net_spend', patron.db.Money(), server_default='0', nullable=False),
     sa.Column('first_order_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_order_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('counters', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_figures_customer_id_customers')),
     sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customer_figures'))
     )
@@ -1199,7 +1190,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_customer_churn_scores_probability')
 
     op.drop_table('customer_churn_scores')
-    op.drop_table('customer_affinities')
     with op.batch_alter_table('user_stores', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
 

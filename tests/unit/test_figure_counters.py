@@ -1,0 +1,65 @@
+"""The running counters' rules, without a database."""
+
+import datetime as dt
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from patron.customers.figures import FigureDelta, _may_hold, add_counters, ranked
+
+UTC = dt.UTC
+
+
+def test_a_delta_counts_each_order_once_per_dimension_in_fen():
+    d = FigureDelta()
+    at = dt.datetime(2026, 3, 2, 1, 30, tzinfo=UTC)  # Monday 09:30 in Shanghai
+    local = at.astimezone(ZoneInfo("Asia/Shanghai"))
+    for _ in range(2):
+        d.add_order(purchased_at=at, local_time=local, total=Decimal("71.00"),
+                    store_code="SH01", channel_code="pos",
+                    category_amounts={"coffee": Decimal("56.00"), "bakery": Decimal("15.00")})
+    assert d.counters == {"channel": {"pos": [2, 14200]}, "hour": {"09": [2, 14200]},
+                          "weekday": {"1": [2, 14200]}, "store": {"SH01": [2, 14200]},
+                          "category": {"coffee": [2, 11200], "bakery": [2, 3000]}}
+    assert d.days == {dt.date(2026, 3, 2)}
+
+
+def test_favourite_is_most_orders_then_more_spend_then_smaller_key():
+    counters = {"store": {"B": [2, 100], "A": [2, 100], "C": [2, 500], "D": [3, 1]}}
+    assert [k for k, _n, _s in ranked(counters, "store")] == ["D", "C", "A", "B"]
+    assert ranked(counters, "store")[0] == ("D", 3, Decimal("0.01"))
+    assert ranked(counters, "hour") == []
+
+
+counter_maps = st.dictionaries(
+    st.sampled_from(["store", "channel", "hour"]),
+    st.dictionaries(st.text(min_size=1, max_size=3),
+                    st.tuples(st.integers(0, 50), st.integers(0, 10**6)).map(list),
+                    max_size=4),
+    max_size=3)
+
+
+@given(counter_maps, counter_maps)
+def test_adding_counters_sums_every_key(a, b):
+    import copy
+
+    total = add_counters(copy.deepcopy(a), b)
+    for dim in set(a) | set(b):
+        for key in set(a.get(dim, {})) | set(b.get(dim, {})):
+            x = a.get(dim, {}).get(key, [0, 0])
+            y = b.get(dim, {}).get(key, [0, 0])
+            assert total[dim][key] == [x[0] + y[0], x[1] + y[1]]
+
+
+@given(st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1),
+                    timezones=st.sampled_from([ZoneInfo("Pacific/Kiritimati"),
+                                               ZoneInfo("Etc/GMT+12"), ZoneInfo("Asia/Shanghai"),
+                                               ZoneInfo("America/New_York"), UTC])))
+def test_an_order_on_a_local_date_lies_within_that_dates_window(at):
+    # Whatever the store's zone (UTC-12 to UTC+14), an order bought on local date D is found
+    # by the search around D.
+    instant = at.astimezone(UTC)
+    assert _may_hold(at.date(), instant, instant)
+    assert not _may_hold(at.date() + dt.timedelta(days=3), instant, instant)

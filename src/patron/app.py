@@ -141,6 +141,7 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.analytics.crosssell_api", "/api/v1"),
                            ("patron.analytics.predictions_api", "/api/v1"),
                            ("patron.loyalty.api", "/api/v1"),
+                           ("patron.coupons.api", "/api/v1"),
                            ("patron.analytics.jobs_api", "/api/v1"),
                            ("patron.analytics.dashboards_api", "/api/v1"),
                            ("patron.web.pages", "")):

@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from patron.security.model import Actor
 
 # Modules that react to recorded purchases and returns, in the order they run.
-HOOK_MODULES: tuple[str, ...] = ("patron.loyalty.hooks",)
+HOOK_MODULES: tuple[str, ...] = ("patron.loyalty.hooks", "patron.coupons.hooks")
 
 
 @dataclass(frozen=True, slots=True)

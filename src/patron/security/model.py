@@ -37,6 +37,16 @@ _LOYALTY: dict[str, set[str]] = {
 }
 for _role, _perms in _LOYALTY.items():
     PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
+# Coupons (docs/coupons.md): owners manage templates; managers issue at their stores; cashiers
+# look up, evaluate and redeem at the till; analysts and managers read templates and liability.
+_COUPONS: dict[str, set[str]] = {
+    "owner": {"coupons.read", "coupons.manage", "coupons.issue", "coupons.redeem"},
+    "analyst": {"coupons.read"},
+    "manager": {"coupons.read", "coupons.issue", "coupons.redeem"},
+    "cashier": {"coupons.redeem"},
+}
+for _role, _perms in _COUPONS.items():
+    PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
 
 
 @dataclass(frozen=True)

@@ -520,6 +520,33 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_webhook_deliveries_endpoint_id'), ['endpoint_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_webhook_deliveries_redelivery_of'), ['redelivery_of'], unique=False)
 
+    op.create_table('coupon_templates',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=32), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('status', sa.String(length=8), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('total_limit', sa.BigInteger(), nullable=True),
+    sa.Column('budget_value', patron.db.Money(), nullable=True),
+    sa.Column('per_member_limit', sa.Integer(), nullable=True),
+    sa.Column('issued_count', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('issued_value', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("kind IN ('amount', 'percent', 'threshold', 'free_item', 'shipping')", name=op.f('ck_coupon_templates_kind')),
+    sa.CheckConstraint("status IN ('active', 'paused', 'ended')", name=op.f('ck_coupon_templates_status')),
+    sa.CheckConstraint('budget_value IS NULL OR budget_value >= 0', name=op.f('ck_coupon_templates_budget_value')),
+    sa.CheckConstraint('issued_count >= 0 AND (total_limit IS NULL OR issued_count <= total_limit)', name=op.f('ck_coupon_templates_within_total_limit')),
+    sa.CheckConstraint('issued_value >= 0 AND (budget_value IS NULL OR issued_value <= budget_value)', name=op.f('ck_coupon_templates_within_budget_value')),
+    sa.CheckConstraint('per_member_limit IS NULL OR per_member_limit >= 1', name=op.f('ck_coupon_templates_per_member_limit')),
+    sa.CheckConstraint('total_limit IS NULL OR total_limit >= 0', name=op.f('ck_coupon_templates_total_limit')),
+    sa.CheckConstraint('version >= 1', name=op.f('ck_coupon_templates_version')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_coupon_templates_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_coupon_templates')),
+    sa.UniqueConstraint('program_id', 'code', name='uq_coupon_templates_code')
+    )
     op.create_table('customers',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('name', sa.String(length=120), nullable=True),
@@ -626,6 +653,38 @@ def upgrade() -> None:
     with op.batch_alter_table('user_stores', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_user_stores_store_id'), ['store_id'], unique=False)
 
+    op.create_table('coupon_issues',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=64), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('issued', sa.Integer(), nullable=False),
+    sa.Column('skipped', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_coupon_issues_program_id_loyalty_programs')),
+    sa.ForeignKeyConstraint(['template_id'], ['coupon_templates.id'], name=op.f('fk_coupon_issues_template_id_coupon_templates')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_coupon_issues')),
+    sa.UniqueConstraint('program_id', 'idempotency_key', name='uq_coupon_issues_key')
+    )
+    with op.batch_alter_table('coupon_issues', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_coupon_issues_template_id'), ['template_id'], unique=False)
+
+    op.create_table('coupon_template_versions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('terms', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('face_value', patron.db.Money(), nullable=True),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.ForeignKeyConstraint(['template_id'], ['coupon_templates.id'], name=op.f('fk_coupon_template_versions_template_id_coupon_templates')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_coupon_template_versions')),
+    sa.UniqueConstraint('template_id', 'version', name='uq_coupon_template_versions_version')
+    )
     op.create_table('customer_churn_scores',
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -834,6 +893,78 @@ def upgrade() -> None:
         batch_op.create_index('ix_rfm_scores_customer_id', ['customer_id'], unique=False)
         batch_op.create_index('ix_rfm_scores_scope_segment', ['scope', 'segment'], unique=False)
 
+    op.create_table('coupon_operations',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=64), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('hold_expires_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('channel', sa.String(length=32), nullable=False),
+    sa.Column('discount', patron.db.Money(), nullable=False),
+    sa.Column('basket', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('ref_channel_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('ref_scope_store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('ref_external_id', sa.String(length=64), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("kind IN ('redeem', 'hold')", name=op.f('ck_coupon_operations_kind')),
+    sa.CheckConstraint("status <> 'held' OR hold_expires_at IS NOT NULL", name=op.f('ck_coupon_operations_hold_expiry')),
+    sa.CheckConstraint("status IN ('held', 'committed', 'released', 'expired')", name=op.f('ck_coupon_operations_status')),
+    sa.CheckConstraint('discount >= 0', name=op.f('ck_coupon_operations_discount')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_coupon_operations_member_id_loyalty_members')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_coupon_operations_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_coupon_operations')),
+    sa.UniqueConstraint('program_id', 'idempotency_key', name='uq_coupon_operations_key')
+    )
+    with op.batch_alter_table('coupon_operations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_coupon_operations_member_id'), ['member_id'], unique=False)
+        batch_op.create_index('ix_coupon_operations_open_holds', ['status', 'hold_expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_coupon_operations_order_id'), ['order_id'], unique=False)
+        batch_op.create_index('ix_coupon_operations_ref', ['ref_channel_id', 'ref_scope_store_id', 'ref_external_id'], unique=False)
+
+    op.create_table('coupons',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('issue_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('generation', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('face_value', patron.db.Money(), nullable=True),
+    sa.Column('valid_from', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_until', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('issued_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('issued_store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('member_seq', sa.Integer(), nullable=False),
+    sa.Column('member_limit', sa.Integer(), nullable=True),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("status IN ('available', 'held', 'redeemed', 'revoked')", name=op.f('ck_coupons_status')),
+    sa.CheckConstraint('generation >= 0', name=op.f('ck_coupons_generation')),
+    sa.CheckConstraint('member_seq >= 1 AND (member_limit IS NULL OR member_seq <= member_limit)', name=op.f('ck_coupons_member_limit')),
+    sa.CheckConstraint('valid_until > valid_from', name=op.f('ck_coupons_validity')),
+    sa.ForeignKeyConstraint(['issue_id'], ['coupon_issues.id'], name=op.f('fk_coupons_issue_id_coupon_issues')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_coupons_member_id_loyalty_members')),
+    sa.ForeignKeyConstraint(['template_id'], ['coupon_templates.id'], name=op.f('fk_coupons_template_id_coupon_templates')),
+    sa.ForeignKeyConstraint(['version_id'], ['coupon_template_versions.id'], name=op.f('fk_coupons_version_id_coupon_template_versions')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_coupons')),
+    sa.UniqueConstraint('code', name=op.f('uq_coupons_code')),
+    sa.UniqueConstraint('template_id', 'member_id', 'member_seq', name='uq_coupons_member_slot')
+    )
+    with op.batch_alter_table('coupons', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_coupons_issue_id'), ['issue_id'], unique=False)
+        batch_op.create_index('ix_coupons_member_status', ['member_id', 'status'], unique=False)
+        batch_op.create_index('ix_coupons_template_status', ['template_id', 'status'], unique=False)
+        batch_op.create_index('ix_coupons_valid_until', ['valid_until'], unique=False)
+        batch_op.create_index(batch_op.f('ix_coupons_version_id'), ['version_id'], unique=False)
+
     op.create_table('loyalty_consents',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1021,6 +1152,27 @@ def upgrade() -> None:
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_returns_order_id'), ['order_id'], unique=False)
 
+    op.create_table('coupon_uses',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('coupon_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('generation', sa.Integer(), nullable=False),
+    sa.Column('discount', patron.db.Money(), nullable=False),
+    sa.Column('lines', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('shipping', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('restored_by_return_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('held', 'committed', 'released', 'expired', 'restored')", name=op.f('ck_coupon_uses_status')),
+    sa.CheckConstraint('discount >= 0 AND shipping >= 0', name=op.f('ck_coupon_uses_discount')),
+    sa.ForeignKeyConstraint(['coupon_id'], ['coupons.id'], name=op.f('fk_coupon_uses_coupon_id_coupons')),
+    sa.ForeignKeyConstraint(['operation_id'], ['coupon_operations.id'], name=op.f('fk_coupon_uses_operation_id_coupon_operations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_coupon_uses')),
+    sa.UniqueConstraint('coupon_id', 'generation', name='uq_coupon_uses_coupon_generation')
+    )
+    with op.batch_alter_table('coupon_uses', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_coupon_uses_operation_id'), ['operation_id'], unique=False)
+
     op.create_table('loyalty_lots',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1101,6 +1253,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_loyalty_lots_available_at')
 
     op.drop_table('loyalty_lots')
+    with op.batch_alter_table('coupon_uses', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_coupon_uses_operation_id'))
+
+    op.drop_table('coupon_uses')
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_returns_order_id'))
 
@@ -1138,6 +1294,21 @@ def downgrade() -> None:
         batch_op.drop_index('ix_loyalty_consents_member_kind')
 
     op.drop_table('loyalty_consents')
+    with op.batch_alter_table('coupons', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_coupons_version_id'))
+        batch_op.drop_index('ix_coupons_valid_until')
+        batch_op.drop_index('ix_coupons_template_status')
+        batch_op.drop_index('ix_coupons_member_status')
+        batch_op.drop_index(batch_op.f('ix_coupons_issue_id'))
+
+    op.drop_table('coupons')
+    with op.batch_alter_table('coupon_operations', schema=None) as batch_op:
+        batch_op.drop_index('ix_coupon_operations_ref')
+        batch_op.drop_index(batch_op.f('ix_coupon_operations_order_id'))
+        batch_op.drop_index('ix_coupon_operations_open_holds')
+        batch_op.drop_index(batch_op.f('ix_coupon_operations_member_id'))
+
+    op.drop_table('coupon_operations')
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.drop_index('ix_rfm_scores_scope_segment')
         batch_op.drop_index('ix_rfm_scores_customer_id')
@@ -1190,6 +1361,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_customer_churn_scores_probability')
 
     op.drop_table('customer_churn_scores')
+    op.drop_table('coupon_template_versions')
+    with op.batch_alter_table('coupon_issues', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_coupon_issues_template_id'))
+
+    op.drop_table('coupon_issues')
     with op.batch_alter_table('user_stores', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
 
@@ -1214,6 +1390,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_customers_created_at')
 
     op.drop_table('customers')
+    op.drop_table('coupon_templates')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_webhook_deliveries_redelivery_of'))
         batch_op.drop_index(batch_op.f('ix_webhook_deliveries_endpoint_id'))

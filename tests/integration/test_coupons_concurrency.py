@@ -29,6 +29,14 @@ EXPECTED = (Conflict, NotFound, ValidationFailed)  # refusals a till must handle
 LOCK = threading.Lock()
 
 
+@pytest.fixture(autouse=True)
+def _close_idle_connections(db_url):
+    """Tens of clients leave as many pooled connections; give them back to the server, which
+    other test processes share."""
+    yield
+    get_engine(db_url).dispose()
+
+
 def _clients(engine: Any) -> int:
     return 32 if engine.dialect.name == "postgresql" else 8
 

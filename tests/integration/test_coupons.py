@@ -121,7 +121,7 @@ def test_a_template_change_does_not_alter_coupons_already_issued(uow, members):
     assert [v["version"] for v in full["versions"]] == [1, 2]
 
 
-def test_expired_or_paused_templates_issue_nothing(uow, members):
+def test_expired_or_paused_templates_create_no_coupons(uow, members):
     soon = utcnow() + DAY
     tpl = make_template(uow, "X", valid_days=None, valid_to=soon.isoformat())
     with pytest.raises(Conflict) as exc:
@@ -202,6 +202,37 @@ def test_a_redeemed_coupon_cannot_be_used_again_and_its_key_replays(uow, members
     assert exc.value.message == "idempotency_key_reused"
     uow.rollback()
     assert uow.c.execute(select(func.count()).select_from(coupon_uses)).scalar_one() == 1
+
+
+def test_a_coupons_expiry_date_is_enforced_without_any_job(uow, members):
+    tpl = make_template(uow, valid_days=1)
+    issued_at = utcnow() - 2 * DAY
+    (code,) = codes_of(give(uow, tpl["id"], members[:1], "a", now=issued_at))
+    with pytest.raises(Conflict) as exc:
+        redeem(uow, members[0], [code], "late")
+    assert exc.value.fields[0].reason == "coupon_expired"
+    uow.rollback()
+    # A till whose clock says the purchase happened while the coupon was valid may still use it.
+    paid_at = issued_at + dt.timedelta(hours=2)
+    out = redeem(uow, members[0], [code], "offline", basket=basket(
+        purchased_at=paid_at.isoformat()))
+    assert out["status"] == "committed"
+
+
+def test_a_made_up_purchase_time_cannot_bring_an_expired_coupon_back(uow, members):
+    tpl = make_template(uow, valid_days=1)
+    issued_at = utcnow() - 5 * DAY
+    (code,) = codes_of(give(uow, tpl["id"], members[:1], "a", now=issued_at))
+    with pytest.raises(ValidationFailed) as exc:
+        redeem(uow, members[0], [code], "old", basket=basket(
+            purchased_at=(issued_at + MINUTE).isoformat()))
+    assert exc.value.fields[0].reason == "coupon_purchase_too_old"
+    uow.rollback()
+    with pytest.raises(ValidationFailed) as exc:
+        redeem(uow, members[0], [code], "future", basket=basket(
+            purchased_at=(utcnow() + DAY).isoformat()))
+    assert exc.value.fields[0].reason == "coupon_purchase_in_future"
+    uow.rollback()
 
 
 def test_two_coupons_on_one_checkout_do_not_wipe_each_other(uow, members):

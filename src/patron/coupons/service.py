@@ -55,6 +55,11 @@ from patron.security import audit
 from patron.security.model import Actor
 
 DEFAULT_HOLD_MINUTES = 15
+# Coupons are checked at the purchase time the till sends, so that a till that was offline uses
+# them as they were when the customer paid; no further back than this, so that a made-up time
+# cannot bring an expired coupon back.
+OFFLINE_WINDOW = dt.timedelta(days=3)
+CLOCK_GRACE = dt.timedelta(minutes=5)
 
 
 class HoldExpired(Exception):
@@ -464,7 +469,8 @@ def _end_operation(conn: Connection, op_id: int, status: str, now: dt.datetime) 
 
 
 def _load_for_use(conn: Connection, *, member_id: int, codes: list[str], now: dt.datetime,
-                  write: bool) -> tuple[list[Coupon], list[Refusal]]:
+                  write: bool, actor: Actor | None = None
+                  ) -> tuple[list[Coupon], list[Refusal]]:
     """Coupons in the order given, and refusals for codes that are not the member's. A coupon
     held by an expired hold is available: on the write path the hold is ended first (and the
     coupon rows are locked), on the read path it is only seen so."""
@@ -476,6 +482,9 @@ def _load_for_use(conn: Connection, *, member_id: int, codes: list[str], now: dt
         for op_id in sorted(expired_ops):
             _lock_operation(conn, op_id)
             _end_operation(conn, op_id, "expired", now)
+            if actor is not None:
+                audit.record(conn, actor, "coupons.hold_expired", entity="loyalty_member",
+                             entity_id=member_id, details={"operation_id": op_id})
         if expired_ops:
             rows = _coupon_rows(conn, member_id=member_id, codes=normalized, lock=False)
     found: list[Coupon] = []
@@ -611,9 +620,15 @@ def use_coupons(conn: Connection, *, actor: Actor, kind: str, member_id: int, ba
     payload["codes"] = [model.normalize_code(c) for c in codes]
     digest = request_hash({"kind": kind, **payload})
     _check_basket(conn, basket)
+    if basket.purchased_at > now + CLOCK_GRACE:
+        raise invalid("basket.purchased_at", "coupon_purchase_in_future")
+    if basket.purchased_at < now - OFFLINE_WINDOW:
+        raise invalid("basket.purchased_at", "coupon_purchase_too_old",
+                      days=OFFLINE_WINDOW.days)
     # The coupons are locked before the key is looked up: a concurrent request with the same
     # key that got them first has committed by then, and this one replays its result.
-    found, unknown = _load_for_use(conn, member_id=member_id, codes=codes, now=now, write=True)
+    found, unknown = _load_for_use(conn, member_id=member_id, codes=codes, now=now, write=True,
+                                   actor=actor)
     o = coupon_operations.c
     prior = conn.execute(select(coupon_operations).where(
         o.program_id == program_id, o.idempotency_key == idempotency_key)).mappings().first()

@@ -9,7 +9,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
@@ -251,6 +251,20 @@ def test_two_coupons_on_one_checkout_do_not_wipe_each_other(uow, members):
     redeem(uow, members[0], [ca[1]], "checkout-2")
     assert {coupon_row(uow, c)["status"] for c in (*ca, cb)} == {"redeemed"}
     assert uow.c.execute(select(func.count()).select_from(coupon_uses)).scalar_one() == 3
+
+
+def test_the_database_refuses_a_second_use_of_a_coupon_in_the_same_generation(uow, members):
+    tpl = make_template(uow)
+    (code,) = codes_of(give(uow, tpl["id"], members[:1], "a"))
+    out = redeem(uow, members[0], [code], "r")
+    use = dict(uow.c.execute(select(coupon_uses)).mappings().one())
+    # Were the lock and the compare-and-set ever bypassed, a second use could still not be
+    # written for the same coupon and generation.
+    with pytest.raises(IntegrityError):
+        uow.c.execute(insert(coupon_uses).values(
+            **{k: v for k, v in use.items() if k != "id"}))
+    uow.rollback()
+    assert out["coupons"][0]["status"] == "committed"
 
 
 def test_a_refused_coupon_refuses_the_whole_checkout(uow, members):

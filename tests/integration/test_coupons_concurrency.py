@@ -6,6 +6,7 @@ SQLite with 8 (it takes one writer at a time)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import threading
 from collections import Counter
@@ -19,9 +20,13 @@ from patron.coupons.tables import coupon_issues, coupon_operations, coupon_templ
 from patron.coupons.tables import coupons as coupons_table
 from patron.db import UnitOfWork, get_engine
 from patron.errors import Conflict, NotFound, ValidationFailed
+from patron.orders.returns import record_return
+from patron.orders.schemas import ReturnIn
+from patron.orders.service import record_orders
+from patron.orders.tables import returns
 from patron.security.model import SYSTEM
 from tests.coupon_factories import give, hold, make_template, redeem
-from tests.factories import make_org
+from tests.factories import make_org, order
 from tests.loyalty_factories import enrol, make_program
 
 PHONES = ["13800000001", "13800000002", "13800000003"]
@@ -220,3 +225,72 @@ def test_concurrent_issuing_never_passes_the_budget_or_a_member_limit(db_url, li
         assert keys == []
     assert seen["issued"] > 0 and seen["replayed"] > 0, seen
     assert seen["refused:coupon_budget_exhausted"] > 0, seen
+
+
+def test_refunds_racing_redemptions_give_each_coupon_back_once(db_url):
+    """Tills redeem a member's coupons on orders while other tills refund those orders in full:
+    a refund gives back only what its order used, once, and a coupon given back can be used
+    again, once."""
+    engine = get_engine(db_url)
+    members, _tpl, codes = _setup(engine, per_member=4, with_coupons=False)
+    member, mine = members[0], codes[members[0]]
+    now = dt.datetime.now(dt.UTC)
+    receipts = [f"O{k}" for k in range(8)]
+    with UnitOfWork(engine) as uow:
+        record_orders(uow=uow, orders_in=[order(r, at=now - dt.timedelta(minutes=5),
+                                                identifiers={"phone": PHONES[0]})
+                                          for r in receipts], source="api", actor=SYSTEM)
+    clients = _clients(engine)
+
+    def till(n: int, seen: Counter[str], errors: list[BaseException],
+             barrier: threading.Barrier) -> None:
+        rnd = random.Random(n)
+        barrier.wait()
+        for _ in range(8):
+            receipt = rnd.choice(receipts)
+            try:
+                with UnitOfWork(engine) as uow:
+                    if rnd.random() < 0.7:
+                        code = rnd.choice(mine)
+                        out = redeem(uow, member, [code], f"{code}-{receipt}",
+                                     order={"channel": "pos", "store": "SH01",
+                                            "external_id": receipt})
+                        _bump(seen, "replayed" if out["replayed"] else "redeemed")
+                    else:
+                        ret = ReturnIn.model_validate({
+                            "external_id": f"RT-{receipt}", "channel": "pos", "store": "SH01",
+                            "order_external_id": receipt, "full": True,
+                            "returned_at": now.isoformat()})
+                        _bump(seen, "refund:" + record_return(uow=uow, ret=ret,
+                                                              actor=SYSTEM)["status"])
+            except EXPECTED as exc:
+                reason = exc.fields[0].reason if exc.fields else exc.message
+                _bump(seen, f"refused:{reason}")
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+
+    seen, errors = _run(clients, till)
+    assert errors == [], errors[:3]
+    with UnitOfWork(engine) as uow:
+        conn = uow.c
+        u, o = coupon_uses.c, coupon_operations.c
+        rows = conn.execute(select(u.coupon_id, u.status, u.generation,
+                                   u.restored_by_return_id, o.order_id)
+                            .join(coupon_operations, o.id == u.operation_id)).all()
+        returned = {int(r.order_id): int(r.id) for r in conn.execute(
+            select(returns.c.order_id, returns.c.id))}
+        state = {int(r.id): r for r in conn.execute(select(
+            coupons_table.c.id, coupons_table.c.status, coupons_table.c.generation))}
+        for cid, c in state.items():
+            mine_uses = sorted((r for r in rows if r.coupon_id == cid),
+                               key=lambda r: r.generation)
+            # One use per generation, every earlier one given back by its order's refund.
+            assert [r.generation for r in mine_uses] == list(range(len(mine_uses)))
+            for r in mine_uses[:-1] if c.status == "redeemed" else mine_uses:
+                assert r.status == "restored" and r.order_id in returned
+                assert r.restored_by_return_id == returned[r.order_id]
+            if c.status == "redeemed":
+                assert mine_uses[-1].status == "committed"
+            assert c.generation == sum(r.status == "restored" for r in mine_uses)
+        assert any(r.status == "restored" for r in rows)  # refunds did give coupons back
+    assert seen["redeemed"] > 0 and seen["refund:created"] > 0, seen

@@ -310,3 +310,14 @@ def test_a_single_mistyped_character_or_swap_is_caught():
         if code[i] != code[i + 1]:
             swapped = code[:i] + code[i + 1] + code[i] + code[i + 2:]
             assert not model.code_is_well_formed(swapped)
+
+
+def test_an_issuing_request_is_bounded_in_coupons():
+    from pydantic import ValidationError
+
+    from patron.coupons.schemas import IssueIn
+
+    IssueIn(idempotency_key="k", member_ids=list(range(1, 5001)), quantity=10)
+    with pytest.raises(ValidationError) as err:
+        IssueIn(idempotency_key="k", member_ids=list(range(1, 5001)), quantity=11)
+    assert err.value.errors()[0]["type"] == "coupon_issue_too_large"

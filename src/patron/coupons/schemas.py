@@ -20,6 +20,7 @@ Key = Annotated[str, Field(min_length=1, max_length=64)]
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.:]+$")]
 Code = Annotated[str, Field(min_length=1, max_length=40)]
 MemberId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+MAX_ISSUE = 50_000  # coupons per issuing request (members x quantity)
 
 
 class Strict(BaseModel):
@@ -118,6 +119,13 @@ class IssueIn(Strict):
     member_ids: list[MemberId] = Field(min_length=1, max_length=5000)
     quantity: int = Field(default=1, ge=1, le=100)  # coupons per member
     store: Key | None = None  # store of issue (required for store-scoped callers)
+
+    @model_validator(mode="after")
+    def _size(self) -> IssueIn:
+        if len(self.member_ids) * self.quantity > MAX_ISSUE:
+            raise PydanticCustomError("coupon_issue_too_large",
+                                      "at most {max} coupons per request", {"max": MAX_ISSUE})
+        return self
 
 
 class LineIn(Strict):

@@ -156,6 +156,8 @@ TABLE = [
     ("POST", "/api/v1/coupons/evaluate", {"member_id": "{member}", "codes": [],
                                           "basket": basket()},
      {"owner": 200, "analyst": 403, "manager": 200, "cashier": 200}),
+    ("POST", "/api/v1/coupons/999999/revoke", {"reason": "mistake"},
+     {"owner": 404, "analyst": 403, "manager": 403, "cashier": 403}),
     ("GET", "/api/v1/coupons/liability", None,
      {"owner": 200, "analyst": 200, "manager": 200, "cashier": 403}),
 ]

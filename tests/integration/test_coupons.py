@@ -292,6 +292,31 @@ def test_a_cashier_redeems_only_at_a_store_of_theirs(uow, members, club):
     assert {"coupons.issued", "coupons.redeem", "coupons.template_created"} <= actions
 
 
+def test_a_revoked_coupon_cannot_be_used_and_a_used_one_cannot_be_revoked(uow, members):
+    tpl = make_template(uow)
+    cs = codes_of(give(uow, tpl["id"], members[:1], "a", quantity=3))
+    ids = [coupon_row(uow, c)["id"] for c in cs]
+    out = service.revoke(uow=uow, actor=SYSTEM, coupon_id=ids[0], reason="issued by mistake")
+    assert out["status"] == "revoked"
+    assert service.revoke(uow=uow, actor=SYSTEM, coupon_id=ids[0], reason="again")["status"] \
+        == "revoked"
+    with pytest.raises(Conflict) as exc:
+        redeem(uow, members[0], [cs[0]], "r0")
+    assert exc.value.fields[0].reason == "coupon_revoked"
+    uow.rollback()
+    redeem(uow, members[0], [cs[1]], "r1")
+    hold(uow, members[0], [cs[2]], "h2")
+    for cid, reason in ((ids[1], "coupon_used"), (ids[2], "coupon_held")):
+        with pytest.raises(Conflict) as exc:
+            service.revoke(uow=uow, actor=SYSTEM, coupon_id=cid, reason="fraud case")
+        assert exc.value.fields[0].reason == reason
+        uow.rollback()
+    assert service.liability(uow.c, actor=SYSTEM)["total"]["count"] == 1  # the held one
+    details = uow.c.execute(select(audit_log.c.details).where(
+        audit_log.c.action == "coupons.revoked")).scalars().all()
+    assert [d["reason"] for d in details] == ["issued by mistake"]
+
+
 # --- holds ----------------------------------------------------------------------------------------
 
 def test_a_held_coupon_cannot_be_used_by_another_till_until_released(uow, members):

@@ -12,7 +12,15 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from patron.coupons import service
-from patron.coupons.schemas import EvaluateIn, HoldIn, IssueIn, RedeemIn, TemplateIn, TemplateUpdate
+from patron.coupons.schemas import (
+    EvaluateIn,
+    HoldIn,
+    IssueIn,
+    RedeemIn,
+    RevokeIn,
+    TemplateIn,
+    TemplateUpdate,
+)
 from patron.db import utcnow
 from patron.deps import UowDep, require
 from patron.security.model import Actor
@@ -80,6 +88,12 @@ def member_coupons(member_id: Id, uow: UowDep, actor: Redeemer,
 def coupon_by_code(code: str, uow: UowDep, actor: Redeemer) -> Any:
     """A coupon by its code (as printed, scanned or typed: case and dashes do not matter)."""
     return render(service.coupon_by_code(uow.c, actor=actor, code=code))
+
+
+@router.post("/coupons/{coupon_id}/revoke")
+def revoke(coupon_id: Id, body: RevokeIn, uow: UowDep, actor: Manager) -> Any:
+    """Withdraw an unused coupon, with a reason (audited)."""
+    return render(service.revoke(uow=uow, actor=actor, coupon_id=coupon_id, reason=body.reason))
 
 
 @router.post("/coupons/evaluate")

@@ -191,3 +191,7 @@ class RedeemIn(EvaluateIn):
 
 class HoldIn(RedeemIn):
     minutes: int | None = Field(default=None, ge=1, le=10080)
+
+
+class RevokeIn(Strict):
+    reason: str = Field(min_length=3, max_length=500)

@@ -867,6 +867,45 @@ def expire_holds(*, uow: UnitOfWork, actor: Actor, now: dt.datetime | None = Non
     return {"expired_holds": done}
 
 
+def revoke(*, uow: UnitOfWork, actor: Actor, coupon_id: int, reason: str,
+           now: dt.datetime | None = None) -> dict[str, Any]:
+    """Withdraw an unused coupon (issued by mistake, a fraud case), with a reason. A coupon held
+    by a till or used is a 409; revoking again returns the coupon as it is. Budgets count
+    issuing: a revoked coupon does not give budget back."""
+    need(actor, "coupons.manage")
+
+    def work() -> dict[str, Any]:
+        at = now or utcnow()
+        conn = uow.c
+        c = coupons.c
+        row = conn.execute(_for_update(conn, select(coupons).where(c.id == coupon_id))
+                           ).mappings().first()
+        if row is None:
+            raise NotFound("coupon_not_found")
+        if row["status"] == "held":
+            held = _open_holds(conn, [coupon_id]).get(coupon_id)
+            if held is not None and held["hold_expires_at"] <= at:
+                _lock_operation(conn, held["operation_id"])
+                _end_operation(conn, held["operation_id"], "expired", at)
+            else:
+                raise Conflict("coupon_refused", fields=[FieldError("coupon_id",
+                                                                    "coupon_held")])
+        elif row["status"] == "redeemed":
+            raise Conflict("coupon_refused", fields=[FieldError("coupon_id", "coupon_used")])
+        if row["status"] != "revoked":
+            conn.execute(update(coupons).where(c.id == coupon_id).values(
+                status="revoked", updated_at=at))
+            audit.record(conn, actor, "coupons.revoked", entity="coupon", entity_id=coupon_id,
+                         details={"code": row["code"], "member_id": int(row["member_id"]),
+                                  "reason": reason})
+        out = _coupon_out(conn.execute(select(coupons).where(c.id == coupon_id))
+                          .mappings().one())
+        uow.commit()
+        return out
+
+    return retrying(uow, work)
+
+
 # --- refunds --------------------------------------------------------------------------------------
 
 def restore_for_return(conn: Connection, *, order_id: int, return_id: int, full: bool,

@@ -21,6 +21,7 @@ from patron.db import bulk_insert
 from patron.loyalty import persist
 from patron.loyalty.model import (
     EarnedLine,
+    Earning,
     EarningRules,
     LineFacts,
     OrderFacts,
@@ -149,6 +150,66 @@ def _earned_on_days(conn: Connection, member_ids: Sequence[int], days: set[dt.da
     return out
 
 
+class EarningContext:
+    """What computing orders' points needs, loaded once for a set of orders: the programs' rule
+    versions and tiers, the members' tier histories and, when a daily cap applies, the points
+    already earned on those days. Used by the purchase path and by the checkout's quote, so
+    that a quote promises exactly what the purchase will earn."""
+
+    def __init__(self, conn: Connection, work: Sequence[tuple[RecordedOrder, dict[str, Any],
+                                                              dict[str, Any]]]) -> None:
+        program_ids = sorted({int(p["id"]) for _, p, _ in work})
+        member_ids = sorted({int(m["id"]) for _, _, m in work})
+        self.versions = rule_versions(conn, program_ids)
+        self.tiers = load_tiers(conn, program_ids)
+        self.multipliers = {t.id: t.multiplier for defs in self.tiers.values() for t in defs}
+        self.histories = _tier_histories(conn, member_ids) if self.multipliers else {}
+        capped = any(r.cap_per_day is not None for vs in self.versions.values()
+                     for _, _, r in vs)
+        self.today = _earned_on_days(conn, member_ids,
+                                     {o.local_time.date() for o, _, _ in work}
+                                     ) if capped else defaultdict(int)
+
+    def earn(self, o: RecordedOrder, program: dict[str, Any], member: dict[str, Any]
+             ) -> tuple[int | None, Earning]:
+        """The rule version in force at the purchase and what the order earns by it, counting
+        it towards the member's daily cap."""
+        mid = int(member["id"])
+        day = o.local_time.date()
+        in_force = version_at(self.versions.get(int(program["id"]), []), o.purchased_at)
+        lines = tuple(LineFacts(ln.line_no, ln.sku, ln.category, ln.amount) for ln in o.lines)
+        facts = OrderFacts(total=o.total, lines=lines, payments=o.payments,
+                           store_code=o.store_code, channel_code=o.channel_code,
+                           local_time=o.local_time)
+        if in_force is None:
+            version_id, rules = None, EarningRules(points_per_yuan=Decimal(0),
+                                                    growth_per_yuan=Decimal(0))
+        else:
+            version_id, rules = in_force
+        tier_id = tier_at(self.histories.get(mid, []), o.purchased_at)
+        earned = earn_for_order(facts, rules,
+                                tier_multiplier=self.multipliers.get(tier_id, Decimal(1))
+                                if tier_id is not None else Decimal(1),
+                                earned_today=self.today[(mid, day)])
+        self.today[(mid, day)] += earned.points
+        return version_id, earned
+
+
+def earns_as_member(o: RecordedOrder, member: dict[str, Any] | None) -> bool:
+    """A member earns as a member: purchases before enrolment earn nothing."""
+    return (member is not None and member["status"] == "active"
+            and o.purchased_at >= member["enrolled_at"])
+
+
+def preview_earning(conn: Connection, o: RecordedOrder, *, program: dict[str, Any],
+                    member: dict[str, Any]) -> Earning | None:
+    """What ``o`` would earn if it were recorded now, without writing anything (the checkout's
+    quote). None when the member would not earn on it."""
+    if program["status"] != "active" or not earns_as_member(o, member):
+        return None
+    return EarningContext(conn, [(o, program, member)]).earn(o, program, member)[1]
+
+
 def earn_for_orders(conn: Connection, recorded: Sequence[RecordedOrder], *, actor: Actor,
                     now: dt.datetime) -> int:
     """Points and growth for every member order of the chunk. Returns the points earned."""
@@ -165,21 +226,12 @@ def earn_for_orders(conn: Connection, recorded: Sequence[RecordedOrder], *, acto
     work = []
     for o, p in pairs:
         m = members.get((int(p["id"]), int(o.customer_id)))  # type: ignore[arg-type]
-        # A member earns as a member: purchases before enrolment earn nothing.
-        if m is not None and m["status"] == "active" and o.purchased_at >= m["enrolled_at"]:
+        if m is not None and earns_as_member(o, m):
             work.append((o, p, m))
     if not work:
         return 0
     work.sort(key=lambda w: (w[0].purchased_at, w[0].order_id))
-    program_ids = sorted({int(p["id"]) for _, p, _ in work})
-    member_ids = sorted({int(m["id"]) for _, _, m in work})
-    versions = rule_versions(conn, program_ids)
-    tiers = load_tiers(conn, program_ids)
-    multipliers = {t.id: t.multiplier for defs in tiers.values() for t in defs}
-    histories = _tier_histories(conn, member_ids) if multipliers else {}
-    capped = any(r.cap_per_day is not None for vs in versions.values() for _, _, r in vs)
-    today = _earned_on_days(conn, member_ids, {o.local_time.date() for o, _, _ in work}
-                            ) if capped else defaultdict(int)
+    context = EarningContext(conn, work)
     keys = persist.temp_keys()
     member_rows = {int(m["id"]): m for _, _, m in work}
     wallets = {mid: persist.new_wallet(row, keys) for mid, row in member_rows.items()}
@@ -188,23 +240,7 @@ def earn_for_orders(conn: Connection, recorded: Sequence[RecordedOrder], *, acto
     total = 0
     for o, p, m in work:
         mid = int(m["id"])
-        day = o.local_time.date()
-        in_force = version_at(versions.get(int(p["id"]), []), o.purchased_at)
-        lines = tuple(LineFacts(ln.line_no, ln.sku, ln.category, ln.amount) for ln in o.lines)
-        facts = OrderFacts(total=o.total, lines=lines, payments=o.payments,
-                           store_code=o.store_code, channel_code=o.channel_code,
-                           local_time=o.local_time)
-        if in_force is None:
-            version_id, rules = None, EarningRules(points_per_yuan=Decimal(0),
-                                                    growth_per_yuan=Decimal(0))
-        else:
-            version_id, rules = in_force
-        tier_id = tier_at(histories.get(mid, []), o.purchased_at)
-        earned = earn_for_order(facts, rules,
-                                tier_multiplier=multipliers.get(tier_id, Decimal(1))
-                                if tier_id is not None else Decimal(1),
-                                earned_today=today[(mid, day)])
-        today[(mid, day)] += earned.points
+        version_id, earned = context.earn(o, p, m)
         total += earned.points
         lot = wallets[mid].earn(
             earned.points, earned.growth, cause=("order", str(o.order_id)),
@@ -216,7 +252,8 @@ def earn_for_orders(conn: Connection, recorded: Sequence[RecordedOrder], *, acto
         lot_refs.append(lot.ref if lot else None)
         earning_rows.append({
             "order_id": o.order_id, "program_id": int(p["id"]), "member_id": mid,
-            "rule_version_id": version_id, "purchased_at": o.purchased_at, "local_date": day,
+            "rule_version_id": version_id, "purchased_at": o.purchased_at,
+            "local_date": o.local_time.date(),
             "spend": o.total, "eligible": earned.eligible, "points": earned.points,
             "growth": earned.growth,
             "lines": [[ln.line_no, _fen(ln.paid), _fen(ln.eligible), ln.points]
@@ -234,7 +271,7 @@ def earn_for_orders(conn: Connection, recorded: Sequence[RecordedOrder], *, acto
     by_id = {int(p["id"]): p for _, p, _ in work}
     changes = upgrades(conn, programs=by_id, members=member_rows,
                        growth={mid: w.growth for mid, w in wallets.items()}, now=now,
-                       tiers=tiers)
+                       tiers=context.tiers)
     write_changes(conn, changes, now=now, actor=actor.name)
     return total
 

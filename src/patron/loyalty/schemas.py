@@ -7,7 +7,14 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 Factor = Annotated[Decimal, Field(gt=0, le=100, max_digits=8, decimal_places=3)]
@@ -81,6 +88,40 @@ class RuleVersionIn(Strict):
     note: str | None = Field(default=None, max_length=500)
 
 
+class DiscountExclusions(Strict):
+    categories: list[Key] = Field(default_factory=list, max_length=500)
+    skus: list[Key] = Field(default_factory=list, max_length=2000)
+
+
+class BirthdayGiftIn(Strict):
+    """Shown to the cashier during the member's birthday month (docs/checkout.md)."""
+
+    description: str = Field(min_length=1, max_length=200)
+    coupon_template: Key | None = None
+
+
+class FreeItemIn(Strict):
+    sku: Key
+    name: str | None = Field(default=None, max_length=120)
+    quantity: int = Field(default=1, ge=1, le=100)
+
+
+class TierBenefitsIn(Strict):
+    """A tier's benefits at the till (docs/checkout.md, "Tier benefits"): the member discount
+    applied by the checkout to the lines not excluded, and the birthday gift and free items
+    shown to the cashier. ``{}`` (no benefit) stays valid, as tiers created before this schema
+    hold it."""
+
+    member_discount_percent: Decimal = Field(default=Decimal(0), ge=0, lt=100, max_digits=5,
+                                             decimal_places=2)
+    discount_excludes: DiscountExclusions = Field(default_factory=DiscountExclusions)
+    birthday_gift: BirthdayGiftIn | None = None
+    free_items: list[FreeItemIn] = Field(default_factory=list, max_length=20)
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
 class TierIn(Strict):
     code: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_\-]+$")
     name: str = Field(min_length=1, max_length=120)
@@ -88,7 +129,11 @@ class TierIn(Strict):
     min_growth: int = Field(default=0, ge=0, le=10**12)
     min_spend: Decimal = Field(default=Decimal(0), ge=0, max_digits=14, decimal_places=2)
     points_multiplier: Factor = Decimal(1)
-    benefits: dict[str, Any] = Field(default_factory=dict)
+    benefits: TierBenefitsIn = Field(default_factory=TierBenefitsIn)
+
+    @field_serializer("benefits")
+    def _benefits(self, value: TierBenefitsIn) -> dict[str, Any]:
+        return value.as_json()
 
 
 class TierUpdate(Strict):
@@ -96,7 +141,11 @@ class TierUpdate(Strict):
     min_growth: int | None = Field(default=None, ge=0, le=10**12)
     min_spend: Decimal | None = Field(default=None, ge=0, max_digits=14, decimal_places=2)
     points_multiplier: Factor | None = None
-    benefits: dict[str, Any] | None = None
+    benefits: TierBenefitsIn | None = None
+
+    @field_serializer("benefits")
+    def _benefits(self, value: TierBenefitsIn | None) -> dict[str, Any] | None:
+        return None if value is None else value.as_json()
 
 
 class ProgramSettings(Strict):

@@ -558,67 +558,91 @@ def _operation(*, uow: UnitOfWork, actor: Actor, member_id: int, kind: str, key:
     key, bring the wallet up to now, apply, save, audit, commit."""
 
     def work() -> dict[str, Any]:
-        at = now or utcnow()
-        conn = uow.c
-        _member(conn, actor, member_id, visible=visible)  # scope check before any lock
-        locked = persist.lock_members(conn, [member_id, *([partner_id] if partner_id else [])])
-        member = locked.get(member_id)
-        if member is None:
-            raise NotFound("member_not_found")
-        program = _program_by_id(conn, int(member["program_id"]))
-        store_id = _store_id(conn, actor, store, required_when_scoped=kind in ("redeem", "hold"))
-        digest = request_hash({"kind": kind, "member": member_id, **payload})
-        prior = _prior(conn, int(program["id"]), key)
-        if prior is not None:
-            out = _replay(conn, prior, digest)
-            uow.commit()
-            return out
-        if member["status"] != "active":
-            raise Conflict("member_closed")
-        keys = persist.temp_keys()
-        wallets, expired = persist.catch_up(conn, locked, now=at, keys=keys)
-        row = {"status": "done", "finished_at": at, **(initial(program, at) if initial else {})}
-        op_id = int(conn.execute(insert(loyalty_operations).values(
-            program_id=program["id"], member_id=member_id, kind=kind, idempotency_key=key,
-            request_hash=digest, points=points, store_id=store_id, actor=actor.name,
-            created_at=at, **row,
-        ).returning(loyalty_operations.c.id)).scalar_one())
-        try:
-            values = apply(wallets=wallets, program=program, op_id=op_id, store_id=store_id,
-                           now=at, locked=locked)
-        except InsufficientPoints as exc:
-            raise Conflict("insufficient_points", params={"wanted": exc.wanted,
-                                                          "available": exc.available}) from exc
-        persist.save(conn, wallets.values(), program_of={m: int(r["program_id"])
-                                                         for m, r in locked.items()},
-                     actor=actor.name, now=at)
-        persist.finish_expired_holds(conn, expired, at)
-        if values:
-            conn.execute(update(loyalty_operations).where(loyalty_operations.c.id == op_id)
-                         .values(**values))
-        growth = {m: w.growth for m, w in wallets.items() if w.deltas()[4]}
-        if growth:
-            changes = upgrades(conn, programs={int(program["id"]): program},
-                               members={m: locked[m] for m in growth}, growth=growth, now=at)
-            write_changes(conn, changes, now=at, actor=actor.name)
-        op = dict(conn.execute(select(loyalty_operations).where(
-            loyalty_operations.c.id == op_id)).mappings().one())
-        audit.record(conn, actor, f"loyalty.{kind}", entity="loyalty_member",
-                     entity_id=member_id, details={"operation_id": op_id, "points": points,
-                                                   "key": key, **{k: v for k, v in
-                                                                  payload.items()
-                                                                  if k != "points"}})
-        out = op_out(conn, op)
+        out = _operation_in(uow.c, actor=actor, member_id=member_id, kind=kind, key=key,
+                            payload=payload, points=points, store=store, visible=visible,
+                            apply=apply, now=now, partner_id=partner_id, initial=initial)
         uow.commit()
         return out
 
     return retrying(uow, work)
 
 
+def _operation_in(conn: Connection, *, actor: Actor, member_id: int, kind: str, key: str,
+                  payload: dict[str, Any], points: int, store: str | None, visible: bool,
+                  apply: Callable[..., dict[str, Any]], now: dt.datetime | None,
+                  partner_id: int | None = None,
+                  initial: Callable[[dict[str, Any], dt.datetime], dict[str, Any]] | None = None,
+                  ) -> dict[str, Any]:
+    """:func:`_operation` inside the caller's open transaction: writes, never commits (a
+    replayed key writes nothing)."""
+    at = now or utcnow()
+    _member(conn, actor, member_id, visible=visible)  # scope check before any lock
+    locked = persist.lock_members(conn, [member_id, *([partner_id] if partner_id else [])])
+    member = locked.get(member_id)
+    if member is None:
+        raise NotFound("member_not_found")
+    program = _program_by_id(conn, int(member["program_id"]))
+    store_id = _store_id(conn, actor, store, required_when_scoped=kind in ("redeem", "hold"))
+    digest = request_hash({"kind": kind, "member": member_id, **payload})
+    prior = _prior(conn, int(program["id"]), key)
+    if prior is not None:
+        return _replay(conn, prior, digest)
+    if member["status"] != "active":
+        raise Conflict("member_closed")
+    keys = persist.temp_keys()
+    wallets, expired = persist.catch_up(conn, locked, now=at, keys=keys)
+    row = {"status": "done", "finished_at": at, **(initial(program, at) if initial else {})}
+    op_id = int(conn.execute(insert(loyalty_operations).values(
+        program_id=program["id"], member_id=member_id, kind=kind, idempotency_key=key,
+        request_hash=digest, points=points, store_id=store_id, actor=actor.name,
+        created_at=at, **row,
+    ).returning(loyalty_operations.c.id)).scalar_one())
+    try:
+        values = apply(wallets=wallets, program=program, op_id=op_id, store_id=store_id,
+                       now=at, locked=locked)
+    except InsufficientPoints as exc:
+        raise Conflict("insufficient_points", params={"wanted": exc.wanted,
+                                                      "available": exc.available}) from exc
+    persist.save(conn, wallets.values(), program_of={m: int(r["program_id"])
+                                                     for m, r in locked.items()},
+                 actor=actor.name, now=at)
+    persist.finish_expired_holds(conn, expired, at)
+    if values:
+        conn.execute(update(loyalty_operations).where(loyalty_operations.c.id == op_id)
+                     .values(**values))
+    growth = {m: w.growth for m, w in wallets.items() if w.deltas()[4]}
+    if growth:
+        changes = upgrades(conn, programs={int(program["id"]): program},
+                           members={m: locked[m] for m in growth}, growth=growth, now=at)
+        write_changes(conn, changes, now=at, actor=actor.name)
+    op = dict(conn.execute(select(loyalty_operations).where(
+        loyalty_operations.c.id == op_id)).mappings().one())
+    audit.record(conn, actor, f"loyalty.{kind}", entity="loyalty_member",
+                 entity_id=member_id, details={"operation_id": op_id, "points": points,
+                                               "key": key, **{k: v for k, v in
+                                                              payload.items()
+                                                              if k != "points"}})
+    return op_out(conn, op)
+
+
 def redeem(*, uow: UnitOfWork, actor: Actor, member_id: int, body: RedeemIn,
            now: dt.datetime | None = None) -> dict[str, Any]:
     """Spend points at once (soonest-expiring lots first) for their cash value."""
     need(actor, "loyalty.redeem")
+
+    def work() -> dict[str, Any]:
+        out = redeem_in(uow.c, actor=actor, member_id=member_id, body=body, now=now)
+        uow.commit()
+        return out
+
+    return retrying(uow, work)
+
+
+def redeem_in(conn: Connection, *, actor: Actor, member_id: int, body: RedeemIn,
+              now: dt.datetime | None = None) -> dict[str, Any]:
+    """:func:`redeem` inside the caller's transaction (the POS checkout pays with points in the
+    transaction that records the order): never commits; the caller checks its own permission
+    and retries the whole transaction on a conflict (:func:`retrying`)."""
 
     def apply(*, wallets: dict[int, Any], program: dict[str, Any], op_id: int,
               store_id: int | None, now: dt.datetime, **_: Any) -> dict[str, Any]:
@@ -627,11 +651,11 @@ def redeem(*, uow: UnitOfWork, actor: Actor, member_id: int, body: RedeemIn,
         return {"value": redemption_value(body.points, int(program["redeem_points_per_yuan"])),
                 "reference": body.reference}
 
-    return _operation(uow=uow, actor=actor, member_id=member_id, kind="redeem",
-                      key=body.idempotency_key, points=body.points, store=body.store,
-                      payload={"points": body.points, "store": body.store,
-                               "reference": body.reference},
-                      visible=False, apply=apply, now=now)
+    return _operation_in(conn, actor=actor, member_id=member_id, kind="redeem",
+                         key=body.idempotency_key, points=body.points, store=body.store,
+                         payload={"points": body.points, "store": body.store,
+                                  "reference": body.reference},
+                         visible=False, apply=apply, now=now)
 
 
 def hold(*, uow: UnitOfWork, actor: Actor, member_id: int, body: HoldIn,
@@ -639,6 +663,20 @@ def hold(*, uow: UnitOfWork, actor: Actor, member_id: int, body: HoldIn,
     """Reserve points for a payment in steps; commit or release it, or it expires by itself
     after the program's hold time (or ``minutes``)."""
     need(actor, "loyalty.redeem")
+
+    def work() -> dict[str, Any]:
+        out = hold_in(uow.c, actor=actor, member_id=member_id, body=body, now=now)
+        uow.commit()
+        return out
+
+    return retrying(uow, work)
+
+
+def hold_in(conn: Connection, *, actor: Actor, member_id: int, body: HoldIn,
+            now: dt.datetime | None = None) -> dict[str, Any]:
+    """:func:`hold` inside the caller's transaction, for areas that reserve points together
+    with their own writes (a reward's stock): never commits; the caller checks its own
+    permission and retries the whole transaction on a conflict (:func:`retrying`)."""
 
     def apply(*, wallets: dict[int, Any], program: dict[str, Any], op_id: int,
               store_id: int | None, now: dt.datetime, **_: Any) -> dict[str, Any]:
@@ -652,11 +690,11 @@ def hold(*, uow: UnitOfWork, actor: Actor, member_id: int, body: HoldIn,
         return {"status": "held", "finished_at": None,
                 "hold_expires_at": at + dt.timedelta(minutes=minutes)}
 
-    return _operation(uow=uow, actor=actor, member_id=member_id, kind="hold",
-                      key=body.idempotency_key, points=body.points, store=body.store,
-                      payload={"points": body.points, "store": body.store,
-                               "reference": body.reference, "minutes": body.minutes},
-                      visible=False, apply=apply, now=now, initial=initial)
+    return _operation_in(conn, actor=actor, member_id=member_id, kind="hold",
+                         key=body.idempotency_key, points=body.points, store=body.store,
+                         payload={"points": body.points, "store": body.store,
+                                  "reference": body.reference, "minutes": body.minutes},
+                         visible=False, apply=apply, now=now, initial=initial)
 
 
 def adjust(*, uow: UnitOfWork, actor: Actor, member_id: int, body: AdjustIn,
@@ -664,6 +702,20 @@ def adjust(*, uow: UnitOfWork, actor: Actor, member_id: int, body: AdjustIn,
     """A manual correction with a reason: points given form a new lot (expiring like earned
     points); points taken come from the soonest-expiring lots and never exceed the balance."""
     need(actor, "loyalty.adjust")
+
+    def work() -> dict[str, Any]:
+        out = adjust_in(uow.c, actor=actor, member_id=member_id, body=body, now=now)
+        uow.commit()
+        return out
+
+    return retrying(uow, work)
+
+
+def adjust_in(conn: Connection, *, actor: Actor, member_id: int, body: AdjustIn,
+              now: dt.datetime | None = None, visible: bool = True) -> dict[str, Any]:
+    """:func:`adjust` inside the caller's transaction (gifts and referral rewards credit points
+    with their cause as the reason): never commits; the caller checks its own permission.
+    ``visible=False`` skips the store-scope check for system jobs."""
 
     def apply(*, wallets: dict[int, Any], program: dict[str, Any], op_id: int,
               store_id: int | None, now: dt.datetime, **_: Any) -> dict[str, Any]:
@@ -682,11 +734,11 @@ def adjust(*, uow: UnitOfWork, actor: Actor, member_id: int, body: AdjustIn,
                     store_id=store_id)
         return {"reason": body.reason}
 
-    return _operation(uow=uow, actor=actor, member_id=member_id, kind="adjust",
-                      key=body.idempotency_key, points=body.points, store=body.store,
-                      payload={"points": body.points, "bucket": body.bucket,
-                               "reason": body.reason, "store": body.store},
-                      visible=True, apply=apply, now=now)
+    return _operation_in(conn, actor=actor, member_id=member_id, kind="adjust",
+                         key=body.idempotency_key, points=body.points, store=body.store,
+                         payload={"points": body.points, "bucket": body.bucket,
+                                  "reason": body.reason, "store": body.store},
+                         visible=visible, apply=apply, now=now)
 
 
 def transfer(*, uow: UnitOfWork, actor: Actor, member_id: int, body: TransferIn,
@@ -722,65 +774,71 @@ def _finish_hold(*, uow: UnitOfWork, actor: Actor, hold_id: int, action: str,
     need(actor, "loyalty.redeem")
 
     def work() -> dict[str, Any]:
-        at = now or utcnow()
-        conn = uow.c
-        o = loyalty_operations.c
-        first = conn.execute(select(o.member_id, o.store_id, o.kind).where(o.id == hold_id)
-                             ).first()
-        if first is None or first.kind != "hold" or (
-                actor.store_ids is not None and first.store_id not in actor.store_ids):
-            raise NotFound("hold_not_found")
-        member_id = int(first.member_id)
-        locked = persist.lock_members(conn, [member_id])
-        op = dict(conn.execute(select(loyalty_operations).where(o.id == hold_id)
-                               ).mappings().one())
-        done = {"commit": "committed", "release": "released"}[action]
-        if op["status"] == done or (action == "release" and op["status"] == "expired"):
-            out = op_out(conn, op, replay=True)
-            uow.commit()
-            return out
-        if op["status"] != "held":
-            raise Conflict("hold_not_open", params={"status": op["status"]})
-        keys = persist.temp_keys()
-        wallets, expired = persist.catch_up(conn, locked, now=at, keys=keys)
-        w = wallets[member_id]
-        program_of = {member_id: int(locked[member_id]["program_id"])}
-        if hold_id in expired:
-            persist.save(conn, [w], program_of=program_of, actor=actor.name, now=at)
-            persist.finish_expired_holds(conn, expired, at)
-            if action == "commit":
-                audit.record(conn, actor, "loyalty.hold_expired", entity="loyalty_member",
-                             entity_id=member_id, details={"operation_id": hold_id})
-                uow.commit()  # the expiry is a complete write of its own; then refuse
-                raise Conflict("hold_expired")
-            out = op_out(conn, dict(conn.execute(select(loyalty_operations).where(
-                o.id == hold_id)).mappings().one()), replay=True)
-            uow.commit()
-            return out
-        cause = ("operation", str(hold_id))
-        if action == "commit":
-            w.commit(int(op["points"]), cause=cause, store_id=op["store_id"])
-        else:
-            taken = persist.held_moves(conn, [hold_id]).get(hold_id, {})
-            missing = [lot for lot in taken if lot not in w.lots]
-            if missing:
-                w.lots.update({lt.ref: lt for lt in persist.open_lots(
-                    conn, [member_id], missing)[member_id] if lt.ref in missing})
-            w.release(taken, cause=cause, now=at, store_id=op["store_id"])
-            w.expire_due(at)  # points back in a lot that expired meanwhile expire now
-        persist.save(conn, [w], program_of=program_of, actor=actor.name, now=at)
-        persist.finish_expired_holds(conn, expired, at)
-        conn.execute(update(loyalty_operations).where(o.id == hold_id)
-                     .values(status=done, finished_at=at))
-        audit.record(conn, actor, f"loyalty.hold_{done}", entity="loyalty_member",
-                     entity_id=member_id, details={"operation_id": hold_id,
-                                                   "points": int(op["points"])})
-        out = op_out(conn, dict(conn.execute(select(loyalty_operations).where(
-            o.id == hold_id)).mappings().one()))
-        uow.commit()
+        out, expired = finish_hold_in(uow.c, actor=actor, hold_id=hold_id, action=action,
+                                      now=now)
+        uow.commit()  # an expiry found on commit is a complete write of its own; then refuse
+        if expired:
+            raise Conflict("hold_expired")
         return out
 
     return retrying(uow, work)
+
+
+def finish_hold_in(conn: Connection, *, actor: Actor, hold_id: int, action: str,
+                   now: dt.datetime | None = None) -> tuple[dict[str, Any], bool]:
+    """Commit or release a hold inside the caller's transaction; never commits. Returns the
+    hold and whether a commit found it expired: the release has then been written, and the
+    caller should commit it and refuse (as :func:`commit_hold` does with ``hold_expired``)."""
+    at = now or utcnow()
+    o = loyalty_operations.c
+    first = conn.execute(select(o.member_id, o.store_id, o.kind).where(o.id == hold_id)
+                         ).first()
+    if first is None or first.kind != "hold" or (
+            actor.store_ids is not None and first.store_id not in actor.store_ids):
+        raise NotFound("hold_not_found")
+    member_id = int(first.member_id)
+    locked = persist.lock_members(conn, [member_id])
+    op = dict(conn.execute(select(loyalty_operations).where(o.id == hold_id)
+                           ).mappings().one())
+    done = {"commit": "committed", "release": "released"}[action]
+    if op["status"] == done or (action == "release" and op["status"] == "expired"):
+        return op_out(conn, op, replay=True), False
+    if op["status"] != "held":
+        raise Conflict("hold_not_open", params={"status": op["status"]})
+    keys = persist.temp_keys()
+    wallets, expired = persist.catch_up(conn, locked, now=at, keys=keys)
+    w = wallets[member_id]
+    program_of = {member_id: int(locked[member_id]["program_id"])}
+    if hold_id in expired:
+        persist.save(conn, [w], program_of=program_of, actor=actor.name, now=at)
+        persist.finish_expired_holds(conn, expired, at)
+        if action == "commit":
+            audit.record(conn, actor, "loyalty.hold_expired", entity="loyalty_member",
+                         entity_id=member_id, details={"operation_id": hold_id})
+            return op_out(conn, dict(conn.execute(select(loyalty_operations).where(
+                o.id == hold_id)).mappings().one())), True
+        return op_out(conn, dict(conn.execute(select(loyalty_operations).where(
+            o.id == hold_id)).mappings().one()), replay=True), False
+    cause = ("operation", str(hold_id))
+    if action == "commit":
+        w.commit(int(op["points"]), cause=cause, store_id=op["store_id"])
+    else:
+        taken = persist.held_moves(conn, [hold_id]).get(hold_id, {})
+        missing = [lot for lot in taken if lot not in w.lots]
+        if missing:
+            w.lots.update({lt.ref: lt for lt in persist.open_lots(
+                conn, [member_id], missing)[member_id] if lt.ref in missing})
+        w.release(taken, cause=cause, now=at, store_id=op["store_id"])
+        w.expire_due(at)  # points back in a lot that expired meanwhile expire now
+    persist.save(conn, [w], program_of=program_of, actor=actor.name, now=at)
+    persist.finish_expired_holds(conn, expired, at)
+    conn.execute(update(loyalty_operations).where(o.id == hold_id)
+                 .values(status=done, finished_at=at))
+    audit.record(conn, actor, f"loyalty.hold_{done}", entity="loyalty_member",
+                 entity_id=member_id, details={"operation_id": hold_id,
+                                               "points": int(op["points"])})
+    return op_out(conn, dict(conn.execute(select(loyalty_operations).where(
+        o.id == hold_id)).mappings().one())), False
 
 
 def commit_hold(*, uow: UnitOfWork, actor: Actor, hold_id: int,

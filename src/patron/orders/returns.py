@@ -34,7 +34,15 @@ def record_return(*, uow: UnitOfWork, ret: ReturnIn, actor: Actor) -> dict[str, 
     """Record a refund. Idempotent on (order, return id): the same return again is a
     duplicate, the same id with other content a 409. Quantities and amounts can never exceed
     what is left on the order."""
-    conn = uow.c
+    out = record_return_in(uow.c, ret=ret, actor=actor)
+    uow.commit()
+    return out
+
+
+def record_return_in(conn: Connection, *, ret: ReturnIn, actor: Actor,
+                     now: dt.datetime | None = None) -> dict[str, Any]:
+    """:func:`record_return` inside the caller's open transaction (the POS checkout's refund
+    gives back stored value and coupons in the same transaction): never commits."""
     ref = Reference(conn)
     channel = ref.channel(ret.channel)
     store = ref.store(ret.store)
@@ -120,7 +128,7 @@ def record_return(*, uow: UnitOfWork, ret: ReturnIn, actor: Actor) -> dict[str, 
     if errors:
         raise ValidationFailed("validation_failed", fields=errors)
 
-    now = utcnow()
+    now = now or utcnow()
     return_id = conn.execute(insert(returns).values(
         order_id=order["id"], external_id=ret.external_id, returned_at=returned_at,
         amount=total, reason=ret.reason, content_hash=digest, created_at=now,
@@ -153,7 +161,6 @@ def record_return(*, uow: UnitOfWork, ret: ReturnIn, actor: Actor) -> dict[str, 
     webhooks.enqueue(conn, "return.recorded", [{"order_id": int(order["id"]),
                                                "return_id": int(return_id),
                                                "amount": str(total)}])
-    uow.commit()
     return {"status": "created", "return_id": int(return_id), "order_id": int(order["id"]),
             "amount": str(total)}
 

@@ -83,14 +83,9 @@ def record_orders(*, uow: UnitOfWork, orders_in: Sequence[OrderIn | dict[str, An
     """
     for attempt in range(MAX_ATTEMPTS):
         try:
-            outcomes, created = _record_chunk(uow.c, orders_in, source=source, actor=actor,
-                                              now=now or utcnow())
-            if audit_each and created:
-                audit.record_many(uow.c, [
-                    (actor if request_ips is None else replace(actor, ip=request_ips[o.index]),
-                     "orders.recorded", "order", o.order_id,
-                     {"source": source, "external_id": o.external_id})
-                    for o in outcomes if o.status == "created"])
+            outcomes = record_orders_in(uow.c, orders_in, source=source, actor=actor,
+                                        now=now or utcnow(), audit_each=audit_each,
+                                        request_ips=request_ips)
             uow.commit()
             return outcomes
         except (IntegrityError, DBAPIError) as exc:
@@ -98,6 +93,22 @@ def record_orders(*, uow: UnitOfWork, orders_in: Sequence[OrderIn | dict[str, An
             if attempt == MAX_ATTEMPTS - 1 or not _retryable(exc):
                 raise
     raise AssertionError("unreachable")
+
+
+def record_orders_in(conn: Connection, orders_in: Sequence[OrderIn | dict[str, Any]], *,
+                     source: str, actor: Actor, now: dt.datetime, audit_each: bool = True,
+                     request_ips: Sequence[str | None] | None = None) -> list[OrderOutcome]:
+    """:func:`record_orders` inside the caller's open transaction (the POS checkout records
+    its order together with the redemptions that pay for it): never commits, never retries;
+    on a database error the caller rolls back and runs its whole transaction again."""
+    outcomes, created = _record_chunk(conn, orders_in, source=source, actor=actor, now=now)
+    if audit_each and created:
+        audit.record_many(conn, [
+            (actor if request_ips is None else replace(actor, ip=request_ips[o.index]),
+             "orders.recorded", "order", o.order_id,
+             {"source": source, "external_id": o.external_id})
+            for o in outcomes if o.status == "created"])
+    return outcomes
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -421,4 +432,4 @@ def stored_canonical(conn: Connection, order_id: int) -> dict[str, Any]:
     )
 
 
-__all__ = ["record_orders", "stored_canonical", "fen", "update"]
+__all__ = ["record_orders", "record_orders_in", "stored_canonical", "fen", "update"]

@@ -47,6 +47,15 @@ _COUPONS: dict[str, set[str]] = {
 }
 for _role, _perms in _COUPONS.items():
     PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
+# The POS checkout (docs/checkout.md): quote, commit, hold and sync offline sales ('sell'), and
+# refund a checkout; cashiers and managers at their stores only.
+_CHECKOUT: dict[str, set[str]] = {
+    "owner": {"checkout.sell", "checkout.refund"},
+    "manager": {"checkout.sell", "checkout.refund"},
+    "cashier": {"checkout.sell", "checkout.refund"},
+}
+for _role, _perms in _CHECKOUT.items():
+    PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
 
 
 @dataclass(frozen=True)

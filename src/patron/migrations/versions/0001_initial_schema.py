@@ -893,6 +893,76 @@ def upgrade() -> None:
         batch_op.create_index('ix_rfm_scores_customer_id', ['customer_id'], unique=False)
         batch_op.create_index('ix_rfm_scores_scope_segment', ['scope', 'segment'], unique=False)
 
+    op.create_table('checkout_commits',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=64), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('source', sa.String(length=8), nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('order_number', sa.String(length=64), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('hold_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('purchased_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('total', patron.db.Money(), nullable=False),
+    sa.Column('tier_discount', patron.db.Money(), nullable=False),
+    sa.Column('coupon_discount', patron.db.Money(), nullable=False),
+    sa.Column('points_redeemed', sa.BigInteger(), nullable=False),
+    sa.Column('points_value', patron.db.Money(), nullable=False),
+    sa.Column('stored_value', patron.db.Money(), nullable=False),
+    sa.Column('points_earned', sa.BigInteger(), nullable=False),
+    sa.Column('refunded', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('points_returned', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('stored_value_returned', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('points_operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('result', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("source IN ('online', 'offline')", name=op.f('ck_checkout_commits_source')),
+    sa.CheckConstraint('points_redeemed >= 0 AND points_earned >= 0', name=op.f('ck_checkout_commits_points')),
+    sa.CheckConstraint('points_returned >= 0 AND points_returned <= points_redeemed', name=op.f('ck_checkout_commits_points_returned')),
+    sa.CheckConstraint('points_value + stored_value <= total', name=op.f('ck_checkout_commits_paid_at_most_total')),
+    sa.CheckConstraint('refunded >= 0 AND refunded <= total', name=op.f('ck_checkout_commits_refunded')),
+    sa.CheckConstraint('stored_value_returned >= 0 AND stored_value_returned <= stored_value', name=op.f('ck_checkout_commits_stored_value_returned')),
+    sa.CheckConstraint('total >= 0 AND tier_discount >= 0 AND coupon_discount >= 0 AND points_value >= 0 AND stored_value >= 0', name=op.f('ck_checkout_commits_amounts')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_checkout_commits_member_id_loyalty_members')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_checkout_commits_order_id_orders')),
+    sa.ForeignKeyConstraint(['store_id'], ['stores.id'], name=op.f('fk_checkout_commits_store_id_stores')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_checkout_commits')),
+    sa.UniqueConstraint('order_id', name=op.f('uq_checkout_commits_order_id')),
+    sa.UniqueConstraint('store_id', 'idempotency_key', name='uq_checkout_commits_key')
+    )
+    with op.batch_alter_table('checkout_commits', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_checkout_commits_member_id'), ['member_id'], unique=False)
+
+    op.create_table('checkout_holds',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=64), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('points_operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('stored_value', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('parts', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('expires_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('checkout_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status <> 'committed' OR checkout_id IS NOT NULL", name=op.f('ck_checkout_holds_committed_to')),
+    sa.CheckConstraint("status IN ('held', 'committed', 'released')", name=op.f('ck_checkout_holds_status')),
+    sa.CheckConstraint('points >= 0 AND stored_value >= 0', name=op.f('ck_checkout_holds_amounts')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_checkout_holds_member_id_loyalty_members')),
+    sa.ForeignKeyConstraint(['store_id'], ['stores.id'], name=op.f('fk_checkout_holds_store_id_stores')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_checkout_holds')),
+    sa.UniqueConstraint('store_id', 'idempotency_key', name='uq_checkout_holds_key')
+    )
+    with op.batch_alter_table('checkout_holds', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_checkout_holds_member_id'), ['member_id'], unique=False)
+        batch_op.create_index('ix_checkout_holds_open', ['status', 'expires_at'], unique=False)
+
     op.create_table('coupon_operations',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1152,6 +1222,25 @@ def upgrade() -> None:
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_returns_order_id'), ['order_id'], unique=False)
 
+    op.create_table('checkout_refunds',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('checkout_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=64), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('return_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('amount', patron.db.Money(), nullable=False),
+    sa.Column('points_returned', sa.BigInteger(), nullable=False),
+    sa.Column('stored_value_returned', patron.db.Money(), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('result', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint('amount >= 0 AND points_returned >= 0 AND stored_value_returned >= 0', name=op.f('ck_checkout_refunds_amounts')),
+    sa.ForeignKeyConstraint(['checkout_id'], ['checkout_commits.id'], name=op.f('fk_checkout_refunds_checkout_id_checkout_commits')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_checkout_refunds')),
+    sa.UniqueConstraint('checkout_id', 'idempotency_key', name='uq_checkout_refunds_key'),
+    sa.UniqueConstraint('return_id', name=op.f('uq_checkout_refunds_return_id'))
+    )
     op.create_table('coupon_uses',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1257,6 +1346,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_coupon_uses_operation_id'))
 
     op.drop_table('coupon_uses')
+    op.drop_table('checkout_refunds')
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_returns_order_id'))
 
@@ -1309,6 +1399,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_coupon_operations_member_id'))
 
     op.drop_table('coupon_operations')
+    with op.batch_alter_table('checkout_holds', schema=None) as batch_op:
+        batch_op.drop_index('ix_checkout_holds_open')
+        batch_op.drop_index(batch_op.f('ix_checkout_holds_member_id'))
+
+    op.drop_table('checkout_holds')
+    with op.batch_alter_table('checkout_commits', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_checkout_commits_member_id'))
+
+    op.drop_table('checkout_commits')
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.drop_index('ix_rfm_scores_scope_segment')
         batch_op.drop_index('ix_rfm_scores_customer_id')

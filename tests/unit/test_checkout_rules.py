@@ -1,0 +1,126 @@
+"""Checkout rules without a database: prices, the member discount, the points cap, refund
+shares and tier benefits read leniently. Each figure worked out by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from patron.checkout.model import (
+    BasketLine,
+    PricingError,
+    TierBenefits,
+    in_birthday_month,
+    max_redeemable,
+    points_value,
+    price,
+    refund_share,
+    spread_fen,
+    tier_discount,
+)
+
+LATTE = BasketLine(1, "LATTE", None, "coffee", Decimal(2), 2800)
+CROISSANT = BasketLine(2, "CROISSANT", None, "bakery", Decimal(1), 1650, 150)
+CIGS = BasketLine(3, "CIG", None, "tobacco", Decimal(1), 3000)
+TEN = TierBenefits(discount_percent=Decimal(10), excluded_categories=frozenset({"tobacco"}))
+
+
+def test_a_line_costs_quantity_times_price_rounded_half_up_less_its_discount():
+    assert BasketLine(1, "TEA", None, None, Decimal("0.333"), 1000).amount == 333
+    assert BasketLine(1, "TEA", None, None, Decimal("0.3335"), 1000).amount == 334
+    assert CROISSANT.before_discount == 1650 and CROISSANT.amount == 1500
+
+
+def test_the_member_discount_is_rounded_down_for_the_basket_and_spread_over_its_lines():
+    assert tier_discount([LATTE, CROISSANT], TEN) == [560, 150]
+    # 12.5% of 71.00 = 8.875 -> 8.87, spread 5600:1500 -> 699.6 / 187.4 -> 700 / 187
+    assert tier_discount([LATTE, CROISSANT], TierBenefits(discount_percent=Decimal("12.5"))
+                         ) == [700, 187]
+
+
+def test_excluded_lines_get_no_member_discount():
+    assert tier_discount([CIGS, LATTE], TEN) == [0, 560]
+    by_sku = TierBenefits(discount_percent=Decimal(10), excluded_skus=frozenset({"LATTE"}))
+    assert tier_discount([LATTE, CROISSANT], by_sku) == [0, 150]
+
+
+def test_spread_fen_sums_exactly_and_gives_odd_fen_to_the_largest_remainders():
+    assert spread_fen(100, [1, 1, 1]) == [34, 33, 33]
+    assert spread_fen(5, [0, 0]) == [0, 0]
+    assert sum(spread_fen(9999, [7, 13, 29, 31])) == 9999
+
+
+def test_points_never_make_the_payable_amount_negative():
+    assert points_value(500, 100) == 500 and points_value(15, 1000) == 1
+    assert max_redeemable(10_000, 6390, 100) == 6390
+    assert max_redeemable(300, 6390, 100) == 300
+    assert max_redeemable(100_000, 6390, 1000) == 63900
+    p = price([LATTE, CROISSANT], benefits=TEN, points=6390)
+    assert p.payable == 0
+    with pytest.raises(PricingError) as exc:
+        price([LATTE, CROISSANT], benefits=TEN, points=6391)
+    assert (exc.value.field, exc.value.reason, exc.value.params) == (
+        "redeem_points", "points_exceed_payable", {"max": 6390})
+    with pytest.raises(PricingError) as exc:
+        price([LATTE], benefits=TierBenefits(), points=5, points_per_yuan=1000)
+    assert exc.value.reason == "points_worth_nothing"
+
+
+def test_stored_value_and_tenders_pay_exactly_what_is_left():
+    p = price([LATTE, CROISSANT], benefits=TEN, points=500, stored_value=1000,
+              tenders=[("cash", 4890)])
+    assert (p.total, p.payable) == (6390, 4890)
+    assert p.payments() == [("points", 500), ("stored_value", 1000), ("cash", 4890)]
+    with pytest.raises(PricingError) as exc:
+        price([LATTE, CROISSANT], benefits=TEN, tenders=[("cash", 100)])
+    assert exc.value.params == {"expected": 6390}
+    with pytest.raises(PricingError) as exc:
+        price([LATTE, CROISSANT], benefits=TEN, points=500, stored_value=5891)
+    assert exc.value.reason == "stored_value_exceeds_payable"
+
+
+def test_a_coupon_worth_more_than_the_basket_makes_it_free_not_negative():
+    p = price([CROISSANT], benefits=TierBenefits(), coupon_discount=5000)
+    assert p.total == 0 and p.coupon_discount == 1500
+
+
+def test_a_line_discount_larger_than_the_line_is_refused():
+    with pytest.raises(PricingError) as exc:
+        price([BasketLine(1, "A", None, None, Decimal(1), 100, 101)], benefits=TierBenefits())
+    assert exc.value.field == "lines.0.discount_fen"
+
+
+def test_refund_shares_are_cumulative_and_the_last_refund_takes_what_is_left():
+    # 639 points paid an order of 6390 fen; 2520 refunded first, then the rest.
+    first = refund_share(639, 0, 6390, 2520, 0)
+    assert first == 252
+    assert refund_share(639, 2520, 6390, 3870, first) == 639 - 252
+    # three thirds of 100 points: 33, 34 (cumulative 67), 33
+    a = refund_share(100, 0, 300, 100, 0)
+    b = refund_share(100, 100, 300, 100, a)
+    c = refund_share(100, 200, 300, 100, a + b)
+    assert (a, b, c) == (33, 34, 33)
+
+
+def test_benefits_are_read_leniently_and_never_break_a_checkout():
+    assert TierBenefits.from_json({}) == TierBenefits()
+    assert TierBenefits.from_json(None) == TierBenefits()
+    odd = TierBenefits.from_json({"discount": "9折", "member_discount_percent": "lots",
+                                  "free_items": ["water", {"name": "no sku"}]})
+    assert odd.discount_percent == 0 and odd.free_items == ()
+    assert TierBenefits.from_json({"member_discount_percent": "150"}).discount_percent == 0
+    good = TierBenefits.from_json({"member_discount_percent": "8.5",
+                                   "discount_excludes": {"categories": ["tobacco"]},
+                                   "birthday_gift": {"description": "cake"},
+                                   "free_items": [{"sku": "W"}]})
+    assert good.discount_percent == Decimal("8.5")
+    assert good.excluded_categories == frozenset({"tobacco"})
+    assert good.free_items == ({"sku": "W", "name": None, "quantity": 1},)
+
+
+def test_the_birthday_month():
+    assert in_birthday_month(dt.date(1990, 11, 3), dt.date(2026, 11, 25))
+    assert not in_birthday_month(dt.date(1990, 12, 3), dt.date(2026, 11, 25))
+    assert not in_birthday_month(None, dt.date(2026, 11, 25))

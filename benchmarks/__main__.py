@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmarks import analytics as analytics_bench
 from benchmarks import api_ingest, bulk_import, csv_import, lookup
+from benchmarks import checkout as checkout_bench
 from benchmarks import clv as clv_bench
 from benchmarks.data import OrderStream
 from benchmarks.databases import DEFAULT_PG_ADMIN_URL, postgres_database, sqlite_database
@@ -62,6 +63,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="calls per segment query in the analytics benchmark")
     p.add_argument("--analytics-only", action="store_true",
                    help="only the analytics benchmark (no import, lookup, API or CLV figures)")
+    p.add_argument("--skip-checkout", action="store_true",
+                   help="no POS checkout figures (they come with the API figures)")
+    p.add_argument("--checkout-only", action="store_true",
+                   help="only the POS checkout figures on PostgreSQL, with their single-order "
+                        "API anchor")
+    p.add_argument("--checkout-members", type=int, default=checkout_bench.MEMBERS,
+                   help="members the checkout load spreads over")
     return p.parse_args(argv)
 
 
@@ -223,6 +231,41 @@ def _measure_database(db: Any, args: argparse.Namespace, figures: list[Figure],
                                       notes={"error": str(exc)[-500:]}))
                 continue
             figures.extend(api_figures(res_api))
+        if not args.skip_checkout:
+            _measure_checkout(db, generator, args, figures, meta, log)
+
+
+def _measure_checkout(db: Any, generator: Any, args: argparse.Namespace,
+                      figures: list[Figure], meta: dict[str, Any], log: Any) -> None:
+    """Checkout commits/s and p99 next to the single-order API on the same server and load,
+    with the most workers asked for."""
+    workers = max(int(w) for w in args.workers.split(",") if w.strip())
+    connections = [int(c) for c in args.connections.split(",") if c.strip()]
+    log(f"PostgreSQL: checkout load, {workers} worker(s), connections {connections}, "
+        f"{args.duration:g} s per measurement ...")
+    try:
+        res = checkout_bench.run(db.url, generator, workers=workers, connections=connections,
+                                 duration=args.duration, members=args.checkout_members,
+                                 log=log)
+    except Exception as exc:  # a server that does not start: say so, keep the rest
+        log(f"PostgreSQL: checkout load failed: {str(exc)[-1500:]}")
+        meta.setdefault("errors", []).append(f"checkout load: {str(exc)[-500:]}")
+        figures.append(Figure(f"checkout commits/s (PG, {workers} workers)", 0, "commits/s",
+                              "single-order API POST /orders, same load (orders/s)", 0,
+                              passed=False, target="all 201",
+                              notes={"error": str(exc)[-500:]}))
+        return
+    figures.extend(checkout_bench.figures(res))
+
+
+def _checkout_only(args: argparse.Namespace, figures: list[Figure], meta: dict[str, Any],
+                   log: Any) -> None:
+    with postgres_database(args.postgres_url) as db:
+        stream = OrderStream.for_orders(args.orders, db.store_codes)
+        generator = api_ingest.load_generator(db.url, stream, stores=len(db.store_codes),
+                                              log=log)
+        meta["load_generator"] = "wrk" if isinstance(generator, api_ingest.Wrk) else "httpx"
+        _measure_checkout(db, generator, args, figures, meta, log)
 
 
 def _measure_analytics(args: argparse.Namespace, figures: list[Figure], log: Any) -> None:
@@ -253,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _git_commit(),
     }
     figures: list[Figure] = []
-    if not args.analytics_only:
+    if args.checkout_only:
+        _checkout_only(args, figures, meta, log)
+    elif not args.analytics_only:
         if not args.skip_sqlite:
             with tempfile.TemporaryDirectory(prefix="patron-bench-") as tmp, \
                     sqlite_database(Path(tmp)) as db:
@@ -263,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 _measure_database(db, args, figures, meta, log)
         if not args.skip_clv:
             figures.extend(clv_bench.run(customers=args.clv_customers, log=log))
-    if args.analytics_customers:
+    if args.analytics_customers and not args.checkout_only:
         meta["analytics_customers"] = args.analytics_customers
         _measure_analytics(args, figures, log)
     dispose_engines()

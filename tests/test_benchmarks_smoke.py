@@ -79,3 +79,32 @@ def test_a_tiny_api_load_records_an_order_for_every_201_and_nothing_else(
     assert by_name["API orders in DB - 201s"]["value"] == 0
     assert rate["anchor_value"] > 0
     assert "load_generator" in doc["meta"]
+
+
+def test_a_tiny_checkout_load_records_a_checkout_for_every_201_next_to_its_anchor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The checkout load (wrk's checkout.lua, or the httpx fallback) must send valid commits the
+    # API accepts; the figure is printed next to the single-order API measured on the same
+    # server, and the database holds exactly the checkouts answered 201.
+    postgres = os.environ.get("PATRON_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    if postgres == "skip":
+        pytest.skip("the checkout benchmark runs on PostgreSQL only")
+    args = ["--checkout-only", "--checkout-members", "5", "--orders", "100",
+            "--postgres-url", postgres, "--duration", "1", "--connections", "4",
+            "--workers", "1", "--quiet", "--out", str(tmp_path)]
+
+    assert main(args) == 0
+
+    printed = capsys.readouterr().out
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    by_name = {f["name"].split(" (")[0]: f for f in doc["figures"]}
+    rate = by_name["checkout commits/s"]
+    assert "checkout commits/s" in printed
+    setting = rate["notes"]["settings"][0]
+    assert setting["checkout"]["requests"] > 0 and setting["orders"]["requests"] > 0
+    assert set(setting["checkout"]["statuses"]) == {"201"}, setting["checkout"]
+    assert setting["db_matches"] is True
+    assert rate["anchor_value"] > 0 and rate["value"] > 0
+    assert by_name["checkout commit p99"]["anchor_value"] > 0
+    assert by_name["checkouts in DB - 201s"]["value"] == 0

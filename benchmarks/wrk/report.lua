@@ -17,11 +17,13 @@ statuses = {}
 -- run, and the benchmark checks those orders separately (written or not, never twice).
 inflight = {}
 M.track = os.getenv("PATRON_WRK_TRACK_IDS") == "1"
+-- The response field that names what was sent (orders: external_id; checkouts: order_number).
+M.pattern = '"' .. (os.getenv("PATRON_WRK_ID_FIELD") or "external_id") .. '":"([^"]+)"'
 
 function response(status, headers, body)
    statuses[status] = (statuses[status] or 0) + 1
    if M.track then
-      local id = body and string.match(body, '"external_id":"([^"]+)"')
+      local id = body and string.match(body, M.pattern)
       if id then inflight[id] = nil end
    end
 end

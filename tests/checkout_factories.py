@@ -21,14 +21,12 @@ TIERS = [
     {"code": "GOLD", "name": "金卡", "rank": 1, "min_growth": 1000, "min_spend": "1000",
      "points_multiplier": "1.5",
      "benefits": {"member_discount_percent": "10",
-                  "discount_excludes": {"categories": ["tobacco"]},
                   "birthday_gift": {"description": "生日蛋糕一块"},
                   "free_items": [{"sku": "WATER", "name": "矿泉水", "quantity": 1}]}},
 ]
 
 LINES = [{"sku": "LATTE", "category": "coffee", "quantity": "2", "unit_price_fen": 2800},
-         {"sku": "CROISSANT", "category": "bakery", "quantity": "1", "unit_price_fen": 1650,
-          "discount_fen": 150}]
+         {"sku": "CROISSANT", "category": "bakery", "quantity": "1", "unit_price_fen": 1500}]
 
 
 def setup_member(uow: UnitOfWork, *, points: int = 800, gold: bool = True,

@@ -187,4 +187,5 @@ def test_tier_benefits_are_validated_where_tiers_are_edited(client, member):
     assert r.status_code == 422
     q = client.post("/api/v1/checkout/quote", json={
         "store": "SH01", "lines": LINES, "member": {"member_code": member["member_code"]}})
-    assert q.json()["amounts"]["tier_discount_fen"] == 887  # 12.5% of 71.00, rounded down
+    # 12.5% of each line, rounded half up: 700 + 187.5
+    assert q.json()["amounts"]["tier_discount_fen"] == 888

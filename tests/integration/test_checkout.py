@@ -44,10 +44,10 @@ def test_a_quote_writes_nothing_and_shows_discount_points_and_earning(uow):
     assert q["tier_benefits"]["member_discount_percent"] == "10"
     assert q["tier_benefits"]["free_items"] == [{"sku": "WATER", "name": "矿泉水",
                                                   "quantity": 1}]
-    # 2 x 28.00 + (16.50 - 1.50) = 71.00; 10% member discount = 7.10; points 500 = 5.00
-    assert q["amounts"] == {"gross_fen": 7250, "line_discount_fen": 150,
-                            "tier_discount_fen": 710, "coupon_discount_fen": 0,
-                            "total_fen": 6390, "points_value_fen": 500, "stored_value_fen": 0,
+    # 2 x 28.00 + 15.00 = 71.00; 10% member discount = 7.10; points 500 = 5.00
+    assert q["amounts"] == {"gross_fen": 7100, "tier_discount_fen": 710,
+                            "coupon_discount_fen": 0, "total_fen": 6390,
+                            "points_value_fen": 500, "stored_value_fen": 0,
                             "payable_fen": 5890}
     assert [ln["tier_discount_fen"] for ln in q["lines"]] == [560, 150]
     p = q["points"]
@@ -103,7 +103,7 @@ def test_the_order_is_a_normal_order_with_its_discounts_and_payments(uow):
     assert o["customer_id"] == member["customer_id"] and str(o["total_amount"]) == "63.90"
     lines = uow.c.execute(select(order_lines.c.discount).where(
         order_lines.c.order_id == o["id"]).order_by(order_lines.c.line_no)).scalars().all()
-    assert [str(d) for d in lines] == ["5.60", "3.00"]  # member discount, + the till's 1.50
+    assert [str(d) for d in lines] == ["5.60", "1.50"]  # the member discount
     pays = dict(uow.c.execute(select(order_payments.c.method, order_payments.c.amount).where(
         order_payments.c.order_id == o["id"])).all())
     assert {k: str(v) for k, v in pays.items()} == {"points": "3.00", "wechat_pay": "50.00",
@@ -169,12 +169,12 @@ def test_the_member_discount_follows_the_tier_held_at_the_purchase_time(uow):
     assert q["tier_benefits"]["member_discount_percent"] == "0"
 
 
-def test_excluded_categories_get_no_member_discount(uow):
+def test_the_member_discount_is_taken_per_line_rounded_half_up(uow):
     member = setup_member(uow)
-    lines = [{"sku": "CIG", "category": "tobacco", "quantity": "1", "unit_price_fen": 3000},
-             {"sku": "LATTE", "category": "coffee", "quantity": "1", "unit_price_fen": 2800}]
+    lines = [{"sku": "TEA", "category": "tea", "quantity": "1", "unit_price_fen": 1005},
+             {"sku": "LATTE", "category": "coffee", "quantity": "3", "unit_price_fen": 2815}]
     q = quote(uow, basket(member["member_code"], lines=lines))
-    assert [ln["tier_discount_fen"] for ln in q["lines"]] == [0, 280]
+    assert [ln["tier_discount_fen"] for ln in q["lines"]] == [101, 845]  # 100.5, 844.5
 
 
 def test_benefits_saved_before_the_schema_never_break_a_checkout(uow):

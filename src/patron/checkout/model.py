@@ -2,9 +2,9 @@
 may pay, the payable amount. Amounts are integer fen. Nothing here touches a database.
 
 The order of a checkout (docs/checkout.md, "How a basket is priced"): each line's amount
-(quantity x unit price, rounded half up, less the till's own line discount); the member
-discount of the tier on the lines it applies to; coupons on what is left; then what pays it:
-points, stored value, and the till's tenders (cash, WeChat Pay, ...) for the rest.
+(quantity x unit price, rounded half up); the member discount of the tier on each line; coupons
+on what is left (the coupons area's stacking policy); then what pays it: points, stored value,
+and the till's tenders (cash, WeChat Pay, ...) for the rest.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 
@@ -23,16 +23,12 @@ class BasketLine:
     name: str | None
     category: str | None
     quantity: Decimal
-    unit_price: int  # fen
-    discount: int = 0  # fen, the till's own discount on the line
-
-    @property
-    def before_discount(self) -> int:
-        return int((self.quantity * self.unit_price).to_integral_value(rounding=ROUND_HALF_UP))
+    unit_price: int  # fen, what the till charges per unit (its own promotions included)
 
     @property
     def amount(self) -> int:
-        return self.before_discount - self.discount
+        """Quantity x unit price, rounded half up (the coupons area's rule too)."""
+        return int((self.quantity * self.unit_price).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +39,6 @@ class TierBenefits:
     :class:`patron.loyalty.schemas.TierBenefitsIn`."""
 
     discount_percent: Decimal = Decimal(0)
-    excluded_categories: frozenset[str] = frozenset()
-    excluded_skus: frozenset[str] = frozenset()
     birthday_gift: Mapping[str, Any] | None = None
     free_items: tuple[Mapping[str, Any], ...] = ()
 
@@ -58,14 +52,10 @@ class TierBenefits:
             percent = Decimal(0)
         if not percent.is_finite() or not Decimal(0) <= percent < Decimal(100):
             percent = Decimal(0)
-        excl = raw.get("discount_excludes")
-        excl = excl if isinstance(excl, Mapping) else {}
         gift = raw.get("birthday_gift")
         items = raw.get("free_items")
         return cls(
             discount_percent=percent,
-            excluded_categories=frozenset(str(c) for c in excl.get("categories") or ()),
-            excluded_skus=frozenset(str(s) for s in excl.get("skus") or ()),
             birthday_gift=dict(gift) if isinstance(gift, Mapping) and gift.get("description")
             else None,
             free_items=tuple({"sku": str(i["sku"]), "name": i.get("name"),
@@ -74,35 +64,14 @@ class TierBenefits:
                              if isinstance(i, Mapping) and i.get("sku")),
         )
 
-    def applies_to(self, line: BasketLine) -> bool:
-        return not (line.sku in self.excluded_skus
-                    or (line.category is not None and line.category in self.excluded_categories))
 
 
-def spread_fen(total: int, weights: Sequence[int]) -> list[int]:
-    """``total`` fen split in proportion to ``weights``, summing exactly to it (largest
-    remainders get the odd fen, the earlier line on a tie)."""
-    if not weights:
-        return []
-    base = sum(weights)
-    if base <= 0:
-        return [0] * len(weights)
-    raw = [Decimal(total) * w / base for w in weights]
-    floored = [int(r.to_integral_value(rounding=ROUND_FLOOR)) for r in raw]
-    left = total - sum(floored)
-    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - floored[i]), i))
-    for i in order[:left]:
-        floored[i] += 1
-    return floored
-
-
-def tier_discount(lines: Sequence[BasketLine], benefits: TierBenefits) -> list[int]:
-    """The member discount per line: the percentage of the eligible lines' amount, rounded
-    down to the fen for the basket, spread over those lines in proportion."""
-    eligible = [ln.amount if benefits.applies_to(ln) and ln.amount > 0 else 0 for ln in lines]
-    total = int((Decimal(sum(eligible)) * benefits.discount_percent / 100).to_integral_value(
-        rounding=ROUND_FLOOR))
-    return spread_fen(total, eligible)
+def tier_discount(lines: Sequence[BasketLine], percent: Decimal) -> list[int]:
+    """The member discount per line: the percentage of each line, rounded half up (the same
+    rule as the coupons area's stacking, so that a basket costs the same with or without
+    coupons)."""
+    return [int((Decimal(ln.amount) * percent / 100).to_integral_value(rounding=ROUND_HALF_UP))
+            for ln in lines]
 
 
 def points_value(points: int, points_per_yuan: int) -> int:
@@ -120,17 +89,17 @@ def max_redeemable(spendable: int, payable: int, points_per_yuan: int) -> int:
 class PricedLine:
     line: BasketLine
     tier_discount: int
+    coupon_discount: int = 0
 
     @property
     def amount(self) -> int:
-        """After the till's and the member's discounts (before coupons)."""
-        return self.line.amount - self.tier_discount
+        """What the customer pays for the line, after the member's and the coupons' discounts."""
+        return self.line.amount - self.tier_discount - self.coupon_discount
 
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
     lines: tuple[PricedLine, ...]
-    coupon_discount: int
     points: int
     points_value: int
     stored_value: int
@@ -138,25 +107,20 @@ class Pricing:
 
     @property
     def gross(self) -> int:
-        return sum(p.line.before_discount for p in self.lines)
-
-    @property
-    def line_discount(self) -> int:
-        return sum(p.line.discount for p in self.lines)
+        return sum(p.line.amount for p in self.lines)
 
     @property
     def tier_discount(self) -> int:
         return sum(p.tier_discount for p in self.lines)
 
     @property
-    def subtotal(self) -> int:
-        """After line and member discounts, before coupons."""
-        return sum(p.amount for p in self.lines)
+    def coupon_discount(self) -> int:
+        return sum(p.coupon_discount for p in self.lines)
 
     @property
     def total(self) -> int:
         """What the order costs: the order's total in the orders area."""
-        return self.subtotal - self.coupon_discount
+        return sum(p.amount for p in self.lines)
 
     @property
     def payable(self) -> int:
@@ -179,21 +143,20 @@ class PricingError(Exception):
         self.field, self.reason, self.params = field, reason, params
 
 
-def price(lines: Sequence[BasketLine], *, benefits: TierBenefits, coupon_discount: int = 0,
-          points: int = 0, points_per_yuan: int = 100, stored_value: int = 0,
+def price(lines: Sequence[BasketLine], *, tier_lines: Sequence[int],
+          coupon_lines: Sequence[int] | None = None, points: int = 0,
+          points_per_yuan: int = 100, stored_value: int = 0,
           tenders: Sequence[tuple[str, int]] | None = None) -> Pricing:
-    """Price a basket and check that what pays it adds up: coupons never exceed the basket,
-    points and stored value never exceed what is left to pay, and the tenders (when given)
-    pay exactly the rest. Raises :class:`PricingError` naming the field."""
-    for i, ln in enumerate(lines):
-        if ln.discount > ln.before_discount:
-            raise PricingError(f"lines.{i}.discount_fen", "discount_exceeds_amount")
-    discounts = tier_discount(lines, benefits)
-    priced = tuple(PricedLine(ln, d) for ln, d in zip(lines, discounts, strict=True))
-    subtotal = sum(p.amount for p in priced)
-    if coupon_discount > subtotal:
-        coupon_discount = subtotal  # a coupon worth more than the basket makes it free
-    total = subtotal - coupon_discount
+    """Price a basket with the member discount and the coupons' discount on each line, and
+    check that what pays it adds up: points and stored value never exceed what is left to pay,
+    and the tenders (when given) pay exactly the rest. Raises :class:`PricingError` naming the
+    field."""
+    coupon_lines = coupon_lines or [0] * len(lines)
+    priced = tuple(PricedLine(ln, t, c) for ln, t, c in
+                   zip(lines, tier_lines, coupon_lines, strict=True))
+    if any(p.amount < 0 for p in priced):
+        raise PricingError("coupons", "discount_exceeds_amount")
+    total = sum(p.amount for p in priced)
     value = points_value(points, points_per_yuan)
     if points and points > max_redeemable(points, total, points_per_yuan):
         raise PricingError("redeem_points", "points_exceed_payable",
@@ -203,8 +166,7 @@ def price(lines: Sequence[BasketLine], *, benefits: TierBenefits, coupon_discoun
     if stored_value > total - value:
         raise PricingError("stored_value_fen", "stored_value_exceeds_payable",
                            max=total - value)
-    pricing = Pricing(priced, coupon_discount, points, value, stored_value,
-                      tuple(tenders or ()))
+    pricing = Pricing(priced, points, value, stored_value, tuple(tenders or ()))
     if tenders is not None and sum(a for _, a in tenders) != pricing.payable:
         raise PricingError("payments", "tenders_mismatch", expected=pricing.payable)
     return pricing

@@ -42,9 +42,8 @@ class BasketLineIn(Strict):
     name: str | None = Field(default=None, max_length=200)
     category: str | None = Field(default=None, max_length=64)
     quantity: Decimal = Field(gt=0, le=100000, max_digits=12, decimal_places=3)
+    # What the till charges per unit, its own promotions included.
     unit_price_fen: Fen
-    # The till's own discount on the line (a promotion), before the member's.
-    discount_fen: Fen = 0
 
 
 class TenderIn(Strict):

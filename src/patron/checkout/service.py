@@ -32,6 +32,7 @@ from patron.checkout.model import (
     points_value,
     price,
     refund_share,
+    tier_discount,
 )
 from patron.checkout.schemas import BasketIn, CommitIn, HoldIn, OfflineBatchIn, RefundIn
 from patron.checkout.tables import checkout_commits, checkout_holds, checkout_refunds
@@ -82,23 +83,65 @@ def _area(name: str) -> ModuleType | None:
         raise
 
 
-def _coupons_seam(body: BasketIn) -> tuple[int, list[dict[str, Any]]]:
-    """Coupons' discount on the basket and what each coupon took. Until the coupons area is
-    installed, a basket naming coupons is refused (never silently priced without them)."""
-    if body.coupons:
-        raise invalid("coupons", "coupons_unavailable")
-    return 0, []
+@dataclass
+class Discounts:
+    """The member discount and the coupons' discount on each line, and what the coupons did."""
+
+    tier_lines: list[int]
+    coupon_lines: list[int]
+    coupons: dict[str, Any]
 
 
-def _stored_value_seam(body: BasketIn) -> None:
-    """Stored value paid. Refused until the stored-value area is installed."""
-    if body.stored_value_fen:
+def _discounts(conn: Connection, actor: Actor, basket: Basket, body: BasketIn,
+               now: dt.datetime) -> Discounts:
+    """Without coupons, the tier's member discount on every line. Coupons go through the
+    coupons area's stacking policy (``_coupon_discounts``); until that area is installed, a
+    basket naming coupons is refused, never priced without them."""
+    n = len(basket.lines)
+    info: dict[str, Any] = {"available": _area("coupons") is not None, "accepted": [],
+                            "refused": [], "tier_applied": True}
+    if not body.coupons:
+        return Discounts(tier_discount(basket.lines, basket.benefits.discount_percent), [0] * n,
+                         info)
+    raise invalid("coupons", "coupons_unavailable")
+
+
+def _stored_value() -> ModuleType:
+    """The stored-value area, or a 422 on ``stored_value_fen`` until it is installed."""
+    area = _area("storedvalue")
+    if area is None or not hasattr(area, "spend_in"):
         raise invalid("stored_value_fen", "stored_value_unavailable")
+    return area
+
+
+def _sv_body(kind: str, **values: Any) -> Any:
+    schemas = importlib.import_module("patron.storedvalue.schemas")
+    return getattr(schemas, kind).model_validate(values)
+
+
+def _stored_value_balance(conn: Connection, actor: Actor, member: dict[str, Any] | None,
+                          now: dt.datetime) -> int | None:
+    """The member's stored value spendable now, in fen (None: no stored value here)."""
+    area = _area("storedvalue")
+    if area is None or member is None or not actor.can("stored_value.lookup"):
+        return None
+    out = area.balance(conn, actor=actor, member_id=int(member["id"]), now=now)
+    return int(Decimal(out["spendable"]) * 100)
 
 
 def _member_from_qr(conn: Connection, payload: str, now: dt.datetime) -> str:
-    """The member code carried by a member's QR card (signed, short-lived: self-service)."""
-    raise invalid("member.qr", "qr_unsupported")
+    """The member code carried by a member's QR card, whose signature and expiry the
+    self-service area checks (a card is valid for minutes: a screenshot stops working)."""
+    selfservice = _area("selfservice")
+    check = getattr(selfservice, "check_member_card", None)
+    if check is None:
+        raise invalid("member.qr", "qr_unsupported")
+    try:
+        card = check(conn, payload, now=now)
+    except ValidationFailed as exc:
+        reason = exc.fields[0].reason if exc.fields else "qr_invalid"
+        raise invalid("member.qr", reason) from exc
+    return str(card["member_code"])
 
 
 # --- the basket -------------------------------------------------------------------------------
@@ -192,22 +235,24 @@ def _basket(conn: Connection, actor: Actor, body: BasketIn, now: dt.datetime) ->
             raise invalid("member", "no_program_at_store")
         member = _find_member(conn, program, body, now)
     tier = _tier_at(conn, member, purchased_at) if member else None
-    lines = [BasketLine(i + 1, ln.sku, ln.name, ln.category, ln.quantity, ln.unit_price_fen,
-                        ln.discount_fen) for i, ln in enumerate(body.lines)]
+    lines = [BasketLine(i + 1, ln.sku, ln.name, ln.category, ln.quantity, ln.unit_price_fen)
+             for i, ln in enumerate(body.lines)]
     if body.redeem_points and member is None:
         raise invalid("redeem_points", "member_required")
+    if body.stored_value_fen and member is None:
+        raise invalid("stored_value_fen", "member_required")
     return Basket(store, body.channel, purchased_at,
                   purchased_at.astimezone(ZoneInfo(store.timezone)), lines, program, member,
                   tier, TierBenefits.from_json(tier["benefits"]) if tier else TierBenefits())
 
 
-def _price(basket: Basket, body: BasketIn, *, coupon_discount: int,
+def _price(basket: Basket, body: BasketIn, discounts: Discounts, *,
            tenders: list[tuple[str, int]] | None) -> Pricing:
     rate = int(basket.program["redeem_points_per_yuan"]) if basket.program else 100
     try:
-        return price(basket.lines, benefits=basket.benefits, coupon_discount=coupon_discount,
-                     points=body.redeem_points, points_per_yuan=rate,
-                     stored_value=body.stored_value_fen, tenders=tenders)
+        return price(basket.lines, tier_lines=discounts.tier_lines,
+                     coupon_lines=discounts.coupon_lines, points=body.redeem_points,
+                     points_per_yuan=rate, stored_value=body.stored_value_fen, tenders=tenders)
     except PricingError as exc:
         raise invalid(exc.field, exc.reason, **exc.params) from exc
 
@@ -218,8 +263,8 @@ def _yuan(fen: int) -> Decimal:
 
 def _order_in(basket: Basket, pricing: Pricing, *, order_number: str,
               tenders: list[tuple[str, int]]) -> OrderIn:
-    """The order as the orders area records it: line discounts hold the till's and the
-    member's, the order discount the coupons', payments the points, stored value and tenders."""
+    """The order as the orders area records it: each line's discount holds the member's and the
+    coupons' discounts on it, payments the points, stored value and tenders."""
     payments = [("points", pricing.points_value)] if pricing.points_value else []
     if pricing.stored_value:
         payments.append(("stored_value", pricing.stored_value))
@@ -230,9 +275,8 @@ def _order_in(basket: Basket, pricing: Pricing, *, order_number: str,
         "identifiers": {"member_code": basket.member["member_code"]} if basket.member else {},
         "lines": [{"sku": p.line.sku, "name": p.line.name, "category": p.line.category,
                    "quantity": p.line.quantity, "unit_price": _yuan(p.line.unit_price),
-                   "discount": _yuan(p.line.discount + p.tier_discount)}
+                   "discount": _yuan(p.tier_discount + p.coupon_discount)}
                   for p in pricing.lines],
-        "discount": _yuan(pricing.coupon_discount),
         "payments": [{"method": m, "amount": _yuan(a)} for m, a in payments],
     })
 
@@ -282,16 +326,14 @@ def _benefits_out(basket: Basket, birthday_month: bool) -> dict[str, Any] | None
         return None
     b = basket.benefits
     return {"member_discount_percent": str(b.discount_percent),
-            "discount_excludes": {"categories": sorted(b.excluded_categories),
-                                  "skus": sorted(b.excluded_skus)},
             "free_items": [dict(i) for i in b.free_items],
             "birthday_gift": dict(b.birthday_gift) if b.birthday_gift else None,
             "birthday_gift_due": bool(b.birthday_gift) and birthday_month}
 
 
 def _amounts(p: Pricing) -> dict[str, int]:
-    return {"gross_fen": p.gross, "line_discount_fen": p.line_discount,
-            "tier_discount_fen": p.tier_discount, "coupon_discount_fen": p.coupon_discount,
+    return {"gross_fen": p.gross, "tier_discount_fen": p.tier_discount,
+            "coupon_discount_fen": p.coupon_discount,
             "total_fen": p.total, "points_value_fen": p.points_value,
             "stored_value_fen": p.stored_value, "payable_fen": p.payable}
 
@@ -299,7 +341,8 @@ def _amounts(p: Pricing) -> dict[str, int]:
 def _lines_out(p: Pricing) -> list[dict[str, Any]]:
     return [{"line_no": x.line.line_no, "sku": x.line.sku, "quantity": str(x.line.quantity),
              "unit_price_fen": x.line.unit_price, "amount_fen": x.line.amount,
-             "tier_discount_fen": x.tier_discount, "net_fen": x.amount} for x in p.lines]
+             "tier_discount_fen": x.tier_discount, "coupon_discount_fen": x.coupon_discount,
+             "net_fen": x.amount} for x in p.lines]
 
 
 # --- quote ------------------------------------------------------------------------------------
@@ -311,9 +354,10 @@ def quote(conn: Connection, *, actor: Actor, body: BasketIn,
     need(actor, "checkout.sell")
     at = now or utcnow()
     basket = _basket(conn, actor, body, at)
-    coupon_discount, coupons = _coupons_seam(body)
-    _stored_value_seam(body)
-    pricing = _price(basket, body, coupon_discount=coupon_discount, tenders=None)
+    discounts = _discounts(conn, actor, basket, body, at)
+    if body.stored_value_fen:
+        _stored_value()
+    pricing = _price(basket, body, discounts, tenders=None)
     member = _member_out(conn, basket)
     points: dict[str, Any] | None = None
     if basket.member is not None and basket.program is not None:
@@ -336,9 +380,11 @@ def quote(conn: Connection, *, actor: Actor, body: BasketIn,
             "member": member,
             "tier_benefits": _benefits_out(basket, bool(member and member["birthday_month"])),
             "lines": _lines_out(pricing), "amounts": _amounts(pricing),
-            "coupons": {"available": False, "applied": coupons},
+            "coupons": discounts.coupons,
             "points": points,
-            "stored_value": {"available": False, "balance_fen": None,
+            "stored_value": {"available": _area("storedvalue") is not None,
+                             "balance_fen": _stored_value_balance(conn, actor, basket.member,
+                                                                  at),
                              "spend_fen": pricing.stored_value}}
 
 
@@ -416,9 +462,9 @@ def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetim
     if basket.member is not None:
         basket.member = _lock_member(conn, basket.member)
     hold = _open_hold(conn, basket, body, now) if body.hold_id is not None else None
-    coupon_discount, coupons = _coupons_seam(body)
+    discounts = _discounts(conn, actor, basket, body, now)
     tenders = [(t.method, t.amount_fen) for t in body.payments]
-    pricing = _price(basket, body, coupon_discount=coupon_discount, tenders=tenders)
+    pricing = _price(basket, body, discounts, tenders=tenders)
     checkout_id = int(conn.execute(insert(checkout_commits).values(
         store_id=store.id, idempotency_key=body.idempotency_key, request_hash=digest,
         source=source, order_number=body.order_number,
@@ -445,7 +491,19 @@ def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetim
                                                         points=pricing.points,
                                                         store=store.code,
                                                         reference=body.order_number), now=now)
-    _stored_value_seam(body)
+    sv_op: dict[str, Any] | None = None
+    if pricing.stored_value:
+        assert basket.member is not None
+        sv = _stored_value()
+        if hold is not None and hold["stored_value_operation_id"] is not None:
+            sv_op = sv.commit_hold_in(conn, actor=actor,
+                                      hold_id=int(hold["stored_value_operation_id"]), now=now)
+        else:
+            sv_op = sv.spend_in(conn, actor=actor, member_id=int(basket.member["id"]),
+                                body=_sv_body("SpendIn", idempotency_key=f"checkout-{checkout_id}",
+                                              amount=_yuan(pricing.stored_value),
+                                              store=store.code, reference=body.order_number),
+                                now=now)
 
     (outcome,) = record_orders_in(conn, [_order_in(basket, pricing,
                                                    order_number=body.order_number,
@@ -461,7 +519,8 @@ def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetim
         loyalty_order_earnings.c.order_id == order_id)).scalar()
     result = _finish(conn, actor=actor, checkout_id=checkout_id, basket=basket, body=body,
                      pricing=pricing, order_id=order_id, earned=int(earned or 0),
-                     points_op=points_op, hold=hold, coupons=coupons, now=now, source=source)
+                     points_op=points_op, sv_op=sv_op, hold=hold, coupons=discounts.coupons,
+                     now=now, source=source)
     return result
 
 
@@ -474,8 +533,9 @@ def _balance(conn: Connection, member_id: int) -> dict[str, int]:
 
 def _finish(conn: Connection, *, actor: Actor, checkout_id: int, basket: Basket,
             body: CommitIn, pricing: Pricing, order_id: int, earned: int,
-            points_op: dict[str, Any] | None, hold: dict[str, Any] | None,
-            coupons: list[dict[str, Any]], now: dt.datetime, source: str) -> dict[str, Any]:
+            points_op: dict[str, Any] | None, sv_op: dict[str, Any] | None,
+            hold: dict[str, Any] | None,
+            coupons: dict[str, Any], now: dt.datetime, source: str) -> dict[str, Any]:
     """The last step of a commit: the checkout's row gets its result, the hold (if any) is
     committed, the audit entry written."""
     member = _member_out(conn, basket)
@@ -489,12 +549,19 @@ def _finish(conn: Connection, *, actor: Actor, checkout_id: int, basket: Basket,
             "redeemed": pricing.points, "value_fen": pricing.points_value, "earned": earned,
             "operation_id": points_op["id"] if points_op else None,
             "balance": _balance(conn, int(basket.member["id"]))},
-        "coupons": coupons, "stored_value": None, "hold_id": body.hold_id,
+        "coupons": coupons,
+        "stored_value": None if sv_op is None else {
+            "spent_fen": pricing.stored_value, "operation_id": int(sv_op["id"]),
+            "principal_fen": int(Decimal(sv_op["principal"]) * 100),
+            "bonus_fen": int(Decimal(sv_op["bonus"]) * 100),
+            "balance_fen": int(Decimal(sv_op["balance"]["spendable"]) * 100)},
+        "hold_id": body.hold_id,
         "created_at": now.isoformat(), "replayed": False,
     }
     conn.execute(update(checkout_commits).where(checkout_commits.c.id == checkout_id).values(
         order_id=order_id, points_earned=earned, result=result,
-        points_operation_id=points_op["id"] if points_op else None))
+        points_operation_id=points_op["id"] if points_op else None,
+        stored_value_operation_id=sv_op["id"] if sv_op else None))
     if hold is not None:
         conn.execute(update(checkout_holds).where(checkout_holds.c.id == hold["id"]).values(
             status="committed", checkout_id=checkout_id, finished_at=now))
@@ -528,6 +595,7 @@ def _hold_out(hold: dict[str, Any], now: dt.datetime, *, replay: bool = False,
     out: dict[str, Any] = {
         "id": int(hold["id"]), "status": status, "member_id": hold["member_id"],
         "points": int(hold["points"]), "points_operation_id": hold["points_operation_id"],
+        "stored_value_operation_id": hold["stored_value_operation_id"],
         "stored_value_fen": int(Decimal(hold["stored_value"]) * 100),
         "coupons": hold["parts"].get("coupon_codes", []),
         "expires_at": hold["expires_at"], "checkout_id": hold["checkout_id"],
@@ -562,9 +630,9 @@ def create_hold(*, uow: UnitOfWork, actor: Actor, body: HoldIn,
             raise invalid("redeem_points", "nothing_to_hold")
         if basket.member is not None:
             basket.member = _lock_member(conn, basket.member)
-        coupon_discount, _coupons = _coupons_seam(body)
-        _stored_value_seam(body)
-        pricing = _price(basket, body, coupon_discount=coupon_discount, tenders=None)
+        discounts = _discounts(conn, actor, basket, body, at)
+        sv = _stored_value() if body.stored_value_fen else None
+        pricing = _price(basket, body, discounts, tenders=None)
         minutes = body.minutes or (int(basket.program["hold_minutes"]) if basket.program
                                    else 15)
         expires = at + dt.timedelta(minutes=minutes)
@@ -584,6 +652,17 @@ def create_hold(*, uow: UnitOfWork, actor: Actor, body: HoldIn,
                                                    minutes=minutes), now=at)
             conn.execute(update(checkout_holds).where(checkout_holds.c.id == hold_id)
                          .values(points_operation_id=op["id"]))
+        if sv is not None:
+            assert basket.member is not None
+            sv_hold = sv.hold_in(conn, actor=actor, member_id=int(basket.member["id"]),
+                                 body=_sv_body("HoldIn",
+                                               idempotency_key=f"checkout-hold-{hold_id}",
+                                               amount=_yuan(pricing.stored_value),
+                                               store=store.code,
+                                               reference=f"checkout-hold-{hold_id}",
+                                               minutes=minutes), now=at)
+            conn.execute(update(checkout_holds).where(checkout_holds.c.id == hold_id)
+                         .values(stored_value_operation_id=sv_hold["id"]))
         audit.record(conn, actor, "checkout.hold_created", entity="checkout_hold",
                      entity_id=hold_id, details={"key": body.idempotency_key,
                                                  "points": pricing.points,
@@ -622,6 +701,10 @@ def release_hold(*, uow: UnitOfWork, actor: Actor, hold_id: int,
         if hold["points_operation_id"] is not None:
             loyalty.finish_hold_in(conn, actor=actor, hold_id=int(hold["points_operation_id"]),
                                    action="release", now=at)
+        if hold["stored_value_operation_id"] is not None:
+            _stored_value().release_hold_in(conn, actor=actor,
+                                            hold_id=int(hold["stored_value_operation_id"]),
+                                            now=at)
         conn.execute(update(checkout_holds).where(checkout_holds.c.id == hold_id)
                      .values(status="released", finished_at=at))
         audit.record(conn, actor, "checkout.hold_released", entity="checkout_hold",
@@ -699,7 +782,8 @@ def refund_in(conn: Connection, *, actor: Actor, checkout_id: int, body: RefundI
     refunded_before = int(row["refunded"] * 100)
     points_back = refund_share(int(row["points_redeemed"]), refunded_before, total, amount,
                                int(row["points_returned"]))
-    stored_back = 0  # the stored-value area's seam
+    stored_back = refund_share(int(row["stored_value"] * 100), refunded_before, total, amount,
+                               int(row["stored_value_returned"] * 100))
     refund_id = int(conn.execute(insert(checkout_refunds).values(
         checkout_id=checkout_id, idempotency_key=body.idempotency_key, request_hash=digest,
         return_id=recorded["return_id"], amount=_yuan(amount), points_returned=points_back,
@@ -712,6 +796,13 @@ def refund_in(conn: Connection, *, actor: Actor, checkout_id: int, body: RefundI
                                         reason=f"points paid for checkout {checkout_id}, "
                                                "refunded"),
                           now=now, visible=False)
+    if stored_back:
+        _stored_value().refund_in(conn, actor=actor,
+                                  spend_id=int(row["stored_value_operation_id"]),
+                                  body=_sv_body("RefundIn",
+                                                idempotency_key=f"checkout-refund-{refund_id}",
+                                                amount=_yuan(stored_back), store=store_code,
+                                                reference=order.external_id), now=now)
     conn.execute(update(checkout_commits).where(checkout_commits.c.id == checkout_id).values(
         refunded=checkout_commits.c.refunded + _yuan(amount),
         points_returned=checkout_commits.c.points_returned + points_back,

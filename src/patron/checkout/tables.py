@@ -46,6 +46,7 @@ checkout_commits = Table(
     Column("points_returned", BigInteger, nullable=False, server_default="0"),
     Column("stored_value_returned", Money, nullable=False, server_default="0"),
     Column("points_operation_id", IdType, nullable=True),
+    Column("stored_value_operation_id", IdType, nullable=True),
     Column("result", JSONType, nullable=False),
     Column("actor", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -75,7 +76,8 @@ checkout_holds = Table(
     Column("points", BigInteger, nullable=False),
     Column("points_operation_id", IdType, nullable=True),
     Column("stored_value", Money, nullable=False, server_default="0"),
-    # The other areas' hold references: {"stored_value": id, "coupons": [id, ...]}
+    Column("stored_value_operation_id", IdType, nullable=True),
+    # What else the hold reserved: {"coupon_codes": [...], "coupon_operation_id": id}
     Column("parts", JSONType, nullable=False),
     Column("status", String(10), nullable=False),  # held | committed | released
     Column("expires_at", UTCDateTime, nullable=False),

@@ -88,11 +88,6 @@ class RuleVersionIn(Strict):
     note: str | None = Field(default=None, max_length=500)
 
 
-class DiscountExclusions(Strict):
-    categories: list[Key] = Field(default_factory=list, max_length=500)
-    skus: list[Key] = Field(default_factory=list, max_length=2000)
-
-
 class BirthdayGiftIn(Strict):
     """Shown to the cashier during the member's birthday month (docs/checkout.md)."""
 
@@ -108,13 +103,12 @@ class FreeItemIn(Strict):
 
 class TierBenefitsIn(Strict):
     """A tier's benefits at the till (docs/checkout.md, "Tier benefits"): the member discount
-    applied by the checkout to the lines not excluded, and the birthday gift and free items
-    shown to the cashier. ``{}`` (no benefit) stays valid, as tiers created before this schema
+    applied by the checkout to every line, and the birthday gift and free items shown to the
+    cashier. ``{}`` (no benefit) stays valid, as tiers created before this schema
     hold it."""
 
     member_discount_percent: Decimal = Field(default=Decimal(0), ge=0, lt=100, max_digits=5,
                                              decimal_places=2)
-    discount_excludes: DiscountExclusions = Field(default_factory=DiscountExclusions)
     birthday_gift: BirthdayGiftIn | None = None
     free_items: list[FreeItemIn] = Field(default_factory=list, max_length=20)
 

@@ -84,7 +84,7 @@ def _client(engine: Any, n: int, codes: list[str], ops: int, seen: Counter[str],
                             committed.append(out["checkout_id"])
                     elif action == "redeem":
                         out = service.commit(uow=uow, actor=SYSTEM, body=CommitIn.model_validate(
-                            _sale(code, f"r-{m}-{slot}", 50 + 37 * slot)))
+                            _sale(code, f"r-{m}-{slot}", 150 + 50 * slot)))
                         with LOCK:
                             committed.append(out["checkout_id"])
                     elif action == "hold":

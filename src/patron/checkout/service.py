@@ -94,16 +94,74 @@ class Discounts:
 
 def _discounts(conn: Connection, actor: Actor, basket: Basket, body: BasketIn,
                now: dt.datetime) -> Discounts:
-    """Without coupons, the tier's member discount on every line. Coupons go through the
-    coupons area's stacking policy (``_coupon_discounts``); until that area is installed, a
-    basket naming coupons is refused, never priced without them."""
+    """Without coupons, the tier's member discount on every line. With coupons, what the
+    coupons area's stacking policy makes of them and the member discount (evaluated, nothing
+    written): refused coupons are listed with their reasons and take nothing off."""
     n = len(basket.lines)
-    info: dict[str, Any] = {"available": _area("coupons") is not None, "accepted": [],
-                            "refused": [], "tier_applied": True}
+    percent = basket.benefits.discount_percent
     if not body.coupons:
-        return Discounts(tier_discount(basket.lines, basket.benefits.discount_percent), [0] * n,
-                         info)
-    raise invalid("coupons", "coupons_unavailable")
+        return Discounts(tier_discount(basket.lines, percent), [0] * n,
+                         {"available": _area("coupons") is not None, "accepted": [],
+                          "refused": [], "tier_applied": True})
+    area = _coupons()
+    if basket.member is None:
+        raise invalid("coupons", "member_required")
+    combo, unknown = area.evaluate(conn, member_id=int(basket.member["id"]),
+                                   basket=_coupon_basket(basket), codes=list(body.coupons),
+                                   tier_discount_percent=percent,
+                                   with_points=bool(body.redeem_points), now=now)
+    return _from_combination(basket, area.combination_out(combo, unknown))
+
+
+def _coupons() -> ModuleType:
+    area = _area("coupons")
+    if area is None or not hasattr(area, "redeem_coupons"):
+        raise invalid("coupons", "coupons_unavailable")
+    return area
+
+
+def _coupon_basket(basket: Basket) -> Any:
+    cm = importlib.import_module("patron.coupons.model")
+    return cm.Basket(lines=tuple(cm.Line(ln.line_no, ln.sku, ln.category, ln.quantity,
+                                         ln.unit_price) for ln in basket.lines),
+                     store=basket.store.code, channel=basket.channel,
+                     purchased_at=basket.purchased_at)
+
+
+def _fen(yuan: Any) -> int:
+    return int(Decimal(str(yuan)) * 100)
+
+
+def _from_combination(basket: Basket, combo: dict[str, Any]) -> Discounts:
+    """The coupons area's combination (its API form) as discounts on the checkout's lines."""
+    tier = combo["tier_lines"] if combo["tier_applied"] else {}
+    tier_lines = [_fen(tier.get(str(ln.line_no), 0)) for ln in basket.lines]
+    coupon_lines = [sum(_fen(a["lines"].get(str(ln.line_no), 0)) for a in combo["accepted"])
+                    for ln in basket.lines]
+    info = {"available": True, "tier_applied": bool(combo["tier_applied"]),
+            "points_allowed": bool(combo["points_allowed"]),
+            "accepted": [{"code": a["code"], "coupon_id": a["coupon_id"], "kind": a["kind"],
+                          "discount_fen": _fen(a["discount"])} for a in combo["accepted"]],
+            "refused": [{"code": r["code"], "reason": r["reason"], "params": r["params"]}
+                        for r in combo["refused"]]}
+    return Discounts(tier_lines, coupon_lines, info)
+
+
+def _use_coupons(conn: Connection, *, actor: Actor, basket: Basket, body: BasketIn,
+                 kind: str, key: str, store_id: int, now: dt.datetime,
+                 order_id: int | None = None, minutes: int | None = None
+                 ) -> tuple[Discounts, int]:
+    """Redeem (or hold) the basket's coupons through the coupons area, all or none: a refused
+    coupon refuses the checkout (409 ``coupon_refused`` naming each code's reason)."""
+    area = _coupons()
+    assert basket.member is not None
+    fn = area.redeem_coupons if kind == "redeem" else area.hold_coupons
+    out = fn(conn, actor=actor, member_id=int(basket.member["id"]),
+             basket=_coupon_basket(basket), codes=list(body.coupons), idempotency_key=key,
+             tier_discount_percent=basket.benefits.discount_percent,
+             with_points=bool(body.redeem_points), store_id=store_id, order_id=order_id,
+             hold_minutes=minutes, now=now)
+    return _from_combination(basket, out["combination"]), int(out["id"])
 
 
 def _stored_value() -> ModuleType:
@@ -462,7 +520,17 @@ def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetim
     if basket.member is not None:
         basket.member = _lock_member(conn, basket.member)
     hold = _open_hold(conn, basket, body, now) if body.hold_id is not None else None
-    discounts = _discounts(conn, actor, basket, body, now)
+    if hold is not None and hold["parts"].get("coupon_operation_id") is not None:
+        parts = hold["parts"]
+        discounts = Discounts(parts["tier_lines"], parts["coupon_lines"], parts["coupons"])
+    else:
+        # Coupons are evaluated here and redeemed once the order is recorded (with its id); a
+        # coupon that changed in between refuses the whole checkout.
+        discounts = _discounts(conn, actor, basket, body, now)
+        if discounts.coupons["refused"]:
+            raise Conflict("coupon_refused", fields=[
+                FieldError(f"coupons.{_code_index(body, r['code'])}", r["reason"], r["params"])
+                for r in discounts.coupons["refused"]])
     tenders = [(t.method, t.amount_fen) for t in body.payments]
     pricing = _price(basket, body, discounts, tenders=tenders)
     checkout_id = int(conn.execute(insert(checkout_commits).values(
@@ -515,6 +583,23 @@ def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetim
     if outcome.status != "created":
         raise Conflict("order_number_taken", params={"order_number": body.order_number})
     order_id = int(outcome.order_id)  # type: ignore[arg-type]
+    if body.coupons:
+        area = _coupons()
+        if hold is not None and hold["parts"].get("coupon_operation_id") is not None:
+            try:
+                area.commit_hold_in(conn, actor=actor,
+                                    operation_id=int(hold["parts"]["coupon_operation_id"]),
+                                    now=now, order_id=order_id)
+            except area.HoldExpired as exc:
+                raise Conflict("hold_expired") from exc
+        else:
+            used, _op = _use_coupons(conn, actor=actor, basket=basket, body=body, kind="redeem",
+                                     key=f"checkout-{checkout_id}", store_id=store.id, now=now,
+                                     order_id=order_id)
+            if (used.tier_lines, used.coupon_lines) != (discounts.tier_lines,
+                                                        discounts.coupon_lines):
+                raise Conflict("coupons_changed")
+            discounts = used
     earned = conn.execute(select(loyalty_order_earnings.c.points).where(
         loyalty_order_earnings.c.order_id == order_id)).scalar()
     result = _finish(conn, actor=actor, checkout_id=checkout_id, basket=basket, body=body,
@@ -522,6 +607,10 @@ def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetim
                      points_op=points_op, sv_op=sv_op, hold=hold, coupons=discounts.coupons,
                      now=now, source=source)
     return result
+
+
+def _code_index(body: BasketIn, code: str) -> int:
+    return next((i for i, c in enumerate(body.coupons) if c == code), 0)
 
 
 def _balance(conn: Connection, member_id: int) -> dict[str, int]:
@@ -631,6 +720,10 @@ def create_hold(*, uow: UnitOfWork, actor: Actor, body: HoldIn,
         if basket.member is not None:
             basket.member = _lock_member(conn, basket.member)
         discounts = _discounts(conn, actor, basket, body, at)
+        if discounts.coupons["refused"]:
+            raise Conflict("coupon_refused", fields=[
+                FieldError(f"coupons.{_code_index(body, r['code'])}", r["reason"], r["params"])
+                for r in discounts.coupons["refused"]])
         sv = _stored_value() if body.stored_value_fen else None
         pricing = _price(basket, body, discounts, tenders=None)
         minutes = body.minutes or (int(basket.program["hold_minutes"]) if basket.program
@@ -652,6 +745,14 @@ def create_hold(*, uow: UnitOfWork, actor: Actor, body: HoldIn,
                                                    minutes=minutes), now=at)
             conn.execute(update(checkout_holds).where(checkout_holds.c.id == hold_id)
                          .values(points_operation_id=op["id"]))
+        if body.coupons:
+            held, coupon_op = _use_coupons(conn, actor=actor, basket=basket, body=body,
+                                           kind="hold", key=f"checkout-hold-{hold_id}",
+                                           store_id=store.id, now=at, minutes=minutes)
+            conn.execute(update(checkout_holds).where(checkout_holds.c.id == hold_id).values(
+                parts={"coupon_codes": list(body.coupons), "coupon_operation_id": coupon_op,
+                       "tier_lines": held.tier_lines, "coupon_lines": held.coupon_lines,
+                       "coupons": held.coupons}))
         if sv is not None:
             assert basket.member is not None
             sv_hold = sv.hold_in(conn, actor=actor, member_id=int(basket.member["id"]),
@@ -701,6 +802,10 @@ def release_hold(*, uow: UnitOfWork, actor: Actor, hold_id: int,
         if hold["points_operation_id"] is not None:
             loyalty.finish_hold_in(conn, actor=actor, hold_id=int(hold["points_operation_id"]),
                                    action="release", now=at)
+        if hold["parts"].get("coupon_operation_id") is not None:
+            _coupons().release_hold_in(conn, actor=actor,
+                                       operation_id=int(hold["parts"]["coupon_operation_id"]),
+                                       now=at)
         if hold["stored_value_operation_id"] is not None:
             _stored_value().release_hold_in(conn, actor=actor,
                                             hold_id=int(hold["stored_value_operation_id"]),

@@ -1,9 +1,9 @@
-"""Many tills checking out the same members at once: sales that earn, sales paid with points,
-holds committed or released, refunds and offline queues, every client retrying idempotency keys
-at random (a key's content is the same whoever sends it). Afterwards no balance is negative, no
-entry is duplicated, every key did its work once, every checkout has its order and
-`patron ledger verify` finds nothing. PostgreSQL with 32 clients, each on its own connection;
-SQLite with 6 (it takes one writer at a time)."""
+"""Many tills checking out the same members at once: sales that earn, sales paid with points
+or coupons, holds committed or released, refunds and offline queues, every client retrying
+idempotency keys at random (a key's content is the same whoever sends it). Afterwards no balance
+is negative, no entry is duplicated, no coupon paid twice, every key did its work once, every
+checkout has its order and `patron ledger verify` finds nothing. PostgreSQL with 32 clients,
+each on its own connection; SQLite with 6 (it takes one writer at a time)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from patron.checkout import service
 from patron.checkout.schemas import CommitIn, HoldIn, OfflineBatchIn, RefundIn
 from patron.checkout.tables import checkout_commits, checkout_holds, checkout_refunds
+from patron.coupons.tables import coupon_uses
 from patron.db import UnitOfWork, get_engine
 from patron.errors import Conflict, NotFound, ValidationFailed
 from patron.loyalty import service as loyalty
@@ -28,6 +29,7 @@ from patron.loyalty.verify import verify
 from patron.orders.tables import orders
 from patron.security.model import SYSTEM
 from tests.checkout_factories import LINES, TIERS
+from tests.coupon_factories import give, make_template
 from tests.factories import make_org
 from tests.loyalty_factories import enrol, make_program
 
@@ -37,11 +39,13 @@ LOCK = threading.Lock()
 GOLD_TOTAL = 6390  # the basket of LINES for a GOLD member (10% member discount)
 
 
-def _setup(engine: Any, now: dt.datetime, points: int) -> list[str]:
+def _setup(engine: Any, now: dt.datetime, points: int) -> tuple[list[str], list[list[str]]]:
     with UnitOfWork(engine) as uow:
         make_org(uow)
         make_program(uow, tiers=TIERS, now=now - dt.timedelta(days=2))
+        template = make_template(uow, "TEN", now=now - dt.timedelta(days=2))
         codes = []
+        coupon_codes = []
         for p in PHONES:
             m = enrol(uow, p, now=now - dt.timedelta(days=2))
             for key, body in ((f"p-{p}", {"points": points}),
@@ -50,7 +54,10 @@ def _setup(engine: Any, now: dt.datetime, points: int) -> list[str]:
                                body=AdjustIn(idempotency_key=key, reason="opening", **body),
                                now=now - dt.timedelta(days=1))
             codes.append(m["member_code"])
-    return codes
+            issued = give(uow, template["id"], [m["id"]], f"give-{p}", quantity=4,
+                          now=now - dt.timedelta(days=1))
+            coupon_codes.append([c["code"] for c in issued["coupons"]])
+    return codes, coupon_codes
 
 
 def _sale(code: str, key: str, redeem: int, **extra: Any) -> dict[str, Any]:
@@ -59,7 +66,8 @@ def _sale(code: str, key: str, redeem: int, **extra: Any) -> dict[str, Any]:
             "payments": [{"method": "cash", "amount_fen": GOLD_TOTAL - redeem}], **extra}
 
 
-def _client(engine: Any, n: int, codes: list[str], ops: int, seen: Counter[str],
+def _client(engine: Any, n: int, codes: list[str], coupon_codes: list[list[str]], ops: int,
+            seen: Counter[str],
             committed: list[int], errors: list[BaseException], barrier: threading.Barrier,
             start: dt.datetime) -> None:
     def bump(what: str) -> None:
@@ -72,7 +80,8 @@ def _client(engine: Any, n: int, codes: list[str], ops: int, seen: Counter[str],
         m = rnd.randrange(len(codes))
         code = codes[m]
         slot = rnd.randint(0, 12)
-        action = rnd.choice(["earn", "redeem", "redeem", "hold", "refund", "offline"])
+        action = rnd.choice(["earn", "redeem", "redeem", "hold", "refund", "offline",
+                             "coupon"])
         tries = 2 if rnd.random() < 0.3 else 1  # a till resending the same request
         for _attempt in range(tries):
             try:
@@ -85,6 +94,16 @@ def _client(engine: Any, n: int, codes: list[str], ops: int, seen: Counter[str],
                     elif action == "redeem":
                         out = service.commit(uow=uow, actor=SYSTEM, body=CommitIn.model_validate(
                             _sale(code, f"r-{m}-{slot}", 150 + 50 * slot)))
+                        with LOCK:
+                            committed.append(out["checkout_id"])
+                    elif action == "coupon":
+                        # Keys shared by every till, each naming one of the member's coupons:
+                        # two keys on one coupon, and only one of them may use it.
+                        coupon = coupon_codes[m][slot % 4]
+                        out = service.commit(uow=uow, actor=SYSTEM, body=CommitIn.model_validate(
+                            {**_sale(code, f"c-{m}-{slot}", 0, coupons=[coupon]),
+                             "payments": [{"method": "cash",
+                                           "amount_fen": GOLD_TOTAL - 1000}]}))
                         with LOCK:
                             committed.append(out["checkout_id"])
                     elif action == "hold":
@@ -131,13 +150,13 @@ def _client(engine: Any, n: int, codes: list[str], ops: int, seen: Counter[str],
 def _run(url: str, clients: int, ops: int, points: int) -> tuple[Counter[str], Any]:
     engine = get_engine(url)
     now = dt.datetime.now(dt.UTC)
-    codes = _setup(engine, now, points)
+    codes, coupon_codes = _setup(engine, now, points)
     seen: Counter[str] = Counter()
     errors: list[BaseException] = []
     committed: list[int] = []
     barrier = threading.Barrier(clients)
-    threads = [threading.Thread(target=_client, args=(engine, n, codes, ops, seen, committed,
-                                                      errors, barrier, now))
+    threads = [threading.Thread(target=_client, args=(engine, n, codes, coupon_codes, ops, seen,
+                                                      committed, errors, barrier, now))
                for n in range(clients)]
     for t in threads:
         t.start()
@@ -186,13 +205,18 @@ def _check(engine: Any, seen: Counter[str]) -> None:
             h.status == "committed")).all()
         assert all(cid is not None for _, cid in committed_holds)
         assert len({cid for _, cid in committed_holds}) == len(committed_holds)
+        # A coupon paid at most one checkout at a time: one committed use per coupon.
+        u = coupon_uses.c
+        twice = conn.execute(select(u.coupon_id).where(u.status == "committed")
+                             .group_by(u.coupon_id).having(func.count() > 1)).all()
+        assert twice == []
         # Refunds never gave back more points than paid (the CHECK holds it too).
         r = checkout_refunds.c
         over = conn.execute(select(c.id).join(checkout_refunds, r.checkout_id == c.id)
                             .group_by(c.id, c.points_redeemed)
                             .having(func.sum(r.points_returned) > c.points_redeemed)).all()
         assert over == []
-    for action in ("earn", "redeem", "hold", "refund", "offline"):
+    for action in ("earn", "redeem", "hold", "refund", "offline", "coupon"):
         assert seen[action] > 0, seen
     assert seen["refused:insufficient_points"] > 0, seen
 

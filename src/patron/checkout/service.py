@@ -485,10 +485,10 @@ def _open_hold(conn: Connection, basket: Basket, body: CommitIn, now: dt.datetim
         raise Conflict("hold_expired")
     member_id = int(basket.member["id"]) if basket.member else None
     if hold["member_id"] != member_id or int(hold["points"]) != body.redeem_points or (
-            int(hold["stored_value"]) != body.stored_value_fen) or (
+            _fen(hold["stored_value"]) != body.stored_value_fen) or (
             sorted(hold["parts"].get("coupon_codes", [])) != sorted(body.coupons)):
         raise invalid("hold_id", "hold_mismatch", points=int(hold["points"]),
-                      stored_value_fen=int(hold["stored_value"]))
+                      stored_value_fen=_fen(hold["stored_value"]))
     return dict(hold)
 
 

@@ -145,7 +145,8 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.checkout.api", "/api/v1"),
                            ("patron.analytics.jobs_api", "/api/v1"),
                            ("patron.analytics.dashboards_api", "/api/v1"),
-                           ("patron.web.pages", "")):
+                           ("patron.web.pages", ""),
+                           ("patron.selfservice.pages", "")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("var")
@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     login_lock_after: int = 8
     login_lock_minutes: int = 15
     cookie_secure: bool = False
+    # Member self-service pages (/m/): how long a member stays signed in after the one-time
+    # code, and how long a QR member card shown on the phone stays valid at the till.
+    member_session_minutes: int = Field(default=30, ge=1, le=1440)
+    member_card_seconds: int = Field(default=300, ge=30, le=3600)
     # Deliver webhooks from a thread of each server process (off when a separate
     # `patron webhooks deliver` worker runs).
     webhooks_worker: bool = True

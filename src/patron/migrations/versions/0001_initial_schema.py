@@ -344,6 +344,41 @@ def upgrade() -> None:
     sa.Column('segments', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
     sa.PrimaryKeyConstraint('scope', name=op.f('pk_rfm_refreshes'))
     )
+    op.create_table('selfservice_card_keys',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('secret', sa.String(length=64), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('retired_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_selfservice_card_keys'))
+    )
+    op.create_table('selfservice_codes',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('phone_key', sa.String(length=64), nullable=False),
+    sa.Column('salt', sa.String(length=32), nullable=False),
+    sa.Column('code_hash', sa.String(length=64), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('attempts', sa.SmallInteger(), server_default='0', nullable=False),
+    sa.Column('consumed_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ip', sa.String(length=64), nullable=True),
+    sa.CheckConstraint('attempts >= 0', name=op.f('ck_selfservice_codes_attempts')),
+    sa.CheckConstraint('expires_at > created_at', name=op.f('ck_selfservice_codes_expiry')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_selfservice_codes'))
+    )
+    with op.batch_alter_table('selfservice_codes', schema=None) as batch_op:
+        batch_op.create_index('ix_selfservice_codes_ip', ['ip', 'created_at'], unique=False)
+        batch_op.create_index('ix_selfservice_codes_phone', ['phone_key', 'created_at'], unique=False)
+
+    op.create_table('selfservice_failures',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ip', sa.String(length=64), nullable=True),
+    sa.Column('phone_key', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_selfservice_failures'))
+    )
+    with op.batch_alter_table('selfservice_failures', schema=None) as batch_op:
+        batch_op.create_index('ix_selfservice_failures_ip', ['ip', 'at'], unique=False)
+
     op.create_table('users',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('username', sa.String(length=64), nullable=False),
@@ -464,6 +499,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_products_brand_id'), ['brand_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_products_category_id'), ['category_id'], unique=False)
 
+    op.create_table('selfservice_sessions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('phone', sa.String(length=20), nullable=False),
+    sa.Column('code_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ip', sa.String(length=64), nullable=True),
+    sa.CheckConstraint('expires_at > created_at', name=op.f('ck_selfservice_sessions_expiry')),
+    sa.ForeignKeyConstraint(['code_id'], ['selfservice_codes.id'], name=op.f('fk_selfservice_sessions_code_id_selfservice_codes')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_selfservice_sessions')),
+    sa.UniqueConstraint('code_id', name=op.f('uq_selfservice_sessions_code_id')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_selfservice_sessions_token_hash'))
+    )
     op.create_table('sessions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
@@ -1507,6 +1557,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sessions_user_id'))
 
     op.drop_table('sessions')
+    op.drop_table('selfservice_sessions')
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_products_category_id'))
         batch_op.drop_index(batch_op.f('ix_products_brand_id'))
@@ -1523,6 +1574,16 @@ def downgrade() -> None:
     op.drop_table('api_keys')
     op.drop_table('webhook_endpoints')
     op.drop_table('users')
+    with op.batch_alter_table('selfservice_failures', schema=None) as batch_op:
+        batch_op.drop_index('ix_selfservice_failures_ip')
+
+    op.drop_table('selfservice_failures')
+    with op.batch_alter_table('selfservice_codes', schema=None) as batch_op:
+        batch_op.drop_index('ix_selfservice_codes_phone')
+        batch_op.drop_index('ix_selfservice_codes_ip')
+
+    op.drop_table('selfservice_codes')
+    op.drop_table('selfservice_card_keys')
     op.drop_table('rfm_refreshes')
     op.drop_table('regions')
     op.drop_table('dashboard_structure')

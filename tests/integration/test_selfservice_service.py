@@ -232,6 +232,8 @@ def test_two_concurrent_verifications_of_one_code_open_one_session(engine, shop,
             results.append("ok")
         except (Unauthorized, TooManyAttempts):
             results.append("refused")
+        except Exception as exc:  # anything else fails the test below, with its cause
+            results.append(repr(exc))
 
     threads = [threading.Thread(target=attempt) for _ in range(4)]
     for t in threads:

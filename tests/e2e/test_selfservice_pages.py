@@ -218,3 +218,21 @@ def test_the_member_withdraws_a_marketing_consent_on_the_page(client, shop, capl
                                          "member": str(shop["me"]["id"]), "kind": "sms",
                                          "granted": "no"})
     assert "已撤回授权" in r.text and re.search(r'data-kind="sms">.*?未同意', r.text, re.S)
+
+
+def test_the_home_page_lists_the_members_coupons_and_not_anyone_elses(client, shop, caplog,
+                                                                      db_url):
+    from tests.coupon_factories import give, make_template
+
+    with UnitOfWork(get_engine(db_url)) as uow:
+        ten = make_template(uow, "TEN", min_spend="30")
+        mine = give(uow, ten["id"], [shop["me"]["id"]], "i-1")["coupons"][0]
+        theirs = give(uow, ten["id"], [shop["other"]["id"]], "i-2")["coupons"][0]
+    sign_in(client, caplog)
+    html = client.get("/m/home").text
+    section = html.split('id="coupons"')[1].split("</section>")[0]
+    assert "1 张可用" in section and "¥10.00" in section and "满 ¥30.00 可用" in section
+    assert mine["display_code"] in section and 'data-state="usable"' in section
+    assert theirs["display_code"] not in html
+    english = client.get("/m/home?lang=en").text
+    assert "¥10.00 off" in english and "on a spend of ¥30.00 or more" in english

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -445,3 +446,43 @@ def test_a_member_actor_cannot_do_what_staff_do(uow, shop, caplog):
                        body=AdjustIn(idempotency_key="gift-1", points=500, reason="gift"))
     with pytest.raises(Forbidden):
         loyalty_queries.ledger(uow.c, actor=actor, member_id=shop["other"]["id"])
+
+
+# --- coupons ------------------------------------------------------------------------------------
+
+def test_the_member_sees_its_own_coupons_usable_first_with_what_each_gives(uow, shop, caplog):
+    from tests.coupon_factories import give, make_template, redeem
+
+    me, other = shop["me"]["id"], shop["other"]["id"]
+    ten = make_template(uow, "TEN", now=NOW)
+    pct = make_template(uow, "PCT", now=NOW, kind="percent", percent_off="15", cap="20",
+                        amount_off=None)
+    mj = make_template(uow, "MJ", now=NOW, kind="threshold", threshold="100",
+                       reduction="20", repeat=True, amount_off=None, min_spend="50")
+    mine_ten = give(uow, ten["id"], [me], "i-1", now=NOW)["coupons"][0]
+    give(uow, pct["id"], [me], "i-2", now=NOW)
+    give(uow, mj["id"], [me], "i-3", now=NOW)
+    theirs = give(uow, ten["id"], [other], "i-4", now=NOW)["coupons"][0]
+    used = give(uow, ten["id"], [me], "i-5", now=NOW)["coupons"][0]
+    redeem(uow, me, [used["code"]], "r-1", now=NOW + dt.timedelta(minutes=1))
+    session = sign_in(uow, caplog)
+    shown = service.member_coupons(uow.c, session=session, now=NOW + dt.timedelta(minutes=2))
+    assert [c["state"] for c in shown] == ["usable", "usable", "usable", "redeemed"]
+    assert theirs["display_code"] not in {c["code"] for c in shown}
+    assert mine_ten["display_code"] in {c["code"] for c in shown}
+    offers = {c["name"]: (c["offer_key"], c["offer"], c["min_spend"]) for c in shown
+              if c["state"] == "usable"}
+    assert offers["coupon TEN"] == ("selfservice.coupon.amount", {"amount": Decimal("10.00")},
+                                    Decimal("0.00"))
+    assert offers["coupon PCT"][0] == "selfservice.coupon.percent_capped"
+    assert offers["coupon PCT"][1] == {"percent": Decimal("15"), "zhe": Decimal("8.5"),
+                                       "cap": Decimal("20.00")}
+    assert offers["coupon MJ"] == ("selfservice.coupon.threshold_repeat",
+                                   {"threshold": Decimal("100.00"),
+                                    "reduction": Decimal("20.00")}, Decimal("50.00"))
+    # 30 days later the unused ones have expired; 90 days after that they are no longer shown.
+    later = service.member_coupons(uow.c, session=session, now=NOW + dt.timedelta(days=31))
+    assert {c["state"] for c in later} == {"expired", "redeemed"}
+    assert service.member_coupons(uow.c, session=session, now=NOW + dt.timedelta(days=121)) == []
+    with pytest.raises(NotFound):
+        service.member_coupons(uow.c, session=session, member_id=other, now=NOW)

@@ -31,6 +31,7 @@ from patron.selfservice import service
 from patron.selfservice.service import MemberSession
 from patron.web.render import (
     CSRF_FIELD,
+    fmt_money,
     fmt_time,
     page_language,
     remember_language,
@@ -41,6 +42,7 @@ from patron.web.render import (
 MEMBER_COOKIE = "patron_member"
 PRELOGIN_COOKIE = "patron_member_csrf"
 COOKIE_PATH = "/m"
+MONEY_PARAMS = frozenset({"amount", "cap", "threshold", "reduction"})
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 
@@ -113,8 +115,13 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, *
     def local(value: Any, tz: str | None = None) -> str:
         return fmt_time(value, tz)
 
+    def offer(coupon: dict[str, Any]) -> str:
+        params = {k: fmt_money(v) if k in MONEY_PARAMS else v
+                  for k, v in coupon["offer"].items()}
+        return t(coupon["offer_key"], lang, **params)
+
     ctx = {"lang": lang, "_": _, "csrf": csrf_token(request), "csrf_field": CSRF_FIELD,
-           "path": request.url.path, "member_session": member, "local": local,
+           "path": request.url.path, "member_session": member, "local": local, "offer": offer,
            "url_with": lambda **kw: url_with(request, **kw), **(context or {})}
     response = templates.TemplateResponse(request, name, ctx, status_code=status_code)
     remember_language(request, response)
@@ -280,9 +287,11 @@ def home(request: Request, member: MemberDep) -> Response:
         if not mine and member_id is None:
             return redirect("/m/enrol")
         data = service.overview(uow.c, session=member, member_id=member_id)
+        coupons = service.member_coupons(uow.c, session=member,
+                                         member_id=data["member"]["id"])
         can_enrol = bool(service.enrolable_programs(uow.c, member))
     return render(request, "selfservice/home.html",
-                  {**data, "memberships": mine, "can_enrol": can_enrol,
+                  {**data, "coupons": coupons, "memberships": mine, "can_enrol": can_enrol,
                    "notice": request.query_params.get("done")}, member=member)
 
 

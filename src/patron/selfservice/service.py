@@ -60,6 +60,7 @@ from patron.selfservice.tables import (
 MEMBER_PERMISSIONS = frozenset({"loyalty.enrol", "loyalty.lookup"})
 CONSENT_KINDS = ("privacy", "sms", "wechat", "app", "email")
 ORDERS_PAGE_SIZE = 10
+COUPONS_SHOWN_AFTER_END_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -415,6 +416,65 @@ def purchases(conn: Connection, *, session: MemberSession, member_id: int | None
              for r in rows]
     return {"member_id": int(member["id"]), "items": items, "page": page,
             "has_next": has_next}
+
+
+# --- coupons ------------------------------------------------------------------------------------
+
+def member_coupons(conn: Connection, *, session: MemberSession, member_id: int | None = None,
+                   now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The member's coupons: usable ones first (soonest to expire first), then held, used,
+    revoked or expired ones of the last 90 days. Read here rather than through the coupons
+    service, whose reader is the till's (it needs the permission to redeem, which a member
+    does not hold)."""
+    from patron.coupons import model as coupon_model
+    from patron.coupons.service import terms_out
+    from patron.coupons.tables import coupon_template_versions, coupon_templates, coupons
+
+    at = now or utcnow()
+    member = own_member(conn, session, member_id)
+    c, tpl, ver = coupons.c, coupon_templates.c, coupon_template_versions.c
+    rows = conn.execute(
+        select(c.id, c.code, c.status, c.face_value, c.valid_from, c.valid_until,
+               tpl.name.label("name"), ver.terms)
+        .join(coupon_templates, tpl.id == c.template_id)
+        .join(coupon_template_versions, ver.id == c.version_id)
+        .where(c.member_id == member["id"],
+               c.valid_until > at - dt.timedelta(days=COUPONS_SHOWN_AFTER_END_DAYS))
+        .order_by(c.valid_until, c.id)).mappings()
+    out = []
+    for r in rows:
+        expired = r["valid_until"] <= at
+        usable = r["status"] == "available" and r["valid_from"] <= at < r["valid_until"]
+        state = ("usable" if usable else "expired" if expired and r["status"] == "available"
+                 else "not_yet" if r["status"] == "available" else r["status"])
+        out.append({"id": int(r["id"]), "code": coupon_model.format_code(r["code"]),
+                    "name": r["name"], "state": state, "face_value": r["face_value"],
+                    "valid_from": r["valid_from"], "valid_until": r["valid_until"],
+                    **_offer(terms_out(coupon_model.Terms.from_json(r["terms"])))})
+    order = {"usable": 0, "not_yet": 1, "held": 2}
+    out.sort(key=lambda x: (order.get(x["state"], 3), x["valid_until"], x["id"]))
+    return out
+
+
+def _offer(terms: dict[str, Any]) -> dict[str, Any]:
+    """What a coupon gives, as a message key and its parameters (money in yuan)."""
+    kind = terms["kind"]
+    params: dict[str, Any] = {}
+    if kind == "amount":
+        params = {"amount": terms["amount_off"]}
+    elif kind == "percent":
+        off = Decimal(terms["percent_off"])
+        params = {"percent": off.normalize(), "zhe": ((100 - off) / 10).normalize()}
+        if terms.get("cap") is not None:
+            kind = "percent_capped"
+            params["cap"] = terms["cap"]
+    elif kind == "threshold":
+        kind = "threshold_repeat" if terms.get("repeat") else "threshold"
+        params = {"threshold": terms["threshold"], "reduction": terms["reduction"]}
+    elif kind == "free_item":
+        params = {"sku": terms["item_sku"], "quantity": terms["item_quantity"]}
+    return {"offer_key": f"selfservice.coupon.{kind}", "offer": params,
+            "min_spend": terms.get("min_spend") or Decimal(0)}
 
 
 # --- the QR member card -------------------------------------------------------------------------

@@ -486,3 +486,31 @@ def test_the_member_sees_its_own_coupons_usable_first_with_what_each_gives(uow, 
     assert service.member_coupons(uow.c, session=session, now=NOW + dt.timedelta(days=121)) == []
     with pytest.raises(NotFound):
         service.member_coupons(uow.c, session=session, member_id=other, now=NOW)
+
+
+def test_a_till_finds_the_member_by_the_scanned_card_until_the_card_expires(uow, shop,
+                                                                             caplog):
+    from patron.checkout import service as checkout
+    from patron.checkout.schemas import QuoteIn
+    from tests.checkout_factories import LINES
+
+    card = service.member_card(uow=uow, session=sign_in(uow, caplog), now=NOW)
+
+    def scan(payload: str, at: dt.datetime) -> dict[str, Any]:
+        body = QuoteIn.model_validate({"store": "SH01", "lines": LINES,
+                                       "member": {"qr": payload}})
+        out = checkout.quote(uow.c, actor=SYSTEM, body=body, now=at)
+        uow.rollback()
+        return out
+
+    found = scan(card["payload"], NOW + dt.timedelta(minutes=4))
+    assert found["member"]["id"] == shop["me"]["id"]
+    for payload, at, reason in (
+            (card["payload"], NOW + dt.timedelta(minutes=6), "member_card_expired"),
+            (card["payload"].replace(shop["me"]["member_code"], shop["other"]["member_code"]),
+             NOW, "member_card_bad_signature"),
+            (shop["me"]["member_code"], NOW, "member_card_malformed")):
+        with pytest.raises(ValidationFailed) as refused:
+            scan(payload, at)
+        assert (refused.value.fields[0].field, refused.value.fields[0].reason) == (
+            "member.qr", reason)

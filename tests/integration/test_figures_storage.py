@@ -115,11 +115,18 @@ def test_figures_equal_the_orders_after_chunks_reimports_returns_merges_and_undo
     survivor = merged[0].customer_id
     fs = _figures(uow, survivor)
     assert fs["order_count"] == 7 + 3 + 1
+    assert (fs["first_purchase_day"], fs["last_purchase_day"]) == (dt.date(2026, 2, 27),
+                                                                   dt.date(2026, 3, 10))
     # A's four days and B's 03-03 and 03-10 (03-03 also AB1's day).
     assert fs["purchase_days"] == 6
     _record(uow, [order("AB2", identifiers=A, at=_day(2026, 3, 10, 9))])  # B's day, now his
     assert figures.compare(uow.c) == []
     assert _figures(uow, survivor)["purchase_days"] == 6
+    # Late orders between the first and the last purchase day: 03-04 is new, 03-03 is not.
+    _record(uow, [order("AB3", identifiers=A, at=_day(2026, 3, 4, 9)),
+                  order("AB4", identifiers=A, at=_day(2026, 3, 3, 22))])
+    assert figures.compare(uow.c) == []
+    assert _figures(uow, survivor)["purchase_days"] == 7
 
     merge_id = uow.c.execute(select(customer_merges.c.id)).scalar_one()
     undo_merge(uow=uow, merge_id=int(merge_id), actor=SYSTEM)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patron.customers.figures import FigureDelta, _may_hold, add_counters, ranked
+from patron.customers.figures import FigureDelta, _window, add_counters, ranked
 
 UTC = dt.UTC
 
@@ -59,7 +59,9 @@ def test_adding_counters_sums_every_key(a, b):
                                                ZoneInfo("America/New_York"), UTC])))
 def test_an_order_on_a_local_date_lies_within_that_dates_window(at):
     # Whatever the store's zone (UTC-12 to UTC+14), an order bought on local date D is found
-    # by the search around D.
+    # by the search around D, and not by the search around a date three days away.
     instant = at.astimezone(UTC)
-    assert _may_hold(at.date(), instant, instant)
-    assert not _may_hold(at.date() + dt.timedelta(days=3), instant, instant)
+    start, end = _window(at.date())
+    assert start <= instant < end
+    start, end = _window(at.date() + dt.timedelta(days=3))
+    assert not start <= instant < end

@@ -13,10 +13,12 @@ locked in customer id order (PostgreSQL ``FOR UPDATE``; SQLite has one writer), 
 chunk's deltas added in Python, and written back in one statement. Distinct purchase days are
 counted from the orders themselves: a day of the chunk is new for a customer unless one of the
 customer's earlier orders has the same local date (each order in its own store's time zone),
-which an index range on ``(customer_id, purchased_at)`` answers. Returns subtract refunds with
-an additive update (``orders.returns``), which a read-modify-write here never overwrites. A
-merge rebuilds the survivor from its orders. ``rebuild`` recomputes everything from the orders
-and reports what differed, which is how the incremental path is checked.
+which an index range on ``(customer_id, purchased_at)`` answers; the row keeps the customer's
+first and last local purchase dates, so that only a day between them needs that look. Returns
+subtract refunds with an additive update (``orders.returns``), which a read-modify-write here
+never overwrites. A merge rebuilds the survivor from its orders. ``rebuild`` recomputes
+everything from the orders and reports what differed, which is how the incremental path is
+checked.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ class _Stored:
     total_spend: int  # fen
     first_order_at: dt.datetime | None
     last_order_at: dt.datetime | None
+    first_day: dt.date | None  # the earliest and latest local purchase dates
+    last_day: dt.date | None
     counters: Counters
 
 
@@ -158,31 +162,43 @@ def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta], *,
     ids = sorted(deltas)
     old_ids = [cid for cid in ids if cid not in new_customer_ids]
     stored = _lock_and_read(conn, old_ids)
-    # Purchase days: only customers with earlier orders can have bought on a day before, and
-    # only on days near the span of those orders (most chunks carry later days than any).
-    wanted = {}
-    for cid in old_ids:
+    # Purchase days. A day of the chunk before the customer's first purchase day or after the
+    # last is new, one equal to either is not; only days strictly between them (a late
+    # order) need a look at the customer's orders. Imports and tills mostly bring later days.
+    wanted: dict[int, set[dt.date]] = {}
+    new_days: dict[int, int] = {}
+    for cid in ids:
         s = stored.get(cid)
-        if s is None or s.order_count == 0 or s.first_order_at is None:
+        days = deltas[cid].days
+        if s is None or s.order_count == 0:
+            new_days[cid] = len(days)
             continue
-        lo, hi = s.first_order_at, s.last_order_at or s.first_order_at
-        days = {day for day in deltas[cid].days if _may_hold(day, lo, hi)}
-        if days:
-            wanted[cid] = days
-    known_days = _earlier_days(conn, wanted, chunk_order_ids)
+        if s.first_day is None or s.last_day is None:  # not kept yet: look at every day
+            new_days[cid] = 0
+            wanted[cid] = set(days)
+            continue
+        first, last = s.first_day, s.last_day
+        new_days[cid] = sum(1 for day in days if day < first or day > last)
+        between = {day for day in days if first < day < last}
+        if between:
+            wanted[cid] = between
+    known = _earlier_days(conn, wanted, chunk_order_ids)
+    for cid, between in wanted.items():
+        new_days[cid] += len(between - known.get(cid, set()))
     rows = []
     for cid in ids:
         d = deltas[cid]
         s = stored.get(cid)
-        new_days = len(d.days - known_days.get(cid, set()))
+        first_day, last_day = min(d.days), max(d.days)
         if s is None:
-            rows.append((cid, d.order_count, new_days, _fen(d.total_spend), d.first_order_at,
-                         d.last_order_at, d.counters))
+            rows.append((cid, d.order_count, new_days[cid], _fen(d.total_spend),
+                         d.first_order_at, d.last_order_at, first_day, last_day, d.counters))
             continue
-        rows.append((cid, s.order_count + d.order_count, s.purchase_days + new_days,
+        rows.append((cid, s.order_count + d.order_count, s.purchase_days + new_days[cid],
                      s.total_spend + _fen(d.total_spend),
                      _earliest(s.first_order_at, d.first_order_at),
                      _latest(s.last_order_at, d.last_order_at),
+                     _earliest(s.first_day, first_day), _latest(s.last_day, last_day),
                      add_counters(s.counters, d.counters)))
     _write(conn, rows)
 
@@ -193,17 +209,11 @@ def _window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start - _TZ_MARGIN, start + dt.timedelta(days=1) + _TZ_MARGIN
 
 
-def _may_hold(day: dt.date, first: dt.datetime, last: dt.datetime) -> bool:
-    """Whether an order between ``first`` and ``last`` may have been bought on local ``day``."""
-    start, end = _window(day)
-    return start <= last and first < end
-
-
-def _earliest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+def _earliest(a: Any, b: Any) -> Any:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _latest(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+def _latest(a: Any, b: Any) -> Any:
     return b if a is None else a if b is None else max(a, b)
 
 
@@ -218,12 +228,14 @@ def _lock_and_read(conn: Connection, ids: list[int]) -> dict[int, _Stored]:
             # empty row to lock, so that two chunks cannot both write a first one.
             conn.execute(_PG_EMPTY_ROWS, {"ids": missing})
             rows.extend(conn.execute(_PG_READ_LOCKED, {"ids": missing}))
-        return {int(r[0]): _Stored(int(r[1]), int(r[2]), int(r[3]), r[4], r[5], _loads(r[6]))
+        return {int(r[0]): _Stored(int(r[1]), int(r[2]), int(r[3]), r[4], r[5], r[6], r[7],
+                                   _loads(r[8]))
                 for r in rows}
     out = {}
     for r in conn.execute(_SQLITE_READ, {"ids": orjson.dumps(ids).decode()}):
         out[int(r[0])] = _Stored(int(r[1]), int(r[2]), int(r[3]), _sqlite_time(r[4]),
-                                 _sqlite_time(r[5]), _loads(r[6]))
+                                 _sqlite_time(r[5]), _sqlite_date(r[6]), _sqlite_date(r[7]),
+                                 _loads(r[8]))
     return out
 
 
@@ -231,6 +243,10 @@ def _sqlite_time(value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+
+
+def _sqlite_date(value: str | None) -> dt.date | None:
+    return None if value is None else dt.date.fromisoformat(value)
 
 
 def _earlier_days(conn: Connection, wanted: dict[int, set[dt.date]],
@@ -280,21 +296,20 @@ def _earlier_days(conn: Connection, wanted: dict[int, set[dt.date]],
 def _write(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     if conn.dialect.name == "postgresql":
         # orjson writes aware datetimes as ISO 8601, which the statement casts back.
-        conn.execute(_PG_WRITE, {"rows": orjson.dumps([
-            [cid, n, days, spend, first, last, counters]
-            for cid, n, days, spend, first, last, counters in rows]).decode()})
+        conn.execute(_PG_WRITE, {"rows": orjson.dumps(rows).decode()})
         return
     stamp = UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
     assert stamp is not None
     sqlite_executemany(conn, _SQLITE_WRITE, [
-        (cid, n, days, spend, stamp(first), stamp(last), orjson.dumps(counters).decode())
-        for cid, n, days, spend, first, last, counters in rows])
+        (cid, n, days, spend, stamp(first), stamp(last), first_day.isoformat(),
+         last_day.isoformat(), orjson.dumps(counters).decode())
+        for cid, n, days, spend, first, last, first_day, last_day, counters in rows])
 
 
 # One statement text whatever the number of customers, so the driver can prepare it once.
 _PG_READ_LOCKED = text("""
 SELECT customer_id, order_count, purchase_days, total_spend, first_order_at, last_order_at,
-       counters::text
+       first_purchase_day, last_purchase_day, counters::text
 FROM customer_figures WHERE customer_id = ANY(CAST(:ids AS bigint[]))
 ORDER BY customer_id FOR UPDATE
 """)
@@ -317,9 +332,10 @@ LEFT JOIN stores s ON s.id = o.store_id
 # (an additive update elsewhere), so net spend is derived from the stored refunds.
 _PG_WRITE = text("""
 INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
-                              net_spend, first_order_at, last_order_at, counters)
+                              net_spend, first_order_at, last_order_at, first_purchase_day,
+                              last_purchase_day, counters)
 SELECT (e->>0)::bigint, (e->>1)::int, (e->>2)::int, (e->>3)::bigint, 0, (e->>3)::bigint,
-       (e->>4)::timestamptz, (e->>5)::timestamptz, e->6
+       (e->>4)::timestamptz, (e->>5)::timestamptz, (e->>6)::date, (e->>7)::date, e->8
 FROM json_array_elements(CAST(:rows AS json)) AS e
 ON CONFLICT (customer_id) DO UPDATE SET
   order_count = excluded.order_count,
@@ -328,12 +344,14 @@ ON CONFLICT (customer_id) DO UPDATE SET
   net_spend = excluded.total_spend - customer_figures.refunded,
   first_order_at = excluded.first_order_at,
   last_order_at = excluded.last_order_at,
+  first_purchase_day = excluded.first_purchase_day,
+  last_purchase_day = excluded.last_purchase_day,
   counters = excluded.counters
 """)
 
 _SQLITE_READ = text("""
 SELECT f.customer_id, f.order_count, f.purchase_days, f.total_spend, f.first_order_at,
-       f.last_order_at, f.counters
+       f.last_order_at, f.first_purchase_day, f.last_purchase_day, f.counters
 FROM json_each(:ids) AS k JOIN customer_figures f ON f.customer_id = k.value
 """)
 
@@ -348,8 +366,9 @@ LEFT JOIN stores s ON s.id = o.store_id
 
 _SQLITE_WRITE = """
 INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
-                              net_spend, first_order_at, last_order_at, counters)
-VALUES (?1, ?2, ?3, ?4, 0, ?4, ?5, ?6, ?7)
+                              net_spend, first_order_at, last_order_at, first_purchase_day,
+                              last_purchase_day, counters)
+VALUES (?1, ?2, ?3, ?4, 0, ?4, ?5, ?6, ?7, ?8, ?9)
 ON CONFLICT (customer_id) DO UPDATE SET
   order_count = excluded.order_count,
   purchase_days = excluded.purchase_days,
@@ -357,6 +376,8 @@ ON CONFLICT (customer_id) DO UPDATE SET
   net_spend = excluded.total_spend - refunded,
   first_order_at = excluded.first_order_at,
   last_order_at = excluded.last_order_at,
+  first_purchase_day = excluded.first_purchase_day,
+  last_purchase_day = excluded.last_purchase_day,
   counters = excluded.counters
 """
 
@@ -408,7 +429,9 @@ def _figures_of(d: FigureDelta) -> dict[str, Any]:
     return {"order_count": d.order_count, "purchase_days": len(d.days),
             "total_spend": d.total_spend, "refunded": d.refunded,
             "net_spend": d.total_spend - d.refunded,
-            "first_order_at": d.first_order_at, "last_order_at": d.last_order_at}
+            "first_order_at": d.first_order_at, "last_order_at": d.last_order_at,
+            "first_purchase_day": min(d.days, default=None),
+            "last_purchase_day": max(d.days, default=None)}
 
 
 def _flatten(cid: int, counters: Counters, into: Affinities) -> None:

@@ -503,7 +503,8 @@ def get_customer(conn: Connection, *, actor: Actor, customer_id: int) -> dict[st
     fig = conn.execute(select(customer_figures).where(
         customer_figures.c.customer_id == customer_id)).mappings().first()
     figures = {k: v for k, v in dict(fig).items()
-               if k not in ("customer_id", "counters")} if fig else {
+               if k not in ("customer_id", "counters", "first_purchase_day",
+                            "last_purchase_day")} if fig else {
         "order_count": 0, "purchase_days": 0, "total_spend": Decimal("0.00"),
         "refunded": Decimal("0.00"), "net_spend": Decimal("0.00"), "first_order_at": None,
         "last_order_at": None}

@@ -81,6 +81,10 @@ customer_figures = Table(
     Column("net_spend", Money, nullable=False, server_default="0"),
     Column("first_order_at", UTCDateTime, nullable=True),
     Column("last_order_at", UTCDateTime, nullable=True),
+    # The earliest and latest local purchase dates: a new order's day outside them is a new
+    # purchase day without looking at the orders.
+    Column("first_purchase_day", Date, nullable=True),
+    Column("last_purchase_day", Date, nullable=True),
     Column("counters", JSONType, nullable=False, default=dict),
     Index("ix_customer_figures_last_order_at", "last_order_at"),
     Index("ix_customer_figures_net_spend", "net_spend"),

@@ -762,6 +762,8 @@ def upgrade() -> None:
     sa.Column('net_spend', patron.db.Money(), server_default='0', nullable=False),
     sa.Column('first_order_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_order_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('first_purchase_day', sa.Date(), nullable=True),
+    sa.Column('last_purchase_day', sa.Date(), nullable=True),
     sa.Column('counters', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_figures_customer_id_customers')),
     sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customer_figures'))

@@ -143,6 +143,7 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.loyalty.api", "/api/v1"),
                            ("patron.coupons.api", "/api/v1"),
                            ("patron.checkout.api", "/api/v1"),
+                           ("patron.loyalty.reports_api", "/api/v1"),
                            ("patron.analytics.jobs_api", "/api/v1"),
                            ("patron.analytics.dashboards_api", "/api/v1"),
                            ("patron.web.pages", ""),

@@ -15,6 +15,9 @@ console = Console()
 
 
 def register(app: typer.Typer) -> None:
+    from patron.loyalty import reports_cli
+
+    reports_cli.register(loyalty_app)  # reports and the simulation (docs/loyalty-reports.md)
     app.add_typer(loyalty_app, name="loyalty")
     app.add_typer(ledger_app, name="ledger")
 

@@ -109,6 +109,14 @@ def _scope(actor: Actor, column: Any) -> Any:
     return column.in_(sorted(actor.store_ids))
 
 
+def scope_codes(conn: Connection, actor: Actor) -> list[str] | None:
+    """The store codes a store-scoped actor's figures are limited to (None: every store)."""
+    if actor.store_ids is None:
+        return None
+    codes = _store_codes(conn)
+    return sorted(codes.get(s, str(s)) for s in actor.store_ids)
+
+
 def _sees(actor: Actor, store_id: int | None) -> bool:
     return actor.store_ids is None or (store_id is not None and store_id in actor.store_ids)
 
@@ -186,8 +194,7 @@ def liability(conn: Connection, *, actor: Actor, program: str,
     return {
         "program": p["code"], "as_of": now, "timezone": p["timezone"],
         "redeem_points_per_yuan": rate,
-        "scope": None if actor.store_ids is None else sorted(
-            codes.get(s, str(s)) for s in actor.store_ids),
+        "scope": scope_codes(conn, actor),
         "totals": {"available": totals["available"], "pending": totals["pending"],
                    "held": totals["held"], "outstanding": outstanding,
                    "liability": _value(outstanding, rate),
@@ -277,7 +284,7 @@ def breakage(conn: Connection, *, actor: Actor, program: str, by: str = "issue",
                                              "expired": received[m]["expired"]}})
     return {"program": p["code"], "by": by, "as_of": now, "timezone": p["timezone"],
             "from": month_from, "to": month_to,
-            "scope": None if actor.store_ids is None else sorted(actor.store_ids),
+            "scope": scope_codes(conn, actor),
             "cohorts": out, "totals": _breakage_row(tot)}
 
 
@@ -360,8 +367,7 @@ def settlement(conn: Connection, *, actor: Actor, program: str, date_from: dt.da
     return {
         "program": p["code"], "from": date_from, "to": date_to, "timezone": p["timezone"],
         "redeem_points_per_yuan": rate,
-        "scope": None if actor.store_ids is None else sorted(
-            codes.get(s, str(s)) for s in actor.store_ids),
+        "scope": scope_codes(conn, actor),
         "cells": [{"issued_at": code(i), "redeemed_at": code(r), "points": n,
                    "value": _value(n, rate), "redemptions": k}
                   for i, r, n, k in sorted(cells, key=lambda c: (code(c[0]) or "~",

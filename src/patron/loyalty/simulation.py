@@ -39,7 +39,7 @@ from patron.loyalty.model import (
     points_for_returned,
     qualifying_tier,
 )
-from patron.loyalty.reports import _value, liability
+from patron.loyalty.reports import _value, liability, scope_codes
 from patron.loyalty.schemas import EarningRulesIn, Strict, TierIn
 from patron.loyalty.service import _check_tier_ladder, _program, invalid, need
 from patron.loyalty.tables import (
@@ -103,6 +103,7 @@ def replay(orders_: Sequence[ReplayOrder], *, rules: EarningRules, tiers: Sequen
     lowered: reviews are not replayed), within the daily cap of its local day, and returns
     take back in proportion what the returned lines earned."""
     out = Outcome()
+    by_spend = basis == "spend_12m"
     growth = defaultdict(int, opening_growth)
     windows: dict[int, deque[tuple[dt.datetime, Decimal]]] = {
         m: deque(prior_spend.get(m, ())) for m in members}
@@ -129,12 +130,14 @@ def replay(orders_: Sequence[ReplayOrder], *, rules: EarningRules, tiers: Sequen
         out.orders_earning += e.points > 0
         out.by_month[month_of(o.purchased_at)] += e.points - clawed
         growth[m] += e.growth - growth_back
-        w = windows.setdefault(m, deque())
-        w.append((o.purchased_at, o.facts.total - o.returned))
-        spend[m] = spend.get(m, Decimal(0)) + o.facts.total - o.returned
-        while w and w[0][0] <= o.purchased_at - SPEND_WINDOW:
-            spend[m] -= w.popleft()[1]
-        q = qualifying_tier(tiers, basis=basis, growth=growth[m], spend=spend[m])
+        if by_spend:
+            w = windows.setdefault(m, deque())
+            w.append((o.purchased_at, o.facts.total - o.returned))
+            spend[m] = spend.get(m, Decimal(0)) + o.facts.total - o.returned
+            while w and w[0][0] <= o.purchased_at - SPEND_WINDOW:
+                spend[m] -= w.popleft()[1]
+        q = qualifying_tier(tiers, basis=basis, growth=growth[m],
+                            spend=spend.get(m, Decimal(0)))
         if q is not None and (tier is None or q.rank > tier.rank):
             out.tiers[m] = q
             out.upgrades += 1
@@ -304,9 +307,14 @@ def simulate(conn: Connection, *, actor: Actor, program: str, body: SimulationIn
     data = load(conn, p, actor, start, end)
     loaded = time.perf_counter()
 
+    months_of: dict[dt.datetime, str] = {}
+
     def month_of(at: dt.datetime) -> str:
-        local = at.astimezone(tz)
-        return f"{local.year:04d}-{local.month:02d}"
+        label = months_of.get(at)
+        if label is None:
+            local = at.astimezone(tz)
+            label = months_of[at] = f"{local.year:04d}-{local.month:02d}"
+        return label
 
     common = {"basis": p["tier_basis"], "members": data.members,
               "opening_growth": data.opening_growth, "prior_spend": data.prior_spend,
@@ -334,7 +342,7 @@ def simulate(conn: Connection, *, actor: Actor, program: str, body: SimulationIn
         "program": p["code"], "from": start, "to": end, "months": body.months,
         "timezone": p["timezone"], "redeem_points_per_yuan": rate,
         "tier_basis": p["tier_basis"],
-        "scope": None if actor.store_ids is None else sorted(actor.store_ids),
+        "scope": scope_codes(conn, actor),
         "orders": len(data.orders), "members": len(data.members),
         "members_with_orders": len({x.member_id for x in data.orders}),
         "today": {"rules_version_id": today_version_id, "rules": today_rules.to_json(),

@@ -56,6 +56,20 @@ _CHECKOUT: dict[str, set[str]] = {
 }
 for _role, _perms in _CHECKOUT.items():
     PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
+# Stored value (docs/stored-value.md): owners set it up; cashiers and managers top up, look up,
+# spend, hold and refund to the card at their stores; paying a top-up back in cash and manual
+# adjustments need managers (their stores' members) or owners; analysts read the reports.
+_STORED_VALUE: dict[str, set[str]] = {
+    "owner": {"stored_value.read", "stored_value.lookup", "stored_value.topup",
+              "stored_value.spend", "stored_value.cashout", "stored_value.adjust",
+              "stored_value.manage"},
+    "analyst": {"stored_value.read", "stored_value.lookup"},
+    "manager": {"stored_value.read", "stored_value.lookup", "stored_value.topup",
+                "stored_value.spend", "stored_value.cashout", "stored_value.adjust"},
+    "cashier": {"stored_value.lookup", "stored_value.topup", "stored_value.spend"},
+}
+for _role, _perms in _STORED_VALUE.items():
+    PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
 
 
 @dataclass(frozen=True)

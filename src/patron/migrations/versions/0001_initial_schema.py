@@ -693,6 +693,33 @@ def upgrade() -> None:
         batch_op.create_index('ix_promotions_starts_on', ['starts_on'], unique=False)
         batch_op.create_index(batch_op.f('ix_promotions_store_id'), ['store_id'], unique=False)
 
+    op.create_table('sv_bonus_rules',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('effective_from', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('tiers', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.CheckConstraint('version >= 1', name=op.f('ck_sv_bonus_rules_version')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_sv_bonus_rules_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sv_bonus_rules')),
+    sa.UniqueConstraint('program_id', 'effective_from', name='uq_sv_bonus_rules_from'),
+    sa.UniqueConstraint('program_id', 'version', name='uq_sv_bonus_rules_version')
+    )
+    op.create_table('sv_programs',
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('spend_order', sa.String(length=16), nullable=False),
+    sa.Column('hold_minutes', sa.Integer(), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=120), nullable=False),
+    sa.CheckConstraint("spend_order IN ('bonus_first', 'principal_first', 'proportional')", name=op.f('ck_sv_programs_spend_order')),
+    sa.CheckConstraint('hold_minutes BETWEEN 1 AND 1440', name=op.f('ck_sv_programs_hold_minutes')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_sv_programs_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('program_id', name=op.f('pk_sv_programs'))
+    )
     op.create_table('user_stores',
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1276,6 +1303,24 @@ def upgrade() -> None:
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_returns_order_id'), ['order_id'], unique=False)
 
+    op.create_table('sv_accounts',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('principal', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('bonus', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('principal_held', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('bonus_held', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('opened_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint('bonus >= 0', name=op.f('ck_sv_accounts_bonus')),
+    sa.CheckConstraint('bonus_held >= 0', name=op.f('ck_sv_accounts_bonus_held')),
+    sa.CheckConstraint('principal >= 0', name=op.f('ck_sv_accounts_principal')),
+    sa.CheckConstraint('principal_held >= 0', name=op.f('ck_sv_accounts_principal_held')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_sv_accounts_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sv_accounts')),
+    sa.UniqueConstraint('member_id', name=op.f('uq_sv_accounts_member_id'))
+    )
     op.create_table('checkout_refunds',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('checkout_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1360,6 +1405,48 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_return_lines_order_line_id'), ['order_line_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_return_lines_return_id'), ['return_id'], unique=False)
 
+    op.create_table('sv_operations',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=64), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('amount', patron.db.Money(), nullable=False),
+    sa.Column('principal', patron.db.Money(), nullable=False),
+    sa.Column('bonus', patron.db.Money(), nullable=False),
+    sa.Column('refunded_principal', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('refunded_bonus', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('hold_expires_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('channel', sa.String(length=32), nullable=True),
+    sa.Column('rule_version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('parent_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('reference', sa.String(length=64), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("kind <> 'adjust' OR (amount <> 0 AND amount = principal + bonus AND (principal = 0 OR bonus = 0))", name=op.f('ck_sv_operations_adjust')),
+    sa.CheckConstraint("kind <> 'hold' OR hold_expires_at IS NOT NULL", name=op.f('ck_sv_operations_hold_expiry')),
+    sa.CheckConstraint("kind = 'adjust' OR (amount > 0 AND principal >= 0 AND bonus >= 0)", name=op.f('ck_sv_operations_positive')),
+    sa.CheckConstraint("kind IN ('topup', 'spend', 'hold', 'refund', 'cashout', 'adjust')", name=op.f('ck_sv_operations_kind')),
+    sa.CheckConstraint("kind NOT IN ('refund', 'cashout') OR parent_id IS NOT NULL", name=op.f('ck_sv_operations_parent')),
+    sa.CheckConstraint("kind NOT IN ('spend', 'hold', 'refund') OR amount = principal + bonus", name=op.f('ck_sv_operations_amount_split')),
+    sa.CheckConstraint("kind NOT IN ('topup', 'cashout') OR amount = principal", name=op.f('ck_sv_operations_amount_paid')),
+    sa.CheckConstraint("refunded_principal >= 0 AND refunded_bonus >= 0 AND (CASE WHEN kind = 'adjust' THEN refunded_principal + refunded_bonus = 0 ELSE refunded_principal <= principal AND refunded_bonus <= bonus END)", name=op.f('ck_sv_operations_refunded_at_most_spent')),
+    sa.CheckConstraint("status IN ('done', 'held', 'committed', 'released', 'expired')", name=op.f('ck_sv_operations_status')),
+    sa.ForeignKeyConstraint(['account_id'], ['sv_accounts.id'], name=op.f('fk_sv_operations_account_id_sv_accounts')),
+    sa.ForeignKeyConstraint(['parent_id'], ['sv_operations.id'], name=op.f('fk_sv_operations_parent_id_sv_operations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sv_operations')),
+    sa.UniqueConstraint('program_id', 'idempotency_key', name='uq_sv_operations_key')
+    )
+    with op.batch_alter_table('sv_operations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sv_operations_account_id'), ['account_id'], unique=False)
+        batch_op.create_index('ix_sv_operations_open_holds', ['status', 'hold_expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sv_operations_parent_id'), ['parent_id'], unique=False)
+
     op.create_table('loyalty_lot_moves',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('entry_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1374,15 +1461,85 @@ def upgrade() -> None:
     with op.batch_alter_table('loyalty_lot_moves', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_loyalty_lot_moves_lot_id'), ['lot_id'], unique=False)
 
+    op.create_table('sv_lots',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('channel', sa.String(length=32), nullable=True),
+    sa.Column('principal', patron.db.Money(), nullable=False),
+    sa.Column('bonus', patron.db.Money(), nullable=False),
+    sa.Column('principal_left', patron.db.Money(), nullable=False),
+    sa.Column('bonus_left', patron.db.Money(), nullable=False),
+    sa.Column('principal_held', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('bonus_held', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint('bonus_left + bonus_held <= bonus', name=op.f('ck_sv_lots_bonus_within')),
+    sa.CheckConstraint('principal >= 0 AND bonus >= 0 AND principal + bonus > 0', name=op.f('ck_sv_lots_given')),
+    sa.CheckConstraint('principal_left + principal_held <= principal', name=op.f('ck_sv_lots_principal_within')),
+    sa.CheckConstraint('principal_left >= 0 AND bonus_left >= 0 AND principal_held >= 0 AND bonus_held >= 0', name=op.f('ck_sv_lots_non_negative')),
+    sa.ForeignKeyConstraint(['account_id'], ['sv_accounts.id'], name=op.f('fk_sv_lots_account_id_sv_accounts')),
+    sa.ForeignKeyConstraint(['operation_id'], ['sv_operations.id'], name=op.f('fk_sv_lots_operation_id_sv_operations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sv_lots')),
+    sa.UniqueConstraint('operation_id', name=op.f('uq_sv_lots_operation_id'))
+    )
+    with op.batch_alter_table('sv_lots', schema=None) as batch_op:
+        batch_op.create_index('ix_sv_lots_account', ['account_id', 'id'], unique=False)
+        batch_op.create_index('ix_sv_lots_store', ['store_id'], unique=False)
+
+    op.create_table('sv_entries',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('lot_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('bucket', sa.String(length=16), nullable=False),
+    sa.Column('amount', patron.db.Money(), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("(kind = 'topup' AND amount > 0 AND bucket IN ('principal', 'bonus')) OR (kind = 'spend' AND amount < 0) OR (kind = 'hold' AND ((bucket IN ('principal', 'bonus') AND amount < 0) OR (bucket IN ('principal_held', 'bonus_held') AND amount > 0))) OR (kind = 'release' AND ((bucket IN ('principal_held', 'bonus_held') AND amount < 0) OR (bucket IN ('principal', 'bonus') AND amount > 0))) OR (kind = 'refund' AND amount > 0 AND bucket IN ('principal', 'bonus')) OR (kind = 'cashout' AND amount < 0 AND bucket = 'principal') OR (kind = 'forfeit' AND amount < 0 AND bucket = 'bonus') OR (kind = 'adjust' AND amount <> 0 AND bucket IN ('principal', 'bonus'))", name=op.f('ck_sv_entries_sign')),
+    sa.CheckConstraint("bucket IN ('principal', 'bonus', 'principal_held', 'bonus_held')", name=op.f('ck_sv_entries_bucket')),
+    sa.CheckConstraint("kind IN ('topup', 'spend', 'hold', 'release', 'refund', 'cashout', 'forfeit', 'adjust')", name=op.f('ck_sv_entries_kind')),
+    sa.ForeignKeyConstraint(['account_id'], ['sv_accounts.id'], name=op.f('fk_sv_entries_account_id_sv_accounts')),
+    sa.ForeignKeyConstraint(['lot_id'], ['sv_lots.id'], name=op.f('fk_sv_entries_lot_id_sv_lots')),
+    sa.ForeignKeyConstraint(['operation_id'], ['sv_operations.id'], name=op.f('fk_sv_entries_operation_id_sv_operations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sv_entries')),
+    sa.UniqueConstraint('operation_id', 'kind', 'bucket', 'lot_id', name='uq_sv_entries_cause')
+    )
+    with op.batch_alter_table('sv_entries', schema=None) as batch_op:
+        batch_op.create_index('ix_sv_entries_account', ['account_id', 'id'], unique=False)
+        batch_op.create_index('ix_sv_entries_created_at', ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sv_entries_lot_id'), ['lot_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('sv_entries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sv_entries_lot_id'))
+        batch_op.drop_index('ix_sv_entries_created_at')
+        batch_op.drop_index('ix_sv_entries_account')
+
+    op.drop_table('sv_entries')
+    with op.batch_alter_table('sv_lots', schema=None) as batch_op:
+        batch_op.drop_index('ix_sv_lots_store')
+        batch_op.drop_index('ix_sv_lots_account')
+
+    op.drop_table('sv_lots')
     with op.batch_alter_table('loyalty_lot_moves', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_loyalty_lot_moves_lot_id'))
 
     op.drop_table('loyalty_lot_moves')
+    with op.batch_alter_table('sv_operations', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sv_operations_parent_id'))
+        batch_op.drop_index('ix_sv_operations_open_holds')
+        batch_op.drop_index(batch_op.f('ix_sv_operations_account_id'))
+
+    op.drop_table('sv_operations')
     with op.batch_alter_table('return_lines', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_return_lines_return_id'))
         batch_op.drop_index(batch_op.f('ix_return_lines_order_line_id'))
@@ -1401,6 +1558,7 @@ def downgrade() -> None:
 
     op.drop_table('coupon_uses')
     op.drop_table('checkout_refunds')
+    op.drop_table('sv_accounts')
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_returns_order_id'))
 
@@ -1523,6 +1681,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
 
     op.drop_table('user_stores')
+    op.drop_table('sv_programs')
+    op.drop_table('sv_bonus_rules')
     with op.batch_alter_table('promotions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_promotions_store_id'))
         batch_op.drop_index('ix_promotions_starts_on')

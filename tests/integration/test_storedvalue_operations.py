@@ -208,7 +208,7 @@ def test_committing_an_expired_hold_is_refused_after_its_release_is_written(uow)
     h = hold(uow, m, "100", "h1", minutes=5)
     with pytest.raises(Conflict) as exc:
         service.commit_hold(uow=uow, actor=SYSTEM, hold_id=h["id"], now=T0 + 6 * MIN)
-    assert exc.value.message == "hold_expired"
+    assert exc.value.message == "stored_value_hold_expired"
     row = service.balance(uow.c, actor=SYSTEM, member_id=m, now=T0)  # as stored, not as seen
     assert money(row) == ("100.00", "0.00", "0.00", "0.00")
     assert service.release_hold(uow=uow, actor=SYSTEM, hold_id=h["id"])["status"] == "expired"
@@ -376,3 +376,20 @@ def test_verify_reports_an_account_that_no_longer_adds_up(uow):
     uow.c.execute(update(sv_accounts).values(bonus=Decimal("5")))
     diffs = verify(uow.c)["differences"]
     assert [d["check"] for d in diffs] == ["account_figures"]
+
+
+def test_two_cards_paying_one_checkout_each_lose_only_their_share(engine):
+    with UnitOfWork(engine) as uow:
+        a, b = setup(uow, phones=("13812345678", "13812345679"))["members"]
+        topup(uow, a, "100", "t1")
+        topup(uow, b, "80", "t2")
+    with UnitOfWork(engine) as uow:  # one checkout, one transaction, two cards
+        for member, amount, key in ((a, "60", "pay-a"), (b, "50", "pay-b")):
+            service.spend_in(uow.c, actor=SYSTEM, member_id=member, now=T0,
+                             body=SpendIn(idempotency_key=key, amount=Decimal(amount),
+                                          store="SH01"))
+        uow.commit()
+    with UnitOfWork(engine) as uow:
+        assert balance(uow, a) == ("40.00", "0.00", "0.00", "0.00")
+        assert balance(uow, b) == ("30.00", "0.00", "0.00", "0.00")
+        clean(uow)

@@ -73,7 +73,7 @@ class HoldExpired(Conflict):
     service wrapper) before the refusal."""
 
     def __init__(self) -> None:
-        super().__init__("hold_expired")
+        super().__init__("stored_value_hold_expired")
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def add_bonus_rules(*, uow: UnitOfWork, actor: Actor, code: str, body: BonusRule
         if effective.tzinfo is None:
             raise invalid("effective_from", "timezone_required")
         if effective < at - dt.timedelta(minutes=1):  # a minute's grace for the caller's clock
-            raise invalid("effective_from", "effective_in_past")
+            raise invalid("effective_from", "bonus_rules_in_past")
         r = sv_bonus_rules.c
         if conn.execute(select(r.id).where(r.program_id == program["id"],
                                            r.effective_from == effective)).first():

@@ -1,4 +1,4 @@
-"""``patron stored-value liability | settlement | verify | expire-holds`` on both databases."""
+"""``patron stored-value liability | settlement | verify | expire`` on both databases."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def test_the_reports_verify_and_the_hold_job_from_the_command_line(uow):
     assert code == 0 and settle["owed"] == [{"from": "SH01", "to": "BJ01", "amount": "120.00"}]
     code, empty = run("settlement", "--from", "2026-03-03", "--to", "2026-03-31")
     assert code == 0 and empty["owed"] == [] and empty["matrix"] == []
-    code, jobs = run("expire-holds", "--now", (T0 + dt.timedelta(minutes=6)).isoformat())
-    assert code == 0 and jobs == {"accounts": 1, "holds_released": 1}
+    code, jobs = run("expire", "--now", (T0 + dt.timedelta(minutes=6)).isoformat())
+    assert code == 0 and jobs == {"accounts": 1, "holds_released": 1, "bonus_expired": "0.00"}
     code, report = run("verify")
     assert code == 0 and report["differences"] == 0
     uow.c.execute(update(sv_accounts).values(bonus="49"))

@@ -17,7 +17,7 @@ from patron.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from patron.security.model import SYSTEM, Actor
 from patron.security.tables import audit_log
 from patron.storedvalue import reports, service
-from patron.storedvalue.schemas import BonusRulesIn, HoldIn, SpendIn
+from patron.storedvalue.schemas import BonusRulesIn, HoldIn, SettingsIn, SpendIn
 from patron.storedvalue.tables import sv_accounts, sv_entries, sv_lots, sv_operations
 from patron.storedvalue.verify import verify
 from tests.factories import T0
@@ -220,10 +220,10 @@ def test_the_hold_job_releases_every_expired_hold(uow):
     for i, m in enumerate(s["members"]):
         topup(uow, m, "100", f"t{i}")
         hold(uow, m, "40", f"h{i}", minutes=5)
-    stats = service.expire_holds(uow=uow, actor=SYSTEM, now=T0 + 10 * MIN)
-    assert stats == {"accounts": 2, "holds_released": 2}
+    stats = service.run_due(uow=uow, actor=SYSTEM, now=T0 + 10 * MIN)
+    assert stats == {"accounts": 2, "holds_released": 2, "bonus_expired": "0.00"}
     assert uow.c.execute(select(func.sum(sv_accounts.c.principal_held))).scalar_one() == 0
-    assert service.expire_holds(uow=uow, actor=SYSTEM, now=T0 + 10 * MIN)["holds_released"] == 0
+    assert service.run_due(uow=uow, actor=SYSTEM, now=T0 + 10 * MIN)["accounts"] == 0
     clean(uow)
 
 
@@ -393,3 +393,71 @@ def test_two_cards_paying_one_checkout_each_lose_only_their_share(engine):
         assert balance(uow, a) == ("40.00", "0.00", "0.00", "0.00")
         assert balance(uow, b) == ("30.00", "0.00", "0.00", "0.00")
         clean(uow)
+
+
+def bonus_expiring_after_a_month(uow: UnitOfWork, order: str = "bonus_first") -> int:
+    m = setup(uow, spend_order=order)["member"]
+    service.configure(uow=uow, actor=SYSTEM, code="BB", now=T0 - MIN, body=SettingsIn(
+        spend_order=order, hold_minutes=15, bonus_expiry_months=1))
+    return m
+
+
+def test_bonus_expires_by_the_programs_rule_and_principal_never_does(uow):
+    m = bonus_expiring_after_a_month(uow)
+    t = topup(uow, m, "500", "t1")  # 2026-03-02 10:30 +08:00: bonus expires 2026-04-02 10:30
+    expires = uow.c.execute(select(sv_lots.c.bonus_expires_at)).scalar_one()
+    assert expires == dt.datetime(2026, 4, 2, 2, 30, tzinfo=dt.UTC)
+    assert balance(uow, m, expires - MIN) == ("500.00", "50.00", "0.00", "0.00")
+    # Seen as gone at once; written by the next write on the card.
+    assert balance(uow, m, expires) == ("500.00", "0.00", "0.00", "0.00")
+    (lot,) = service.balance(uow.c, actor=SYSTEM, member_id=m, now=expires - MIN)["lots"]
+    assert (lot["topped_up_at"], str(lot["bonus"]), lot["bonus_expires_at"]) == (
+        "SH01", "50.00", expires)
+    years_later = expires + dt.timedelta(days=3650)
+    out = spend(uow, m, "20", "s1", at=years_later)  # bonus first, but none is left
+    assert (out["principal"], out["bonus"]) == (Decimal("20.00"), Decimal("0.00"))
+    ops = uow.c.execute(select(sv_operations.c.kind, sv_operations.c.bonus,
+                               sv_operations.c.parent_id).where(
+        sv_operations.c.kind == "expire")).all()
+    assert [tuple(r) for r in ops] == [("expire", Decimal("50.00"), t["id"])]
+    liab = reports.liability(uow.c, actor=SYSTEM, as_of=years_later)
+    assert str(liab["total"]["bonus"]) == "0.00" and str(liab["total"]["principal"]) == "480.00"
+    clean(uow)
+
+
+def test_bonus_given_back_to_an_expired_top_up_expires_at_once(uow):
+    m = bonus_expiring_after_a_month(uow)
+    topup(uow, m, "500", "t1")
+    s = spend(uow, m, "100", "s1")  # bonus first: 50 bonus, 50 principal
+    later = T0 + dt.timedelta(days=40)
+    r = refund(uow, s["id"], "100", "r1", at=later)
+    assert (r["principal"], r["bonus"]) == (Decimal("50.00"), Decimal("50.00"))
+    assert balance(uow, m, later) == ("500.00", "0.00", "0.00", "0.00")
+    clean(uow)
+
+
+def test_bonus_held_before_its_expiry_can_still_be_committed(uow):
+    m = bonus_expiring_after_a_month(uow)
+    topup(uow, m, "500", "t1")
+    expires = uow.c.execute(select(sv_lots.c.bonus_expires_at)).scalar_one()
+    h = hold(uow, m, "30", "h1", minutes=60, at=expires - 10 * MIN)  # 30 of the 50 bonus
+    at = expires + MIN
+    assert service.run_due(uow=uow, actor=SYSTEM, now=at) == {
+        "accounts": 1, "holds_released": 0, "bonus_expired": "20.00"}
+    done = service.commit_hold(uow=uow, actor=SYSTEM, hold_id=h["id"], now=at)
+    assert done["status"] == "committed" and done["bonus"] == Decimal("30.00")
+    assert balance(uow, m, at) == ("500.00", "0.00", "0.00", "0.00")
+    clean(uow)
+
+
+def test_bonus_a_released_hold_gives_back_after_its_expiry_expires_at_once(uow):
+    m = bonus_expiring_after_a_month(uow)
+    topup(uow, m, "500", "t1")
+    expires = uow.c.execute(select(sv_lots.c.bonus_expires_at)).scalar_one()
+    h = hold(uow, m, "30", "h1", minutes=60, at=expires - 10 * MIN)
+    assert service.run_due(uow=uow, actor=SYSTEM, now=expires + MIN)["bonus_expired"] == "20.00"
+    service.release_hold(uow=uow, actor=SYSTEM, hold_id=h["id"], now=expires + 2 * MIN)
+    assert balance(uow, m, expires + 2 * MIN) == ("500.00", "0.00", "0.00", "0.00")
+    assert uow.c.execute(select(func.count()).where(sv_operations.c.kind == "expire")
+                         ).scalar_one() == 2
+    clean(uow)

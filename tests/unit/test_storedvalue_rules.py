@@ -4,6 +4,7 @@ worked out by hand in the comments."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 
 import pytest
@@ -14,6 +15,7 @@ from patron.storedvalue.model import (
     InsufficientBalance,
     Lot,
     RefundTooLarge,
+    bonus_expiry,
     bonus_for,
     cashout_forfeit,
     give_back,
@@ -149,3 +151,17 @@ def test_inter_store_settlement_nets_each_pair_of_stores():
 def test_half_up_rounding_in_integers():
     assert [round_half_up(n, 4) for n in range(8)] == [0, 0, 1, 1, 1, 1, 2, 2]
     assert all(round_half_up(n * d, d) == n for n, d in itertools.product(range(5), (1, 3, 7)))
+
+
+def test_bonus_expires_months_later_to_the_minute_in_the_programs_time_zone():
+    cst = dt.timezone(dt.timedelta(hours=8))
+    at = dt.datetime(2026, 1, 31, 23, 30, tzinfo=cst)  # 15:30 UTC on the 31st
+    # local 31 January + 1 month = 28 February 23:30 local (the month's last day)
+    assert bonus_expiry(at, 1, "Asia/Shanghai") == dt.datetime(2026, 2, 28, 15, 30,
+                                                                tzinfo=dt.UTC)
+    assert bonus_expiry(at, 12, "Asia/Shanghai") == dt.datetime(2027, 1, 31, 15, 30,
+                                                                 tzinfo=dt.UTC)
+    assert bonus_expiry(at, None, "Asia/Shanghai") is None
+    lot = Lot(1, 0, 100, bonus_expires_at=dt.datetime(2027, 1, 31, 15, 30, tzinfo=dt.UTC))
+    assert not lot.bonus_expired(dt.datetime(2027, 1, 31, 15, 29, tzinfo=dt.UTC))
+    assert lot.bonus_expired(dt.datetime(2027, 1, 31, 15, 30, tzinfo=dt.UTC))

@@ -1,5 +1,5 @@
 """``patron stored-value ...``: the liability and settlement reports, verify, and the job that
-releases expired holds."""
+releases expired holds and expires bonus."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Stored value: reports, verification, expired holds.",
+app = typer.Typer(help="Stored value: reports, verification, expiry.",
                   no_args_is_help=True)
 console = Console()
 
@@ -95,16 +95,16 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
-@app.command("expire-holds")
-def expire_holds_cmd(
+@app.command("expire")
+def expire_cmd(
     now: Annotated[str | None, typer.Option(help="Run as of this time (ISO; default now)")] = None,
 ) -> None:
-    """Release every hold past its expiry (writes also release a card's expired holds
-    themselves; run this every few minutes so that the held money shows as spendable)."""
+    """Release every hold past its expiry and expire bonus past its date (writes on a card do
+    the same for that card first; run this every few minutes so the figures stay current)."""
     from patron.db import UnitOfWork, get_engine
     from patron.loyalty.cli import _when
-    from patron.storedvalue.service import expire_holds
+    from patron.storedvalue.service import run_due
 
     with UnitOfWork(get_engine()) as uow:
-        stats = expire_holds(uow=uow, actor=_actor(), now=_when(now, "--now"))
+        stats = run_due(uow=uow, actor=_actor(), now=_when(now, "--now"))
     _print(stats)

@@ -4,6 +4,7 @@ cash-back of a top-up forfeits. No database, no HTTP (docs/stored-value.md)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -101,6 +102,10 @@ class Lot:
     principal_held: int = 0
     bonus_held: int = 0
     store_id: int | None = None
+    bonus_expires_at: dt.datetime | None = None
+
+    def bonus_expired(self, now: dt.datetime) -> bool:
+        return self.bonus_expires_at is not None and self.bonus_expires_at <= now
 
 
 def take_oldest_first(lots: Sequence[Lot], field: str, amount: int) -> dict[int, int]:
@@ -219,3 +224,16 @@ def net_settlement(flows: dict[tuple[Any, Any], int]) -> list[dict[str, Any]]:
         elif n < 0:
             out.append({"from": b, "to": a, "amount": -n})
     return sorted(out, key=lambda r: (_party(r["from"]), _party(r["to"])))
+
+
+# --- bonus expiry --------------------------------------------------------------------------------
+
+def bonus_expiry(topped_up_at: dt.datetime, months: int | None, tz: str) -> dt.datetime | None:
+    """When the bonus of a top-up expires: ``months`` later to the minute, in the program's time
+    zone (the 31st becomes the month's last day); never when the program sets no expiry.
+    Principal never expires."""
+    if months is None:
+        return None
+    from patron.loyalty.model import lot_expiry
+
+    return lot_expiry(topped_up_at, mode="rolling_months", months=months, tz=tz)

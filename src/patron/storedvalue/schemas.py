@@ -26,6 +26,8 @@ class Strict(BaseModel):
 class SettingsIn(Strict):
     spend_order: SpendOrder = "proportional"
     hold_minutes: int = Field(default=15, ge=1, le=1440)
+    # Months after its top-up that bonus expires (None: never). Principal never expires.
+    bonus_expiry_months: int | None = Field(default=None, ge=1, le=120)
 
 
 class BonusTierIn(Strict):

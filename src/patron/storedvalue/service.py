@@ -33,6 +33,7 @@ from patron.storedvalue.model import (
     InsufficientBalance,
     Lot,
     RefundTooLarge,
+    bonus_expiry,
     bonus_for,
     cashout_forfeit,
     fen,
@@ -165,7 +166,8 @@ def _lock_account_by_id(conn: Connection, account_id: int) -> dict[str, Any]:
 
 def _lot(r: Any) -> Lot:
     return Lot(int(r["id"]), fen(r["principal_left"]), fen(r["bonus_left"]),
-               fen(r["principal_held"]), fen(r["bonus_held"]), r["store_id"])
+               fen(r["principal_held"]), fen(r["bonus_held"]), r["store_id"],
+               r["bonus_expires_at"])
 
 
 class Book:
@@ -259,7 +261,7 @@ def _release(book: Book, hold: dict[str, Any], kind: str = "release") -> None:
 
 def _release_expired(book: Book, now: dt.datetime) -> list[int]:
     """Release the account's holds past their expiry (lazily, by whichever write comes first;
-    ``expire_holds`` does it for every account). Returns their ids; the caller marks them with
+    ``run_due`` does it for every account). Returns their ids; the caller marks them with
     :func:`_mark_expired` once the book is flushed."""
     o = sv_operations.c
     holds = [dict(r) for r in book.conn.execute(
@@ -268,6 +270,46 @@ def _release_expired(book: Book, now: dt.datetime) -> list[int]:
     for h in holds:
         _release(book, h)
     return [int(h["id"]) for h in holds]
+
+
+def _expire_bonus(book: Book, now: dt.datetime) -> int:
+    """Expire the bonus left on lots past their bonus expiry (lazily, by whichever write comes
+    first; ``run_due`` does it for every account): one ``expire`` operation per lot, under a key
+    no client can send. Bonus held by an open hold stays with the hold; bonus that comes back to
+    an expired lot (a release, a refund) expires at the next pass. Returns the fen expired."""
+    due = [lt for lt in book.open_lots() if lt.bonus_left > 0 and lt.bonus_expired(now)]
+    if not due:
+        return 0
+    conn = book.conn
+    origin = {int(i): int(op) for i, op in conn.execute(
+        select(sv_lots.c.id, sv_lots.c.operation_id).where(
+            sv_lots.c.id.in_([lt.id for lt in due])))}
+    o = sv_operations.c
+    total = 0
+    for lot in due:
+        before = conn.execute(select(func.count()).where(
+            o.kind == "expire", o.parent_id == origin[lot.id])).scalar_one()
+        amount = lot.bonus_left
+        op_id = _insert_op(conn, program_id=book.program_id, account_id=book.account_id,
+                           kind="expire", idempotency_key=f"~expire:{lot.id}:{before + 1}",
+                           request_hash="-", amount=yuan(amount), principal=yuan(0),
+                           bonus=yuan(amount), status="done", store_id=lot.store_id,
+                           parent_id=origin[lot.id], actor=book.actor.name, created_at=now,
+                           finished_at=now)
+        book.post(op_id, "expire", "bonus", lot.id, -amount, lot.store_id)
+        _audit(conn, book.actor, "bonus_expired", book.account_id, {
+            "operation_id": op_id, "lot_id": lot.id, "bonus": yuan(amount),
+            "expired_at": lot.bonus_expires_at.isoformat() if lot.bonus_expires_at else None})
+        total += amount
+    return total
+
+
+def _catch_up(book: Book, now: dt.datetime) -> list[int]:
+    """Bring the card up to ``now`` before any rule applies: expired holds released, then bonus
+    past its expiry expired. Returns the released holds' ids (see :func:`_mark_expired`)."""
+    expired = _release_expired(book, now)
+    _expire_bonus(book, now)
+    return expired
 
 
 def _mark_expired(conn: Connection, hold_ids: list[int], now: dt.datetime) -> None:
@@ -359,6 +401,7 @@ def program_out(conn: Connection, program: dict[str, Any], now: dt.datetime | No
     return {"program": program["code"], "enabled": row is not None,
             "spend_order": row["spend_order"] if row else None,
             "hold_minutes": row["hold_minutes"] if row else None,
+            "bonus_expiry_months": row["bonus_expiry_months"] if row else None,
             "bonus_rules_in_force": None if current is None else {
                 "version": current["version"], "effective_from": current["effective_from"],
                 "tiers": current["tiers"]}}
@@ -440,8 +483,9 @@ def list_bonus_rules(conn: Connection, *, actor: Actor, code: str) -> list[dict[
 
 def balance(conn: Connection, *, actor: Actor, member_id: int,
             now: dt.datetime | None = None) -> dict[str, Any]:
-    """The member's principal, bonus and held money, and what can be spent now. Holds past
-    their expiry count as spendable even before a write releases them."""
+    """The member's principal, bonus and held money, what can be spent now, and what is left
+    of each top-up with its bonus expiry date. Holds past their expiry count as spendable and
+    bonus past its expiry as gone, even before a write records it."""
     need(actor, "stored_value.lookup")
     at = now or utcnow()
     member = _member(conn, actor, member_id, visible=False)
@@ -449,21 +493,39 @@ def balance(conn: Connection, *, actor: Actor, member_id: int,
                            ).mappings().first()
     out = account_out(dict(account) if account else None)
     if account is not None:
-        o = sv_operations.c
+        o, lt = sv_operations.c, sv_lots.c
         p, b = conn.execute(select(func.coalesce(func.sum(o.principal), 0),
                                    func.coalesce(func.sum(o.bonus), 0))
                             .where(o.account_id == account["id"], o.status == "held",
                                    o.hold_expires_at <= at)).one()
-        p, b = fen(p), fen(b)
-        if p or b:
-            out = {"principal": out["principal"] + yuan(p), "bonus": out["bonus"] + yuan(b),
+        gone = conn.execute(select(func.coalesce(func.sum(lt.bonus_left), 0)).where(
+            lt.account_id == account["id"], lt.bonus_left > 0, lt.bonus_expires_at <= at)
+        ).scalar_one()
+        p, b, gone = fen(p), fen(b), fen(gone)
+        if p or b or gone:
+            out = {"principal": out["principal"] + yuan(p),
+                   "bonus": out["bonus"] + yuan(b) - yuan(gone),
                    "principal_held": out["principal_held"] - yuan(p),
                    "bonus_held": out["bonus_held"] - yuan(b)}
             out["spendable"] = out["principal"] + out["bonus"]
     program = conn.execute(select(loyalty_programs.c.code).where(
         loyalty_programs.c.id == member["program_id"])).scalar()
+    lots = []
+    if account is not None:
+        lt = sv_lots.c
+        codes = {int(i): c for i, c in conn.execute(select(stores.c.id, stores.c.code))}
+        for r in conn.execute(select(sv_lots).where(
+                lt.account_id == account["id"],
+                (lt.principal_left + lt.bonus_left + lt.principal_held + lt.bonus_held) > 0)
+                .order_by(lt.id)).mappings():
+            gone = r["bonus_expires_at"] is not None and r["bonus_expires_at"] <= at
+            lots.append({"id": int(r["id"]), "topped_up_at": codes.get(r["store_id"] or 0),
+                         "created_at": r["created_at"], "principal": r["principal_left"],
+                         "bonus": yuan(0) if gone else r["bonus_left"],
+                         "held": r["principal_held"] + r["bonus_held"],
+                         "bonus_expires_at": r["bonus_expires_at"]})
     return {"member_id": member_id, "program": program,
-            "account_id": int(account["id"]) if account else None, **out}
+            "account_id": int(account["id"]) if account else None, **out, "lots": lots}
 
 
 # --- writing: inner functions (the caller owns the transaction) ---------------------------------
@@ -499,7 +561,7 @@ def topup_in(conn: Connection, *, actor: Actor, member_id: int, body: TopUpIn,
         raise invalid("store", "store_or_channel_required")
     payload = {"amount": str(body.amount), "store": body.store, "channel": body.channel,
                "reference": body.reference}
-    member, _settings_row, store_id, digest, account, replay = _begin(
+    member, settings, store_id, digest, account, replay = _begin(
         conn, actor, member_id=member_id, visible=False, kind="topup",
         key=body.idempotency_key, payload=payload, store=body.store, create=True, now=at)
     if replay is not None:
@@ -518,19 +580,21 @@ def topup_in(conn: Connection, *, actor: Actor, member_id: int, body: TopUpIn,
     rule = rule_in_force(conn, int(program["id"]), at)
     bonus = bonus_for(tiers_from_json(rule["tiers"]), amount) if rule else 0
     book = Book(conn, account=account, actor=actor, now=at)
-    expired = _release_expired(book, at)
+    expired = _catch_up(book, at)
     op_id = _insert_op(conn, program_id=program["id"], account_id=account["id"], kind="topup",
                        idempotency_key=body.idempotency_key, request_hash=digest,
                        amount=yuan(amount), principal=yuan(amount), bonus=yuan(bonus),
                        status="done", store_id=store_id, channel=body.channel,
                        rule_version_id=rule["id"] if rule else None, reference=body.reference,
                        actor=actor.name, created_at=at, finished_at=at)
+    expires = bonus_expiry(at, settings["bonus_expiry_months"], program["timezone"]) if (
+        bonus) else None
     lot_id = int(conn.execute(insert(sv_lots).values(
         program_id=program["id"], account_id=account["id"], operation_id=op_id,
         store_id=store_id, channel=body.channel, principal=yuan(amount), bonus=yuan(bonus),
-        principal_left=yuan(0), bonus_left=yuan(0), created_at=at,
+        principal_left=yuan(0), bonus_left=yuan(0), created_at=at, bonus_expires_at=expires,
     ).returning(sv_lots.c.id)).scalar_one())
-    book.lots[lot_id] = Lot(lot_id, 0, 0, store_id=store_id)
+    book.lots[lot_id] = Lot(lot_id, 0, 0, store_id=store_id, bonus_expires_at=expires)
     book.post(op_id, "topup", "principal", lot_id, amount, store_id)
     book.post(op_id, "topup", "bonus", lot_id, bonus, store_id)
     book.flush()
@@ -561,7 +625,7 @@ def _spend_like(conn: Connection, *, actor: Actor, member_id: int, body: SpendIn
         raise Conflict("insufficient_balance", params={"wanted": body.amount,
                                                        "available": yuan(0)})
     book = Book(conn, account=account, actor=actor, now=at)
-    expired = _release_expired(book, at)
+    expired = _catch_up(book, at)
     try:
         p, b, per_lot = plan_spend(book.open_lots(), settings["spend_order"], amount)
     except InsufficientBalance as exc:
@@ -625,7 +689,7 @@ def _finish_hold(conn: Connection, *, actor: Actor, hold_id: int, action: str,
     if op["status"] != "held":
         raise Conflict("hold_not_open", params={"status": op["status"]})
     book = Book(conn, account=account, actor=actor, now=at)
-    expired = _release_expired(book, at)
+    expired = _catch_up(book, at)
     if hold_id in expired:
         book.flush()
         _mark_expired(conn, expired, at)
@@ -641,6 +705,7 @@ def _finish_hold(conn: Connection, *, actor: Actor, hold_id: int, action: str,
             book.post(hold_id, "spend", "bonus_held", lot, -b, op["store_id"])
     else:
         _release(book, op)
+        _expire_bonus(book, at)  # bonus back in a lot past its expiry expires at once
     book.flush()
     _mark_expired(conn, expired, at)
     conn.execute(update(sv_operations).where(o.id == hold_id).values(status=done,
@@ -726,7 +791,7 @@ def refund_in(conn: Connection, *, actor: Actor, spend_id: int, body: RefundIn,
     back_p, back_b = _lot_amounts(conn, children, ("refund",))
     to_p, to_b = give_back(used_p, back_p, p), give_back(used_b, back_b, b)
     book = Book(conn, account=account, actor=actor, now=at)
-    expired = _release_expired(book, at)
+    expired = _catch_up(book, at)
     book.ensure_lots(set(to_p) | set(to_b))
     op_id = _insert_op(conn, program_id=account["program_id"], account_id=account["id"],
                        kind="refund", idempotency_key=body.idempotency_key, request_hash=digest,
@@ -737,6 +802,7 @@ def refund_in(conn: Connection, *, actor: Actor, spend_id: int, body: RefundIn,
         # Settlement nets a refund against the spend: it happened where the spend did.
         book.post(op_id, "refund", "principal", lot, to_p.get(lot, 0), parent["store_id"])
         book.post(op_id, "refund", "bonus", lot, to_b.get(lot, 0), parent["store_id"])
+    _expire_bonus(book, at)  # bonus given back to a lot past its expiry expires at once
     book.flush()
     _mark_expired(conn, expired, at)
     _add_refunded(conn, spend_id, p, b)
@@ -768,7 +834,7 @@ def cashout_in(conn: Connection, *, actor: Actor, topup_id: int, body: CashoutIn
         return _replay(conn, prior, digest)
     parent = _get_op(conn, topup_id)
     book = Book(conn, account=account, actor=actor, now=at)
-    expired = _release_expired(book, at)
+    expired = _catch_up(book, at)
     lot_row = conn.execute(select(sv_lots).where(sv_lots.c.operation_id == topup_id)
                            ).mappings().one()
     book.ensure_lots({int(lot_row["id"])})
@@ -808,7 +874,7 @@ def adjust_in(conn: Connection, *, actor: Actor, member_id: int, body: AdjustIn,
     at = now or utcnow()
     payload = {"bucket": body.bucket, "amount": str(body.amount), "reason": body.reason,
                "store": body.store}
-    _member_row, _settings_row, store_id, digest, account, replay = _begin(
+    member, settings, store_id, digest, account, replay = _begin(
         conn, actor, member_id=member_id, visible=True, kind="adjust",
         key=body.idempotency_key, payload=payload, store=body.store, create=body.amount > 0,
         now=at, store_required=False)
@@ -819,7 +885,7 @@ def adjust_in(conn: Connection, *, actor: Actor, member_id: int, body: AdjustIn,
         raise Conflict("insufficient_balance", params={"wanted": -body.amount,
                                                        "available": yuan(0)})
     book = Book(conn, account=account, actor=actor, now=at)
-    expired = _release_expired(book, at)
+    expired = _catch_up(book, at)
     taken: dict[int, int] = {}
     if amount < 0:
         try:
@@ -835,12 +901,17 @@ def adjust_in(conn: Connection, *, actor: Actor, member_id: int, body: AdjustIn,
                        reason=body.reason, actor=actor.name, created_at=at, finished_at=at,
                        **split)
     if amount > 0:
+        tz = conn.execute(select(loyalty_programs.c.timezone).where(
+            loyalty_programs.c.id == member["program_id"])).scalar_one()
+        expires = bonus_expiry(at, settings["bonus_expiry_months"], tz) if (
+            body.bucket == "bonus") else None
         lot_id = int(conn.execute(insert(sv_lots).values(
             program_id=account["program_id"], account_id=account["id"], operation_id=op_id,
             store_id=store_id, principal=split["principal"], bonus=split["bonus"],
             principal_left=yuan(0), bonus_left=yuan(0), created_at=at,
+            bonus_expires_at=expires,
         ).returning(sv_lots.c.id)).scalar_one())
-        book.lots[lot_id] = Lot(lot_id, 0, 0, store_id=store_id)
+        book.lots[lot_id] = Lot(lot_id, 0, 0, store_id=store_id, bonus_expires_at=expires)
         book.post(op_id, "adjust", body.bucket, lot_id, amount, store_id)
     for lot, n in taken.items():
         book.post(op_id, "adjust", body.bucket, lot, -n, store_id)
@@ -852,17 +923,19 @@ def adjust_in(conn: Connection, *, actor: Actor, member_id: int, body: AdjustIn,
     return op_out(conn, _get_op(conn, op_id))
 
 
-def release_expired_holds_in(conn: Connection, *, actor: Actor, account_id: int,
-                             now: dt.datetime) -> int:
-    """Release one account's expired holds; returns how many."""
+def catch_up_in(conn: Connection, *, actor: Actor, account_id: int,
+                now: dt.datetime) -> tuple[int, int]:
+    """Release one account's expired holds and expire its bonus past its date; returns (holds
+    released, fen of bonus expired)."""
     account = _lock_account_by_id(conn, account_id)
     book = Book(conn, account=account, actor=actor, now=now)
     expired = _release_expired(book, now)
+    bonus = _expire_bonus(book, now)
     book.flush()
     _mark_expired(conn, expired, now)
     for hold_id in expired:
         _audit(conn, actor, "hold_expired", account_id, {"operation_id": hold_id})
-    return len(expired)
+    return len(expired), bonus
 
 
 # --- writing: service wrappers (own the transaction) ---------------------------------------------
@@ -913,25 +986,34 @@ def adjust(*, uow: UnitOfWork, actor: Actor, member_id: int, body: AdjustIn,
                                            now=now))
 
 
-def expire_holds(*, uow: UnitOfWork, actor: Actor, now: dt.datetime | None = None,
-                 batch: int = 200) -> dict[str, int]:
-    """The job: release every hold past its expiry, a batch of accounts per transaction."""
+def run_due(*, uow: UnitOfWork, actor: Actor, now: dt.datetime | None = None,
+            batch: int = 200) -> dict[str, Any]:
+    """The job: release every hold past its expiry and expire every bonus past its date, a batch
+    of accounts per transaction (writes on a card do the same for that card first)."""
     need(actor, "stored_value.adjust")
     at = now or utcnow()
-    o = sv_operations.c
-    released = accounts = 0
+    o, lt = sv_operations.c, sv_lots.c
+    released = accounts = bonus = 0
+    done: set[int] = set()
     while True:
+        due = select(o.account_id.label("account_id")).where(
+            o.status == "held", o.hold_expires_at <= at).union(
+            select(lt.account_id).where(lt.bonus_left > 0, lt.bonus_expires_at <= at)).subquery()
         ids = [int(i) for i in uow.c.execute(
-            select(o.account_id).where(o.status == "held", o.hold_expires_at <= at)
-            .group_by(o.account_id).order_by(o.account_id).limit(batch)).scalars()]
+            select(due.c.account_id).distinct().order_by(due.c.account_id).limit(batch)
+        ).scalars()]
+        ids = [i for i in ids if i not in done]  # never loop on an account that stays due
         if not ids:
             break
 
-        def inner(conn: Connection, ids: list[int] = ids) -> int:
-            return sum(release_expired_holds_in(conn, actor=actor, account_id=a, now=at)
-                       for a in ids)
+        def inner(conn: Connection, ids: list[int] = ids) -> tuple[int, int]:
+            results = [catch_up_in(conn, actor=actor, account_id=a, now=at) for a in ids]
+            return sum(r[0] for r in results), sum(r[1] for r in results)
 
-        released += _owned(uow, inner)
+        holds, expired = _owned(uow, inner)
+        released += holds
+        bonus += expired
         accounts += len(ids)
+        done.update(ids)
     uow.commit()
-    return {"accounts": accounts, "holds_released": released}
+    return {"accounts": accounts, "holds_released": released, "bonus_expired": str(yuan(bonus))}

@@ -33,12 +33,16 @@ sv_programs = Table(
     # Which money a spend uses first: bonus_first | principal_first | proportional
     Column("spend_order", String(16), nullable=False),
     Column("hold_minutes", Integer, nullable=False),
+    # Bonus expires this many months after its top-up (None: never). Principal never expires.
+    Column("bonus_expiry_months", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("updated_by", String(120), nullable=False),
     CheckConstraint("spend_order IN ('bonus_first', 'principal_first', 'proportional')",
                     name="spend_order"),
     CheckConstraint("hold_minutes BETWEEN 1 AND 1440", name="hold_minutes"),
+    CheckConstraint("bonus_expiry_months IS NULL OR bonus_expiry_months BETWEEN 1 AND 120",
+                    name="bonus_expiry_months"),
 )
 
 # Bonus rules are versioned and effective-dated: a top-up earns by the version in force at its
@@ -80,11 +84,11 @@ sv_accounts = Table(
     CheckConstraint("bonus_held >= 0", name="bonus_held"),
 )
 
-_OP_KINDS = "('topup', 'spend', 'hold', 'refund', 'cashout', 'adjust')"
+_OP_KINDS = "('topup', 'spend', 'hold', 'refund', 'cashout', 'adjust', 'expire')"
 
 # Top-ups, spends, holds, refunds to the card, cash-backs of a top-up and adjustments, each under
 # the caller's idempotency key: the same key with the same request returns the first result,
-# with another request a 409.
+# with another request a 409. Bonus expiries are operations too, under a key of their own.
 sv_operations = Table(
     "sv_operations",
     metadata,
@@ -95,7 +99,7 @@ sv_operations = Table(
     Column("idempotency_key", String(64), nullable=False),
     Column("request_hash", String(64), nullable=False),
     # topup: money paid; spend, hold, refund: principal + bonus; cashout: principal paid back;
-    # adjust: signed
+    # adjust: signed; expire: the bonus expired
     Column("amount", Money, nullable=False),
     Column("principal", Money, nullable=False),
     Column("bonus", Money, nullable=False),
@@ -122,7 +126,8 @@ sv_operations = Table(
                     name="status"),
     CheckConstraint("kind = 'adjust' OR (amount > 0 AND principal >= 0 AND bonus >= 0)",
                     name="positive"),
-    CheckConstraint("kind NOT IN ('spend', 'hold', 'refund') OR amount = principal + bonus",
+    CheckConstraint("kind NOT IN ('spend', 'hold', 'refund', 'expire') "
+                    "OR amount = principal + bonus",
                     name="amount_split"),
     CheckConstraint("kind NOT IN ('topup', 'cashout') OR amount = principal", name="amount_paid"),
     CheckConstraint("kind <> 'adjust' OR (amount <> 0 AND amount = principal + bonus "
@@ -133,6 +138,7 @@ sv_operations = Table(
                     "refunded_principal <= principal AND refunded_bonus <= bonus END)",
                     name="refunded_at_most_spent"),
     CheckConstraint("kind <> 'hold' OR hold_expires_at IS NOT NULL", name="hold_expiry"),
+    CheckConstraint("kind <> 'expire' OR principal = 0", name="expire_bonus_only"),
     CheckConstraint("kind NOT IN ('refund', 'cashout') OR parent_id IS NOT NULL", name="parent"),
 )
 
@@ -156,13 +162,17 @@ sv_lots = Table(
     Column("principal_held", Money, nullable=False, server_default="0"),
     Column("bonus_held", Money, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("bonus_expires_at", UTCDateTime, nullable=True),  # None: the bonus never expires
     Index("ix_sv_lots_account", "account_id", "id"),
     Index("ix_sv_lots_store", "store_id"),
+    Index("ix_sv_lots_bonus_expires_at", "bonus_expires_at"),
     CheckConstraint("principal >= 0 AND bonus >= 0 AND principal + bonus > 0", name="given"),
     CheckConstraint("principal_left >= 0 AND bonus_left >= 0 AND principal_held >= 0 "
                     "AND bonus_held >= 0", name="non_negative"),
     CheckConstraint("principal_left + principal_held <= principal", name="principal_within"),
     CheckConstraint("bonus_left + bonus_held <= bonus", name="bonus_within"),
+    CheckConstraint("bonus_expires_at IS NULL OR bonus_expires_at > created_at",
+                    name="bonus_expiry_after_top_up"),
 )
 
 _SIGNS = """
@@ -175,6 +185,7 @@ OR (kind = 'release' AND ((bucket IN ('principal_held', 'bonus_held') AND amount
 OR (kind = 'refund' AND amount > 0 AND bucket IN ('principal', 'bonus'))
 OR (kind = 'cashout' AND amount < 0 AND bucket = 'principal')
 OR (kind = 'forfeit' AND amount < 0 AND bucket = 'bonus')
+OR (kind = 'expire' AND amount < 0 AND bucket = 'bonus')
 OR (kind = 'adjust' AND amount <> 0 AND bucket IN ('principal', 'bonus'))
 """
 
@@ -200,7 +211,7 @@ sv_entries = Table(
     Index("ix_sv_entries_account", "account_id", "id"),
     Index("ix_sv_entries_created_at", "created_at"),
     CheckConstraint("kind IN ('topup', 'spend', 'hold', 'release', 'refund', 'cashout', "
-                    "'forfeit', 'adjust')", name="kind"),
+                    "'forfeit', 'adjust', 'expire')", name="kind"),
     CheckConstraint("bucket IN ('principal', 'bonus', 'principal_held', 'bonus_held')",
                     name="bucket"),
     CheckConstraint(" ".join(_SIGNS.split()), name="sign"),

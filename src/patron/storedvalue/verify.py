@@ -106,12 +106,14 @@ def check_operations(conn: Connection) -> list[dict[str, Any]]:
             got = (m(op, "refund", "principal"), m(op, "refund", "bonus"))
         elif kind == "cashout":
             got = (-m(op, "cashout", "principal"), -m(op, "forfeit", "bonus"))
+        elif kind == "expire":
+            got = (0, -m(op, "expire", "bonus"))
         else:
             got = (m(op, "adjust", "principal"), m(op, "adjust", "bonus"))
         if got != want:
             out.append({"check": "operation_entries", "operation_id": op, "kind": kind,
                         "operation": want, "entries": got})
-        if r["parent_id"] is not None:
+        if r["parent_id"] is not None and kind in ("refund", "cashout"):
             children.setdefault(int(r["parent_id"]), []).append(op)
     ops = {int(r["id"]): r for r in conn.execute(
         select(o.id, o.principal, o.bonus, o.refunded_principal, o.refunded_bonus)).mappings()}

@@ -712,10 +712,12 @@ def upgrade() -> None:
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
     sa.Column('spend_order', sa.String(length=16), nullable=False),
     sa.Column('hold_minutes', sa.Integer(), nullable=False),
+    sa.Column('bonus_expiry_months', sa.Integer(), nullable=True),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_by', sa.String(length=120), nullable=False),
     sa.CheckConstraint("spend_order IN ('bonus_first', 'principal_first', 'proportional')", name=op.f('ck_sv_programs_spend_order')),
+    sa.CheckConstraint('bonus_expiry_months IS NULL OR bonus_expiry_months BETWEEN 1 AND 120', name=op.f('ck_sv_programs_bonus_expiry_months')),
     sa.CheckConstraint('hold_minutes BETWEEN 1 AND 1440', name=op.f('ck_sv_programs_hold_minutes')),
     sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_sv_programs_program_id_loyalty_programs')),
     sa.PrimaryKeyConstraint('program_id', name=op.f('pk_sv_programs'))
@@ -1429,11 +1431,12 @@ def upgrade() -> None:
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.CheckConstraint("kind <> 'adjust' OR (amount <> 0 AND amount = principal + bonus AND (principal = 0 OR bonus = 0))", name=op.f('ck_sv_operations_adjust')),
+    sa.CheckConstraint("kind <> 'expire' OR principal = 0", name=op.f('ck_sv_operations_expire_bonus_only')),
     sa.CheckConstraint("kind <> 'hold' OR hold_expires_at IS NOT NULL", name=op.f('ck_sv_operations_hold_expiry')),
     sa.CheckConstraint("kind = 'adjust' OR (amount > 0 AND principal >= 0 AND bonus >= 0)", name=op.f('ck_sv_operations_positive')),
-    sa.CheckConstraint("kind IN ('topup', 'spend', 'hold', 'refund', 'cashout', 'adjust')", name=op.f('ck_sv_operations_kind')),
+    sa.CheckConstraint("kind IN ('topup', 'spend', 'hold', 'refund', 'cashout', 'adjust', 'expire')", name=op.f('ck_sv_operations_kind')),
     sa.CheckConstraint("kind NOT IN ('refund', 'cashout') OR parent_id IS NOT NULL", name=op.f('ck_sv_operations_parent')),
-    sa.CheckConstraint("kind NOT IN ('spend', 'hold', 'refund') OR amount = principal + bonus", name=op.f('ck_sv_operations_amount_split')),
+    sa.CheckConstraint("kind NOT IN ('spend', 'hold', 'refund', 'expire') OR amount = principal + bonus", name=op.f('ck_sv_operations_amount_split')),
     sa.CheckConstraint("kind NOT IN ('topup', 'cashout') OR amount = principal", name=op.f('ck_sv_operations_amount_paid')),
     sa.CheckConstraint("refunded_principal >= 0 AND refunded_bonus >= 0 AND (CASE WHEN kind = 'adjust' THEN refunded_principal + refunded_bonus = 0 ELSE refunded_principal <= principal AND refunded_bonus <= bonus END)", name=op.f('ck_sv_operations_refunded_at_most_spent')),
     sa.CheckConstraint("status IN ('done', 'held', 'committed', 'released', 'expired')", name=op.f('ck_sv_operations_status')),
@@ -1475,6 +1478,8 @@ def upgrade() -> None:
     sa.Column('principal_held', patron.db.Money(), server_default='0', nullable=False),
     sa.Column('bonus_held', patron.db.Money(), server_default='0', nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('bonus_expires_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint('bonus_expires_at IS NULL OR bonus_expires_at > created_at', name=op.f('ck_sv_lots_bonus_expiry_after_top_up')),
     sa.CheckConstraint('bonus_left + bonus_held <= bonus', name=op.f('ck_sv_lots_bonus_within')),
     sa.CheckConstraint('principal >= 0 AND bonus >= 0 AND principal + bonus > 0', name=op.f('ck_sv_lots_given')),
     sa.CheckConstraint('principal_left + principal_held <= principal', name=op.f('ck_sv_lots_principal_within')),
@@ -1486,6 +1491,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('sv_lots', schema=None) as batch_op:
         batch_op.create_index('ix_sv_lots_account', ['account_id', 'id'], unique=False)
+        batch_op.create_index('ix_sv_lots_bonus_expires_at', ['bonus_expires_at'], unique=False)
         batch_op.create_index('ix_sv_lots_store', ['store_id'], unique=False)
 
     op.create_table('sv_entries',
@@ -1500,9 +1506,9 @@ def upgrade() -> None:
     sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('actor', sa.String(length=120), nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("(kind = 'topup' AND amount > 0 AND bucket IN ('principal', 'bonus')) OR (kind = 'spend' AND amount < 0) OR (kind = 'hold' AND ((bucket IN ('principal', 'bonus') AND amount < 0) OR (bucket IN ('principal_held', 'bonus_held') AND amount > 0))) OR (kind = 'release' AND ((bucket IN ('principal_held', 'bonus_held') AND amount < 0) OR (bucket IN ('principal', 'bonus') AND amount > 0))) OR (kind = 'refund' AND amount > 0 AND bucket IN ('principal', 'bonus')) OR (kind = 'cashout' AND amount < 0 AND bucket = 'principal') OR (kind = 'forfeit' AND amount < 0 AND bucket = 'bonus') OR (kind = 'adjust' AND amount <> 0 AND bucket IN ('principal', 'bonus'))", name=op.f('ck_sv_entries_sign')),
+    sa.CheckConstraint("(kind = 'topup' AND amount > 0 AND bucket IN ('principal', 'bonus')) OR (kind = 'spend' AND amount < 0) OR (kind = 'hold' AND ((bucket IN ('principal', 'bonus') AND amount < 0) OR (bucket IN ('principal_held', 'bonus_held') AND amount > 0))) OR (kind = 'release' AND ((bucket IN ('principal_held', 'bonus_held') AND amount < 0) OR (bucket IN ('principal', 'bonus') AND amount > 0))) OR (kind = 'refund' AND amount > 0 AND bucket IN ('principal', 'bonus')) OR (kind = 'cashout' AND amount < 0 AND bucket = 'principal') OR (kind = 'forfeit' AND amount < 0 AND bucket = 'bonus') OR (kind = 'expire' AND amount < 0 AND bucket = 'bonus') OR (kind = 'adjust' AND amount <> 0 AND bucket IN ('principal', 'bonus'))", name=op.f('ck_sv_entries_sign')),
     sa.CheckConstraint("bucket IN ('principal', 'bonus', 'principal_held', 'bonus_held')", name=op.f('ck_sv_entries_bucket')),
-    sa.CheckConstraint("kind IN ('topup', 'spend', 'hold', 'release', 'refund', 'cashout', 'forfeit', 'adjust')", name=op.f('ck_sv_entries_kind')),
+    sa.CheckConstraint("kind IN ('topup', 'spend', 'hold', 'release', 'refund', 'cashout', 'forfeit', 'adjust', 'expire')", name=op.f('ck_sv_entries_kind')),
     sa.ForeignKeyConstraint(['account_id'], ['sv_accounts.id'], name=op.f('fk_sv_entries_account_id_sv_accounts')),
     sa.ForeignKeyConstraint(['lot_id'], ['sv_lots.id'], name=op.f('fk_sv_entries_lot_id_sv_lots')),
     sa.ForeignKeyConstraint(['operation_id'], ['sv_operations.id'], name=op.f('fk_sv_entries_operation_id_sv_operations')),
@@ -1527,6 +1533,7 @@ def downgrade() -> None:
     op.drop_table('sv_entries')
     with op.batch_alter_table('sv_lots', schema=None) as batch_op:
         batch_op.drop_index('ix_sv_lots_store')
+        batch_op.drop_index('ix_sv_lots_bonus_expires_at')
         batch_op.drop_index('ix_sv_lots_account')
 
     op.drop_table('sv_lots')

@@ -21,7 +21,9 @@ branch_labels = None
 depends_on = None
 
 APPEND_ONLY = ("loyalty_entries", "loyalty_lot_moves", "loyalty_tier_history",
-               "loyalty_consents", "loyalty_rule_versions")
+               "loyalty_consents", "loyalty_rule_versions",
+               # stored value (docs/stored-value.md): the entries and the bonus rule versions
+               "sv_entries", "sv_bonus_rules")
 
 # PostgreSQL: one function for every table; SQLSTATE 23001 (restrict_violation) makes drivers
 # report an integrity error, like SQLite's RAISE(ABORT) in a trigger.

@@ -236,3 +236,25 @@ def test_the_home_page_lists_the_members_coupons_and_not_anyone_elses(client, sh
     assert theirs["display_code"] not in html
     english = client.get("/m/home?lang=en").text
     assert "¥10.00 off" in english and "on a spend of ¥30.00 or more" in english
+
+
+def test_the_home_page_shows_the_stored_value_balance(client, shop, caplog, db_url):
+    from patron.security.model import SYSTEM
+    from patron.storedvalue import service as storedvalue
+    from patron.storedvalue.schemas import BonusRulesIn, SettingsIn
+    from tests.storedvalue_factories import TIERS, topup
+
+    now = dt.datetime.now(dt.UTC)
+    with UnitOfWork(get_engine(db_url)) as uow:
+        storedvalue.configure(uow=uow, actor=SYSTEM, code="BB",
+                              body=SettingsIn(spend_order="proportional", hold_minutes=15),
+                              now=now - dt.timedelta(minutes=5))
+        storedvalue.add_bonus_rules(uow=uow, actor=SYSTEM, code="BB",
+                                    body=BonusRulesIn.model_validate({"tiers": TIERS}),
+                                    now=now - dt.timedelta(minutes=5))
+        topup(uow, shop["me"]["id"], "1000", "t-1", at=now - dt.timedelta(minutes=1))
+        topup(uow, shop["other"]["id"], "500", "t-2", at=now - dt.timedelta(minutes=1))
+    sign_in(client, caplog)
+    section = client.get("/m/home").text.split('id="stored-value"')[1].split("</section>")[0]
+    assert 'id="sv-spendable">¥1,120.00<' in section and "赠送 ¥120.00" in section
+    assert section.count('class="sv-lot"') == 1 and "¥550.00" not in section

@@ -514,3 +514,27 @@ def test_a_till_finds_the_member_by_the_scanned_card_until_the_card_expires(uow,
             scan(payload, at)
         assert (refused.value.fields[0].field, refused.value.fields[0].reason) == (
             "member.qr", reason)
+
+
+# --- stored value -------------------------------------------------------------------------------
+
+def test_the_member_sees_its_stored_value_and_nobody_elses(uow, shop, caplog):
+    from patron.storedvalue import service as storedvalue
+    from patron.storedvalue.schemas import BonusRulesIn, SettingsIn
+    from tests.storedvalue_factories import TIERS, topup
+
+    storedvalue.configure(uow=uow, actor=SYSTEM, code="BB",
+                          body=SettingsIn(spend_order="proportional", hold_minutes=15), now=NOW)
+    storedvalue.add_bonus_rules(uow=uow, actor=SYSTEM, code="BB",
+                                body=BonusRulesIn.model_validate({"tiers": TIERS}), now=NOW)
+    session = sign_in(uow, caplog)
+    empty = service.stored_value(uow.c, session=session, now=NOW)
+    assert empty["spendable"] == 0 and empty["lots"] == []
+    topup(uow, shop["me"]["id"], "500", "t-1", at=NOW + dt.timedelta(minutes=1))
+    topup(uow, shop["other"]["id"], "1000", "t-2", at=NOW + dt.timedelta(minutes=1))
+    mine = service.stored_value(uow.c, session=session, now=NOW + dt.timedelta(minutes=2))
+    assert (mine["principal"], mine["bonus"], mine["spendable"]) == (
+        Decimal("500.00"), Decimal("50.00"), Decimal("550.00"))
+    assert len(mine["lots"]) == 1 and mine["member_id"] == shop["me"]["id"]
+    with pytest.raises(NotFound):
+        service.stored_value(uow.c, session=session, member_id=shop["other"]["id"], now=NOW)

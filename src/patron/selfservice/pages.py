@@ -289,10 +289,13 @@ def home(request: Request, member: MemberDep) -> Response:
         data = service.overview(uow.c, session=member, member_id=member_id)
         coupons = service.member_coupons(uow.c, session=member,
                                          member_id=data["member"]["id"])
+        card_money = service.stored_value(uow.c, session=member,
+                                          member_id=data["member"]["id"])
         can_enrol = bool(service.enrolable_programs(uow.c, member))
     return render(request, "selfservice/home.html",
-                  {**data, "coupons": coupons, "memberships": mine, "can_enrol": can_enrol,
-                   "notice": request.query_params.get("done")}, member=member)
+                  {**data, "coupons": coupons, "stored_value": card_money, "memberships": mine,
+                   "can_enrol": can_enrol, "notice": request.query_params.get("done")},
+                  member=member)
 
 
 @router.get("/orders")

@@ -57,7 +57,7 @@ from patron.selfservice.tables import (
     selfservice_sessions,
 )
 
-MEMBER_PERMISSIONS = frozenset({"loyalty.enrol", "loyalty.lookup"})
+MEMBER_PERMISSIONS = frozenset({"loyalty.enrol", "loyalty.lookup", "stored_value.lookup"})
 CONSENT_KINDS = ("privacy", "sms", "wechat", "app", "email")
 ORDERS_PAGE_SIZE = 10
 COUPONS_SHOWN_AFTER_END_DAYS = 90
@@ -475,6 +475,19 @@ def _offer(terms: dict[str, Any]) -> dict[str, Any]:
         params = {"sku": terms["item_sku"], "quantity": terms["item_quantity"]}
     return {"offer_key": f"selfservice.coupon.{kind}", "offer": params,
             "min_spend": terms.get("min_spend") or Decimal(0)}
+
+
+# --- stored value -------------------------------------------------------------------------------
+
+def stored_value(conn: Connection, *, session: MemberSession, member_id: int | None = None,
+                 now: dt.datetime | None = None) -> dict[str, Any]:
+    """The member's stored value card: what can be spent now (principal and bonus), what is
+    held by a till, and each top-up's remaining money with the date its bonus expires."""
+    from patron.storedvalue import service as storedvalue
+
+    member = own_member(conn, session, member_id)
+    return storedvalue.balance(conn, actor=session.actor(), member_id=int(member["id"]),
+                               now=now)
 
 
 # --- the QR member card -------------------------------------------------------------------------

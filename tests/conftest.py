@@ -21,6 +21,8 @@ os.environ.setdefault("PATRON_ARGON2_TIME_COST", "1")
 os.environ.setdefault("PATRON_ARGON2_MEMORY_KIB", "1024")
 # Tests deliver webhooks explicitly (deliver_due), not from a server thread.
 os.environ.setdefault("PATRON_WEBHOOKS_WORKER", "0")
+# Tests send messages explicitly (deliver_due), not from a server thread.
+os.environ.setdefault("PATRON_MESSAGES_WORKER", "0")
 # Tests run analytics refreshes explicitly, not from a nightly scheduler thread.
 os.environ.setdefault("PATRON_ANALYTICS_REFRESH_AT", "off")
 

@@ -55,18 +55,23 @@ async def _ids_in_range(request: Request) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Each server process delivers due webhooks in a background thread, unless turned off
-    (``PATRON_WEBHOOKS_WORKER=0``) in favour of a separate ``patron webhooks deliver``, and
+    (``PATRON_WEBHOOKS_WORKER=0``) in favour of a separate ``patron webhooks deliver``, sends
+    due messages the same way (``PATRON_MESSAGES_WORKER``, ``patron messages work``), and
     checks whether the nightly analytics refresh is due (``PATRON_ANALYTICS_REFRESH_AT``)."""
     from patron.analytics.jobs import start_scheduler
     from patron.config import get_settings
     from patron.db import get_engine
+    from patron.messaging.delivery import start_background_worker as start_messages
     from patron.webhooks.delivery import start_background_worker
 
     stop = start_background_worker(get_engine()) if get_settings().webhooks_worker else None
+    stop_messages = start_messages(get_engine()) if get_settings().messages_worker else None
     stop_scheduler = start_scheduler(get_engine())
     try:
         yield
     finally:
+        if stop_messages is not None:
+            stop_messages()
         if stop_scheduler is not None:
             stop_scheduler()
         if stop is not None:
@@ -147,6 +152,8 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.storedvalue.api", "/api/v1"),
                            ("patron.analytics.jobs_api", "/api/v1"),
                            ("patron.analytics.dashboards_api", "/api/v1"),
+                           ("patron.messaging.api", "/api/v1"),
+                           ("patron.messaging.pages", ""),
                            ("patron.web.pages", ""),
                            ("patron.selfservice.pages", "")):
         try:

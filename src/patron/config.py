@@ -36,6 +36,28 @@ class Settings(BaseSettings):
     # Deliver webhooks from a thread of each server process (off when a separate
     # `patron webhooks deliver` worker runs).
     webhooks_worker: bool = True
+    # Messages (docs/messaging.md): deliver from a thread of each server process (off when a
+    # separate `patron messages work` runs); the base URL of unsubscribe links. Each channel
+    # uses its provider once that is configured, and writes to the server log until then.
+    messages_worker: bool = True
+    public_url: str = "http://127.0.0.1:8000"
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    smtp_from: str = "patron@localhost"
+    sms_gateway_url: str = ""
+    sms_gateway_secret: str = ""
+    sms_template_id: str = ""
+    sms_sign_name: str = ""
+    wechat_app_id: str = ""
+    wechat_app_secret: str = ""
+    wechat_api_url: str = "https://api.weixin.qq.com"
+    app_push_url: str = ""
+    app_push_secret: str = ""
+    messages_webhook_url: str = ""
+    messages_webhook_secret: str = ""
     # Nightly analytics refresh: local time "HH:MM" in `analytics_refresh_tz`, or "off".
     analytics_refresh_at: str = "03:00"
     analytics_refresh_tz: str = "Asia/Shanghai"

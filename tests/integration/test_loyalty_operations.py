@@ -28,10 +28,10 @@ from patron.loyalty.tables import (
     loyalty_lots,
     loyalty_members,
     loyalty_operations,
-    loyalty_outbox,
     loyalty_tier_history,
 )
 from patron.loyalty.verify import verify
+from patron.messaging.tables import messages
 from patron.orders.service import record_orders
 from patron.security.model import SYSTEM, Actor
 from patron.security.tables import audit_log
@@ -326,14 +326,17 @@ def test_the_daily_job_expires_lots_and_reminds_members_once_before(uow, club):
     m = enrol(uow, marketing={"sms": True, "wechat": True})
     buy(uow, "O1")  # expires 2027-03-02 10:30 in Shanghai
     run_due(uow=uow, actor=SYSTEM, now=T0 + 300 * DAY)  # 30 days' notice: not yet
-    assert uow.c.execute(select(func.count()).select_from(loyalty_outbox)).scalar_one() == 0
+    assert uow.c.execute(select(func.count()).select_from(messages)).scalar_one() == 0
     stats = run_due(uow=uow, actor=SYSTEM, now=T0 + 340 * DAY)
     again = run_due(uow=uow, actor=SYSTEM, now=T0 + 341 * DAY)
     assert (stats["reminders"], again["reminders"]) == (1, 0)
-    msg = uow.c.execute(select(loyalty_outbox)).mappings().one()
-    assert msg["kind"] == "points_expiring" and msg["member_id"] == m["id"]
-    assert msg["payload"]["points"] == 71 and msg["payload"]["expires_on"] == "2027-03-02"
-    assert msg["payload"]["channels"] == ["sms", "wechat"]
+    # Queued in the message outbox, on the member's preferred consented channel.
+    msg = uow.c.execute(select(messages)).mappings().one()
+    assert msg["template"] == "points_expiring" and msg["customer_id"] == m["customer_id"]
+    assert msg["purpose"] == "marketing" and msg["channel"] == "wechat"
+    assert msg["dedupe_key"] == f"points_expiring:{m['id']}:2027-03-02"
+    assert msg["variables"]["points"] == 71 and msg["variables"]["expires_on"] == "2027-03-02"
+    assert "71" in msg["body"] and "2027-03-02" in msg["body"]
     stats = run_due(uow=uow, actor=SYSTEM, now=T0 + 366 * DAY)
     assert stats["points_expired"] == 71 and points(uow, m["id"])["available"] == 0
     assert run_due(uow=uow, actor=SYSTEM, now=T0 + 367 * DAY)["points_expired"] == 0

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, or_, select, union, update
 
-from patron.db import UnitOfWork, upsert, utcnow
+from patron.db import UnitOfWork, utcnow
 from patron.loyalty import persist
 from patron.loyalty.model import qualifying_tier, review_tier
 from patron.loyalty.tables import (
@@ -20,7 +20,6 @@ from patron.loyalty.tables import (
     loyalty_lots,
     loyalty_members,
     loyalty_operations,
-    loyalty_outbox,
     loyalty_programs,
 )
 from patron.loyalty.tiering import TierChange, load_tiers, spend_12m, write_changes
@@ -116,8 +115,9 @@ def _requalify(conn: Connection, members: dict[int, dict[str, Any]], now: dt.dat
 
 
 def _reminders(uow: UnitOfWork, now: dt.datetime, batch: int = 5000) -> int:
-    """One outbox message per member and expiry date, N days before (the program's
-    ``reminder_days``), listing the points that will expire; never twice for the same date."""
+    """One message per member and expiry date, N days before (the program's
+    ``reminder_days``), listing the points that will expire; never twice for the same date
+    (the message's dedupe key). Queued in the message outbox (docs/messaging.md)."""
     conn = uow.c
     written = 0
     for program in conn.execute(select(loyalty_programs).where(
@@ -140,29 +140,42 @@ def _reminders(uow: UnitOfWork, now: dt.datetime, batch: int = 5000) -> int:
                        loyalty_members.c.points_available, loyalty_members.c.customer_id)
                 .where(loyalty_members.c.id.in_(sorted({m for m, _ in due}))))}
             channels = _consented_channels(conn, list(members))
-            messages = [{
-                "program_id": program["id"], "member_id": mid, "kind": "points_expiring",
-                "dedupe_key": f"points_expiring:{mid}:{day.isoformat()}",
-                "payload": {"program": program["code"],
-                            "member_code": members[mid].member_code,
-                            "customer_id": int(members[mid].customer_id),
-                            "points": points, "expires_on": day.isoformat(),
-                            "balance": int(members[mid].points_available),
-                            "channels": channels.get(mid, [])},
-                "created_at": now} for (mid, day), points in sorted(due.items())]
-            sent = set(conn.execute(select(loyalty_outbox.c.dedupe_key).where(
-                loyalty_outbox.c.dedupe_key.in_([r["dedupe_key"] for r in messages])
-            )).scalars())
-            messages = [r for r in messages if r["dedupe_key"] not in sent]
-            if messages:
-                ins = upsert(conn, loyalty_outbox)
-                conn.execute(ins.on_conflict_do_nothing(index_elements=["dedupe_key"]),
-                             messages)
-            written += len(messages)
+            for (mid, day), points in sorted(due.items()):
+                member = members[mid]
+                if enqueue_reminder(conn, program=program, member=member, points=points,
+                                    day=day, channels=channels.get(mid, []), now=now):
+                    written += 1
             conn.execute(update(loyalty_lots).where(lt.id.in_([int(r.id) for r in rows]))
                          .values(reminded_at=now))
             uow.commit()
     return written
+
+
+# The channel a reminder goes out on: the first of these the member consents to.
+REMINDER_CHANNELS = ("wechat", "app", "sms", "email")
+
+
+def enqueue_reminder(conn: Connection, *, program: Any, member: Any, points: int, day: dt.date,
+                     channels: list[str], now: dt.datetime) -> bool:
+    """Queue one expiry reminder; False when it was queued before. It is a marketing message
+    (it invites the member to spend): it goes on the member's preferred consented channel and
+    is suppressed, visibly, when the member consents to none or withdraws consent before it is
+    sent."""
+    from patron.messaging.service import enqueue_in
+    from patron.messaging.tables import messages
+
+    key = f"points_expiring:{int(member.id)}:{day.isoformat()}"
+    if conn.execute(select(messages.c.id).where(messages.c.purpose == "marketing",
+                                                messages.c.dedupe_key == key)).first():
+        return False
+    channel = next((c for c in REMINDER_CHANNELS if c in channels), "sms")
+    enqueue_in(conn, customer_id=int(member.customer_id), program_id=int(program["id"]),
+               channel=channel, template="points_expiring", purpose="marketing",
+               dedupe_key=key, now=now,
+               variables={"program": program["name"], "member_code": member.member_code,
+                          "points": points, "expires_on": day.isoformat(),
+                          "balance": int(member.points_available)})
+    return True
 
 
 def _consented_channels(conn: Connection, member_ids: list[int]) -> dict[int, list[str]]:

@@ -1,6 +1,6 @@
 """Loyalty tables: programs, rule versions, tiers, members, consents, the points ledger (entries,
-lots, lot moves), order earnings, operations (redemptions, holds, adjustments, transfers) and the
-reminder outbox.
+lots, lot moves), order earnings and operations (redemptions, holds, adjustments, transfers).
+Expiry reminders go to the message outbox (patron.messaging).
 
 The database itself refuses what would break the ledger's invariants (docs/loyalty.md,
 "Invariants"): CHECK constraints keep every figure and lot non-negative and every entry's sign
@@ -330,20 +330,4 @@ loyalty_tier_history = Table(
     Index("ix_loyalty_tier_history_member", "member_id", "effective_at"),
     CheckConstraint("reason IN ('enrol', 'upgrade', 'downgrade', 'manual_grant', 'manual_end')",
                     name="reason"),
-)
-
-# Messages for members written in the causing transaction (expiry reminders today); a messaging
-# area delivers them later. dedupe_key makes a reminder at most once.
-loyalty_outbox = Table(
-    "loyalty_outbox",
-    metadata,
-    Column("id", IdType, primary_key=True),
-    Column("program_id", IdType, nullable=False),
-    Column("member_id", ForeignKey("loyalty_members.id"), nullable=False, index=True),
-    Column("kind", String(32), nullable=False),
-    Column("dedupe_key", String(128), nullable=False, unique=True),
-    Column("payload", JSONType, nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("sent_at", UTCDateTime, nullable=True),
-    Index("ix_loyalty_outbox_unsent", "sent_at", "id"),
 )

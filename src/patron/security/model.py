@@ -70,6 +70,10 @@ _STORED_VALUE: dict[str, set[str]] = {
 }
 for _role, _perms in _STORED_VALUE.items():
     PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
+# Messages (docs/messaging.md): owners manage templates and retry failed messages; analysts
+# read the outbox (addresses masked, one-time codes hidden).
+PERMISSIONS["owner"] = PERMISSIONS["owner"] | {"messages.read", "messages.manage"}
+PERMISSIONS["analyst"] = PERMISSIONS["analyst"] | {"messages.read"}
 
 
 @dataclass(frozen=True)

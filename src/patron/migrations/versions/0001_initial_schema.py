@@ -328,6 +328,32 @@ def upgrade() -> None:
     sa.Column('customers', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('scope', 'segment', 'stage', 'member', name=op.f('pk_dashboard_structure'))
     )
+    op.create_table('message_keys',
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('value', sa.String(length=128), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_message_keys'))
+    )
+    op.create_table('message_templates',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=64), nullable=False),
+    sa.Column('description', sa.String(length=200), nullable=True),
+    sa.Column('variables', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('subject_zh', sa.Text(), nullable=True),
+    sa.Column('subject_en', sa.Text(), nullable=True),
+    sa.Column('body_zh', sa.Text(), nullable=False),
+    sa.Column('body_en', sa.Text(), nullable=True),
+    sa.Column('wechat_template_id', sa.String(length=64), nullable=True),
+    sa.Column('wechat_fields', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('sms_template_id', sa.String(length=64), nullable=True),
+    sa.Column('active', sa.Boolean(), server_default='1', nullable=False),
+    sa.Column('version', sa.Integer(), server_default='1', nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_message_templates')),
+    sa.UniqueConstraint('code', name=op.f('uq_message_templates_code'))
+    )
     op.create_table('regions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
@@ -928,6 +954,45 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_loyalty_members_enrolled_store_id'), ['enrolled_store_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_loyalty_members_tier_id'), ['tier_id'], unique=False)
 
+    op.create_table('messages',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('channel', sa.String(length=8), nullable=False),
+    sa.Column('template', sa.String(length=64), nullable=False),
+    sa.Column('lang', sa.String(length=2), nullable=False),
+    sa.Column('variables', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
+    sa.Column('dedupe_key', sa.String(length=160), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('to_address', sa.String(length=200), nullable=True),
+    sa.Column('address', sa.String(length=200), nullable=True),
+    sa.Column('subject', sa.Text(), nullable=True),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('data', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('state', sa.String(length=10), nullable=False),
+    sa.Column('reason', sa.String(length=32), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('next_attempt_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('provider_message_id', sa.String(length=128), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("channel IN ('sms', 'email', 'wechat', 'app', 'webhook')", name=op.f('ck_messages_channel')),
+    sa.CheckConstraint("purpose IN ('otp', 'transactional', 'marketing')", name=op.f('ck_messages_purpose')),
+    sa.CheckConstraint("state IN ('pending', 'sending', 'delivered', 'failed', 'suppressed')", name=op.f('ck_messages_state')),
+    sa.CheckConstraint("state NOT IN ('failed', 'suppressed') OR reason IS NOT NULL", name=op.f('ck_messages_reason_when_ended')),
+    sa.CheckConstraint('attempts >= 0', name=op.f('ck_messages_attempts')),
+    sa.CheckConstraint('customer_id IS NOT NULL OR to_address IS NOT NULL', name=op.f('ck_messages_recipient')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_messages_customer_id_customers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_messages')),
+    sa.UniqueConstraint('purpose', 'dedupe_key', name='uq_messages_purpose_dedupe_key')
+    )
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_messages_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index('ix_messages_due', ['state', 'next_attempt_at'], unique=False)
+
     op.create_table('orders',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('channel_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1226,23 +1291,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_loyalty_order_earnings_member', ['member_id', 'purchased_at'], unique=False)
         batch_op.create_index('ix_loyalty_order_earnings_member_day', ['member_id', 'local_date'], unique=False)
 
-    op.create_table('loyalty_outbox',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('kind', sa.String(length=32), nullable=False),
-    sa.Column('dedupe_key', sa.String(length=128), nullable=False),
-    sa.Column('payload', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
-    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('sent_at', patron.db.UTCDateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_loyalty_outbox_member_id_loyalty_members')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_outbox')),
-    sa.UniqueConstraint('dedupe_key', name=op.f('uq_loyalty_outbox_dedupe_key'))
-    )
-    with op.batch_alter_table('loyalty_outbox', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_loyalty_outbox_member_id'), ['member_id'], unique=False)
-        batch_op.create_index('ix_loyalty_outbox_unsent', ['sent_at', 'id'], unique=False)
-
     op.create_table('loyalty_tier_history',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1262,6 +1310,21 @@ def upgrade() -> None:
     with op.batch_alter_table('loyalty_tier_history', schema=None) as batch_op:
         batch_op.create_index('ix_loyalty_tier_history_member', ['member_id', 'effective_at'], unique=False)
 
+    op.create_table('message_attempts',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('message_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('number', sa.Integer(), nullable=False),
+    sa.Column('adapter', sa.String(length=16), nullable=False),
+    sa.Column('started_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('outcome', sa.String(length=10), nullable=False),
+    sa.Column('provider_message_id', sa.String(length=128), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.CheckConstraint("outcome IN ('started', 'delivered', 'retry', 'failed', 'unknown')", name=op.f('ck_message_attempts_outcome')),
+    sa.ForeignKeyConstraint(['message_id'], ['messages.id'], name=op.f('fk_message_attempts_message_id_messages')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_message_attempts')),
+    sa.UniqueConstraint('message_id', 'number', name='uq_message_attempts_number')
+    )
     op.create_table('order_lines',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1575,15 +1638,11 @@ def downgrade() -> None:
 
     op.drop_table('order_payments')
     op.drop_table('order_lines')
+    op.drop_table('message_attempts')
     with op.batch_alter_table('loyalty_tier_history', schema=None) as batch_op:
         batch_op.drop_index('ix_loyalty_tier_history_member')
 
     op.drop_table('loyalty_tier_history')
-    with op.batch_alter_table('loyalty_outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_loyalty_outbox_unsent')
-        batch_op.drop_index(batch_op.f('ix_loyalty_outbox_member_id'))
-
-    op.drop_table('loyalty_outbox')
     with op.batch_alter_table('loyalty_order_earnings', schema=None) as batch_op:
         batch_op.drop_index('ix_loyalty_order_earnings_member_day')
         batch_op.drop_index('ix_loyalty_order_earnings_member')
@@ -1638,6 +1697,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_orders_customer_purchased')
 
     op.drop_table('orders')
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.drop_index('ix_messages_due')
+        batch_op.drop_index(batch_op.f('ix_messages_customer_id'))
+
+    op.drop_table('messages')
     with op.batch_alter_table('loyalty_members', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_loyalty_members_tier_id'))
         batch_op.drop_index(batch_op.f('ix_loyalty_members_enrolled_store_id'))
@@ -1755,6 +1819,8 @@ def downgrade() -> None:
     op.drop_table('selfservice_card_keys')
     op.drop_table('rfm_refreshes')
     op.drop_table('regions')
+    op.drop_table('message_templates')
+    op.drop_table('message_keys')
     op.drop_table('dashboard_structure')
     op.drop_table('dashboard_sales_daily')
     op.drop_table('dashboard_refreshes')

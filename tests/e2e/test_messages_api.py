@@ -183,3 +183,49 @@ def test_patron_messages_work_sends_what_is_due_once(db_url, member, engine):
     out = subprocess.run([str(PATRON), "messages", "list", "--state", "delivered"], env=env,  # noqa: S603
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0 and "delivered 1" in out.stdout
+
+
+def test_hostile_input_to_every_messages_endpoint_is_a_4xx_never_a_500(owner, member, engine):
+    from patron.app import create_app
+
+    queue(engine, customer_id=member["customer_id"], key="h")
+    assert owner.post("/api/v1/messages/templates", json=GOOD).status_code == 201
+    routes = [(m.upper(), p) for p, ops in create_app().openapi()["paths"].items()
+              if p.startswith("/api/v1/messages") for m in ops]
+    assert len(routes) >= 8
+    bodies = [None, {}, [], "x", {"code": "x" * 65, "body_zh": 1},
+              {"variables": None, "body_zh": None, "wechat_fields": None},
+              {"variables": ["a-b", "unsubscribe_url"], "body_zh": "{{ a-b }}"},
+              {"code": "evil", "variables": ["x"], "body_zh": "{{ x.__class__.__mro__ }}"},
+              {"code": "loop", "body_zh": "{% for %}"},
+              {"wechat_fields": {"k": "{{ nope }}"}, "body_zh": "🙂" * 5000},
+              {"from": "🙂" * 40, "text": "TD"}]
+    ids = ["1", "0", "-1", "99999999999999999999", "abc"]
+    for method, path in routes:
+        for ident in ids:
+            concrete = path.replace("{message_id}", ident).replace("{code}", "welcome")
+            for body in bodies if method in ("POST", "PATCH") else [None]:
+                r = owner.request(method, concrete, json=body)
+                assert r.status_code < 500, (method, concrete, body, r.text[:300])
+                assert r.status_code != 200 or method != "POST" or "retry" in concrete, (
+                    method, concrete, body)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_three_worker_processes_on_postgresql_send_each_message_exactly_once(db_url, member,
+                                                                            engine):
+    import re
+
+    ids = [queue(engine, customer_id=member["customer_id"], key=f"p{i}",
+                 now=NOW.replace(year=2020)) for i in range(150)]
+    env = {**os.environ, "PATRON_DATABASE_URL": db_url, "PATRON_LANG": "en", "COLUMNS": "200"}
+    procs = [subprocess.Popen([str(PATRON), "messages", "work", "--once", "--limit", "1000"],  # noqa: S603
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    logged: list[int] = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        logged += [int(x) for x in re.findall(r"message (\d+) sms to", err)]
+    assert sorted(logged) == sorted(ids)
+    assert all(message(engine, i)["state"] == "delivered" for i in ids[::15])

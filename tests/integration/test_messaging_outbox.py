@@ -282,20 +282,20 @@ def test_several_workers_on_postgresql_never_send_the_same_message_twice(engine)
     logger = logging.getLogger("patron.messages")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    start = threading.Barrier(8)
+    start = threading.Barrier(4)
     errors: list[BaseException] = []
 
     def worker() -> None:
         try:
             start.wait()
-            for _ in range(40):
+            for _ in range(80):
                 if deliver_due(engine=engine, now=NOW, limit=7,
                                adapters=every(LogAdapter())).claimed == 0:
                     return
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker) for _ in range(4)]
     try:
         for t in threads:
             t.start()
@@ -309,3 +309,35 @@ def test_several_workers_on_postgresql_never_send_the_same_message_twice(engine)
         states = dict(uow.c.execute(select(messages.c.state, func.count())
                                     .group_by(messages.c.state)).all())
     assert states == {"delivered": 240}
+
+
+def test_points_expiry_reminders_reach_consenting_members_and_are_suppressed_for_the_others(
+        engine):
+    from patron.loyalty.jobs import run_due
+    from tests.factories import T0, make_org
+    from tests.loyalty_factories import buy, enrol, make_program
+
+    with UnitOfWork(engine) as uow:
+        make_org(uow)
+        make_program(uow)
+        yes = enrol(uow, "13800000001", marketing={"sms": True})
+        no = enrol(uow, "13800000002")
+        buy(uow, "O1", phone="13800000001")
+        buy(uow, "O2", phone="13800000002")
+    day = dt.timedelta(days=1)
+    with UnitOfWork(engine) as uow:
+        assert run_due(uow=uow, actor=SYSTEM, now=T0 + 340 * day)["reminders"] == 2
+    provider = RecordingProvider()
+    stats = deliver_due(engine=engine, now=T0 + 340 * day, adapters=every(provider))
+    assert (stats.delivered, stats.suppressed) == (1, 1)
+    (sent,) = provider.received
+    assert sent.customer_id == yes["customer_id"] and sent.address == "+8613800000001"
+    assert sent.body.startswith("您有 71 积分将于 2027-03-02 到期")
+    assert sent.body.endswith("回复TD退订")
+    with UnitOfWork(engine, readonly=True) as uow:
+        other = uow.c.execute(select(messages).where(
+            messages.c.customer_id == no["customer_id"])).mappings().one()
+    assert (other["state"], other["reason"]) == ("suppressed", "no_consent")
+    # The next day's job queues nothing new: one reminder per member and expiry date.
+    with UnitOfWork(engine) as uow:
+        assert run_due(uow=uow, actor=SYSTEM, now=T0 + 341 * day)["reminders"] == 0

@@ -74,6 +74,23 @@ def deliver_due(*, engine: Engine, limit: int = 100, now: dt.datetime | None = N
 
     clock: Callable[[], dt.datetime] = (lambda: now) if now is not None else utcnow
     chosen = adapters if adapters is not None else configured_adapters()
+    try:
+        return _deliver(engine, limit, clock, chosen, rng)
+    finally:
+        if adapters is None:
+            close_adapters(chosen)
+
+
+def close_adapters(adapters: Mapping[str, Adapter]) -> None:
+    """Close the adapters' HTTP connections (those that keep some)."""
+    for adapter in {id(a): a for a in adapters.values()}.values():
+        close = getattr(adapter, "close", None)
+        if close is not None:
+            close()
+
+
+def _deliver(engine: Engine, limit: int, clock: Callable[[], dt.datetime],
+             chosen: Mapping[str, Adapter], rng: random.Random | None) -> DeliveryStats:
     stats = DeliveryStats()
     while stats.claimed < limit:
         batch, seen = claim(engine, clock(), min(CLAIM_BATCH, limit - stats.claimed), chosen,
@@ -270,22 +287,30 @@ def run_worker(engine: Engine, *, interval: float = 5.0, once: bool = False, lim
                on_stats: Callable[[DeliveryStats], None] | None = None) -> None:
     """Deliver what is due, then every ``interval`` seconds until ``stop`` is set. A full round
     is followed at once by the next. Trouble is logged and waited out, except with ``once``."""
+    from patron.messaging.channels import configured_adapters
+
     stop = stop or threading.Event()
-    while not stop.is_set():
-        try:
-            stats = deliver_due(engine=engine, limit=limit)
-        except Exception:
+    # One set of adapters for the worker's life: connections and WeChat's access token are
+    # kept between rounds.
+    adapters = configured_adapters()
+    try:
+        while not stop.is_set():
+            try:
+                stats = deliver_due(engine=engine, limit=limit, adapters=adapters)
+            except Exception:
+                if once:
+                    raise
+                log.exception("message delivery round failed; trying again in %ss", interval)
+                stop.wait(interval)
+                continue
+            if on_stats is not None:
+                on_stats(stats)
             if once:
-                raise
-            log.exception("message delivery round failed; trying again in %ss", interval)
-            stop.wait(interval)
-            continue
-        if on_stats is not None:
-            on_stats(stats)
-        if once:
-            return
-        if stats.claimed < limit:
-            stop.wait(interval)
+                return
+            if stats.claimed < limit:
+                stop.wait(interval)
+    finally:
+        close_adapters(adapters)
 
 
 def start_background_worker(engine: Engine, *, interval: float = 5.0) -> Callable[[], None]:

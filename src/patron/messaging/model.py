@@ -144,7 +144,10 @@ def render(t: Template, *, channel: str, lang: str, purpose: str, variables: Map
                 else f"{body} {footer}"
     data: dict[str, Any] = {}
     if channel == "wechat":
-        data = {k: _render(v, context) for k, v in t.wechat_fields.items()}
+        data = {"template_id": t.wechat_template_id,
+                "fields": {k: _render(v, context) for k, v in t.wechat_fields.items()}}
+    elif channel == "sms" and t.sms_template_id:
+        data = {"template_id": t.sms_template_id}
     return Rendered(lang, subject, body, data)
 
 

@@ -326,6 +326,9 @@ def update_template(*, uow: UnitOfWork, actor: Actor, code: str, changes: Mappin
         if code in BUILTIN:
             raise Conflict("message_template_builtin", params={"code": code})
         raise NotFound("message_template_not_found", params={"code": code})
+    # Required parts cannot be cleared: null leaves them as they are.
+    changes = {k: v for k, v in changes.items()
+               if v is not None or k not in ("variables", "body_zh", "wechat_fields")}
     values = {**row, **dict(changes), "code": code}
     t = _check_template(values)
     diff = {k: v for k, v in changes.items() if v != row[k]}

@@ -1,9 +1,9 @@
-"""Many tills checking out the same members at once: sales that earn, sales paid with points
-or coupons, holds committed or released, refunds and offline queues, every client retrying
-idempotency keys at random (a key's content is the same whoever sends it). Afterwards no balance
-is negative, no entry is duplicated, no coupon paid twice, every key did its work once, every
-checkout has its order and `patron ledger verify` finds nothing. PostgreSQL with 32 clients,
-each on its own connection; SQLite with 6 (it takes one writer at a time)."""
+"""Many tills checking out the same members at once: sales that earn, sales paid with points,
+coupons or stored value, holds committed or released, refunds and offline queues, every client
+retrying idempotency keys at random (a key's content is the same whoever sends it). Afterwards
+no balance is negative, no entry is duplicated, no coupon paid twice, every card adds up, every
+key did its work once, every checkout has its order and `patron ledger verify` finds nothing.
+PostgreSQL with 32 clients, each on its own connection; SQLite with 6 (one writer at a time)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ from patron.loyalty.tables import loyalty_entries, loyalty_members, loyalty_oper
 from patron.loyalty.verify import verify
 from patron.orders.tables import orders
 from patron.security.model import SYSTEM
+from patron.storedvalue import service as storedvalue
+from patron.storedvalue.schemas import SettingsIn, TopUpIn
+from patron.storedvalue.verify import verify as sv_verify
 from tests.checkout_factories import LINES, TIERS
 from tests.coupon_factories import give, make_template
 from tests.factories import make_org
@@ -44,6 +47,8 @@ def _setup(engine: Any, now: dt.datetime, points: int) -> tuple[list[str], list[
         make_org(uow)
         make_program(uow, tiers=TIERS, now=now - dt.timedelta(days=2))
         template = make_template(uow, "TEN", now=now - dt.timedelta(days=2))
+        storedvalue.configure(uow=uow, actor=SYSTEM, code="BB", body=SettingsIn(),
+                              now=now - dt.timedelta(days=2))
         codes = []
         coupon_codes = []
         for p in PHONES:
@@ -56,6 +61,10 @@ def _setup(engine: Any, now: dt.datetime, points: int) -> tuple[list[str], list[
             codes.append(m["member_code"])
             issued = give(uow, template["id"], [m["id"]], f"give-{p}", quantity=4,
                           now=now - dt.timedelta(days=1))
+            storedvalue.topup(uow=uow, actor=SYSTEM, member_id=m["id"],
+                              now=now - dt.timedelta(days=1),
+                              body=TopUpIn.model_validate({"idempotency_key": f"top-{p}",
+                                                           "amount": "100", "store": "SH01"}))
             coupon_codes.append([c["code"] for c in issued["coupons"]])
     return codes, coupon_codes
 
@@ -81,7 +90,7 @@ def _client(engine: Any, n: int, codes: list[str], coupon_codes: list[list[str]]
         code = codes[m]
         slot = rnd.randint(0, 12)
         action = rnd.choice(["earn", "redeem", "redeem", "hold", "refund", "offline",
-                             "coupon"])
+                             "coupon", "card"])
         tries = 2 if rnd.random() < 0.3 else 1  # a till resending the same request
         for _attempt in range(tries):
             try:
@@ -94,6 +103,15 @@ def _client(engine: Any, n: int, codes: list[str], coupon_codes: list[list[str]]
                     elif action == "redeem":
                         out = service.commit(uow=uow, actor=SYSTEM, body=CommitIn.model_validate(
                             _sale(code, f"r-{m}-{slot}", 150 + 50 * slot)))
+                        with LOCK:
+                            committed.append(out["checkout_id"])
+                    elif action == "card":
+                        # Stored value and points on one checkout, keys shared by every till.
+                        paid = 1500 + 100 * slot
+                        out = service.commit(uow=uow, actor=SYSTEM, body=CommitIn.model_validate(
+                            {**_sale(code, f"s-{m}-{slot}", 100), "stored_value_fen": paid,
+                             "payments": [{"method": "cash",
+                                           "amount_fen": GOLD_TOTAL - 100 - paid}]}))
                         with LOCK:
                             committed.append(out["checkout_id"])
                     elif action == "coupon":
@@ -205,6 +223,11 @@ def _check(engine: Any, seen: Counter[str]) -> None:
             h.status == "committed")).all()
         assert all(cid is not None for _, cid in committed_holds)
         assert len({cid for _, cid in committed_holds}) == len(committed_holds)
+        # Stored value: every card adds up, none below zero, one spend per checkout.
+        assert sv_verify(conn)["differences"] == []
+        spends = conn.execute(select(c.stored_value_operation_id).where(
+            c.stored_value > 0)).scalars().all()
+        assert None not in spends and len(set(spends)) == len(spends)
         # A coupon paid at most one checkout at a time: one committed use per coupon.
         u = coupon_uses.c
         twice = conn.execute(select(u.coupon_id).where(u.status == "committed")
@@ -216,7 +239,7 @@ def _check(engine: Any, seen: Counter[str]) -> None:
                             .group_by(c.id, c.points_redeemed)
                             .having(func.sum(r.points_returned) > c.points_redeemed)).all()
         assert over == []
-    for action in ("earn", "redeem", "hold", "refund", "offline", "coupon"):
+    for action in ("earn", "redeem", "hold", "refund", "offline", "coupon", "card"):
         assert seen[action] > 0, seen
     assert seen["refused:insufficient_points"] > 0, seen
 

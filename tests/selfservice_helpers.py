@@ -1,26 +1,25 @@
-"""Reading the login codes Patron sent, as a member's phone would receive them."""
+"""Reading the login codes Patron sent, as a member's phone would receive them: from the
+message outbox (the tests send nothing; the worker is off)."""
 
 from __future__ import annotations
 
-import re
+from sqlalchemy import select
 
-import pytest
-
-CODE = re.compile(r"self-service login code for (\S+): (\d{6})")
-
-
-def sent_codes(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
-    """(masked phone, code) of every code delivered so far, oldest first."""
-    out = []
-    for record in caplog.records:
-        if record.name == "patron.selfservice.delivery":
-            found = CODE.search(record.getMessage())
-            if found:
-                out.append((found.group(1), found.group(2)))
-    return out
+from patron.customers.model import mask_phone
+from patron.db import UnitOfWork, get_engine
+from patron.messaging.tables import messages
 
 
-def last_code(caplog: pytest.LogCaptureFixture, masked_phone: str) -> str:
-    codes = [code for phone, code in sent_codes(caplog) if phone == masked_phone]
+def sent_codes() -> list[tuple[str, str]]:
+    """(masked phone, code) of every login code queued so far, oldest first."""
+    m = messages.c
+    with UnitOfWork(get_engine(), readonly=True) as uow:
+        rows = uow.c.execute(select(m.to_address, m.variables).where(
+            m.template == "otp_login").order_by(m.id)).all()
+    return [(mask_phone(to) or "", variables["code"]) for to, variables in rows]
+
+
+def last_code(masked_phone: str) -> str:
+    codes = [code for phone, code in sent_codes() if phone == masked_phone]
     assert codes, f"no code was sent to {masked_phone}"
     return codes[-1]

@@ -39,22 +39,21 @@ def csrf(html: str) -> str:
     return found.group(1)
 
 
-def sign_in(client, caplog, phone: str = PHONE, masked: str = "138****5678"):
+def sign_in(client, phone: str = PHONE, masked: str = "138****5678"):
     page = client.get("/m/login")
     assert page.status_code == 200
     sent = client.post("/m/login", data={"csrf_token": csrf(page.text), "phone": phone})
     assert sent.status_code == 200, sent.text
     done = client.post("/m/verify", data={"csrf_token": csrf(sent.text), "phone": phone,
-                                          "code": last_code(caplog, masked)},
+                                          "code": last_code(masked)},
                        follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == "/m/home"
     return done
 
 
-def test_a_member_signs_in_with_a_code_and_sees_points_tier_and_purchases(client, shop,
-                                                                          caplog):
+def test_a_member_signs_in_with_a_code_and_sees_points_tier_and_purchases(client, shop):
     assert client.get("/m/", follow_redirects=False).headers["location"] == "/m/login"
-    done = sign_in(client, caplog)
+    done = sign_in(client)
     cookie = done.headers["set-cookie"]
     assert "patron_member=" in cookie and "HttpOnly" in cookie and "Path=/m" in cookie
     assert "Max-Age=1800" in cookie and "SameSite=lax" in cookie
@@ -75,15 +74,15 @@ def test_a_member_signs_in_with_a_code_and_sees_points_tier_and_purchases(client
     assert page2.text.count('class="m-order"') == 2 and 'rel="next"' not in page2.text
 
 
-def test_the_pages_switch_to_english(client, shop, caplog):
-    sign_in(client, caplog)
+def test_the_pages_switch_to_english(client, shop):
+    sign_in(client)
     home = client.get("/m/home?lang=en")
     assert '<html lang="en">' in home.text and "Points and their expiry dates" in home.text
     assert "148 more growth value to reach 金卡" in home.text
     assert "Available" in client.get("/m/home").text  # remembered by the language cookie
 
 
-def test_the_same_answer_whether_or_not_the_phone_is_known(client, shop, caplog):
+def test_the_same_answer_whether_or_not_the_phone_is_known(client, shop):
     page = client.get("/m/login")
     token = csrf(page.text)
     known = client.post("/m/login", data={"csrf_token": token, "phone": PHONE})
@@ -94,13 +93,13 @@ def test_the_same_answer_whether_or_not_the_phone_is_known(client, shop, caplog)
         return re.sub(r"1\d\d\*\*\*\*\d{4}|1\d{10}", "PHONE", text)
 
     assert shape(known.text) == shape(unknown.text)
-    assert [p for p, _ in sent_codes(caplog)] == ["138****5678", "137****1111"]
+    assert [p for p, _ in sent_codes()] == ["138****5678", "137****1111"]
 
 
-def test_a_wrong_code_says_how_many_tries_are_left_and_limits_answer_429(client, shop, caplog):
+def test_a_wrong_code_says_how_many_tries_are_left_and_limits_answer_429(client, shop):
     page = client.get("/m/login")
     sent = client.post("/m/login", data={"csrf_token": csrf(page.text), "phone": PHONE})
-    code = last_code(caplog, "138****5678")
+    code = last_code("138****5678")
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     bad = client.post("/m/verify", data={"csrf_token": csrf(sent.text), "phone": PHONE,
                                          "code": wrong})
@@ -114,10 +113,10 @@ def test_a_wrong_code_says_how_many_tries_are_left_and_limits_answer_429(client,
     assert phone.status_code == 422 and 'data-field="phone"' in phone.text
 
 
-def test_forms_without_the_csrf_token_or_from_another_site_are_refused(client, shop, caplog):
+def test_forms_without_the_csrf_token_or_from_another_site_are_refused(client, shop):
     client.get("/m/login")
     assert client.post("/m/login", data={"phone": PHONE}).status_code == 403
-    sign_in(client, caplog)
+    sign_in(client)
     home = client.get("/m/home").text
     form = {"csrf_token": csrf(home), "member": str(shop["me"]["id"]), "kind": "sms",
             "granted": "no"}
@@ -127,9 +126,9 @@ def test_forms_without_the_csrf_token_or_from_another_site_are_refused(client, s
     assert client.post("/m/consents", data=form, follow_redirects=False).status_code == 303
 
 
-def test_a_member_reaches_no_other_members_pages_by_changing_the_id(client, shop, caplog,
+def test_a_member_reaches_no_other_members_pages_by_changing_the_id(client, shop,
                                                                     db_url):
-    sign_in(client, caplog)
+    sign_in(client)
     other = shop["other"]["id"]
     for url in (f"/m/home?member={other}", f"/m/orders?member={other}",
                 f"/m/card?member={other}", "/m/home?member=999999999999",
@@ -148,18 +147,18 @@ def test_a_member_reaches_no_other_members_pages_by_changing_the_id(client, shop
     assert withdrawn == []
 
 
-def test_member_and_staff_sessions_do_not_open_each_others_doors(client, shop, users, caplog):
+def test_member_and_staff_sessions_do_not_open_each_others_doors(client, shop, users):
     login(client, "owner")  # a staff session is no member session
     assert client.get("/m/home", follow_redirects=False).headers["location"] == "/m/login"
     client.cookies.clear()
-    sign_in(client, caplog)
+    sign_in(client)
     assert client.get("/api/v1/auth/me").status_code == 401
     assert client.get("/customers", follow_redirects=False).status_code == 303
     assert client.get(f"/api/v1/loyalty/members/{shop['me']['id']}").status_code == 401
 
 
-def test_logout_ends_the_member_session(client, shop, caplog):
-    sign_in(client, caplog)
+def test_logout_ends_the_member_session(client, shop):
+    sign_in(client)
     token = client.cookies.get("patron_member")
     home = client.get("/m/home")
     out = client.post("/m/logout", data={"csrf_token": csrf(home.text)},
@@ -169,8 +168,8 @@ def test_logout_ends_the_member_session(client, shop, caplog):
     assert client.get("/m/home", follow_redirects=False).headers["location"] == "/m/login"
 
 
-def test_the_qr_card_is_inline_svg_with_a_signed_short_lived_payload(client, shop, caplog):
-    sign_in(client, caplog)
+def test_the_qr_card_is_inline_svg_with_a_signed_short_lived_payload(client, shop):
+    sign_in(client)
     r = client.get(f"/m/card?member={shop['me']['id']}")
     assert r.status_code == 200
     assert '<svg viewBox="0 0' in r.text and 'class="member-qr"' in r.text
@@ -182,9 +181,8 @@ def test_the_qr_card_is_inline_svg_with_a_signed_short_lived_payload(client, sho
     assert not re.search(r'(src|href)="(https?:)?//', r.text)
 
 
-def test_a_new_phone_enrols_on_the_page_with_privacy_and_marketing_consent(client, shop,
-                                                                           caplog, db_url):
-    sign_in(client, caplog, STRANGER, "137****1111")
+def test_a_new_phone_enrols_on_the_page_with_privacy_and_marketing_consent(client, shop, db_url):
+    sign_in(client, STRANGER, "137****1111")
     form_page = client.get("/m/home", follow_redirects=True)
     assert form_page.url.path == "/m/enrol" and "隐私政策（版本 2026-01）" in form_page.text
     token = csrf(form_page.text)
@@ -205,8 +203,8 @@ def test_a_new_phone_enrols_on_the_page_with_privacy_and_marketing_consent(clien
     assert len(rows) == 1
 
 
-def test_the_member_withdraws_a_marketing_consent_on_the_page(client, shop, caplog):
-    sign_in(client, caplog)
+def test_the_member_withdraws_a_marketing_consent_on_the_page(client, shop):
+    sign_in(client)
     home = client.get("/m/home").text
     assert re.search(r'data-kind="sms">.*?未同意', home, re.S)
     r = client.post("/m/consents", data={"csrf_token": csrf(home),
@@ -220,7 +218,7 @@ def test_the_member_withdraws_a_marketing_consent_on_the_page(client, shop, capl
     assert "已撤回授权" in r.text and re.search(r'data-kind="sms">.*?未同意', r.text, re.S)
 
 
-def test_the_home_page_lists_the_members_coupons_and_not_anyone_elses(client, shop, caplog,
+def test_the_home_page_lists_the_members_coupons_and_not_anyone_elses(client, shop,
                                                                       db_url):
     from tests.coupon_factories import give, make_template
 
@@ -228,7 +226,7 @@ def test_the_home_page_lists_the_members_coupons_and_not_anyone_elses(client, sh
         ten = make_template(uow, "TEN", min_spend="30")
         mine = give(uow, ten["id"], [shop["me"]["id"]], "i-1")["coupons"][0]
         theirs = give(uow, ten["id"], [shop["other"]["id"]], "i-2")["coupons"][0]
-    sign_in(client, caplog)
+    sign_in(client)
     html = client.get("/m/home").text
     section = html.split('id="coupons"')[1].split("</section>")[0]
     assert "1 张可用" in section and "¥10.00" in section and "满 ¥30.00 可用" in section
@@ -238,7 +236,7 @@ def test_the_home_page_lists_the_members_coupons_and_not_anyone_elses(client, sh
     assert "¥10.00 off" in english and "on a spend of ¥30.00 or more" in english
 
 
-def test_the_home_page_shows_the_stored_value_balance(client, shop, caplog, db_url):
+def test_the_home_page_shows_the_stored_value_balance(client, shop, db_url):
     from patron.security.model import SYSTEM
     from patron.storedvalue import service as storedvalue
     from patron.storedvalue.schemas import BonusRulesIn, SettingsIn
@@ -254,7 +252,7 @@ def test_the_home_page_shows_the_stored_value_balance(client, shop, caplog, db_u
                                     now=now - dt.timedelta(minutes=5))
         topup(uow, shop["me"]["id"], "1000", "t-1", at=now - dt.timedelta(minutes=1))
         topup(uow, shop["other"]["id"], "500", "t-2", at=now - dt.timedelta(minutes=1))
-    sign_in(client, caplog)
+    sign_in(client)
     section = client.get("/m/home").text.split('id="stored-value"')[1].split("</section>")[0]
     assert 'id="sv-spendable">¥1,120.00<' in section and "赠送 ¥120.00" in section
     assert section.count('class="sv-lot"') == 1 and "¥550.00" not in section

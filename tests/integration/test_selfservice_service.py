@@ -18,6 +18,7 @@ from patron.loyalty import queries as loyalty_queries
 from patron.loyalty import service as loyalty
 from patron.loyalty.schemas import AdjustIn, ProgramSettings
 from patron.loyalty.tables import loyalty_consents
+from patron.messaging.tables import messages
 from patron.org import service as org
 from patron.security.model import SYSTEM
 from patron.security.tables import audit_log
@@ -56,10 +57,10 @@ def shop(uow) -> dict[str, Any]:
     return {"me": me, "other": other}
 
 
-def sign_in(uow: UnitOfWork, caplog: pytest.LogCaptureFixture, phone: str = PHONE, *,
+def sign_in(uow: UnitOfWork, phone: str = PHONE, *,
             now: dt.datetime = NOW, ip: str = IP) -> service.MemberSession:
     sent = service.request_code(uow=uow, phone=phone, ip=ip, now=now)
-    code = last_code(caplog, sent.masked_phone)
+    code = last_code(sent.masked_phone)
     _token, session = service.verify_code(uow=uow, phone=phone, code=code, ip=ip,
                                           now=now + dt.timedelta(seconds=30))
     return session
@@ -73,13 +74,21 @@ def audit_actions(uow: UnitOfWork, prefix: str) -> list[tuple[str, str, str]]:
 
 # --- signing in ---------------------------------------------------------------------------------
 
-def test_a_code_is_sent_alike_to_a_known_and_an_unknown_phone(uow, shop, caplog):
+def test_a_code_is_sent_alike_to_a_known_and_an_unknown_phone(uow, shop):
     known = service.request_code(uow=uow, phone=PHONE, ip=IP, now=NOW)
     unknown = service.request_code(uow=uow, phone=STRANGER, ip=IP, now=NOW)
     assert type(known) is type(unknown)
     assert (known.masked_phone, unknown.masked_phone) == ("138****5678", "137****1111")
     assert known.expires_at == unknown.expires_at == NOW + dt.timedelta(minutes=5)
-    assert [p for p, _ in sent_codes(caplog)] == ["138****5678", "137****1111"]
+    assert [p for p, _ in sent_codes()] == ["138****5678", "137****1111"]
+    # Both are queued in the outbox as one-time-code SMS that expire with the code.
+    queued = uow.c.execute(select(messages.c.customer_id, messages.c.to_address,
+                                  messages.c.channel, messages.c.purpose, messages.c.expires_at,
+                                  messages.c.template).order_by(messages.c.id)).all()
+    assert [tuple(q) for q in queued] == [
+        (shop["me"]["customer_id"], "+8613812345678", "sms", "otp", known.expires_at,
+         "otp_login"),
+        (None, "+8613700001111", "sms", "otp", unknown.expires_at, "otp_login")]
     # Both are audited; the entry (for staff eyes only) tells them apart.
     sent = uow.c.execute(select(audit_log.c.details, audit_log.c.entity_id).where(
         audit_log.c.action == "selfservice.code_sent").order_by(audit_log.c.id)).all()
@@ -87,18 +96,17 @@ def test_a_code_is_sent_alike_to_a_known_and_an_unknown_phone(uow, shop, caplog)
     assert sent[0][1] == str(shop["me"]["customer_id"]) and sent[1][1] is None
 
 
-def test_the_code_is_stored_only_as_a_salted_hash_and_the_phone_only_as_a_hash(uow, shop,
-                                                                                 caplog):
+def test_the_code_is_stored_only_as_a_salted_hash_and_the_phone_only_as_a_hash(uow, shop):
     service.request_code(uow=uow, phone=PHONE, ip=IP, now=NOW)
-    code = last_code(caplog, "138****5678")
+    code = last_code("138****5678")
     row = uow.c.execute(select(selfservice_codes)).mappings().one()
     assert code not in str(dict(row)) and "13812345678" not in str(dict(row))
     assert row["expires_at"] == NOW + dt.timedelta(minutes=5)
 
 
-def test_a_code_signs_in_once_and_opens_a_short_session(uow, shop, caplog):
+def test_a_code_signs_in_once_and_opens_a_short_session(uow, shop):
     sent = service.request_code(uow=uow, phone="138 1234 5678", ip=IP, now=NOW)
-    code = last_code(caplog, sent.masked_phone)
+    code = last_code(sent.masked_phone)
     token, session = service.verify_code(uow=uow, phone="+86 138-1234-5678", code=code, ip=IP,
                                          now=NOW + dt.timedelta(minutes=1))
     assert session.customer_id == shop["me"]["customer_id"] and session.phone == "+8613812345678"
@@ -116,20 +124,20 @@ def test_a_code_signs_in_once_and_opens_a_short_session(uow, shop, caplog):
         "selfservice.code_sent", "selfservice.login", "selfservice.login_failed"]
 
 
-def test_a_code_expires_after_five_minutes(uow, shop, caplog):
+def test_a_code_expires_after_five_minutes(uow, shop):
     service.request_code(uow=uow, phone=PHONE, ip=IP, now=NOW)
-    code = last_code(caplog, "138****5678")
+    code = last_code("138****5678")
     with pytest.raises(Unauthorized) as err:
         service.verify_code(uow=uow, phone=PHONE, code=code, ip=IP,
                             now=NOW + dt.timedelta(minutes=5))
     assert err.value.message == "selfservice.code_invalid_or_expired"
 
 
-def test_only_the_newest_code_counts(uow, shop, caplog):
+def test_only_the_newest_code_counts(uow, shop):
     service.request_code(uow=uow, phone=PHONE, ip=IP, now=NOW)
-    first = last_code(caplog, "138****5678")
+    first = last_code("138****5678")
     service.request_code(uow=uow, phone=PHONE, ip=IP, now=NOW + dt.timedelta(minutes=2))
-    second = last_code(caplog, "138****5678")
+    second = last_code("138****5678")
     if first != second:
         with pytest.raises(Unauthorized):
             service.verify_code(uow=uow, phone=PHONE, code=first, ip=IP,
@@ -139,9 +147,9 @@ def test_only_the_newest_code_counts(uow, shop, caplog):
     assert session.customer_id == shop["me"]["customer_id"]
 
 
-def test_five_wrong_guesses_use_up_a_code_even_for_the_right_one_after(uow, shop, caplog):
+def test_five_wrong_guesses_use_up_a_code_even_for_the_right_one_after(uow, shop):
     service.request_code(uow=uow, phone=PHONE, ip=IP, now=NOW)
-    code = last_code(caplog, "138****5678")
+    code = last_code("138****5678")
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     lefts = []
     for i in range(4):
@@ -160,7 +168,7 @@ def test_five_wrong_guesses_use_up_a_code_even_for_the_right_one_after(uow, shop
     assert uow.c.execute(select(func.count()).select_from(selfservice_sessions)).scalar() == 0
 
 
-def test_codes_to_one_phone_are_rate_limited_whether_or_not_it_is_known(uow, shop, caplog):
+def test_codes_to_one_phone_are_rate_limited_whether_or_not_it_is_known(uow, shop):
     for phone in (PHONE, STRANGER):
         service.request_code(uow=uow, phone=phone, ip=None, now=NOW)
         with pytest.raises(TooManyAttempts) as wait:
@@ -181,7 +189,7 @@ def test_codes_to_one_phone_are_rate_limited_whether_or_not_it_is_known(uow, sho
     assert len(refused) == 4 and {o for _, _, o in refused} == {"denied"}
 
 
-def test_one_client_address_cannot_send_codes_to_many_phones(uow, shop, caplog):
+def test_one_client_address_cannot_send_codes_to_many_phones(uow, shop):
     limits = LoginLimits(codes_per_address_per_hour=3)
     for i in range(3):
         service.request_code(uow=uow, phone=f"1370000{i:04d}", ip=IP, now=NOW, limits=limits)
@@ -189,13 +197,13 @@ def test_one_client_address_cannot_send_codes_to_many_phones(uow, shop, caplog):
         service.request_code(uow=uow, phone="13700009999", ip=IP, now=NOW, limits=limits)
     service.request_code(uow=uow, phone="13700009999", ip="198.51.100.1", now=NOW,
                          limits=limits)
-    assert len(sent_codes(caplog)) == 4
+    assert len(sent_codes()) == 4
 
 
-def test_an_address_spraying_guesses_over_many_phones_is_stopped(uow, shop, caplog):
+def test_an_address_spraying_guesses_over_many_phones_is_stopped(uow, shop):
     limits = LoginLimits(failures_per_address_per_hour=3)
     service.request_code(uow=uow, phone=PHONE, ip="198.51.100.9", now=NOW)
-    code = last_code(caplog, "138****5678")
+    code = last_code("138****5678")
     for i in range(3):
         with pytest.raises(Unauthorized):
             service.verify_code(uow=uow, phone=f"1370000{i:04d}", code="000000", ip=IP,
@@ -218,10 +226,10 @@ def test_bad_phone_or_code_input_names_the_field(uow, shop):
         "code", "selfservice.code_format")
 
 
-def test_two_concurrent_verifications_of_one_code_open_one_session(engine, shop, caplog):
+def test_two_concurrent_verifications_of_one_code_open_one_session(engine, shop):
     with UnitOfWork(engine) as uow:
         service.request_code(uow=uow, phone=PHONE, ip=IP, now=NOW)
-    code = last_code(caplog, "138****5678")
+    code = last_code("138****5678")
     results: list[str] = []
     start = threading.Barrier(4)
 
@@ -246,10 +254,10 @@ def test_two_concurrent_verifications_of_one_code_open_one_session(engine, shop,
         assert uow.c.execute(select(func.count()).select_from(selfservice_sessions)).scalar() == 1
 
 
-def test_logout_ends_the_session(uow, shop, caplog):
+def test_logout_ends_the_session(uow, shop):
     sent = service.request_code(uow=uow, phone=PHONE, ip=IP, now=NOW)
     token, session = service.verify_code(uow=uow, phone=PHONE,
-                                         code=last_code(caplog, sent.masked_phone), ip=IP,
+                                         code=last_code(sent.masked_phone), ip=IP,
                                          now=NOW)
     service.logout(uow=uow, session=session, now=NOW + dt.timedelta(minutes=1))
     assert service.session_for_token(uow.c, token, IP, now=NOW + dt.timedelta(minutes=2)) is None
@@ -259,12 +267,11 @@ def test_logout_ends_the_session(uow, shop, caplog):
 
 # --- what the member sees -----------------------------------------------------------------------
 
-def test_the_member_sees_points_with_their_lots_expiry_dates_and_pending_points(uow, shop,
-                                                                                caplog):
+def test_the_member_sees_points_with_their_lots_expiry_dates_and_pending_points(uow, shop):
     loyalty.update_program(uow=uow, actor=SYSTEM, code="BB",
                            changes=ProgramSettings(pending_days=7), now=NOW)
     buy(uow, "ME-NEW", at=NOW - dt.timedelta(hours=1), now=NOW)
-    session = sign_in(uow, caplog)
+    session = sign_in(uow)
     view = service.overview(uow.c, session=session, now=NOW)
     assert view["member"]["id"] == shop["me"]["id"] and view["program"]["code"] == "BB"
     balance = view["balance"]
@@ -278,9 +285,8 @@ def test_the_member_sees_points_with_their_lots_expiry_dates_and_pending_points(
     assert str(balance["spendable_value"]) == "8.52"  # 852 points at 100 per yuan
 
 
-def test_the_member_sees_its_tier_and_progress_to_the_next_by_the_programs_rules(uow, shop,
-                                                                                 caplog):
-    session = sign_in(uow, caplog)
+def test_the_member_sees_its_tier_and_progress_to_the_next_by_the_programs_rules(uow, shop):
+    session = sign_in(uow)
     view = service.overview(uow.c, session=session, now=NOW)
     # Growth value 71 per order (71.00 paid), 12 orders: 852 of GOLD's 1000.
     assert view["qualification"]["growth_value"] == 852
@@ -294,8 +300,8 @@ def test_the_member_sees_its_tier_and_progress_to_the_next_by_the_programs_rules
     assert view["progress"].remaining == 5000 - 1152
 
 
-def test_purchases_are_the_members_own_in_the_programs_brand_paginated(uow, shop, caplog):
-    session = sign_in(uow, caplog)
+def test_purchases_are_the_members_own_in_the_programs_brand_paginated(uow, shop):
+    session = sign_in(uow)
     page1 = service.purchases(uow.c, session=session, page=1)
     page2 = service.purchases(uow.c, session=session, page=2)
     assert len(page1["items"]) == 10 and page1["has_next"]
@@ -317,15 +323,15 @@ def _membership(uow: UnitOfWork, session: service.MemberSession, program: str) -
     return mine[program]
 
 
-def test_a_refund_shows_on_the_purchase_with_the_points_taken_back(uow, shop, caplog):
+def test_a_refund_shows_on_the_purchase_with_the_points_taken_back(uow, shop):
     give_back(uow, "R-1", "ME-0", at=T0, full=True)
-    session = sign_in(uow, caplog)
+    session = sign_in(uow)
     newest = service.purchases(uow.c, session=session)["items"][0]
     assert newest["refunded"] > 0 and newest["points_clawed"] == newest["points"] == 71
 
 
-def test_a_member_reaches_no_other_members_data_by_its_id(uow, shop, caplog):
-    session = sign_in(uow, caplog)
+def test_a_member_reaches_no_other_members_data_by_its_id(uow, shop):
+    session = sign_in(uow)
     other = shop["other"]["id"]
     for attempt in (lambda: service.overview(uow.c, session=session, member_id=other, now=NOW),
                     lambda: service.purchases(uow.c, session=session, member_id=other),
@@ -343,9 +349,8 @@ def test_a_member_reaches_no_other_members_data_by_its_id(uow, shop, caplog):
     assert other_consents == 5  # untouched: privacy + four channels at enrolment
 
 
-def test_a_stranger_signed_in_by_code_has_no_memberships_and_sees_nobodys_data(uow, shop,
-                                                                              caplog):
-    session = sign_in(uow, caplog, STRANGER)
+def test_a_stranger_signed_in_by_code_has_no_memberships_and_sees_nobodys_data(uow, shop):
+    session = sign_in(uow, STRANGER)
     assert session.customer_id is None and service.memberships(uow.c, session) == []
     with pytest.raises(NotFound):
         service.overview(uow.c, session=session, member_id=shop["me"]["id"], now=NOW)
@@ -355,8 +360,8 @@ def test_a_stranger_signed_in_by_code_has_no_memberships_and_sees_nobodys_data(u
 
 # --- the QR member card -------------------------------------------------------------------------
 
-def test_the_member_card_is_a_short_lived_signed_payload_the_till_can_check(uow, shop, caplog):
-    session = sign_in(uow, caplog)
+def test_the_member_card_is_a_short_lived_signed_payload_the_till_can_check(uow, shop):
+    session = sign_in(uow)
     card = service.member_card(uow=uow, session=session, now=NOW)
     assert card["member_code"] == shop["me"]["member_code"]
     assert card["payload"].startswith(f"PM1.{shop['me']['member_code']}.")
@@ -380,8 +385,8 @@ def test_the_member_card_is_a_short_lived_signed_payload_the_till_can_check(uow,
 
 # --- enrolment and consents ---------------------------------------------------------------------
 
-def test_a_new_phone_verified_by_code_enrols_with_consent_on_the_page(uow, shop, caplog):
-    session = sign_in(uow, caplog, STRANGER)
+def test_a_new_phone_verified_by_code_enrols_with_consent_on_the_page(uow, shop):
+    session = sign_in(uow, STRANGER)
     assert [p["code"] for p in service.enrolable_programs(uow.c, session)] == ["BB", "TH"]
     with pytest.raises(ValidationFailed) as no_consent:
         service.enrol(uow=uow, session=session, program="BB", privacy_version="2026-01",
@@ -409,8 +414,8 @@ def test_a_new_phone_verified_by_code_enrols_with_consent_on_the_page(uow, shop,
         uow, "loyalty.member_enrolled")
 
 
-def test_the_member_withdraws_and_grants_consents_with_the_history_kept(uow, shop, caplog):
-    session = sign_in(uow, caplog)
+def test_the_member_withdraws_and_grants_consents_with_the_history_kept(uow, shop):
+    session = sign_in(uow)
     mid = shop["me"]["id"]
     out = service.change_consent(uow=uow, session=session, member_id=mid, kind="sms",
                                  granted=True, now=NOW)
@@ -436,8 +441,8 @@ def test_the_member_withdraws_and_grants_consents_with_the_history_kept(uow, sho
                                granted=False, now=NOW)
 
 
-def test_a_member_actor_cannot_do_what_staff_do(uow, shop, caplog):
-    actor = sign_in(uow, caplog).actor()
+def test_a_member_actor_cannot_do_what_staff_do(uow, shop):
+    actor = sign_in(uow).actor()
     assert actor.can("loyalty.enrol") and actor.can("loyalty.lookup")
     assert not any(actor.can(p) for p in ("loyalty.read", "loyalty.redeem", "loyalty.adjust",
                                           "customers.read", "orders.read", "export"))
@@ -450,7 +455,7 @@ def test_a_member_actor_cannot_do_what_staff_do(uow, shop, caplog):
 
 # --- coupons ------------------------------------------------------------------------------------
 
-def test_the_member_sees_its_own_coupons_usable_first_with_what_each_gives(uow, shop, caplog):
+def test_the_member_sees_its_own_coupons_usable_first_with_what_each_gives(uow, shop):
     from tests.coupon_factories import give, make_template, redeem
 
     me, other = shop["me"]["id"], shop["other"]["id"]
@@ -465,7 +470,7 @@ def test_the_member_sees_its_own_coupons_usable_first_with_what_each_gives(uow, 
     theirs = give(uow, ten["id"], [other], "i-4", now=NOW)["coupons"][0]
     used = give(uow, ten["id"], [me], "i-5", now=NOW)["coupons"][0]
     redeem(uow, me, [used["code"]], "r-1", now=NOW + dt.timedelta(minutes=1))
-    session = sign_in(uow, caplog)
+    session = sign_in(uow)
     shown = service.member_coupons(uow.c, session=session, now=NOW + dt.timedelta(minutes=2))
     assert [c["state"] for c in shown] == ["usable", "usable", "usable", "redeemed"]
     assert theirs["display_code"] not in {c["code"] for c in shown}
@@ -488,13 +493,12 @@ def test_the_member_sees_its_own_coupons_usable_first_with_what_each_gives(uow, 
         service.member_coupons(uow.c, session=session, member_id=other, now=NOW)
 
 
-def test_a_till_finds_the_member_by_the_scanned_card_until_the_card_expires(uow, shop,
-                                                                             caplog):
+def test_a_till_finds_the_member_by_the_scanned_card_until_the_card_expires(uow, shop):
     from patron.checkout import service as checkout
     from patron.checkout.schemas import QuoteIn
     from tests.checkout_factories import LINES
 
-    card = service.member_card(uow=uow, session=sign_in(uow, caplog), now=NOW)
+    card = service.member_card(uow=uow, session=sign_in(uow), now=NOW)
 
     def scan(payload: str, at: dt.datetime) -> dict[str, Any]:
         body = QuoteIn.model_validate({"store": "SH01", "lines": LINES,
@@ -518,7 +522,7 @@ def test_a_till_finds_the_member_by_the_scanned_card_until_the_card_expires(uow,
 
 # --- stored value -------------------------------------------------------------------------------
 
-def test_the_member_sees_its_stored_value_and_nobody_elses(uow, shop, caplog):
+def test_the_member_sees_its_stored_value_and_nobody_elses(uow, shop):
     from patron.storedvalue import service as storedvalue
     from patron.storedvalue.schemas import BonusRulesIn, SettingsIn
     from tests.storedvalue_factories import TIERS, topup
@@ -527,7 +531,7 @@ def test_the_member_sees_its_stored_value_and_nobody_elses(uow, shop, caplog):
                           body=SettingsIn(spend_order="proportional", hold_minutes=15), now=NOW)
     storedvalue.add_bonus_rules(uow=uow, actor=SYSTEM, code="BB",
                                 body=BonusRulesIn.model_validate({"tiers": TIERS}), now=NOW)
-    session = sign_in(uow, caplog)
+    session = sign_in(uow)
     empty = service.stored_value(uow.c, session=session, now=NOW)
     assert empty["spendable"] == 0 and empty["lots"] == []
     topup(uow, shop["me"]["id"], "500", "t-1", at=NOW + dt.timedelta(minutes=1))

@@ -1,26 +1,29 @@
-"""Sending the login code to the phone.
+"""Sending the login code to the phone, through Patron's message outbox.
 
-Patron's message outbox (``patron.messaging``) is not built yet, so this module stands in for
-it: the code is written to the server log (the demo's way of "receiving" the SMS). When the
-outbox lands, :func:`send_login_code` writes to it instead, inside the caller's transaction.
+The code is queued with ``patron.messaging.service.enqueue_in`` inside the transaction that
+stores the code's hash, so a code exists for the member exactly when its message does. The
+outbox's worker sends it by SMS once a gateway is configured, and until then writes it to the
+server log (the log adapter), which is how the demo shows the code.
 """
 
 from __future__ import annotations
 
-import logging
+import datetime as dt
 
 from sqlalchemy import Connection
 
-from patron.customers.model import mask_phone
+from patron.messaging.service import enqueue_in
 
-log = logging.getLogger(__name__)
+LOGIN_TEMPLATE = "otp_login"
 
 
 def send_login_code(conn: Connection, *, code_id: int, phone: str, code: str,
-                    customer_id: int | None, minutes: int) -> None:
-    """Deliver ``code`` to ``phone``. Logged at WARNING so that it shows under a server started
-    without any logging set up (``patron serve``, ``patron demo``): no delivery channel exists
-    yet, which an operator should notice."""
-    del conn, customer_id  # used by the outbox
-    log.warning("self-service login code for %s: %s (valid %d minutes; no SMS delivery "
-                "configured, ref %d)", mask_phone(phone), code, minutes, code_id)
+                    customer_id: int | None, minutes: int, expires_at: dt.datetime,
+                    lang: str | None = None, now: dt.datetime | None = None) -> int:
+    """Queue the code for ``phone`` (E.164) as a one-time-code SMS, never sent after the code
+    has expired; returns the message id. The phone is given explicitly, so the code goes to the
+    number that asked for it even when the profile's primary phone is another one."""
+    return enqueue_in(conn, customer_id=customer_id, channel="sms", template=LOGIN_TEMPLATE,
+                      variables={"code": code, "minutes": minutes}, purpose="otp",
+                      dedupe_key=f"selfservice-login:{code_id}", to=phone, lang=lang,
+                      expires_at=expires_at, now=now)

@@ -226,7 +226,7 @@ async def send_code(request: Request, uow: UowDep) -> Response:
                       {"phone": phone, "errors": {"phone": t("missing", lang)}, "error": None},
                       status_code=422)
     try:
-        sent = service.request_code(uow=uow, phone=phone, ip=client_ip(request))
+        sent = service.request_code(uow=uow, phone=phone, ip=client_ip(request), lang=lang)
     except PatronError as exc:
         errors, error = _field_errors(exc, lang)
         return render(request, "selfservice/login.html",

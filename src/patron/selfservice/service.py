@@ -141,10 +141,11 @@ def _times(conn: Connection, column: Any, cond: Any, since: dt.datetime, limit: 
 # --- signing in ---------------------------------------------------------------------------------
 
 def request_code(*, uow: UnitOfWork, phone: str, ip: str | None, now: dt.datetime | None = None,
-                 limits: LoginLimits = LIMITS) -> CodeSent:
+                 limits: LoginLimits = LIMITS, lang: str | None = None) -> CodeSent:
     """Send a one-time code to the phone, whether or not it belongs to a customer (the answer
-    is the same, so the page cannot be used to find out who is one). Refused with a 429 when
-    the phone or the client address asked too often."""
+    is the same, so the page cannot be used to find out who is one), through the message
+    outbox in the member's language. Refused with a 429 when the phone or the client address
+    asked too often."""
     at = now or utcnow()
     e164 = _phone(phone)
     key = phone_key(e164)
@@ -172,10 +173,11 @@ def request_code(*, uow: UnitOfWork, phone: str, ip: str | None, now: dt.datetim
     code_id = int(conn.execute(insert(selfservice_codes).values(
         phone_key=key, salt=salt, code_hash=code_digest(salt, e164, code), created_at=at,
         expires_at=expires, attempts=0, ip=ip).returning(c.id)).scalar_one())
-    delivery.send_login_code(conn, code_id=code_id, phone=e164, code=code,
-                             customer_id=customer_id, minutes=limits.code_minutes)
+    message_id = delivery.send_login_code(conn, code_id=code_id, phone=e164, code=code,
+                                          customer_id=customer_id, minutes=limits.code_minutes,
+                                          expires_at=expires, lang=lang, now=at)
     audit.record(conn, who, "selfservice.code_sent", entity="customer" if customer_id else None,
-                 entity_id=customer_id, details={"code_id": code_id,
+                 entity_id=customer_id, details={"code_id": code_id, "message_id": message_id,
                                                  "known_customer": customer_id is not None})
     uow.commit()
     return CodeSent(mask_phone(e164) or "", expires)

@@ -169,6 +169,8 @@ def test_32_concurrent_clients_on_postgresql_leave_a_ledger_that_verifies(postgr
         uow.commit()
     seen, engine = _run(postgres_url, clients=32, ops=12)
     _check(engine, seen)
+    # Give the 32 pooled connections back: the server's connections are shared.
+    engine.dispose()
 
 
 def test_concurrent_clients_on_sqlite_leave_a_ledger_that_verifies(tmp_path, sqlite_template):
@@ -227,3 +229,4 @@ def test_many_simultaneous_redemptions_never_overdraw_a_member(db_url):
     with UnitOfWork(engine) as uow:
         assert uow.c.execute(select(loyalty_members.c.points_available)).scalar_one() == 10
         assert verify(uow.c)["differences"] == []
+    engine.dispose()

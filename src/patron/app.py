@@ -150,6 +150,7 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.checkout.api", "/api/v1"),
                            ("patron.loyalty.reports_api", "/api/v1"),
                            ("patron.storedvalue.api", "/api/v1"),
+                           ("patron.rewards.api", "/api/v1"),
                            ("patron.analytics.jobs_api", "/api/v1"),
                            ("patron.analytics.dashboards_api", "/api/v1"),
                            ("patron.messaging.api", "/api/v1"),

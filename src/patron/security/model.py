@@ -74,6 +74,16 @@ for _role, _perms in _STORED_VALUE.items():
 # read the outbox (addresses masked, one-time codes hidden).
 PERMISSIONS["owner"] = PERMISSIONS["owner"] | {"messages.read", "messages.manage"}
 PERMISSIONS["analyst"] = PERMISSIONS["analyst"] | {"messages.read"}
+# Rewards catalog (docs/rewards.md): owners manage items; tills and managers redeem and hand
+# rewards over; everyone reads the catalog.
+_REWARDS: dict[str, set[str]] = {
+    "owner": {"rewards.read", "rewards.redeem", "rewards.manage"},
+    "analyst": {"rewards.read"},
+    "manager": {"rewards.read", "rewards.redeem"},
+    "cashier": {"rewards.read", "rewards.redeem"},
+}
+for _role, _perms in _REWARDS.items():
+    PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
 
 
 @dataclass(frozen=True)

@@ -719,6 +719,41 @@ def upgrade() -> None:
         batch_op.create_index('ix_promotions_starts_on', ['starts_on'], unique=False)
         batch_op.create_index(batch_op.f('ix_promotions_store_id'), ['store_id'], unique=False)
 
+    op.create_table('rewards_items',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=32), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('description', sa.Text(), nullable=True),
+    sa.Column('points_price', sa.BigInteger(), nullable=False),
+    sa.Column('cash_price', patron.db.Money(), nullable=False),
+    sa.Column('stock', sa.BigInteger(), nullable=True),
+    sa.Column('reserved', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('sold', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('limit_per_member', sa.Integer(), nullable=True),
+    sa.Column('limit_per_period', sa.Integer(), nullable=True),
+    sa.Column('limit_period', sa.String(length=8), nullable=True),
+    sa.Column('valid_from', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_until', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('hold_minutes', sa.Integer(), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("limit_period IS NULL OR limit_period IN ('day', 'week', 'month', 'year')", name=op.f('ck_rewards_items_limit_period_kind')),
+    sa.CheckConstraint('(limit_per_period IS NULL) = (limit_period IS NULL)', name=op.f('ck_rewards_items_limit_period')),
+    sa.CheckConstraint('cash_price >= 0', name=op.f('ck_rewards_items_cash_price')),
+    sa.CheckConstraint('hold_minutes IS NULL OR hold_minutes BETWEEN 1 AND 10080', name=op.f('ck_rewards_items_hold_minutes')),
+    sa.CheckConstraint('limit_per_member IS NULL OR limit_per_member >= 1', name=op.f('ck_rewards_items_limit_per_member')),
+    sa.CheckConstraint('limit_per_period IS NULL OR limit_per_period >= 1', name=op.f('ck_rewards_items_limit_per_period')),
+    sa.CheckConstraint('points_price >= 1 AND points_price <= 100000000', name=op.f('ck_rewards_items_points_price')),
+    sa.CheckConstraint('reserved >= 0 AND sold >= 0', name=op.f('ck_rewards_items_reserved_sold')),
+    sa.CheckConstraint('stock IS NULL OR reserved + sold <= stock', name=op.f('ck_rewards_items_not_oversold')),
+    sa.CheckConstraint('stock IS NULL OR stock >= 0', name=op.f('ck_rewards_items_stock')),
+    sa.CheckConstraint('valid_until IS NULL OR valid_until > valid_from', name=op.f('ck_rewards_items_validity')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_rewards_items_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rewards_items')),
+    sa.UniqueConstraint('program_id', 'code', name='uq_rewards_items_code')
+    )
     op.create_table('sv_bonus_rules',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1470,6 +1505,41 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_return_lines_order_line_id'), ['order_line_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_return_lines_return_id'), ['return_id'], unique=False)
 
+    op.create_table('rewards_redemptions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('item_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('quantity', sa.Integer(), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('cash', patron.db.Money(), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('hold_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('hold_expires_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=64), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('reference', sa.String(length=64), nullable=True),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_by', sa.String(length=120), nullable=True),
+    sa.CheckConstraint("status IN ('held', 'fulfilled', 'cancelled', 'expired')", name=op.f('ck_rewards_redemptions_status')),
+    sa.CheckConstraint('cash >= 0', name=op.f('ck_rewards_redemptions_cash')),
+    sa.CheckConstraint('points >= 1', name=op.f('ck_rewards_redemptions_points')),
+    sa.CheckConstraint('quantity >= 1', name=op.f('ck_rewards_redemptions_quantity')),
+    sa.ForeignKeyConstraint(['hold_id'], ['loyalty_operations.id'], name=op.f('fk_rewards_redemptions_hold_id_loyalty_operations')),
+    sa.ForeignKeyConstraint(['item_id'], ['rewards_items.id'], name=op.f('fk_rewards_redemptions_item_id_rewards_items')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_rewards_redemptions_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rewards_redemptions')),
+    sa.UniqueConstraint('hold_id', name=op.f('uq_rewards_redemptions_hold_id')),
+    sa.UniqueConstraint('program_id', 'idempotency_key', name='uq_rewards_redemptions_key')
+    )
+    with op.batch_alter_table('rewards_redemptions', schema=None) as batch_op:
+        batch_op.create_index('ix_rewards_redemptions_item_open', ['item_id', 'status', 'hold_expires_at'], unique=False)
+        batch_op.create_index('ix_rewards_redemptions_member_item', ['member_id', 'item_id', 'created_at'], unique=False)
+        batch_op.create_index('ix_rewards_redemptions_open', ['status', 'hold_expires_at'], unique=False)
+
     op.create_table('sv_operations',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1610,6 +1680,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sv_operations_account_id'))
 
     op.drop_table('sv_operations')
+    with op.batch_alter_table('rewards_redemptions', schema=None) as batch_op:
+        batch_op.drop_index('ix_rewards_redemptions_open')
+        batch_op.drop_index('ix_rewards_redemptions_member_item')
+        batch_op.drop_index('ix_rewards_redemptions_item_open')
+
+    op.drop_table('rewards_redemptions')
     with op.batch_alter_table('return_lines', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_return_lines_return_id'))
         batch_op.drop_index(batch_op.f('ix_return_lines_order_line_id'))
@@ -1754,6 +1830,7 @@ def downgrade() -> None:
     op.drop_table('user_stores')
     op.drop_table('sv_programs')
     op.drop_table('sv_bonus_rules')
+    op.drop_table('rewards_items')
     with op.batch_alter_table('promotions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_promotions_store_id'))
         batch_op.drop_index('ix_promotions_starts_on')

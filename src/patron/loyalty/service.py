@@ -387,61 +387,65 @@ def enrol(*, uow: UnitOfWork, actor: Actor, program_code: str, body: EnrolIn,
     need(actor, "loyalty.enrol")
 
     def work() -> tuple[dict[str, Any], bool]:
-        at = now or utcnow()
-        conn = uow.c
-        program = _program(conn, program_code)
-        if program["status"] != "active":
-            raise Conflict("program_closed", params={"code": program_code})
-        if body.privacy.version != program["privacy_version"]:
-            raise invalid("privacy.version", "privacy_version_outdated",
-                          current=program["privacy_version"])
-        store_id = _store_id(conn, actor, body.store)
-        channel_id = conn.execute(select(channels.c.id).where(channels.c.code == body.source)
-                                  ).scalar()
-        try:
-            customer_id, _new = customers_service.find_or_create_by_phone(
-                conn, phone=body.phone, name=body.name, store_id=store_id,
-                channel_id=channel_id, now=at)
-        except IdentifierError as exc:
-            raise invalid("phone", exc.reason) from exc
-        existing = conn.execute(select(loyalty_members.c.id).where(
-            loyalty_members.c.program_id == program["id"],
-            loyalty_members.c.customer_id == customer_id)).scalar()
-        if existing is not None:
-            out = member_out(conn, _member(conn, actor, int(existing), visible=False))
-            uow.commit()
-            return out, False
-        code = _unused_code(conn, program["code_prefix"])
-        tiers = load_tiers(conn, [int(program["id"])])[int(program["id"])]
-        base = qualifying_tier(tiers, basis=program["tier_basis"], growth=0, spend=Decimal(0))
-        member_id = int(conn.execute(insert(loyalty_members).values(
-            program_id=program["id"], customer_id=customer_id, member_code=code,
-            status="active", enrolled_at=at, enrolled_store_id=store_id,
-            enrolled_channel=body.source, tier_id=base.id if base else None,
-            tier_since=at if base else None, updated_at=at,
-        ).returning(loyalty_members.c.id)).scalar_one())
-        consents = [{"member_id": member_id, "kind": "privacy", "granted": True,
-                     "policy_version": body.privacy.version, "source": body.source,
-                     "store_id": store_id, "at": at, "actor": actor.name}]
-        for channel, granted in body.marketing.model_dump().items():
-            consents.append({"member_id": member_id, "kind": channel, "granted": granted,
-                             "policy_version": None, "source": body.source,
-                             "store_id": store_id, "at": at, "actor": actor.name})
-        conn.execute(insert(loyalty_consents), consents)
-        if base is not None:
-            write_changes(conn, [TierChange(member_id, None, base.id, "enrol", growth_value=0)],
-                          now=at, actor=actor.name)
-        customers_service.add_member_code(conn, customer_id=customer_id, member_code=code, now=at)
-        audit.record(conn, actor, "loyalty.member_enrolled", entity="loyalty_member",
-                     entity_id=member_id, details={
-                         "program": program_code, "customer_id": customer_id,
-                         "source": body.source, "privacy_version": body.privacy.version,
-                         "marketing": body.marketing.model_dump()})
-        out = member_out(conn, _member(conn, actor, member_id, visible=False))
+        out = enrol_in(uow.c, actor=actor, program_code=program_code, body=body, now=now)
         uow.commit()
-        return out, True
+        return out
 
     return retrying(uow, work)
+
+
+def enrol_in(conn: Connection, *, actor: Actor, program_code: str, body: EnrolIn,
+             now: dt.datetime | None = None) -> tuple[dict[str, Any], bool]:
+    """:func:`enrol` inside the caller's transaction (an enrolment with an invite code links
+    the new member in the same transaction); never commits; the caller checks permissions."""
+    at = now or utcnow()
+    program = _program(conn, program_code)
+    if program["status"] != "active":
+        raise Conflict("program_closed", params={"code": program_code})
+    if body.privacy.version != program["privacy_version"]:
+        raise invalid("privacy.version", "privacy_version_outdated",
+                      current=program["privacy_version"])
+    store_id = _store_id(conn, actor, body.store)
+    channel_id = conn.execute(select(channels.c.id).where(channels.c.code == body.source)
+                              ).scalar()
+    try:
+        customer_id, _new = customers_service.find_or_create_by_phone(
+            conn, phone=body.phone, name=body.name, store_id=store_id,
+            channel_id=channel_id, now=at)
+    except IdentifierError as exc:
+        raise invalid("phone", exc.reason) from exc
+    existing = conn.execute(select(loyalty_members.c.id).where(
+        loyalty_members.c.program_id == program["id"],
+        loyalty_members.c.customer_id == customer_id)).scalar()
+    if existing is not None:
+        return member_out(conn, _member(conn, actor, int(existing), visible=False)), False
+    code = _unused_code(conn, program["code_prefix"])
+    tiers = load_tiers(conn, [int(program["id"])])[int(program["id"])]
+    base = qualifying_tier(tiers, basis=program["tier_basis"], growth=0, spend=Decimal(0))
+    member_id = int(conn.execute(insert(loyalty_members).values(
+        program_id=program["id"], customer_id=customer_id, member_code=code,
+        status="active", enrolled_at=at, enrolled_store_id=store_id,
+        enrolled_channel=body.source, tier_id=base.id if base else None,
+        tier_since=at if base else None, updated_at=at,
+    ).returning(loyalty_members.c.id)).scalar_one())
+    consents = [{"member_id": member_id, "kind": "privacy", "granted": True,
+                 "policy_version": body.privacy.version, "source": body.source,
+                 "store_id": store_id, "at": at, "actor": actor.name}]
+    for channel, granted in body.marketing.model_dump().items():
+        consents.append({"member_id": member_id, "kind": channel, "granted": granted,
+                         "policy_version": None, "source": body.source,
+                         "store_id": store_id, "at": at, "actor": actor.name})
+    conn.execute(insert(loyalty_consents), consents)
+    if base is not None:
+        write_changes(conn, [TierChange(member_id, None, base.id, "enrol", growth_value=0)],
+                      now=at, actor=actor.name)
+    customers_service.add_member_code(conn, customer_id=customer_id, member_code=code, now=at)
+    audit.record(conn, actor, "loyalty.member_enrolled", entity="loyalty_member",
+                 entity_id=member_id, details={
+                     "program": program_code, "customer_id": customer_id,
+                     "source": body.source, "privacy_version": body.privacy.version,
+                     "marketing": body.marketing.model_dump()})
+    return member_out(conn, _member(conn, actor, member_id, visible=False)), True
 
 
 def current_consents(conn: Connection, member_id: int) -> dict[str, Any]:

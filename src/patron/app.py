@@ -151,6 +151,7 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.loyalty.reports_api", "/api/v1"),
                            ("patron.storedvalue.api", "/api/v1"),
                            ("patron.rewards.api", "/api/v1"),
+                           ("patron.benefits.api", "/api/v1"),
                            ("patron.analytics.jobs_api", "/api/v1"),
                            ("patron.analytics.dashboards_api", "/api/v1"),
                            ("patron.messaging.api", "/api/v1"),

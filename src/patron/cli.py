@@ -172,7 +172,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 for _module in ("patron.imports.cli", "patron.demo.cli", "patron.webhooks.cli",
                 "patron.analytics.cli", "patron.loyalty.cli", "patron.coupons.cli",
                 "patron.storedvalue.cli", "patron.messaging.cli",
-                "patron.rewards.cli"):
+                "patron.rewards.cli", "patron.benefits.cli"):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as _exc:

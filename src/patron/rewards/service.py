@@ -35,7 +35,7 @@ from patron.rewards.model import (
 from patron.rewards.schemas import ItemIn, ItemUpdate, RedemptionIn
 from patron.rewards.tables import rewards_items, rewards_redemptions
 from patron.security import audit
-from patron.security.model import Actor
+from patron.security.model import SYSTEM, Actor
 
 need = loyalty.need
 invalid = loyalty.invalid
@@ -288,6 +288,9 @@ def _reclaim_lapsed(conn: Connection, item: dict[str, Any], at: dt.datetime) -> 
     conn.execute(update(rewards_items).where(rewards_items.c.id == item["id"])
                  .values(reserved=rewards_items.c.reserved - units))
     item["reserved"] = int(item["reserved"]) - units
+    audit.record(conn, SYSTEM, "rewards.expired", entity="rewards_item", entity_id=item["id"],
+                 details={"redemptions": [int(x.id) for x in rows], "units": units,
+                          "points": "released by the loyalty hold's own expiry"})
     return units
 
 

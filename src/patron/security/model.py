@@ -84,6 +84,16 @@ _REWARDS: dict[str, set[str]] = {
 }
 for _role, _perms in _REWARDS.items():
     PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
+# Birthday, anniversary and referral (docs/benefits.md): owners set the gifts; tills enrol
+# referred friends and hand out invite codes; managers and analysts read.
+_BENEFITS: dict[str, set[str]] = {
+    "owner": {"benefits.read", "benefits.refer", "benefits.manage"},
+    "analyst": {"benefits.read"},
+    "manager": {"benefits.read", "benefits.refer"},
+    "cashier": {"benefits.refer"},
+}
+for _role, _perms in _BENEFITS.items():
+    PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
 
 
 @dataclass(frozen=True)

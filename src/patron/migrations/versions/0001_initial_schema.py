@@ -793,6 +793,33 @@ def upgrade() -> None:
     with op.batch_alter_table('user_stores', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_user_stores_store_id'), ['store_id'], unique=False)
 
+    op.create_table('benefits_settings',
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('birthday_mode', sa.String(length=10), nullable=False),
+    sa.Column('birthday_points', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('birthday_multiplier', patron.db.Quantity(), nullable=True),
+    sa.Column('birthday_coupon_template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('birthday_since', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('anniversary_points', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('referral_referrer_points', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('referral_referee_points', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('referral_min_spend', patron.db.Money(), nullable=False),
+    sa.Column('referral_days', sa.Integer(), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("birthday_mode <> 'coupon' OR birthday_coupon_template_id IS NOT NULL", name=op.f('ck_benefits_settings_birthday_coupon')),
+    sa.CheckConstraint("birthday_mode <> 'multiplier' OR (birthday_multiplier > 1000 AND birthday_multiplier <= 10000)", name=op.f('ck_benefits_settings_birthday_multiplier')),
+    sa.CheckConstraint("birthday_mode <> 'points' OR birthday_points > 0", name=op.f('ck_benefits_settings_birthday_points')),
+    sa.CheckConstraint("birthday_mode IN ('none', 'points', 'multiplier', 'coupon')", name=op.f('ck_benefits_settings_birthday_mode')),
+    sa.CheckConstraint('birthday_points >= 0 AND birthday_points <= 1000000 AND anniversary_points >= 0 AND anniversary_points <= 1000000 AND referral_referrer_points >= 0 AND referral_referrer_points <= 1000000 AND referral_referee_points >= 0 AND referral_referee_points <= 1000000', name=op.f('ck_benefits_settings_points_bounds')),
+    sa.CheckConstraint('referral_days BETWEEN 1 AND 365', name=op.f('ck_benefits_settings_referral_days')),
+    sa.CheckConstraint('referral_min_spend >= 0', name=op.f('ck_benefits_settings_referral_min_spend')),
+    sa.ForeignKeyConstraint(['birthday_coupon_template_id'], ['coupon_templates.id'], name=op.f('fk_benefits_settings_birthday_coupon_template_id_coupon_templates')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_benefits_settings_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('program_id', name=op.f('pk_benefits_settings'))
+    )
+    with op.batch_alter_table('benefits_settings', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_benefits_settings_birthday_coupon_template_id'), ['birthday_coupon_template_id'], unique=False)
+
     op.create_table('coupon_issues',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1073,6 +1100,45 @@ def upgrade() -> None:
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.create_index('ix_rfm_scores_customer_id', ['customer_id'], unique=False)
         batch_op.create_index('ix_rfm_scores_scope_segment', ['scope', 'segment'], unique=False)
+
+    op.create_table('benefits_invites',
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=16), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_benefits_invites_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('member_id', name=op.f('pk_benefits_invites')),
+    sa.UniqueConstraint('code', name=op.f('uq_benefits_invites_code'))
+    )
+    op.create_table('benefits_referrals',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('referrer_member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('referee_member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('invite_code', sa.String(length=16), nullable=False),
+    sa.Column('linked_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('qualify_until', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('reason', sa.String(length=40), nullable=True),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('referrer_operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('referee_operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('referrer_points', sa.BigInteger(), nullable=True),
+    sa.Column('referee_points', sa.BigInteger(), nullable=True),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'rewarded', 'expired', 'refused')", name=op.f('ck_benefits_referrals_status')),
+    sa.CheckConstraint('qualify_until > linked_at', name=op.f('ck_benefits_referrals_window')),
+    sa.CheckConstraint('referrer_member_id <> referee_member_id', name=op.f('ck_benefits_referrals_not_self')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_benefits_referrals_order_id_orders')),
+    sa.ForeignKeyConstraint(['referee_member_id'], ['loyalty_members.id'], name=op.f('fk_benefits_referrals_referee_member_id_loyalty_members')),
+    sa.ForeignKeyConstraint(['referrer_member_id'], ['loyalty_members.id'], name=op.f('fk_benefits_referrals_referrer_member_id_loyalty_members')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_benefits_referrals')),
+    sa.UniqueConstraint('referee_member_id', name=op.f('uq_benefits_referrals_referee_member_id'))
+    )
+    with op.batch_alter_table('benefits_referrals', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_benefits_referrals_order_id'), ['order_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_benefits_referrals_referrer_member_id'), ['referrer_member_id'], unique=False)
+        batch_op.create_index('ix_benefits_referrals_status', ['status', 'id'], unique=False)
 
     op.create_table('checkout_commits',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1421,6 +1487,44 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sv_accounts')),
     sa.UniqueConstraint('member_id', name=op.f('uq_sv_accounts_member_id'))
     )
+    op.create_table('benefits_grants',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=12), nullable=False),
+    sa.Column('year', sa.SmallInteger(), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('operation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('coupon_issue_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('detail', sa.Text(), nullable=True),
+    sa.Column('granted_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("kind IN ('birthday', 'anniversary')", name=op.f('ck_benefits_grants_kind')),
+    sa.CheckConstraint('points >= 0', name=op.f('ck_benefits_grants_points')),
+    sa.CheckConstraint('year BETWEEN 2000 AND 2200', name=op.f('ck_benefits_grants_year')),
+    sa.ForeignKeyConstraint(['coupon_issue_id'], ['coupon_issues.id'], name=op.f('fk_benefits_grants_coupon_issue_id_coupon_issues')),
+    sa.ForeignKeyConstraint(['member_id'], ['loyalty_members.id'], name=op.f('fk_benefits_grants_member_id_loyalty_members')),
+    sa.ForeignKeyConstraint(['operation_id'], ['loyalty_operations.id'], name=op.f('fk_benefits_grants_operation_id_loyalty_operations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_benefits_grants')),
+    sa.UniqueConstraint('member_id', 'kind', 'year', name='uq_benefits_grants_once_a_year')
+    )
+    with op.batch_alter_table('benefits_grants', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_benefits_grants_coupon_issue_id'), ['coupon_issue_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_benefits_grants_operation_id'), ['operation_id'], unique=False)
+
+    op.create_table('benefits_referral_claims',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('value', sa.String(length=160), nullable=False),
+    sa.Column('referral_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.CheckConstraint("kind IN ('phone', 'payment_account')", name=op.f('ck_benefits_referral_claims_kind')),
+    sa.ForeignKeyConstraint(['referral_id'], ['benefits_referrals.id'], name=op.f('fk_benefits_referral_claims_referral_id_benefits_referrals')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_benefits_referral_claims')),
+    sa.UniqueConstraint('program_id', 'kind', 'value', name='uq_benefits_referral_claims')
+    )
+    with op.batch_alter_table('benefits_referral_claims', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_benefits_referral_claims_referral_id'), ['referral_id'], unique=False)
+
     op.create_table('checkout_refunds',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('checkout_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1704,6 +1808,15 @@ def downgrade() -> None:
 
     op.drop_table('coupon_uses')
     op.drop_table('checkout_refunds')
+    with op.batch_alter_table('benefits_referral_claims', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_benefits_referral_claims_referral_id'))
+
+    op.drop_table('benefits_referral_claims')
+    with op.batch_alter_table('benefits_grants', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_benefits_grants_operation_id'))
+        batch_op.drop_index(batch_op.f('ix_benefits_grants_coupon_issue_id'))
+
+    op.drop_table('benefits_grants')
     op.drop_table('sv_accounts')
     with op.batch_alter_table('returns', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_returns_order_id'))
@@ -1762,6 +1875,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_checkout_commits_member_id'))
 
     op.drop_table('checkout_commits')
+    with op.batch_alter_table('benefits_referrals', schema=None) as batch_op:
+        batch_op.drop_index('ix_benefits_referrals_status')
+        batch_op.drop_index(batch_op.f('ix_benefits_referrals_referrer_member_id'))
+        batch_op.drop_index(batch_op.f('ix_benefits_referrals_order_id'))
+
+    op.drop_table('benefits_referrals')
+    op.drop_table('benefits_invites')
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.drop_index('ix_rfm_scores_scope_segment')
         batch_op.drop_index('ix_rfm_scores_customer_id')
@@ -1824,6 +1944,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_coupon_issues_template_id'))
 
     op.drop_table('coupon_issues')
+    with op.batch_alter_table('benefits_settings', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_benefits_settings_birthday_coupon_template_id'))
+
+    op.drop_table('benefits_settings')
     with op.batch_alter_table('user_stores', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
 

@@ -10,17 +10,26 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from patron.cli import app
+from patron.coupons.tables import coupons
 from patron.customers import figures
-from patron.customers.tables import customer_merges, customers
+from patron.customers.tables import customer_merges, customers, identities
 from patron.db import UnitOfWork, get_engine
 from patron.demo.generator import CSV_COLUMNS, plan, window
 from patron.demo.seed import seed_organisation
 from patron.demo.service import DEMO_MANAGER_STORE, DEMO_PASSWORD, load_generated
+from patron.loyalty.tables import (
+    loyalty_consents,
+    loyalty_members,
+    loyalty_order_earnings,
+    loyalty_programs,
+    loyalty_tiers,
+)
 from patron.orders.tables import orders, returns
 from patron.org.tables import products, stores
 from patron.security.model import SYSTEM
 from patron.security.service import login
 from patron.security.tables import audit_log, users
+from patron.storedvalue.tables import sv_operations
 
 runner = CliRunner()
 
@@ -55,6 +64,7 @@ def test_demo_loads_consistent_data_once_and_serves_nothing_in_tests(db_url: str
         # The orders are the last 18 months', none in the future.
         last = uow.c.execute(select(func.max(orders.c.purchased_at))).scalar_one()
         assert last <= dt.datetime.now(dt.UTC)
+    _check_demo_loyalty(db_url, first.output)
     # One audit entry for the generated orders, not one per chunk or order.
     assert count(db_url, audit_log, audit_log.c.action == "demo.generated") == 1
     assert count(db_url, audit_log, audit_log.c.action == "orders.recorded") == 0
@@ -65,6 +75,32 @@ def test_demo_loads_consistent_data_once_and_serves_nothing_in_tests(db_url: str
     assert "already holds data" in again.output
     assert count(db_url, orders) == recorded
     assert count(db_url, users) == 4
+
+
+def _check_demo_loyalty(db_url: str, output: str) -> None:
+    """The demo's members earned through the order hook, hold coupons and stored value, and
+    every ledger recomputes to what the database holds."""
+    assert count(db_url, loyalty_programs) == 3
+    assert count(db_url, loyalty_tiers) == 9
+    members = count(db_url, loyalty_members)
+    profiles = count(db_url, customers, customers.c.merged_into_id.is_(None))
+    assert 0.2 * profiles < members < 0.5 * profiles
+    assert count(db_url, loyalty_consents, loyalty_consents.c.kind == "privacy") == members
+    # Enrolled before their first order there, so their orders earned points.
+    assert count(db_url, loyalty_order_earnings) > members
+    assert count(db_url, coupons) > 0
+    assert count(db_url, sv_operations, sv_operations.c.kind == "topup") > 0
+    with UnitOfWork(get_engine(db_url)) as uow:
+        phone = uow.c.execute(
+            select(identities.c.value)
+            .join(loyalty_members, loyalty_members.c.customer_id == identities.c.customer_id)
+            .where(identities.c.kind == "phone").order_by(loyalty_members.c.id)).scalars().first()
+    assert phone and f"/m/login with phone {phone}" in " ".join(output.split())
+    verified = runner.invoke(app, ["ledger", "verify"])
+    assert verified.exit_code == 0, verified.output
+    assert '"differences": 0' in verified.output
+    stored = runner.invoke(app, ["stored-value", "verify"])
+    assert stored.exit_code == 0, stored.output
 
 
 def test_generated_orders_resolve_identities_and_merge_profiles(db_url: str) -> None:

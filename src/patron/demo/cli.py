@@ -138,6 +138,8 @@ def demo(
                                   progress=lambda r: bar.update(task, completed=r.received))
     if result.loaded and result.report is not None:
         _print_report(result.report)
+        console.print(t("demo_loyalty_loaded", lang(), members=result.members,
+                        coupons=result.coupons, topups=result.topups))
         console.print(t("demo_ready_in", lang(), seconds=f"{result.seconds:.1f}"))
         if result.report.rejected or result.report.conflicts:
             raise typer.Exit(1)
@@ -149,6 +151,9 @@ def demo(
                     password=service.DEMO_PASSWORD))
     console.print(t("demo_other_users", lang(), users=", ".join(
         f"{u} ({r})" for u, r, _d, _s in service.DEMO_USERS[1:]), store=service.DEMO_MANAGER_STORE))
+    if result.member_phone:
+        console.print(t("demo_member_login", lang(), url=f"http://{shown_host}:{port}",
+                        phone=result.member_phone))
     if serve:
         import uvicorn
 

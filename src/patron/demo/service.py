@@ -20,6 +20,7 @@ from sqlalchemy import Connection, func, select
 
 from patron import migrate
 from patron.db import UnitOfWork, get_engine, utcnow
+from patron.demo import loyalty as demo_loyalty
 from patron.demo.catalogue import STORES
 from patron.demo.generator import (
     CSV_COLUMNS,
@@ -77,10 +78,12 @@ class LoadReport:
 
 def load_generated(*, uow: UnitOfWork, actor: Actor, config: GeneratorConfig,
                    chunk_size: int = CHUNK,
-                   progress: Callable[[LoadReport], None] | None = None) -> LoadReport:
+                   progress: Callable[[LoadReport], None] | None = None,
+                   before_order: Callable[[dict[str, Any]], None] | None = None) -> LoadReport:
     """Generate and record orders (and their refunds) chunk by chunk; each chunk is its own
     transaction, so an interrupted run keeps what it wrote and a rerun with the same seed and
-    window finds those orders as duplicates."""
+    window finds those orders as duplicates. ``before_order`` sees each order before its chunk
+    is recorded (the demo enrols loyalty members there)."""
     report = LoadReport()
     started = time.perf_counter()
     chunk: list[dict[str, Any]] = []
@@ -124,6 +127,8 @@ def load_generated(*, uow: UnitOfWork, actor: Actor, config: GeneratorConfig,
 
     for kind, payload in generate(config):
         if kind == "order":
+            if before_order is not None:
+                before_order(payload)
             chunk.append(payload)
             if len(chunk) >= chunk_size:
                 flush()
@@ -208,6 +213,10 @@ class DemoResult:
     report: LoadReport | None = None
     seconds: float = 0.0
     users: list[tuple[str, str]] = field(default_factory=list)
+    members: int = 0
+    coupons: int = 0
+    topups: int = 0
+    member_phone: str | None = None
 
 
 def prepare_database(url: str) -> None:
@@ -229,8 +238,14 @@ def run_demo(*, url: str, customers: int = DEMO_CUSTOMERS, seed: int = 42,
             return DemoResult(loaded=False)
         seeded = seed_organisation(uow=uow, actor=SYSTEM)
         made = create_demo_users(uow=uow, actor=SYSTEM, store_ids=seeded.store_ids)
-        report = load_generated(uow=uow, actor=SYSTEM,
-                                config=demo_config(customers=customers, seed=seed, now=now),
-                                progress=progress)
+        config = demo_config(customers=customers, seed=seed, now=now)
+        demo_loyalty.setup_programs(uow=uow, actor=SYSTEM,
+                                    at=config.start - dt.timedelta(days=1))
+        enroller = demo_loyalty.Enroller(uow=uow, actor=SYSTEM, seed=seed)
+        report = load_generated(uow=uow, actor=SYSTEM, config=config, progress=progress,
+                                before_order=enroller.before)
+        extras = demo_loyalty.coupons_and_topups(uow=uow, actor=SYSTEM, seed=seed, now=now)
+        phone = demo_loyalty.member_phone(uow)
     return DemoResult(loaded=True, report=report, seconds=time.perf_counter() - started,
-                      users=made)
+                      users=made, members=enroller.enrolled, coupons=extras.coupons,
+                      topups=extras.topups, member_phone=phone)

@@ -26,6 +26,7 @@ from patron.loyalty.tables import (
 )
 from patron.orders.tables import orders, returns
 from patron.org.tables import products, stores
+from patron.rewards.tables import rewards_items
 from patron.security.model import SYSTEM
 from patron.security.service import login
 from patron.security.tables import audit_log, users
@@ -101,6 +102,9 @@ def _check_demo_loyalty(db_url: str, output: str) -> None:
     assert '"differences": 0' in verified.output
     stored = runner.invoke(app, ["stored-value", "verify"])
     assert stored.exit_code == 0, stored.output
+    assert count(db_url, rewards_items) == 6
+    mall = runner.invoke(app, ["rewards", "verify"])
+    assert mall.exit_code == 0, mall.output
 
 
 def test_generated_orders_resolve_identities_and_merge_profiles(db_url: str) -> None:

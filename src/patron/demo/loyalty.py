@@ -1,10 +1,11 @@
-"""The demo's loyalty data, set up through the loyalty, coupon and stored-value services.
+"""The demo's loyalty data, set up through the loyalty, coupon, stored-value and rewards
+services.
 
 One program per brand (1 point and 1 growth per yuan, one category at double points, three
-tiers), opened the day before the demo's window. While the orders are recorded, a share of the
-people who give a phone at a brand is enrolled in its program (with privacy consent) a few
-minutes before their first order there, so that their orders earn through the normal order
-hook. Afterwards some members receive coupons and top up stored value.
+tiers, a small points mall), opened the day before the demo's window. While the orders are
+recorded, a share of the people who give a phone at a brand is enrolled in its program (with
+privacy consent) a few minutes before their first order there, so that their orders earn
+through the normal order hook. Afterwards some members receive coupons and top up stored value.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from patron.demo.catalogue import BRANDS, STORES
 from patron.loyalty import service as loyalty
 from patron.loyalty.schemas import EnrolIn, ProgramIn
 from patron.loyalty.tables import loyalty_members, loyalty_programs
+from patron.rewards import service as rewards
+from patron.rewards.schemas import ItemIn
 from patron.security.model import Actor
 from patron.storedvalue import service as storedvalue
 from patron.storedvalue.schemas import BonusRulesIn, SettingsIn, TopUpIn
@@ -55,6 +58,15 @@ COUPON_SHARE = 0.5  # of each program's members receive each template's coupon
 BONUS_TIERS = (("200", "20"), ("500", "60"), ("1000", "150"))
 TOPUP_SHARE = 0.25  # of each program's members top up once
 TOPUP_AMOUNTS = ("100", "200", "500", "1000")
+# Points-mall items: (code suffix, name, points, cash in yuan, stock, limit per member).
+REWARDS = {
+    "BEAN": (("AMERICANO", "美式咖啡兑换券 Americano", 300, "0", None, None),
+             ("MUG", "豆邻马克杯 Bean mug", 1500, "19.90", 200, 1)),
+    "GLOW": (("MASK", "补水面膜 Sheet mask", 500, "0", 500, 5),
+             ("LIPSTICK", "限定口红 Limited lipstick", 3000, "49", 100, 1)),
+    "FRESH": (("EGGS", "土鸡蛋10枚 Eggs x10", 400, "0", None, 4),
+              ("BAG", "环保购物袋 Shopping bag", 800, "0", 300, 1)),
+}
 
 
 def program_code(brand: str) -> str:
@@ -69,8 +81,8 @@ def _draw(seed: int, *parts: object) -> float:
 
 
 def setup_programs(*, uow: UnitOfWork, actor: Actor, at: dt.datetime) -> None:
-    """The programs, their tiers and earning rules, stored value and coupon templates, in force
-    from ``at``."""
+    """The programs, their tiers and earning rules, stored value, points-mall items and coupon
+    templates, in force from ``at``."""
     for brand in BRANDS:
         code = program_code(brand.code)
         loyalty.create_program(uow=uow, actor=actor, now=at, data=ProgramIn.model_validate({
@@ -89,6 +101,12 @@ def setup_programs(*, uow: UnitOfWork, actor: Actor, at: dt.datetime) -> None:
                                         "tiers": [{"min": m, "bonus": b}
                                                   for m, b in BONUS_TIERS],
                                         "note": "demo"}))
+        for suffix, name, points, cash, stock, limit in REWARDS[brand.code]:
+            rewards.create_item(uow=uow, actor=actor, program_code=code, now=at,
+                                data=ItemIn.model_validate({
+                                    "code": f"{brand.code}-{suffix}", "name": name,
+                                    "points_price": points, "cash_price": cash, "stock": stock,
+                                    "limit_per_member": limit}))
         for suffix, name, terms in COUPONS[brand.code]:
             coupons.create_template(uow=uow, actor=actor, now=at, data=TemplateIn.model_validate({
                 "program": code, "code": f"{brand.code}-{suffix}", "name": name,

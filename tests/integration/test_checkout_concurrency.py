@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from patron.checkout import service
@@ -35,6 +36,10 @@ from tests.checkout_factories import LINES, TIERS
 from tests.coupon_factories import give, make_template
 from tests.factories import make_org
 from tests.loyalty_factories import enrol, make_program
+
+# Each of these tests opens dozens of PostgreSQL connections: one at a time (the server allows
+# 100), so they share one xdist worker.
+pytestmark = pytest.mark.xdist_group("concurrency")
 
 PHONES = ["13800000001", "13800000002", "13800000003", "13800000004"]
 EXPECTED = (Conflict, NotFound, ValidationFailed)  # refusals a till must handle; nothing else

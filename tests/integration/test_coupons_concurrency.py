@@ -29,6 +29,10 @@ from tests.coupon_factories import give, hold, make_template, redeem
 from tests.factories import make_org, order
 from tests.loyalty_factories import enrol, make_program
 
+# Each of these tests opens dozens of PostgreSQL connections: one at a time (the server allows
+# 100), so they share one xdist worker.
+pytestmark = pytest.mark.xdist_group("concurrency")
+
 PHONES = ["13800000001", "13800000002", "13800000003"]
 EXPECTED = (Conflict, NotFound, ValidationFailed)  # refusals a till must handle; nothing else
 LOCK = threading.Lock()

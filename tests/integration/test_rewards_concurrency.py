@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from patron.db import UnitOfWork, get_engine
@@ -26,6 +27,10 @@ from patron.rewards.tables import rewards_items, rewards_redemptions
 from patron.security.model import SYSTEM
 from tests.factories import make_org
 from tests.loyalty_factories import enrol, make_program
+
+# Each of these tests opens dozens of PostgreSQL connections: one at a time (the server allows
+# 100), so they share one xdist worker.
+pytestmark = pytest.mark.xdist_group("concurrency")
 
 LOCK = threading.Lock()
 

@@ -16,6 +16,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from patron.db import UnitOfWork, get_engine, make_engine
@@ -27,6 +28,10 @@ from patron.storedvalue.schemas import AdjustIn, HoldIn, RefundIn, SpendIn, TopU
 from patron.storedvalue.tables import sv_accounts, sv_entries, sv_operations
 from patron.storedvalue.verify import verify
 from tests.storedvalue_factories import setup
+
+# Each of these tests opens dozens of PostgreSQL connections: one at a time (the server allows
+# 100), so they share one xdist worker.
+pytestmark = pytest.mark.xdist_group("concurrency")
 
 PHONES = ("13800000001", "13800000002", "13800000003", "13800000004")
 EXPECTED = (Conflict, NotFound, ValidationFailed)  # refusals a till must handle; nothing else

@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from patron.checkout.model import (
     BasketLine,
@@ -503,7 +504,20 @@ def commit(*, uow: UnitOfWork, actor: Actor, body: CommitIn, now: dt.datetime | 
         uow.commit()
         return out
 
-    return _atomic(uow, work)
+    try:
+        return _atomic(uow, work)
+    except IntegrityError:
+        # Every retry lost a race, the last one to a till sending the same key: that till's
+        # checkout committed, and its result is the answer to this request too.
+        conn = uow.c
+        prior = _prior(conn, checkout_commits, _store(conn, actor, body.store).id,
+                       body.idempotency_key)
+        uow.rollback()
+        if prior is None:
+            raise
+        if prior["request_hash"] != _digest(body):
+            raise Conflict("idempotency_key_reused") from None
+        return {**prior["result"], "replayed": True}
 
 
 def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetime,

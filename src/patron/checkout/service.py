@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import random
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from types import ModuleType
@@ -21,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from patron.checkout.model import (
     BasketLine,
@@ -65,8 +67,7 @@ from patron.org.tables import channels
 from patron.security import audit
 from patron.security.model import Actor
 
-need, invalid, retrying, request_hash = (loyalty.need, loyalty.invalid, loyalty.retrying,
-                                         loyalty.request_hash)
+need, invalid, request_hash = loyalty.need, loyalty.invalid, loyalty.request_hash
 SOURCE = "checkout"  # the orders' source
 # A till's clock may run a little ahead of the server's.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -957,11 +958,29 @@ def _rate(conn: Connection, row: Any) -> int:
 
 # --- offline tills ----------------------------------------------------------------------------
 
+# A checkout locks the member, then the stored-value card, coupons and lots it pays with; many
+# tills on the same members meet in deadlocks that PostgreSQL breaks by aborting one of them.
+# That one starts again after a short random wait (more attempts than a single-area write needs).
+ATTEMPTS = 12
+
+
 def _atomic(uow: UnitOfWork, work: Any) -> Any:
-    """Run ``work`` (which commits) with retries; anything that stops it rolls the whole unit
-    back at once, so that the caller's next use of ``uow`` starts clean."""
+    """Run ``work`` (which commits) again from the start after a conflict with a concurrent
+    writer (a unique key taken first, a deadlock, a serialization failure), waiting a little
+    longer each time; anything that stops it rolls the whole unit back at once, so that the
+    caller's next use of ``uow`` starts clean."""
     try:
-        return retrying(uow, work)
+        for attempt in range(ATTEMPTS):
+            try:
+                return work()
+            except (IntegrityError, DBAPIError) as exc:
+                uow.rollback()
+                code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+                if attempt == ATTEMPTS - 1 or not (
+                        isinstance(exc, IntegrityError) or code in ("40001", "40P01")):
+                    raise
+                time.sleep(random.uniform(0, 0.004 * 2 ** min(attempt, 6)))
+        raise AssertionError("unreachable")
     except BaseException:
         uow.rollback()
         raise

@@ -9,9 +9,8 @@ key), so the job can run again, or in two processes at once, without giving anyt
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, extract, insert, select, update
@@ -41,17 +40,17 @@ from patron.coupons.tables import coupon_templates
 from patron.customers.queries import visible_customer
 from patron.customers.tables import customers, identities
 from patron.db import UnitOfWork, utcnow
-from patron.errors import Conflict, NotFound, PatronError
+from patron.errors import Conflict, NotFound
 from patron.loyalty import persist
 from patron.loyalty import service as loyalty
 from patron.loyalty.schemas import AdjustIn, EnrolIn
+from patron.loyalty.service import _program, retrying
 from patron.loyalty.tables import loyalty_members, loyalty_order_earnings, loyalty_programs
 from patron.security import audit
 from patron.security.model import Actor
 
 need = loyalty.need
 invalid = loyalty.invalid
-T = TypeVar("T")
 BATCH = 500
 # Identifiers a customer pays with: orders record no payer on their payments, so the payment
 # accounts are the WeChat and Alipay identities the customer's orders came with.
@@ -65,28 +64,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def retrying(uow: UnitOfWork, work: Callable[[], T]) -> T:
-    """Loyalty's retry after a conflict with a concurrent writer; a refusal rolls back."""
-
-    def attempt() -> T:
-        try:
-            return work()
-        except PatronError:
-            uow.rollback()
-            raise
-
-    return loyalty.retrying(uow, attempt)
-
-
 # --- settings -----------------------------------------------------------------------------------
-
-def _program(conn: Connection, code: str) -> dict[str, Any]:
-    row = conn.execute(select(loyalty_programs).where(loyalty_programs.c.code == code)
-                       ).mappings().first()
-    if row is None:
-        raise NotFound("program_not_found", params={"code": code})
-    return dict(row)
-
 
 def settings_of(conn: Connection, program_id: int) -> dict[str, Any]:
     row = conn.execute(select(benefits_settings).where(

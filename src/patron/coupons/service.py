@@ -47,7 +47,15 @@ from patron.coupons.tables import (
 )
 from patron.db import UnitOfWork, utcnow
 from patron.errors import Conflict, FieldError, NotFound, ValidationFailed
-from patron.loyalty.service import invalid, need, request_hash, retrying
+from patron.loyalty.service import (
+    _program,
+    _program_by_id,
+    _store_id,
+    invalid,
+    need,
+    request_hash,
+    retrying,
+)
 from patron.loyalty.tables import loyalty_members, loyalty_programs
 from patron.org.service import Reference
 from patron.org.tables import channels, stores
@@ -68,35 +76,6 @@ class HoldExpired(Exception):
 
 def _for_update(conn: Connection, query: Any) -> Any:
     return query.with_for_update() if conn.dialect.name == "postgresql" else query
-
-
-def _program(conn: Connection, code: str) -> dict[str, Any]:
-    row = conn.execute(select(loyalty_programs).where(loyalty_programs.c.code == code)
-                       ).mappings().first()
-    if row is None:
-        raise NotFound("program_not_found", params={"code": code})
-    return dict(row)
-
-
-def _program_by_id(conn: Connection, program_id: int) -> dict[str, Any]:
-    return dict(conn.execute(select(loyalty_programs).where(
-        loyalty_programs.c.id == program_id)).mappings().one())
-
-
-def _store_id(conn: Connection, actor: Actor, code: str | None, *, field: str = "store",
-              required_when_scoped: bool = True) -> int | None:
-    """A store code to its id, within the actor's scope; actors limited to some stores must
-    name one of theirs."""
-    if code is None:
-        if actor.store_ids is not None and required_when_scoped:
-            raise invalid(field, "store_required_in_scope")
-        return None
-    store = Reference(conn).store(code)
-    if store is None:
-        raise invalid(field, "unknown_store", value=code)
-    if not actor.sees_store(store.id):
-        raise invalid(field, "store_out_of_scope")
-    return int(store.id)
 
 
 def _yuan(fen: int | None) -> Decimal | None:

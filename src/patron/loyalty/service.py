@@ -21,7 +21,14 @@ from patron.customers.model import IdentifierError
 from patron.customers.queries import visible_customer
 from patron.customers.tables import identities
 from patron.db import UnitOfWork, utcnow
-from patron.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from patron.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    PatronError,
+    ValidationFailed,
+)
 from patron.loyalty import persist
 from patron.loyalty.model import (
     InsufficientPoints,
@@ -79,6 +86,11 @@ def retrying(uow: UnitOfWork, work: Callable[[], T]) -> T:
     for attempt in range(MAX_ATTEMPTS):
         try:
             return work()
+        except PatronError:
+            # A refusal rolls back what the attempt wrote: a caller that goes on with the same
+            # unit of work never sees half an operation.
+            uow.rollback()
+            raise
         except (IntegrityError, DBAPIError) as exc:
             uow.rollback()
             code = getattr(getattr(exc, "orig", None), "sqlstate", None)

@@ -11,18 +11,18 @@ the checkout to compose them with its own writes.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from patron.customers.queries import visible_customer
 from patron.db import UnitOfWork, utcnow
-from patron.errors import Conflict, FieldError, NotFound, PatronError, ValidationFailed
+from patron.errors import Conflict, FieldError, NotFound, ValidationFailed
 from patron.loyalty import persist
 from patron.loyalty import service as loyalty
 from patron.loyalty.schemas import HoldIn
+from patron.loyalty.service import _program, retrying
 from patron.loyalty.tables import loyalty_members, loyalty_operations, loyalty_programs
 from patron.org.tables import stores
 from patron.rewards.model import (
@@ -42,32 +42,9 @@ invalid = loyalty.invalid
 request_hash = loyalty.request_hash
 HOLD_KEY_PREFIX = "rewards:"
 BATCH = 500
-T = TypeVar("T")
-
-
-def retrying(uow: UnitOfWork, work: Callable[[], T]) -> T:
-    """:func:`patron.loyalty.service.retrying`, and a refusal rolls back what the attempt
-    wrote: a caller that goes on with the same unit of work never sees half a redemption."""
-
-    def attempt() -> T:
-        try:
-            return work()
-        except PatronError:
-            uow.rollback()
-            raise
-
-    return loyalty.retrying(uow, attempt)
 
 
 # --- reading ------------------------------------------------------------------------------------
-
-def _program(conn: Connection, code: str) -> dict[str, Any]:
-    row = conn.execute(select(loyalty_programs).where(loyalty_programs.c.code == code)
-                       ).mappings().first()
-    if row is None:
-        raise NotFound("program_not_found", params={"code": code})
-    return dict(row)
-
 
 def _item(conn: Connection, item_id: int, *, lock: bool = False) -> dict[str, Any]:
     q = select(rewards_items).where(rewards_items.c.id == item_id)
@@ -350,8 +327,7 @@ def redeem_in(conn: Connection, *, actor: Actor, item_id: int, body: RedemptionI
     if reason is not None:
         raise Conflict(reason, params={"code": item["code"]})
     _reclaim_lapsed(conn, item, at)
-    program = dict(conn.execute(select(loyalty_programs).where(
-        loyalty_programs.c.id == program_id)).mappings().one())
+    program = loyalty._program_by_id(conn, program_id)
     since = (period_start(at, item["limit_period"], program["timezone"])
              if item["limit_period"] else None)
     breach = limit_breach(

@@ -23,9 +23,8 @@ from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from patron.customers.queries import visible_customer
 from patron.db import UnitOfWork, UTCDateTime, upsert, utcnow
 from patron.errors import Conflict, NotFound
-from patron.loyalty.service import invalid, need, request_hash, retrying
+from patron.loyalty.service import _program, _store_id, invalid, need, request_hash, retrying
 from patron.loyalty.tables import loyalty_members, loyalty_programs
-from patron.org.service import Reference
 from patron.org.tables import channels, stores
 from patron.security import audit
 from patron.security.model import Actor
@@ -96,14 +95,6 @@ def _owned(uow: UnitOfWork, inner: Callable[[Connection], T]) -> T:
     return retrying(uow, work)
 
 
-def _program(conn: Connection, code: str) -> dict[str, Any]:
-    row = conn.execute(select(loyalty_programs).where(loyalty_programs.c.code == code)
-                       ).mappings().first()
-    if row is None:
-        raise NotFound("program_not_found", params={"code": code})
-    return dict(row)
-
-
 def _settings(conn: Connection, program_id: int) -> dict[str, Any]:
     row = conn.execute(select(sv_programs).where(sv_programs.c.program_id == program_id)
                        ).mappings().first()
@@ -125,22 +116,6 @@ def _member(conn: Connection, actor: Actor, member_id: int, *, visible: bool) ->
         except NotFound as exc:
             raise NotFound("member_not_found") from exc
     return dict(row)
-
-
-def _store_id(conn: Connection, actor: Actor, code: str | None, *,
-              required_when_scoped: bool = True) -> int | None:
-    """A store code to its id within the actor's scope; store-scoped actors must name one of
-    theirs."""
-    if code is None:
-        if actor.store_ids is not None and required_when_scoped:
-            raise invalid("store", "store_required_in_scope")
-        return None
-    store = Reference(conn).store(code)
-    if store is None:
-        raise invalid("store", "unknown_store", value=code)
-    if not actor.sees_store(store.id):
-        raise invalid("store", "store_out_of_scope")
-    return int(store.id)
 
 
 def _lock_account(conn: Connection, *, program_id: int, member_id: int, create: bool,

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from patron import workers
 from patron.db import UnitOfWork, utcnow
 from patron.messaging import model
 from patron.messaging.adapters import Adapter, Outgoing, Result
@@ -289,40 +290,18 @@ def run_worker(engine: Engine, *, interval: float = 5.0, once: bool = False, lim
     is followed at once by the next. Trouble is logged and waited out, except with ``once``."""
     from patron.messaging.channels import configured_adapters
 
-    stop = stop or threading.Event()
     # One set of adapters for the worker's life: connections and WeChat's access token are
     # kept between rounds.
     adapters = configured_adapters()
     try:
-        while not stop.is_set():
-            try:
-                stats = deliver_due(engine=engine, limit=limit, adapters=adapters)
-            except Exception:
-                if once:
-                    raise
-                log.exception("message delivery round failed; trying again in %ss", interval)
-                stop.wait(interval)
-                continue
-            if on_stats is not None:
-                on_stats(stats)
-            if once:
-                return
-            if stats.claimed < limit:
-                stop.wait(interval)
+        workers.poll(lambda: deliver_due(engine=engine, limit=limit, adapters=adapters),
+                     what="message delivery", interval=interval, once=once, limit=limit,
+                     stop=stop, on_stats=on_stats, log=log)
     finally:
         close_adapters(adapters)
 
 
 def start_background_worker(engine: Engine, *, interval: float = 5.0) -> Callable[[], None]:
     """:func:`run_worker` in a daemon thread; returns the function that stops it."""
-    stop = threading.Event()
-    thread = threading.Thread(target=run_worker, args=(engine,),
-                              kwargs={"interval": interval, "stop": stop},
-                              name="patron-messages", daemon=True)
-    thread.start()
-
-    def stop_worker() -> None:
-        stop.set()
-        thread.join(timeout=20.0)
-
-    return stop_worker
+    return workers.start_in_thread(run_worker, engine, interval=interval, name="patron-messages",
+                                   join_timeout=20.0)

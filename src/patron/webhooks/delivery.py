@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, select, update
 
-from patron import __version__
+from patron import __version__, workers
 from patron.db import UnitOfWork, utcnow
 from patron.webhooks import model
 from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
@@ -202,36 +202,14 @@ def run_worker(engine: Engine, *, interval: float = 5.0, once: bool = False, lim
     """Deliver what is due, then every ``interval`` seconds until ``stop`` is set. A full batch
     is followed at once by the next. Database or network trouble is logged and waited out,
     except with ``once``, where it is raised."""
-    stop = stop or threading.Event()
     with new_client() as http:
-        while not stop.is_set():
-            try:
-                stats = deliver_due(engine=engine, limit=limit, client=http)
-            except Exception:
-                if once:
-                    raise
-                log.exception("webhook delivery round failed; trying again in %ss", interval)
-                stop.wait(interval)
-                continue
-            if on_stats is not None:
-                on_stats(stats)
-            if once:
-                return
-            if stats.claimed < limit:
-                stop.wait(interval)
+        workers.poll(lambda: deliver_due(engine=engine, limit=limit, client=http),
+                     what="webhook delivery", interval=interval, once=once, limit=limit,
+                     stop=stop, on_stats=on_stats, log=log)
 
 
 def start_background_worker(engine: Engine, *, interval: float = 5.0) -> Callable[[], None]:
     """Run :func:`run_worker` in a daemon thread; returns the function that stops it (waiting
     for the delivery in flight, at most about one request timeout)."""
-    stop = threading.Event()
-    thread = threading.Thread(target=run_worker, args=(engine,),
-                              kwargs={"interval": interval, "stop": stop},
-                              name="patron-webhooks", daemon=True)
-    thread.start()
-
-    def stop_worker() -> None:
-        stop.set()
-        thread.join(timeout=(TIMEOUT.read or 10.0) + 5.0)
-
-    return stop_worker
+    return workers.start_in_thread(run_worker, engine, interval=interval, name="patron-webhooks",
+                                   join_timeout=(TIMEOUT.read or 10.0) + 5.0)

@@ -13,12 +13,10 @@ are installed. docs/checkout.md explains every rule.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,6 +37,8 @@ from patron.checkout.model import (
 )
 from patron.checkout.schemas import BasketIn, CommitIn, HoldIn, OfflineBatchIn, RefundIn
 from patron.checkout.tables import checkout_commits, checkout_holds, checkout_refunds
+from patron.coupons import model as coupon_model
+from patron.coupons import service as coupons
 from patron.customers.model import IdentifierError, mask_name, mask_phone, normalize_identity
 from patron.customers.tables import customer_figures, customers, identities
 from patron.db import UnitOfWork, utcnow
@@ -66,23 +66,14 @@ from patron.org.service import Reference, StoreRef
 from patron.org.tables import channels
 from patron.security import audit
 from patron.security.model import Actor
+from patron.selfservice.service import check_member_card
+from patron.storedvalue import schemas as sv_schemas
+from patron.storedvalue import service as storedvalue
 
 need, invalid, request_hash = loyalty.need, loyalty.invalid, loyalty.request_hash
 SOURCE = "checkout"  # the orders' source
 # A till's clock may run a little ahead of the server's.
 CLOCK_SKEW = dt.timedelta(minutes=5)
-
-
-# --- the areas that plug in -------------------------------------------------------------------
-
-def _area(name: str) -> ModuleType | None:
-    """An area's service module when it is installed (coupons, stored value, self-service)."""
-    try:
-        return importlib.import_module(f"patron.{name}.service")
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and f"patron.{name}.service".startswith(exc.name):
-            return None
-        raise
 
 
 @dataclass
@@ -103,31 +94,21 @@ def _discounts(conn: Connection, actor: Actor, basket: Basket, body: BasketIn,
     percent = basket.benefits.discount_percent
     if not body.coupons:
         return Discounts(tier_discount(basket.lines, percent), [0] * n,
-                         {"available": _area("coupons") is not None, "accepted": [],
-                          "refused": [], "tier_applied": True})
-    area = _coupons()
+                         {"accepted": [], "refused": [], "tier_applied": True})
     if basket.member is None:
         raise invalid("coupons", "member_required")
-    combo, unknown = area.evaluate(conn, member_id=int(basket.member["id"]),
+    combo, unknown = coupons.evaluate(conn, member_id=int(basket.member["id"]),
                                    basket=_coupon_basket(basket), codes=list(body.coupons),
                                    tier_discount_percent=percent,
                                    with_points=bool(body.redeem_points), now=now)
-    return _from_combination(basket, area.combination_out(combo, unknown))
-
-
-def _coupons() -> ModuleType:
-    area = _area("coupons")
-    if area is None or not hasattr(area, "redeem_coupons"):
-        raise invalid("coupons", "coupons_unavailable")
-    return area
+    return _from_combination(basket, coupons.combination_out(combo, unknown))
 
 
 def _coupon_basket(basket: Basket) -> Any:
-    cm = importlib.import_module("patron.coupons.model")
-    return cm.Basket(lines=tuple(cm.Line(ln.line_no, ln.sku, ln.category, ln.quantity,
-                                         ln.unit_price) for ln in basket.lines),
-                     store=basket.store.code, channel=basket.channel,
-                     purchased_at=basket.purchased_at)
+    return coupon_model.Basket(lines=tuple(
+        coupon_model.Line(ln.line_no, ln.sku, ln.category, ln.quantity, ln.unit_price)
+        for ln in basket.lines),
+        store=basket.store.code, channel=basket.channel, purchased_at=basket.purchased_at)
 
 
 def _fen(yuan: Any) -> int:
@@ -140,7 +121,7 @@ def _from_combination(basket: Basket, combo: dict[str, Any]) -> Discounts:
     tier_lines = [_fen(tier.get(str(ln.line_no), 0)) for ln in basket.lines]
     coupon_lines = [sum(_fen(a["lines"].get(str(ln.line_no), 0)) for a in combo["accepted"])
                     for ln in basket.lines]
-    info = {"available": True, "tier_applied": bool(combo["tier_applied"]),
+    info = {"tier_applied": bool(combo["tier_applied"]),
             "points_allowed": bool(combo["points_allowed"]),
             "accepted": [{"code": a["code"], "coupon_id": a["coupon_id"], "kind": a["kind"],
                           "discount_fen": _fen(a["discount"])} for a in combo["accepted"]],
@@ -155,9 +136,8 @@ def _use_coupons(conn: Connection, *, actor: Actor, basket: Basket, body: Basket
                  ) -> tuple[Discounts, int]:
     """Redeem (or hold) the basket's coupons through the coupons area, all or none: a refused
     coupon refuses the checkout (409 ``coupon_refused`` naming each code's reason)."""
-    area = _coupons()
     assert basket.member is not None
-    fn = area.redeem_coupons if kind == "redeem" else area.hold_coupons
+    fn = coupons.redeem_coupons if kind == "redeem" else coupons.hold_coupons
     out = fn(conn, actor=actor, member_id=int(basket.member["id"]),
              basket=_coupon_basket(basket), codes=list(body.coupons), idempotency_key=key,
              tier_discount_percent=basket.benefits.discount_percent,
@@ -166,38 +146,24 @@ def _use_coupons(conn: Connection, *, actor: Actor, basket: Basket, body: Basket
     return _from_combination(basket, out["combination"]), int(out["id"])
 
 
-def _stored_value() -> ModuleType:
-    """The stored-value area, or a 422 on ``stored_value_fen`` until it is installed."""
-    area = _area("storedvalue")
-    if area is None or not hasattr(area, "spend_in"):
-        raise invalid("stored_value_fen", "stored_value_unavailable")
-    return area
-
-
 def _sv_body(kind: str, **values: Any) -> Any:
-    schemas = importlib.import_module("patron.storedvalue.schemas")
-    return getattr(schemas, kind).model_validate(values)
+    return getattr(sv_schemas, kind).model_validate(values)
 
 
 def _stored_value_balance(conn: Connection, actor: Actor, member: dict[str, Any] | None,
                           now: dt.datetime) -> int | None:
     """The member's stored value spendable now, in fen (None: no stored value here)."""
-    area = _area("storedvalue")
-    if area is None or member is None or not actor.can("stored_value.lookup"):
+    if member is None or not actor.can("stored_value.lookup"):
         return None
-    out = area.balance(conn, actor=actor, member_id=int(member["id"]), now=now)
+    out = storedvalue.balance(conn, actor=actor, member_id=int(member["id"]), now=now)
     return int(Decimal(out["spendable"]) * 100)
 
 
 def _member_from_qr(conn: Connection, payload: str, now: dt.datetime) -> str:
     """The member code carried by a member's QR card, whose signature and expiry the
     self-service area checks (a card is valid for minutes: a screenshot stops working)."""
-    selfservice = _area("selfservice")
-    check = getattr(selfservice, "check_member_card", None)
-    if check is None:
-        raise invalid("member.qr", "qr_unsupported")
     try:
-        card = check(conn, payload, now=now)
+        card = check_member_card(conn, payload, now=now)
     except ValidationFailed as exc:
         reason = exc.fields[0].reason if exc.fields else "qr_invalid"
         raise invalid("member.qr", reason) from exc
@@ -415,8 +381,6 @@ def quote(conn: Connection, *, actor: Actor, body: BasketIn,
     at = now or utcnow()
     basket = _basket(conn, actor, body, at)
     discounts = _discounts(conn, actor, basket, body, at)
-    if body.stored_value_fen:
-        _stored_value()
     pricing = _price(basket, body, discounts, tenders=None)
     member = _member_out(conn, basket)
     points: dict[str, Any] | None = None
@@ -442,8 +406,7 @@ def quote(conn: Connection, *, actor: Actor, body: BasketIn,
             "lines": _lines_out(pricing), "amounts": _amounts(pricing),
             "coupons": discounts.coupons,
             "points": points,
-            "stored_value": {"available": _area("storedvalue") is not None,
-                             "balance_fen": _stored_value_balance(conn, actor, basket.member,
+            "stored_value": {"balance_fen": _stored_value_balance(conn, actor, basket.member,
                                                                   at),
                              "spend_fen": pricing.stored_value}}
 
@@ -577,7 +540,7 @@ def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetim
     sv_op: dict[str, Any] | None = None
     if pricing.stored_value:
         assert basket.member is not None
-        sv = _stored_value()
+        sv = storedvalue
         if hold is not None and hold["stored_value_operation_id"] is not None:
             sv_op = sv.commit_hold_in(conn, actor=actor,
                                       hold_id=int(hold["stored_value_operation_id"]), now=now)
@@ -599,13 +562,12 @@ def commit_in(conn: Connection, *, actor: Actor, body: CommitIn, now: dt.datetim
         raise Conflict("order_number_taken", params={"order_number": body.order_number})
     order_id = int(outcome.order_id)  # type: ignore[arg-type]
     if body.coupons:
-        area = _coupons()
         if hold is not None and hold["parts"].get("coupon_operation_id") is not None:
             try:
-                area.commit_hold_in(conn, actor=actor,
-                                    operation_id=int(hold["parts"]["coupon_operation_id"]),
-                                    now=now, order_id=order_id)
-            except area.HoldExpired as exc:
+                coupons.commit_hold_in(conn, actor=actor,
+                                       operation_id=int(hold["parts"]["coupon_operation_id"]),
+                                       now=now, order_id=order_id)
+            except coupons.HoldExpired as exc:
                 raise Conflict("hold_expired") from exc
         else:
             used, _op = _use_coupons(conn, actor=actor, basket=basket, body=body, kind="redeem",
@@ -739,7 +701,7 @@ def create_hold(*, uow: UnitOfWork, actor: Actor, body: HoldIn,
             raise Conflict("coupon_refused", fields=[
                 FieldError(f"coupons.{_code_index(body, r['code'])}", r["reason"], r["params"])
                 for r in discounts.coupons["refused"]])
-        sv = _stored_value() if body.stored_value_fen else None
+        sv = storedvalue if body.stored_value_fen else None
         pricing = _price(basket, body, discounts, tenders=None)
         minutes = body.minutes or (int(basket.program["hold_minutes"]) if basket.program
                                    else 15)
@@ -818,11 +780,11 @@ def release_hold(*, uow: UnitOfWork, actor: Actor, hold_id: int,
             loyalty.finish_hold_in(conn, actor=actor, hold_id=int(hold["points_operation_id"]),
                                    action="release", now=at)
         if hold["parts"].get("coupon_operation_id") is not None:
-            _coupons().release_hold_in(conn, actor=actor,
-                                       operation_id=int(hold["parts"]["coupon_operation_id"]),
-                                       now=at)
+            coupons.release_hold_in(conn, actor=actor,
+                                    operation_id=int(hold["parts"]["coupon_operation_id"]),
+                                    now=at)
         if hold["stored_value_operation_id"] is not None:
-            _stored_value().release_hold_in(conn, actor=actor,
+            storedvalue.release_hold_in(conn, actor=actor,
                                             hold_id=int(hold["stored_value_operation_id"]),
                                             now=at)
         conn.execute(update(checkout_holds).where(checkout_holds.c.id == hold_id)
@@ -917,7 +879,7 @@ def refund_in(conn: Connection, *, actor: Actor, checkout_id: int, body: RefundI
                                                "refunded"),
                           now=now, visible=False)
     if stored_back:
-        _stored_value().refund_in(conn, actor=actor,
+        storedvalue.refund_in(conn, actor=actor,
                                   spend_id=int(row["stored_value_operation_id"]),
                                   body=_sv_body("RefundIn",
                                                 idempotency_key=f"checkout-refund-{refund_id}",

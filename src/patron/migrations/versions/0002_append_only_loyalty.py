@@ -10,7 +10,7 @@ the tables and why each is append-only.
 
 Tables whose rows legitimately change are not here: lots (running remaining points, activation,
 reminder stamp), members (cached figures, tier), operations (hold status), order earnings (what
-returns took back), programs and tiers (settings), the outbox (sent stamp).
+returns took back), programs and tiers (settings).
 """
 
 from alembic import op

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-full serve migrate clean
+.PHONY: demo test lint audit bench bench-full serve migrate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Patron needs Python 3.11 or newer")'
@@ -22,13 +22,18 @@ test: $(STAMP)  ## the whole test suite, on SQLite and PostgreSQL
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+audit: $(STAMP)  ## known vulnerabilities in the installed dependencies (pip-audit)
+	$(BIN)/python tools/dependency_audit.py
+
 bench: $(STAMP)  ## figures with their anchors, at a size that runs in minutes
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.search_scale
+	$(BIN)/python -m benchmarks.segments
 
 bench-full: $(STAMP)  ## the README's figures: ~1M orders; analytics on 1M customers / ~4M orders
 	$(BIN)/python -m benchmarks --orders 1000000 --analytics-customers 1000000
 	$(BIN)/python -m benchmarks.search_scale --customers 1000000
+	$(BIN)/python -m benchmarks.segments --customers 1000000
 
 serve: $(STAMP)
 	$(BIN)/patron serve

@@ -22,9 +22,11 @@ Figures:
 * ``RFM + lifecycle full refresh``: ``refresh_rfm(scope="all")`` (overall from the figures,
   every store, region and brand from the orders) then ``refresh_lifecycle``, as of the end of
   ``END_DAY``, each in its transaction, writing every score and stage: first on empty tables
-  (cold), then the next night's (as of a day later: every score rewritten, only changed stages
-  written). Anchor: DuckDB (in-process, in-memory, every core) computing the same
-  per-customer aggregates (recency, frequency, monetary, first and last purchase, purchase
+  (cold), then the next night's (as of a day later, continuing from the first: only the
+  customers whose figures changed, those whose quantile moved and those whose stage is due
+  are read and written; ``rfm_mode``/``lifecycle_mode`` in the notes say ``changes``).
+  Anchor: DuckDB (in-process, in-memory, every core) computing the same per-customer
+  aggregates (recency, frequency, monetary, first and last purchase, purchase
   days and the usual interval; overall and per store, region and brand) from the raw orders
   into tables. The orders are exported from the benchmark database into DuckDB first, and that
   is **not** timed: DuckDB gets its data handed to it in memory, Patron reads its own tables.
@@ -59,11 +61,13 @@ from benchmarks.databases import BenchDatabase
 from benchmarks.results import Figure, percentile
 from patron.analytics import clv, clv_service, service
 from patron.customers.figures import rebuild
+from patron.customers.protect import identity_index
 from patron.customers.tables import customers as customers_table
 from patron.db import UnitOfWork, get_engine
 from patron.orders.service import record_orders
 from patron.org import service as org
 from patron.org.tables import stores
+from patron.protection.fields import binding_text, encrypt
 from patron.security.model import SYSTEM
 
 CUSTOMERS = 50_000
@@ -202,7 +206,8 @@ _ORDER_COLS = ("id", "channel_id", "scope_store_id", "external_id", "store_id", 
                "purchased_at", "gross_amount", "discount_amount", "total_amount",
                "refunded_amount", "line_count", "identifiers", "content_hash", "source",
                "created_at")
-_IDENTITY_COLS = ("id", "customer_id", "kind", "namespace", "value", "created_at")
+_IDENTITY_COLS = ("id", "customer_id", "kind", "namespace", "value", "value_index",
+                  "created_at")
 _LINE_COLS = ("id", "order_id", "line_no", "sku", "name", "category", "quantity", "unit_price",
               "discount", "amount", "returned_quantity")
 CHUNK = 100_000
@@ -224,7 +229,9 @@ def _customer_rows(db: BenchDatabase, data: Dataset, lo: int, hi: int) -> list[t
     for i, stamp in zip(range(lo, hi), stamps, strict=True):
         cid = i + 1
         is_member = cid % 5 < 3
-        rows.append((cid, None, _phone(cid), f"M{cid:08d}" if is_member else None,
+        # personal data as Patron stores it: encrypted, bound to the row
+        rows.append((cid, None, encrypt(_phone(cid), where="customers.phone", binding=str(cid)),
+                     f"M{cid:08d}" if is_member else None,
                      int(is_member) if member else is_member,
                      store_ids[int(data.home_store[i])], pos, "{}", stamp, stamp))
     return rows
@@ -245,15 +252,21 @@ def _order_rows(db: BenchDatabase, data: Dataset, lo: int, hi: int) -> list[tupl
         sid = store_ids[store]
         rows.append((oid, channel_ids[chan], sid if chan == 0 else 0, f"A{oid:09d}", sid,
                      cust + 1 if cust >= 0 else None, stamps[j], gross, disc, total, refunded,
-                     lines, "[]", f"{oid:064x}", "import", stamps[j]))
+                     lines, encrypt("[]", where="orders.identifiers", binding=str(oid)),
+                     f"{oid:064x}", "import", stamps[j]))
     return rows
 
 
 def _identity_rows(db: BenchDatabase, data: Dataset, lo: int, hi: int
                    ) -> list[tuple[Any, ...]]:
     stamps = _stamps(data.first_at[lo:hi], db.kind)
-    return [(i + 1, i + 1, "phone", "", _phone(i + 1), stamp)
-            for i, stamp in zip(range(lo, hi), stamps, strict=True)]
+    rows = []
+    for i, stamp in zip(range(lo, hi), stamps, strict=True):
+        index = identity_index(_phone(i + 1))
+        rows.append((i + 1, i + 1, "phone", "",
+                     encrypt(_phone(i + 1), where="identities.value",
+                             binding=binding_text(("phone", "", index))), index, stamp))
+    return rows
 
 
 def _phone(customer_id: int) -> str:
@@ -518,7 +531,8 @@ def patron_refresh(url: str, as_of: dt.datetime) -> dict[str, Any]:
             "scopes": len(rfm["scopes"]), "scored_rows": sum(rfm["scopes"].values()),
             "rows_written": sum(rfm.get("written", rfm["scopes"]).values()),
             "overall": rfm["scopes"]["overall"], "stage_changes": life["changed"],
-            "stages": life["stages"]}
+            "stages": life["stages"], "rfm_mode": rfm.get("mode"),
+            "lifecycle_mode": life.get("mode")}
 
 
 # --- BG/NBD ---------------------------------------------------------------------------------

@@ -81,7 +81,15 @@ def postgres_database(admin_url: str = DEFAULT_PG_ADMIN_URL) -> Iterator[BenchDa
 def bare_copy(table: Table, name: str, metadata: MetaData) -> Table:
     """The table's columns, primary key, unique constraints and indexes under another name,
     without foreign keys: what a plain bulk insert into it costs is the anchor."""
-    cols = [Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable,
+    from sqlalchemy import Text
+
+    from patron.db import JSONType
+    from patron.protection.fields import Encrypted, EncryptedJSON
+
+    # An encrypted column's bare copy is plain text: the anchor writes values as given.
+    cols = [Column(c.name, (JSONType if isinstance(c.type, EncryptedJSON) else Text())
+                   if isinstance(c.type, Encrypted) else c.type,
+                   primary_key=c.primary_key, nullable=c.nullable,
                    autoincrement=c.autoincrement,
                    server_default=c.server_default.arg if c.server_default else None)  # type: ignore[attr-defined]
             for c in table.columns]

@@ -23,12 +23,21 @@ os.environ.setdefault("PATRON_ARGON2_MEMORY_KIB", "1024")
 os.environ.setdefault("PATRON_WEBHOOKS_WORKER", "0")
 # Tests send messages explicitly (deliver_due), not from a server thread.
 os.environ.setdefault("PATRON_MESSAGES_WORKER", "0")
+# Tests run automations explicitly (run_due), not from a server thread.
+os.environ.setdefault("PATRON_AUTOMATIONS_WORKER", "0")
 # Tests run analytics refreshes explicitly, not from a nightly scheduler thread.
 os.environ.setdefault("PATRON_ANALYTICS_REFRESH_AT", "off")
+# Fixed test keys (docs/data-protection.md#keys): no test generates development keys on disk.
+os.environ.setdefault("PATRON_DATA_KEYS", "t1:Y7YvJ4Sg0n8nV0gMmd3cNq3bJ1JY5jJqk9mX3e0mQ4A")
+os.environ.setdefault("PATRON_INDEX_KEY", "2p3dDq5V4Jq8kQ9b7yVw6o0Yxg1rJ1m6vT2lZ8cH0sE")
+os.environ.setdefault("PATRON_BACKUP_KEYS", "tb1:qE3wO7p2kX9zL4mN8bV1cR6tY0uI5oP3aS7dF2gH9jK")
 
 from patron import migrate
 from patron.db import UnitOfWork, dispose_engines, get_engine, metadata
 from patron.org.service import clear_reference_cache, ensure_default_channels
+
+# The security figures printed at the end of a run (issue 6, section 7).
+pytest_plugins = ["tests.security_figures"]
 
 PG_ADMIN_URL = os.environ.get("PATRON_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -173,6 +173,7 @@ class WeChatApi:
         self.revoked: set[str] = set()
         self.expire_next_token = False
         self.sent: list[dict[str, Any]] = []
+        self.subscribe_sent: list[dict[str, Any]] = []
         self.seen: dict[tuple[str, str], int] = {}
         self.http = HttpStandIn(self._handle)
 
@@ -201,6 +202,26 @@ class WeChatApi:
             self.seen[key] = msgid
             self.sent.append(body)
             return 200, {"errcode": 0, "errmsg": "ok", "msgid": msgid}
+        if req.path == "/cgi-bin/message/subscribe/send":
+            # subscribeMessage.send: touser, template_id, data {key: {value}}, optional page,
+            # miniprogram_state and lang; 43101 when the user has not accepted the
+            # subscription (openids starting with ``nosub``), 47003 for a bad data field.
+            token = (req.query.get("access_token") or [""])[0]
+            if not token.startswith("token-") or token in self.revoked:
+                return 200, {"errcode": 40001, "errmsg": "invalid credential"}
+            body = req.json()
+            if not body.get("touser") or not body.get("template_id"):
+                return 200, {"errcode": 40003, "errmsg": "invalid openid or template"}
+            fields = body.get("data") or {}
+            if not fields or any(not isinstance(v, dict) or "value" not in v
+                                 for v in fields.values()):
+                return 200, {"errcode": 47003, "errmsg": "argument invalid! data.value"}
+            if body.get("miniprogram_state", "formal") not in ("developer", "trial", "formal"):
+                return 200, {"errcode": 47003, "errmsg": "miniprogram_state invalid"}
+            if body["touser"].startswith("nosub"):
+                return 200, {"errcode": 43101, "errmsg": "user refuse to accept the msg"}
+            self.subscribe_sent.append(body)
+            return 200, {"errcode": 0, "errmsg": "ok", "msgid": 3000 + len(self.subscribe_sent)}
         return 404, {"errcode": 404}
 
     @property

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patron import __version__
-from patron.deps import request_language
+from patron.deps import public, request_language
 from patron.errors import FieldError, NotFound, PatronError
 from patron.i18n import t
 from patron.orders.service import validation_errors
@@ -52,13 +52,35 @@ async def _ids_in_range(request: Request) -> None:
                 raise NotFound("not_found", fields=[FieldError(name, "id_out_of_range")])
 
 
+async def _alert_on_refused_key(request: Request, exc: PatronError) -> None:
+    """An API key refused a permission or a store is misuse the owners hear about (a till's
+    key used for something else, or a stolen key probing)."""
+    actor = getattr(request.state, "actor", None)
+    if actor is None or actor.type != "api_key":
+        return
+    out_of_scope = [f.field for f in exc.fields if "out_of_scope" in f.reason]
+    if exc.status != 403 and not out_of_scope:
+        return
+    from starlette.concurrency import run_in_threadpool
+
+    from patron.db import get_engine
+    from patron.security.alerts import raise_alert_now
+
+    await run_in_threadpool(
+        raise_alert_now, engine=get_engine(), kind="api_key_misuse", subject=actor.name,
+        details={"reason": exc.message, "permission": exc.params.get("permission"),
+                 "fields": out_of_scope, "path": request.url.path, "ip": actor.ip or "?"})
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Each server process delivers due webhooks in a background thread, unless turned off
     (``PATRON_WEBHOOKS_WORKER=0``) in favour of a separate ``patron webhooks deliver``, sends
     due messages the same way (``PATRON_MESSAGES_WORKER``, ``patron messages work``), and
-    checks whether the nightly analytics refresh is due (``PATRON_ANALYTICS_REFRESH_AT``)."""
+    checks whether the nightly analytics refresh is due (``PATRON_ANALYTICS_REFRESH_AT``) and
+    the daily backup (``PATRON_BACKUP_AT``)."""
     from patron.analytics.jobs import start_scheduler
+    from patron.backup.schedule import start_scheduler as start_backups
     from patron.config import get_settings
     from patron.db import get_engine
     from patron.messaging.delivery import start_background_worker as start_messages
@@ -67,9 +89,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     stop = start_background_worker(get_engine()) if get_settings().webhooks_worker else None
     stop_messages = start_messages(get_engine()) if get_settings().messages_worker else None
     stop_scheduler = start_scheduler(get_engine())
+    stop_automations = None
+    if get_settings().automations_worker:
+        from patron.automations.engine import start_background_worker as start_automations
+
+        stop_automations = start_automations(get_engine())
+    stop_backups = start_backups(get_engine())
     try:
         yield
     finally:
+        if stop_backups is not None:
+            stop_backups()
+        if stop_automations is not None:
+            stop_automations()
         if stop_messages is not None:
             stop_messages()
         if stop_scheduler is not None:
@@ -85,11 +117,14 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(PatronError)
     async def patron_error(request: Request, exc: PatronError) -> Response:
+        await _alert_on_refused_key(request, exc)
         if exc.status == 401 and _wants_html(request):
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
         extra: dict[str, Any] = {}
         if getattr(exc, "differences", None):
             extra["differences"] = exc.differences  # type: ignore[attr-defined]
+        for name in getattr(exc, "public_params", ()):
+            extra[name] = exc.params.get(name)
         lang = request_language(request)
         return JSONResponse(error_body(exc.message, lang, fields=exc.fields, params=exc.params,
                                        **extra), status_code=exc.status)
@@ -125,11 +160,16 @@ def create_app() -> FastAPI:
     for router in (orders_router, customers_router, org_router, security_router):
         app.include_router(router, prefix="/api/v1")
     _include_optional(app)
+    from patron.security import headers, logfilter
+
+    headers.install(app)
+    logfilter.install()
 
     if STATIC.exists():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", include_in_schema=False,
+             dependencies=[Depends(public("liveness probe, no data"))])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
@@ -155,8 +195,17 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.analytics.jobs_api", "/api/v1"),
                            ("patron.analytics.dashboards_api", "/api/v1"),
                            ("patron.messaging.api", "/api/v1"),
+                           ("patron.segments.api", "/api/v1"),
+                           ("patron.tags.api", "/api/v1"),
+                           ("patron.segments.pages", ""),
+                           ("patron.tags.pages", ""),
+                           ("patron.privacy.api", "/api/v1"),
+                           ("patron.automations.api", "/api/v1"),
+                           ("patron.campaigns.api", "/api/v1"),
                            ("patron.messaging.pages", ""),
+                           ("patron.automations.pages", ""),
                            ("patron.web.pages", ""),
+                           ("patron.privacy.pages", ""),
                            ("patron.selfservice.pages", "")):
         try:
             mod = importlib.import_module(module)

@@ -125,6 +125,10 @@ def export_customers_cmd(
     store: Annotated[str | None, typer.Option(help="Registered or bought at this store")] = None,
     channel: Annotated[str | None, typer.Option(help="Registered or bought through it")] = None,
     member: Annotated[bool | None, typer.Option(help="Members only / non-members only")] = None,
+    consent: Annotated[str | None, typer.Option(
+        help="Only customers consenting to this channel: sms, wechat, app, email")] = None,
+    purpose: Annotated[str, typer.Option(
+        help="analysis | service | marketing (marketing needs --consent)")] = "analysis",
 ) -> None:
     """Export the customer list (masked) to a file under the data directory."""
     from patron.customers.export import export_customers
@@ -133,8 +137,16 @@ def export_customers_cmd(
     if fmt not in ("csv", "xlsx"):
         fail(t("literal_error", lang(), expected="csv, xlsx"))
     with UnitOfWork(get_engine()) as uow:
-        path = export_customers(uow=uow, actor=_cli_actor(), fmt=fmt,  # type: ignore[arg-type]
-                                filters={"store": store, "channel": channel, "member": member})
+        try:
+            path = export_customers(uow=uow, actor=_cli_actor(), fmt=fmt,  # type: ignore[arg-type]
+                                    filters={"store": store, "channel": channel,
+                                             "member": member, "consent": consent},
+                                    purpose=purpose)  # type: ignore[arg-type]
+        except PatronError as exc:
+            reasons = "; ".join(f"{f.field}: {t(f.reason, lang(), **f.params)}"
+                                for f in exc.fields) or t(exc.message, lang(), **exc.params)
+            fail(reasons)
+            raise
     console.print(str(path))
 
 
@@ -172,7 +184,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 for _module in ("patron.imports.cli", "patron.demo.cli", "patron.webhooks.cli",
                 "patron.analytics.cli", "patron.loyalty.cli", "patron.coupons.cli",
                 "patron.storedvalue.cli", "patron.messaging.cli",
-                "patron.rewards.cli", "patron.benefits.cli"):
+                "patron.rewards.cli", "patron.benefits.cli", "patron.segments.cli",
+                "patron.tags.cli", "patron.privacy.cli", "patron.automations.cli",
+                "patron.campaigns.cli", "patron.security.audit_cli", "patron.backup.cli",
+                "patron.protection.cli"):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as _exc:

@@ -29,10 +29,31 @@ class Settings(BaseSettings):
     login_lock_after: int = 8
     login_lock_minutes: int = 15
     cookie_secure: bool = False
+    # Sensitive actions (reveal, export, role changes, key creation, points adjustments) need
+    # the password typed within this many minutes (docs/security.md#re-authentication).
+    reauth_minutes: int = Field(default=10, ge=1, le=1440)
+    # Exports of more rows than this wait for an owner's approval (owners' own do not).
+    export_approval_rows: int = Field(default=10000, ge=1)
+    # Alerts to owners (docs/security.md#alerts): an export of at least this many rows; this
+    # many personal-data reveals by one user within `alert_window_minutes`; sign-ins between
+    # these local hours ("22-6"); where alert messages go (emails or phones, comma-separated;
+    # none: the alerts page only).
+    alert_export_rows: int = Field(default=1000, ge=1)
+    alert_reveals: int = Field(default=20, ge=1)
+    alert_window_minutes: int = Field(default=10, ge=1)
+    alert_quiet_hours: str = "0-6"
+    alert_recipients: str = ""
+    # Requests per minute per client address on sign-in, one-time codes and other public
+    # routes (in each server process).
+    rate_limit_per_minute: int = Field(default=30, ge=1)
     # Member self-service pages (/m/): how long a member stays signed in after the one-time
     # code, and how long a QR member card shown on the phone stays valid at the till.
     member_session_minutes: int = Field(default=30, ge=1, le=1440)
     member_card_seconds: int = Field(default=300, ge=30, le=3600)
+    # Personal-information rights (docs/privacy.md): days to answer a data-subject request, and
+    # the retention job's inactivity period after which a customer is anonymised (0: never).
+    privacy_request_days: int = Field(default=15, ge=1, le=90)
+    retention_inactive_days: int = Field(default=1095, ge=0, le=36500)
     # Deliver webhooks from a thread of each server process (off when a separate
     # `patron webhooks deliver` worker runs).
     webhooks_worker: bool = True
@@ -58,6 +79,13 @@ class Settings(BaseSettings):
     app_push_secret: str = ""
     messages_webhook_url: str = ""
     messages_webhook_secret: str = ""
+    # Automations and campaigns (docs/automations.md, docs/campaigns.md): run them from a
+    # thread of each server process (off when a separate `patron automations work` runs); an
+    # audience above `audience_confirm_above` customers must be confirmed with its size before
+    # anything is sent; a campaign above `campaign_approval_above` needs another user's approval.
+    automations_worker: bool = True
+    audience_confirm_above: int = Field(default=1_000_000, ge=1)
+    campaign_approval_above: int = Field(default=10_000, ge=0)
     # Nightly analytics refresh: local time "HH:MM" in `analytics_refresh_tz`, or "off".
     analytics_refresh_at: str = "03:00"
     analytics_refresh_tz: str = "Asia/Shanghai"
@@ -65,6 +93,25 @@ class Settings(BaseSettings):
     # suite lowers them to keep thousands of logins fast.
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
+    # Keys (docs/data-protection.md#keys): keyrings "id:key,id:key" (the first encrypts), the
+    # blind index key; empty = development keys generated into <data_dir>/patron-keys.env.
+    data_keys: str = ""
+    index_key: str = ""
+    backup_keys: str = ""
+    # Backups (docs/backups.md): where they go, how many to keep, a daily time "HH:MM" in
+    # `backup_tz` at which one server process takes one, or "off".
+    backup_dir: Path | None = None
+    backup_keep: int = Field(default=7, ge=1, le=1000)
+    backup_at: str = "off"
+    backup_tz: str = "Asia/Shanghai"
+
+    @field_validator("backup_at")
+    @classmethod
+    def _backup_at(cls, value: str) -> str:
+        from patron.analytics.refresh_schedule import parse_refresh_at
+
+        parse_refresh_at(value)
+        return value.strip().lower() if value.strip().lower() == "off" else value.strip()
 
     @field_validator("analytics_refresh_at")
     @classmethod
@@ -74,7 +121,7 @@ class Settings(BaseSettings):
         parse_refresh_at(value)  # raises ValueError with the reason
         return value.strip().lower() if value.strip().lower() == "off" else value.strip()
 
-    @field_validator("analytics_refresh_tz")
+    @field_validator("analytics_refresh_tz", "backup_tz")
     @classmethod
     def _refresh_tz(cls, value: str) -> str:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -84,6 +131,10 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @property
+    def effective_backup_dir(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def effective_database_url(self) -> str:

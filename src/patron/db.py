@@ -10,6 +10,9 @@ key order.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -148,6 +151,9 @@ def make_engine(url: str) -> Engine:
         # No pre-ping: it costs a round trip per checkout on the hot path; a connection that
         # died is invalidated on its first error and replaced.
         engine = create_engine(url, pool_size=20, max_overflow=20, pool_recycle=3600)
+    from patron.security.audit import _install
+
+    _install(engine)  # the audit chain's commit hook, before any thread uses the engine
     return engine
 
 
@@ -295,35 +301,105 @@ def bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRows:
+    """Rows of ``table`` already in the form the driver receives, one tuple per row in
+    ``columns`` order: what each column type's bind processor would have made of the values
+    (Money and Quantity as integers, JSON as its text, times as :func:`driver_datetime` gives
+    them). Hot paths build these directly; building dicts and running every value through
+    SQLAlchemy's processors cost more than the inserts themselves."""
+
+    table: Any
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def driver_datetime(dialect: Any) -> Callable[[dt.datetime], Any]:
+    """A function giving an aware datetime in the form :class:`UTCDateTime` binds it on this
+    dialect: a UTC ``datetime`` on PostgreSQL, SQLite's ``YYYY-MM-DD HH:MM:SS.ffffff`` text
+    in UTC on SQLite (SQLAlchemy's own storage format)."""
+    if dialect.name == "sqlite":
+        def sqlite_text(value: dt.datetime) -> str:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime refused: Patron stores timezone-aware UTC times")
+            return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        return sqlite_text
+
+    def utc(value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: Patron stores timezone-aware UTC times")
+        return value.astimezone(dt.UTC)
+    return utc
+
+
+def prepare_rows(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> PreparedRows:
+    """Dict rows through each column's bind processor (columns missing from the first row take
+    their defaults); JSON as text on every dialect."""
+    dialect = conn.dialect
+    columns = [c for c in table.columns if c.name in rows[0]] if rows else []
+    names = tuple(c.name for c in columns)
+    processors = [column_binder(c, dialect) for c in columns]
+    pairs = list(zip(names, processors, strict=True))
+    return PreparedRows(table, names, [
+        tuple([p(row.get(n)) if p else row.get(n) for n, p in pairs]) for row in rows])
+
+
+def column_binder(column: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """What :class:`PreparedRows` hold for ``column``: the column type's bind processor, or an
+    equal shortcut for Patron's own types (going through SQLAlchemy's chain of processors per
+    value cost more than the insert); a plain JSON column as its text on every dialect. Any
+    other type (a TypeDecorator of another area, say) binds through its own processor."""
+    if isinstance(column.type, JSON):
+        return _json_text
+    kind = type(column.type)
+    if kind is UTCDateTime:
+        when = driver_datetime(dialect)
+        return lambda value: None if value is None else when(value)
+    if kind is Money or kind is Quantity:
+        return functools.partial(kind.process_bind_param, column.type, dialect=dialect)
+    return column.type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[no-any-return]
+
+
 # Up to this many rows in all, bulk_insert_many sends one JSON statement on PostgreSQL; above
 # it, one COPY per table (measured: JSON wins for API groups, COPY for 2,000-order chunks).
 JSON_INSERT_ROWS = 1000
 
 
-def bulk_insert_many(conn: Connection, batches: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+def bulk_insert_many(conn: Connection,
+                     batches: list[tuple[Any, list[dict[str, Any]]] | PreparedRows]) -> None:
     """Insert the rows of several tables in one round trip on PostgreSQL: one statement whose
     data-modifying ``WITH`` parts each insert one table's rows from a JSON parameter (foreign
     keys between them are checked at the end of the statement, so parents and children may
-    come together). On SQLite, which has no round trips, :func:`bulk_insert` per table.
+    come together). On SQLite, which has no round trips, the driver's ``executemany`` per table.
 
-    For the small groups of the single-order API this replaces one ``COPY`` per table (each a
-    few round trips) with a single statement; values are bound exactly as :func:`bulk_insert`
-    binds them. Above ``JSON_INSERT_ROWS`` rows the tables are copied one by one.
+    A batch is ``(table, dict rows)``, bound exactly as :func:`bulk_insert` binds them, or
+    :class:`PreparedRows` already in the driver's form. For the small groups of the
+    single-order API one statement replaces one ``COPY`` per table (each a few round trips);
+    above ``JSON_INSERT_ROWS`` rows the tables are copied one by one.
     """
-    batches = [(table, rows) for table, rows in batches if rows]
-    if not batches:
+    prepared = [b if isinstance(b, PreparedRows) else prepare_rows(conn, b[0], b[1])
+                for b in batches if (b.rows if isinstance(b, PreparedRows) else b[1])]
+    if not prepared:
         return
-    if conn.dialect.name != "postgresql" or sum(len(r) for _, r in batches) > JSON_INSERT_ROWS:
+    if conn.dialect.name != "postgresql":
+        for batch in prepared:
+            # Table and column names come from Patron's own metadata, never from input.
+            quoted = ", ".join(f'"{n}"' for n in batch.columns)
+            placeholders = ", ".join("?" * len(batch.columns))
+            sqlite_executemany(conn, f'INSERT INTO "{batch.table.name}" ({quoted}) '  # noqa: S608
+                                     f"VALUES ({placeholders})", batch.rows)
+        return
+    if sum(len(b.rows) for b in prepared) > JSON_INSERT_ROWS:
         # Large chunks (file imports): COPY moves rows faster than the server parses JSON.
-        for table, rows in batches:
-            bulk_insert(conn, table, rows)
+        for batch in prepared:
+            _copy_rows(conn, batch)
         return
     from sqlalchemy import text
 
     parts: list[str] = []
     params: dict[str, str] = {}
-    for i, (table, rows) in enumerate(batches):
-        sql, payload = _json_insert(conn, table, rows)
+    for i, batch in enumerate(prepared):
+        sql, payload = _json_insert(conn, batch)
         parts.append(sql.replace(":rows", f":j{i}"))
         params[f"j{i}"] = payload
     head = ", ".join(f"i{i} AS ({p})" for i, p in enumerate(parts[:-1]))
@@ -331,30 +407,42 @@ def bulk_insert_many(conn: Connection, batches: list[tuple[Any, list[dict[str, A
     conn.execute(text(statement), params)
 
 
-def _json_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
+def _copy_rows(conn: Connection, batch: PreparedRows) -> None:
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    _begin(conn)
+    quoted = ", ".join(f'"{n}"' for n in batch.columns)
+    sql = f'COPY "{batch.table.name}" ({quoted}) FROM STDIN'
+    dbapi_conn = conn.connection.driver_connection
+    try:
+        with dbapi_conn.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[union-attr]
+            write = copy.write_row
+            for row in batch.rows:
+                write(row)
+    except psycopg.Error as exc:
+        # Raise what an INSERT would have raised (IntegrityError on a duplicate key), so that
+        # callers retry a chunk the same way whichever path wrote it.
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+
+
+def _json_insert(conn: Connection, batch: PreparedRows) -> tuple[str, str]:
     import json
 
     dialect = conn.dialect
-    columns = [c for c in table.columns if c.name in rows[0]]
-    names = [c.name for c in columns]
+    columns = [batch.table.c[n] for n in batch.columns]
     selects = []
-    processors: list[Any] = []
     for j, c in enumerate(columns):
         sql_type = c.type.compile(dialect=dialect)
-        # JSON columns: the document as text (the driver's own wrapper is not JSON itself).
-        processors.append(_json_text if sql_type in ("JSON", "JSONB")
-                          else c.type.dialect_impl(dialect).bind_processor(dialect))
         if sql_type.startswith("VARCHAR") or sql_type == "TEXT":
             selects.append(f"e->>{j}")
         else:
             selects.append(f"CAST(e->>{j} AS {sql_type})")
-    quoted = ", ".join(f'"{n}"' for n in names)
+    quoted = ", ".join(f'"{n}"' for n in batch.columns)
     # Table and column names and types come from Patron's own metadata, never from input.
-    sql = (f'INSERT INTO "{table.name}" ({quoted}) SELECT {", ".join(selects)} '  # noqa: S608
+    sql = (f'INSERT INTO "{batch.table.name}" ({quoted}) SELECT {", ".join(selects)} '  # noqa: S608
            "FROM json_array_elements(CAST(:rows AS json)) AS e")
-    payload = json.dumps(
-        [[p(row.get(n)) if p else row.get(n) for n, p in zip(names, processors, strict=True)]
-         for row in rows], default=_json_value, ensure_ascii=False)
+    payload = json.dumps(batch.rows, default=_json_value, ensure_ascii=False)
     return sql, payload
 
 

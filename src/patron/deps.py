@@ -17,6 +17,28 @@ from patron.security.model import Actor
 
 SESSION_COOKIE = "patron_session"
 
+# Every route declares who may call it (tests/e2e/test_route_guards.py walks the route table):
+# a permission (``require``, ``web.render.need``), a signed-in caller of any role for reference
+# data and one's own session (``signed_in_only``), a member of the self-service pages, or an
+# explicitly public route (``public``) with its reason. The declaration sits on the dependency.
+GUARD_ATTR = "__patron_guard__"
+
+
+def declare_guard(fn: Callable[..., object], kind: str, detail: str) -> None:
+    """Mark a dependency as a route's declared guard: ``(kind, detail)``."""
+    setattr(fn, GUARD_ATTR, (kind, detail))
+
+
+def public(reason: str) -> Callable[[], None]:
+    """A route anyone may call, with the reason why (``dependencies=[Depends(public(...))]``).
+    The route must then protect itself (a signature, a token, a rate limit)."""
+
+    def open_to_anyone() -> None:
+        return None
+
+    declare_guard(open_to_anyone, "public", reason)
+    return open_to_anyone
+
 
 def get_uow() -> Iterator[UnitOfWork]:
     with UnitOfWork(get_engine()) as uow:
@@ -67,15 +89,18 @@ def optional_actor(request: Request) -> Actor | None:
     ip = client_ip(request)
     auth = request.headers.get("authorization", "")
     actor: Actor | None = None
+    refused = False
     with UnitOfWork(get_engine(), readonly=True) as uow:
         if auth.lower().startswith("bearer "):
             actor = security.actor_for_api_key(uow.c, auth[7:].strip(), ip)
-            if actor is None:
-                raise Unauthorized("invalid_api_key")
+            refused = actor is None
         else:
             token = request.cookies.get(SESSION_COOKIE)
             if token:
                 actor = security.actor_for_session(uow.c, token, ip)
+    if auth.lower().startswith("bearer ") and refused:
+        security.note_refused_key(auth[7:].strip(), ip)
+        raise Unauthorized("invalid_api_key")
     if actor is not None:
         actor = _remember(request, actor)
     return actor
@@ -100,6 +125,55 @@ async def current_actor(request: Request) -> Actor:
 CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 
+async def recent_auth(request: Request) -> Actor:
+    """A sensitive action (reveal, export, role and user changes, API key creation, points
+    adjustments): a user must have typed their password within PATRON_REAUTH_MINUTES
+    (``POST /api/v1/auth/reauth``, the page ``/reauth``). API keys pass: a till has no
+    password to type, and its key's own role and stores bound it."""
+    from patron.errors import ReauthRequired
+
+    actor = await current_actor(request)
+    if not security.recently_authenticated(actor):
+        raise ReauthRequired("reauth_required")
+    return actor
+
+
+declare_guard(recent_auth, "reauth", "the password typed within PATRON_REAUTH_MINUTES")
+RecentAuth = Depends(recent_auth)
+
+
+def rate_limited(group: str) -> Callable[[Request], None]:
+    """At most PATRON_RATE_LIMIT_PER_MINUTE requests per minute per client address to this
+    route group (security.ratelimit); then a 429."""
+    from patron.config import get_settings
+    from patron.errors import TooManyAttempts
+
+    def limit(request: Request) -> None:
+        limiter = getattr(request.app.state, "rate_limiter", None)
+        if limiter is None:
+            from patron.security.ratelimit import RateLimiter
+
+            limiter = request.app.state.rate_limiter = RateLimiter()
+        wait = limiter.hit(group, client_ip(request) or "?",
+                           limit=get_settings().rate_limit_per_minute)
+        if wait:
+            raise TooManyAttempts("rate_limited", params={"seconds": int(wait) + 1})
+
+    limit.__name__ = f"rate_limit_{group}"
+    return limit
+
+
+def signed_in_only(reason: str) -> Callable[[Request], Awaitable[Actor]]:
+    """Any signed-in user or API key, whatever its permissions: reference data every till
+    needs, one's own session. ``reason`` says why no permission applies."""
+
+    async def any_signed_in(request: Request) -> Actor:
+        return await current_actor(request)
+
+    declare_guard(any_signed_in, "signed_in", reason)
+    return any_signed_in
+
+
 def require(permission: str) -> Callable[[Request], Awaitable[Actor]]:
     async def check(request: Request) -> Actor:
         actor = await current_actor(request)
@@ -108,4 +182,5 @@ def require(permission: str) -> Callable[[Request], Awaitable[Actor]]:
         return actor
 
     check.__name__ = f"require_{permission.replace('.', '_')}"
+    declare_guard(check, "permission", permission)
     return check

@@ -65,3 +65,10 @@ class Unauthorized(PatronError):
 class TooManyAttempts(PatronError):
     status = 429
     code = "too_many_attempts"
+
+
+class ReauthRequired(PatronError):
+    """A sensitive action needs the password typed again (PATRON_REAUTH_MINUTES)."""
+
+    status = 403
+    code = "reauth_required"

@@ -17,7 +17,9 @@ for _name in ("patron.analytics.tables", "patron.analytics.clv_tables",
               "patron.analytics.dashboards_tables", "patron.loyalty.tables",
               "patron.coupons.tables", "patron.storedvalue.tables", "patron.rewards.tables",
               "patron.benefits.tables", "patron.messaging.tables", "patron.selfservice.tables",
-              "patron.checkout.tables", "patron.loyalty.reports_tables"):
+              "patron.checkout.tables", "patron.loyalty.reports_tables", "patron.tags.tables",
+              "patron.segments.tables", "patron.privacy.tables", "patron.automations.tables",
+              "patron.campaigns.tables", "patron.backup.tables"):
     try:
         importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

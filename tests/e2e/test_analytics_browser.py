@@ -173,7 +173,8 @@ def test_refresh_now_shows_progress_to_completion(live_server, browser, shop, tm
     assert done == total > 5
     last = browser.find_element(By.ID, "refresh-last").text
     assert last.startswith("上次刷新：") and last.endswith("已完成")
-    labels = {"RFM", "生命周期阶段", "终身价值", "流失评分", "关联规则", "推荐商品", "经营看板"}
+    labels = {"RFM", "生命周期阶段", "终身价值", "流失评分", "关联规则", "推荐商品", "经营看板",
+              "规则标签", "分群规模"}
     assert {s.split(" · ")[0] for s in seen if s} <= labels and seen - {""}
     assert not browser.find_element(By.ID, "refresh-button").get_attribute("disabled")
     screenshot(browser, tmp_path, "analytics-refreshed")

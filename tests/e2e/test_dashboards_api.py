@@ -81,7 +81,8 @@ def test_the_export_of_a_figures_customers_is_audited(client, sales, tmp_path, m
     r = client.get(f"{BASE}/customers.csv", params={"by": "month", "key": "2026-02", **PERIOD})
     assert r.status_code == 200, r.text
     rows = list(csv.reader(r.content.decode("utf-8-sig").splitlines()))
-    assert [int(x[0]) for x in rows[1:]] == sorted([sales["member"], sales["other"]])
+    assert rows[0][0].startswith("Patron export customers-")  # the watermark
+    assert [int(x[0]) for x in rows[2:]] == sorted([sales["member"], sales["other"]])
     assert "138****0002" in r.content.decode("utf-8-sig")  # masked
     with UnitOfWork(get_engine()) as uow:
         entry = uow.c.execute(select(audit_log).where(

@@ -218,6 +218,21 @@ def test_the_member_withdraws_a_marketing_consent_on_the_page(client, shop):
     assert "已撤回授权" in r.text and re.search(r'data-kind="sms">.*?未同意', r.text, re.S)
 
 
+def test_the_member_opts_out_of_personalised_offers_on_the_page(client, shop, db_url):
+    from patron.privacy.service import personalisation_opted_out
+
+    sign_in(client)
+    home = client.get("/m/home").text
+    assert re.search(r'data-kind="personalisation">.*?已同意', home, re.S)
+    r = client.post("/m/consents", data={"csrf_token": csrf(home),
+                                         "member": str(shop["me"]["id"]),
+                                         "kind": "personalisation", "granted": "no"})
+    assert re.search(r'data-kind="personalisation">.*?未同意', r.text, re.S)
+    with UnitOfWork(get_engine(db_url), readonly=True) as uow:
+        assert list(uow.c.execute(personalisation_opted_out()).scalars()) == [
+            shop["me"]["customer_id"]]
+
+
 def test_the_home_page_lists_the_members_coupons_and_not_anyone_elses(client, shop,
                                                                       db_url):
     from tests.coupon_factories import give, make_template

@@ -21,8 +21,11 @@ from tests.factories import T0, order
 
 def customer_id(db_url: str, phone: str) -> int:
     with UnitOfWork(get_engine(db_url), readonly=True) as uow:
+        from patron.customers.model import normalize_identity
+        from patron.customers.protect import identity_is
+
         return int(uow.c.execute(select(identities.c.customer_id).where(
-            identities.c.value == phone)).scalar_one())
+            identity_is(normalize_identity("phone", phone).value))).scalar_one())
 
 
 @pytest.fixture

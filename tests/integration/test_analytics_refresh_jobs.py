@@ -52,7 +52,7 @@ def test_a_job_runs_every_step_and_another_connection_sees_its_progress(engine, 
     assert created and job["status"] == "queued" and job["steps_done"] == 0
     assert STEPS[:7] == ["rfm", "lifecycle", "clv", "churn", "crosssell_rules:category",
                          "crosssell_rules:sku", "recommendations"]
-    assert STEPS[7:] in ([], ["dashboards"])
+    assert [s for s in STEPS[7:] if s not in ("tags", "segment_sizes")] in ([], ["dashboards"])
     assert job["steps_total"] == len(STEPS)
 
     seen = []

@@ -38,10 +38,12 @@ def buy(phone: str, when: dt.datetime, total: str, *, store: str | None = "SH01"
 
 
 def customer_of(uow, phone: str) -> int:
+    from patron.customers.model import normalize_identity
+    from patron.customers.protect import identity_is
     from patron.customers.tables import identities
 
     return uow.c.execute(select(identities.c.customer_id).where(
-        identities.c.value.like(f"%{phone[-8:]}"))).scalar_one()
+        identity_is(normalize_identity("phone", phone).value))).scalar_one()
 
 
 def record_hand_made_history(uow, *, new_york: bool) -> dict[str, int]:

@@ -63,8 +63,11 @@ def record_baskets(uow: UnitOfWork) -> dict[str, int]:
 
 
 def customer(uow: UnitOfWork, phone: str) -> int:
+    from patron.customers.model import normalize_identity
+    from patron.customers.protect import identity_is
+
     return uow.c.execute(select(identities.c.customer_id).where(
-        identities.c.value.like(f"%{phone}"))).scalar_one()
+        identity_is(normalize_identity("phone", phone).value))).scalar_one()
 
 
 def by_pair(rules: list[dict]) -> dict[tuple[str, str], dict]:

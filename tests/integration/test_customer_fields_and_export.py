@@ -147,6 +147,7 @@ def test_customer_export_is_masked_scoped_and_audited(uow, two, data_dir):
     path = export.export_customers(uow=uow, actor=two["manager"], filters={}, fmt="csv")
     assert path.parent == data_dir / "exports"
     with path.open(encoding="utf-8-sig") as fh:
+        assert next(fh).startswith(f"Patron export {path.name} · requested by mgr")
         rows = list(csv.DictReader(fh))
     assert [int(r["id"]) for r in rows] == [two["sh"]]
     assert rows[0]["phone"] == "138****1234" and rows[0]["name"] == "王**"
@@ -162,7 +163,7 @@ def test_unmasked_export_needs_reveal_and_is_audited_as_a_reveal(uow, two, data_
     path = export.export_customers(uow=uow, actor=OWNER, filters={"store": "BJ01"},
                                    fmt="xlsx", unmasked=True)
     sheet = load_workbook(path, read_only=True).worksheets[0]
-    rows = list(sheet.iter_rows(values_only=True))
+    rows = list(sheet.iter_rows(values_only=True))[1:]  # after the watermark
     assert rows[0][:4] == ("id", "member_code", "is_member", "name")
     assert [(r[0], r[3], r[6]) for r in rows[1:]] == [(str(two["bj"]), "李四",
                                                        "+8613900001111")]
@@ -179,12 +180,14 @@ def test_order_export_follows_date_store_and_scope(uow, two, data_dir):
     path = export.export_orders(uow=uow, actor=OWNER, fmt="csv",
                                 filters={"date_from": "2026-03-05", "store": "SH01"})
     with path.open(encoding="utf-8-sig") as fh:
+        next(fh)  # the watermark
         rows = list(csv.DictReader(fh))
     assert [r["external_id"] for r in rows] == ["S2"]
     assert rows[0]["purchased_at_local"] == "2026-03-05T09:00:00+08:00"
     assert rows[0]["customer_phone"] == "138****1234" and rows[0]["total_amount"] == "71.00"
     mine = export.export_orders(uow=uow, actor=two["manager"], fmt="csv", filters={})
     with mine.open(encoding="utf-8-sig") as fh:
+        next(fh)
         assert [r["store"] for r in csv.DictReader(fh)] == ["SH01", "SH01"]
     details = uow.c.execute(select(audit_log.c.details).where(
         audit_log.c.action == "orders.exported").order_by(audit_log.c.id)).scalars().all()

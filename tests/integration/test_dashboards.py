@@ -443,9 +443,11 @@ def test_an_incremental_refresh_equals_a_full_rebuild(uow):
     rest.append(("17", "D", "SH01", "pos", (2026, 1, 25, 10), "10.00", "tea"))
     record(uow, rest, now=AS_OF)
     refund_order_8(uow)
-    from patron.customers.tables import customers
+    from patron.customers.protect import identity_is
+    from patron.customers.tables import customers, identities
 
-    uow.c.execute(update(customers).where(customers.c.phone == "+8613800000002").values(
+    uow.c.execute(update(customers).where(customers.c.id.in_(select(
+        identities.c.customer_id).where(identity_is("+8613800000002")))).values(
         is_member=True, updated_at=dt.datetime(2026, 3, 20, tzinfo=SH)))
     uow.commit()
     result = ds.refresh_dashboards(uow=uow, actor=SYSTEM, as_of=AS_OF)

@@ -9,7 +9,7 @@ import email
 from email import policy
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from patron.config import Settings
 from patron.customers.tables import customers, identities
@@ -42,16 +42,23 @@ AFTER_LEASE = NOW + delivery.LEASE + dt.timedelta(seconds=1)
 
 def set_email(engine, address: str) -> None:
     with UnitOfWork(engine) as uow:
-        uow.c.execute(update(customers).values(email=address))
+        from patron.customers.protect import profile_values
+
+        for cid in uow.c.execute(select(customers.c.id)).scalars():
+            uow.c.execute(update(customers).where(customers.c.id == cid)
+                          .values(profile_values(cid, {"email": address})))
         uow.commit()
 
 
 def add_openid(engine, customer_id: int, openid: str) -> None:
     from sqlalchemy import insert
 
+    from patron.customers.protect import identity_row
+
     with UnitOfWork(engine) as uow:
-        uow.c.execute(insert(identities).values(customer_id=customer_id, kind="wechat_openid",
-                                                namespace="", value=openid, created_at=NOW))
+        uow.c.execute(insert(identities).values(**identity_row(
+            kind="wechat_openid", namespace="", value=openid, customer_id=customer_id,
+            created_at=NOW)))
         uow.commit()
 
 
@@ -253,6 +260,70 @@ def test_a_worker_dying_after_a_wechat_send_resends_with_the_same_client_msg_id_
         assert stats.resent_after_crash == 1
         assert [s["touser"] for s in wx.sent] == ["oPENID-li"]
     assert message(engine, mid)["state"] == "delivered"
+
+
+# --- WeChat subscription messages (subscribeMessage.send) --------------------------------------
+
+def save_subscription(engine) -> None:
+    from patron.messaging import service
+    from patron.security.model import SYSTEM
+
+    with UnitOfWork(engine) as uow:
+        service.create_template(uow=uow, actor=SYSTEM, values={
+            "code": "sub-points", "variables": ["points"], "body_zh": "{{ points }} 积分",
+            "wechat_kind": "subscribe", "wechat_template_id": "SUB-1",
+            "wechat_page": "pages/points/index",
+            "wechat_fields": {"number1": "{{ points }}", "thing2": "积分即将到期"}})
+
+
+def test_a_wechat_subscription_message_is_sent_in_the_shape_of_subscribe_message_send(engine):
+    m = member_with(engine, wechat=True)
+    save_subscription(engine)
+    mid = queue(engine, customer_id=m["customer_id"], channel="wechat", template="sub-points",
+                variables={"points": 71}, to="oPENID-li", purpose="marketing")
+    with WeChatApi("wx-app", "wx-secret") as wx:
+        adapter = WeChatAdapter(app_id="wx-app", app_secret="wx-secret", api_url=wx.base)
+        assert deliver_due(engine=engine, now=NOW,
+                           adapters=only("wechat", adapter)).delivered == 1
+        (sent,) = wx.subscribe_sent
+        assert wx.sent == []  # not a template message
+    assert sent == {"touser": "oPENID-li", "template_id": "SUB-1",
+                    "page": "pages/points/index", "miniprogram_state": "formal",
+                    "lang": "zh_CN",
+                    "data": {"number1": {"value": "71"}, "thing2": {"value": "积分即将到期"}}}
+    assert message(engine, mid)["provider_message_id"] == "3001"
+
+
+def test_a_subscription_message_to_a_customer_who_did_not_accept_it_fails_not_subscribed(
+        engine):
+    m = member_with(engine, wechat=True)
+    save_subscription(engine)
+    mid = queue(engine, customer_id=m["customer_id"], channel="wechat", template="sub-points",
+                variables={"points": 5}, to="nosub-openid", purpose="marketing")
+    with WeChatApi("wx-app", "wx-secret") as wx:
+        adapter = WeChatAdapter(app_id="wx-app", app_secret="wx-secret", api_url=wx.base)
+        deliver_due(engine=engine, now=NOW, adapters=only("wechat", adapter))
+        assert wx.subscribe_sent == []
+    row = message(engine, mid)
+    assert (row["state"], row["reason"]) == ("failed", "not_subscribed")
+    assert "43101" in row["error"]
+
+
+def test_a_subscription_message_whose_worker_died_mid_send_is_not_sent_again(engine):
+    """subscribeMessage.send has no client_msg_id: WeChat cannot de-duplicate a resend."""
+    m = member_with(engine, wechat=True)
+    save_subscription(engine)
+    mid = queue(engine, customer_id=m["customer_id"], channel="wechat", template="sub-points",
+                variables={"points": 5}, to="oPENID-li", purpose="marketing")
+    with WeChatApi("wx-app", "wx-secret") as wx:
+        adapter = WeChatAdapter(app_id="wx-app", app_secret="wx-secret", api_url=wx.base)
+        with pytest.raises(WorkerDied):
+            deliver_due(engine=engine, now=NOW,
+                        adapters=only("wechat", DiesAfterSending(adapter)))  # type: ignore[arg-type]
+        deliver_due(engine=engine, now=AFTER_LEASE, adapters=only("wechat", adapter))
+        assert len(wx.subscribe_sent) == 1
+    row = message(engine, mid)
+    assert (row["state"], row["reason"]) == ("failed", "outcome_unknown")
 
 
 # --- app push and other systems by signed webhook -----------------------------------------------

@@ -53,6 +53,36 @@ def test_created_orders_reach_the_hook_once_with_their_facts(uow, seen):
     assert first.purchased_at == T0 and first.source == "api"
 
 
+def test_the_hook_s_orders_are_built_as_it_reads_them(uow, seen, monkeypatch):
+    # A hook that stops early (loyalty with no program stops at the first member order) costs
+    # one record, not one per order; one that reads them all sees every order, in order.
+    from patron.orders import service
+
+    make_org(uow)
+    built = []
+    real = service._recorded
+
+    def counting(it, source):
+        built.append(it.index)
+        return real(it, source)
+
+    monkeypatch.setattr(service, "_recorded", counting)
+    peeked = []
+
+    def on_orders_recorded(conn, recorded, *, actor, now):
+        peeked.append((len(recorded), next(iter(recorded)).order_id, recorded[-1].order_id,
+                       [o.order_id for o in recorded[1:3]]))
+
+    monkeypatch.setattr(sys.modules["patron_test_hook"], "on_orders_recorded",
+                        on_orders_recorded)
+    hooks._functions.cache_clear()
+    out = record_orders(uow=uow, orders_in=[order(f"L{i}") for i in range(10)], source="api",
+                        actor=SYSTEM)
+    ids = [o.order_id for o in out]
+    assert peeked == [(10, ids[0], ids[-1], ids[1:3])]
+    assert sorted(built) == [0, 1, 2, 9]  # each built once, only those read
+
+
 def test_a_failing_hook_rolls_the_orders_back(uow, seen):
     make_org(uow)
     seen["fail"] = True

@@ -125,11 +125,13 @@ def test_rows_written_only_in_bulk_are_committed(db_url):
     # A unit of work whose only statements go through the driver's COPY/executemany must
     # still commit them (they bypass SQLAlchemy's automatic begin).
     from patron.db import UnitOfWork, bulk_insert, get_engine, utcnow
+    from patron.protection.fields import Sealed
 
     engine = get_engine(db_url)
     now = utcnow()
     with UnitOfWork(engine) as uow:
-        bulk_insert(uow.c, customers, [{"id": 7, "name": "批量", "custom_fields": {},
+        bulk_insert(uow.c, customers, [{"id": 7, "name": Sealed((7,), "批量"),
+                                        "custom_fields": {},
                                         "created_at": now, "updated_at": now}])
         uow.commit()
     with UnitOfWork(engine) as uow:
@@ -152,3 +154,24 @@ def test_small_and_large_chunks_write_the_same_rows(uow, monkeypatch):
     stored = uow.c.execute(select(orders.c.identifiers).where(orders.c.external_id == "S7")
                            ).scalar_one()
     assert stored == [["phone", "", "+8613800000007"]]
+
+
+def test_record_orders_runs_with_the_collector_paused(uow, monkeypatch):
+    import gc
+
+    from patron.orders import service
+
+    make_org(uow)
+    seen = []
+    real = service.record_orders_in
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "record_orders_in", spy)
+    gc.enable()
+    out = service.record_orders(uow=uow, orders_in=[order("GC1")], source="api", actor=SYSTEM)
+    assert out[0].status == "created"
+    assert seen == [False]
+    assert gc.isenabled()

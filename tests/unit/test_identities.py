@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from patron.customers.model import (
     IdentifierError,
@@ -63,3 +65,40 @@ def test_merge_rule_survivor_values_stand_and_blanks_are_filled():
     assert out["email"] == "wf@example.com"
     assert out["is_member"] is True
     assert out["custom_fields"] == {"size": "M", "pet": "cat", "diet": "vegan"}
+
+
+def _slow_phone(text: str) -> str | tuple[str, str]:
+    from patron.customers.model import _parse_phone
+
+    try:
+        return _parse_phone(text, "CN")
+    except IdentifierError as exc:
+        return ("error", exc.reason)
+
+
+def _fast_phone(text: str) -> str | tuple[str, str]:
+    try:
+        return normalize_phone.__wrapped__(text)
+    except IdentifierError as exc:
+        return ("error", exc.reason)
+
+
+def test_the_chinese_mobile_shortcut_agrees_with_the_full_parser_on_every_prefix():
+    # Every 6-digit prefix of an 11-digit number starting with 1 (the metadata's patterns
+    # decide on the first few digits), with a suffix that varies with the prefix; and every
+    # 5-digit prefix again after +86.
+    import random
+
+    rng = random.Random(11)
+    for prefix in range(130_000, 200_000):  # the shortcut takes 13-19 only
+        text = f"{prefix}{rng.randrange(100_000):05d}"
+        assert _fast_phone(text) == _slow_phone(text), text
+    for prefix in range(13_000, 20_000):
+        text = f"+86{prefix}{rng.randrange(1_000_000):06d}"
+        assert _fast_phone(text) == _slow_phone(text), text
+
+
+@given(st.text(alphabet="0123456789+ -()８６１３", max_size=16))
+def test_the_chinese_mobile_shortcut_agrees_with_the_full_parser_on_any_text(text):
+    if text.strip():
+        assert _fast_phone(text.strip()) == _slow_phone(text.strip()), text

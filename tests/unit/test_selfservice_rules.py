@@ -51,7 +51,12 @@ def test_the_stored_digest_reveals_neither_code_nor_phone_and_depends_on_the_sal
 
 def test_phone_key_is_a_hash_not_the_phone():
     assert phone_key(PHONE) != phone_key("+8613812345679")
-    assert "13812345678" not in phone_key(PHONE) and len(phone_key(PHONE)) == 64
+    assert "13812345678" not in phone_key(PHONE) and len(phone_key(PHONE)) == 32
+    # keyed (a blind index): not the plain SHA-256 anyone could recompute for every number
+    import hashlib
+
+    assert phone_key(PHONE) not in hashlib.sha256(
+        f"patron-selfservice:{PHONE}".encode()).hexdigest()
 
 
 @pytest.mark.parametrize(("typed", "expected"), [

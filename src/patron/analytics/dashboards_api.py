@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from patron.analytics import dashboards_service as service
-from patron.deps import UowDep, require
+from patron.deps import RecentAuth, UowDep, require
 from patron.security.model import Actor
 
 router = APIRouter(prefix="/analytics/dashboards", tags=["dashboards"])
@@ -95,7 +95,7 @@ def customers(request: Request, uow: UowDep, actor: Reader,
                                           page=page, page_size=page_size))
 
 
-@router.get("/customers.{fmt}")
+@router.get("/customers.{fmt}", dependencies=[RecentAuth])
 def export_customers(fmt: Literal["csv", "xlsx"], request: Request, uow: UowDep,
                      actor: Exporter, unmasked: bool = False) -> Response:
     """The same list as a file, through the audited customer export."""
@@ -151,7 +151,8 @@ def update_promotion(promotion_id: int, body: PromotionUpdate, uow: UowDep,
                                            **changes))
 
 
-@router.delete("/promotions/{promotion_id}", status_code=204)
+@router.delete("/promotions/{promotion_id}", status_code=204,
+               dependencies=[Depends(require("records.delete"))])
 def delete_promotion(promotion_id: int, uow: UowDep, actor: OrgAdmin) -> Response:
     service.delete_promotion(uow=uow, actor=actor, promotion_id=promotion_id)
     return Response(status_code=204)

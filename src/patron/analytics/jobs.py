@@ -24,7 +24,6 @@ and at every step.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,7 +47,7 @@ from patron.db import UnitOfWork, utcnow
 from patron.errors import FieldError, NotFound, PatronError, ValidationFailed
 from patron.i18n import t
 from patron.security import audit
-from patron.security.model import Actor
+from patron.security.model import SYSTEM, Actor
 
 log = logging.getLogger(__name__)
 
@@ -131,33 +130,39 @@ def _recommendations(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[
     return {"customers": out["customers"], "rules": out["rules"]}
 
 
-def _optional(module: str, name: str) -> Callable[..., Any] | None:
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return None
-
-
 def _dashboards(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
-    refresh = _optional("patron.analytics.dashboards_service", "refresh_dashboards")
-    assert refresh is not None
-    out = refresh(uow=uow, actor=actor, as_of=as_of)
-    if not isinstance(out, dict):
-        return {}
+    from patron.analytics.dashboards_service import refresh_dashboards
+
+    out = refresh_dashboards(uow=uow, actor=actor, as_of=as_of)
     return {k: v for k, v in out.items() if isinstance(v, str | int | float | bool | None)}
 
 
 def plan_steps() -> list[Step]:
-    """Every step of a full refresh, in order: later steps read what earlier ones wrote
-    (churn features use the CLV model's probability of being active)."""
-    steps = [Step("rfm", _rfm), Step("lifecycle", _lifecycle), Step("clv", _clv),
-             Step("churn", _churn), _rules("category"), _rules("sku"),
-             Step("recommendations", _recommendations)]
-    if _optional("patron.analytics.dashboards_service", "refresh_dashboards") is not None:
-        steps.append(Step("dashboards", _dashboards))
-    return steps
+    """Every step of a full refresh, in order: later steps read what earlier ones wrote (churn
+    features use the CLV model's probability of being active; rule tags read the scores; the
+    day's segment sizes and tag counts come last)."""
+    return [Step("rfm", _rfm), Step("lifecycle", _lifecycle), Step("clv", _clv),
+            Step("churn", _churn), _rules("category"), _rules("sku"),
+            Step("recommendations", _recommendations), Step("dashboards", _dashboards),
+            Step("tags", _rule_tags), Step("segment_sizes", _segment_sizes)]
+
+
+def _rule_tags(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
+    from patron.tags.service import refresh_rule_tags
+
+    # Patron keeps rule tags itself, whoever asked for the refresh (named in the audit entry).
+    out = refresh_rule_tags(uow=uow, actor=replace(SYSTEM, name=f"analytics-refresh:{actor.name}"),
+                            now=as_of)
+    return {"tags": len(out["tags"]),
+            "added": sum(v["added"] for v in out["tags"].values()),
+            "removed": sum(v["removed"] for v in out["tags"].values())}
+
+
+def _segment_sizes(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
+    from patron.segments.service import snapshot_sizes
+
+    out = snapshot_sizes(uow=uow, actor=actor, now=as_of)
+    return {"segments": out["segments"], "tags": out["tags"]}
 
 
 # --- JSON-safe summaries --------------------------------------------------------------------

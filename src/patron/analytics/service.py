@@ -15,6 +15,7 @@ refresh on the same day finds nothing changed and writes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
@@ -43,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from patron.analytics import rfm_refresh
 from patron.analytics.model import (
     DEFAULT_POPULATION_INTERVAL,
     LAPSED,
@@ -56,6 +58,9 @@ from patron.analytics.model import (
 )
 from patron.analytics.tables import (
     analytics_settings,
+    lifecycle_changed_customers,
+    lifecycle_intervals,
+    lifecycle_refreshes,
     lifecycle_stages,
     lifecycle_transitions,
     rfm_refreshes,
@@ -74,6 +79,8 @@ from patron.security import audit
 from patron.security.model import Actor
 
 REFRESH_WORK_MEM = "256MB"
+RFM_LOCK_KEY = 7_305_001  # pg_advisory_xact_lock key of the RFM refresh
+LIFECYCLE_LOCK_KEY = 7_305_002  # ... and of the lifecycle refresh
 MAX_PAGE_SIZE = 200
 SCOPE_KINDS = ("store", "region", "brand")
 
@@ -149,9 +156,26 @@ def _moment(conn: Connection, value: dt.datetime) -> ColumnElement[Any]:
     return literal(value, UTCDateTime)
 
 
+def _micros(stamp: Any) -> ColumnElement[Any]:
+    """Microseconds since 1970 of a time as SQLite stores it ('YYYY-MM-DD HH:MM:SS.ffffff')."""
+    seconds = cast(func.strftime("%s", func.substr(stamp, 1, 19)), Integer)
+    return seconds * 1000000 + cast(func.substr(stamp, 21, 6), Integer)
+
+
+def _floor_days(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
+    """Elapsed days rounded down (negative when ``earlier`` is later). Exact on SQLite too:
+    in integer microseconds, not by julianday's floating day numbers (a purchase at exactly
+    local midnight would otherwise fall on either side)."""
+    if conn.dialect.name == "postgresql":
+        return cast(func.floor(_days_between(conn, later, earlier)), Integer)
+    micros = _micros(later) - _micros(earlier)
+    day = 86400000000
+    return case((micros >= 0, micros // day), else_=-((day - 1 - micros) // day))
+
+
 def _whole_days(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
     """Whole elapsed days, never negative (a purchase after ``as_of`` counts as today)."""
-    days = func.floor(_days_between(conn, later, earlier))
+    days = _floor_days(conn, later, earlier)
     return cast(case((days < 0, 0), else_=days), Integer)
 
 
@@ -318,16 +342,21 @@ def _drop_store_totals(conn: Connection) -> None:
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_store_totals.name}")
 
 
-def _build_store_totals(conn: Connection, as_of: dt.datetime) -> None:
+def _build_store_totals(conn: Connection, as_of: dt.datetime, *, only: Any = None) -> None:
+    """``only``: a subquery of customer ids to aggregate (the nightly refresh's changed
+    customers, read through the orders' customer index); None for everyone."""
     o = orders.c
     _drop_store_totals(conn)
     _store_totals.create(conn)
+    conds = [o.store_id.is_not(None), o.customer_id.is_not(None), _live(o.customer_id),
+             o.purchased_at <= _moment(conn, as_of)]
+    if only is not None:
+        conds.append(o.customer_id.in_(only))
     conn.execute(insert(_store_totals).from_select(
         ["store_id", "customer_id", "last_at", "frequency", "monetary"],
         select(o.store_id, o.customer_id, func.max(o.purchased_at), func.count(),
                func.sum(o.total_amount - o.refunded_amount))
-        .where(o.store_id.is_not(None), o.customer_id.is_not(None), _live(o.customer_id),
-               o.purchased_at <= _moment(conn, as_of))
+        .where(*conds)
         .group_by(o.store_id, o.customer_id)))
     # Indexed once filled: one bulk build instead of an update per row.
     conn.exec_driver_sql(f"CREATE INDEX {_store_totals.name}_store "
@@ -336,17 +365,20 @@ def _build_store_totals(conn: Connection, as_of: dt.datetime) -> None:
         conn.exec_driver_sql(f"ANALYZE {_store_totals.name}")
 
 
-def _rfm_source(conn: Connection, scope: Scope) -> Any:
+def _rfm_source(conn: Connection, scope: Scope, *, only: Any = None) -> Any:
     """customer_id, last purchase, frequency (orders), monetary (net spend, fen). A store,
-    region or brand scope reads the per-store totals built by :func:`_build_store_totals`."""
+    region or brand scope reads the per-store totals built by :func:`_build_store_totals`;
+    ``only`` restricts the overall scope's figures to a subquery of customer ids."""
     if scope.store_ids is None:
         fig = customer_figures.c
+        conds = [_live(fig.customer_id), fig.order_count > 0, fig.last_order_at.is_not(None)]
+        if only is not None:
+            conds.append(fig.customer_id.in_(only))
         return (select(fig.customer_id.label("customer_id"),
                        fig.last_order_at.label("last_at"),
                        fig.order_count.label("frequency"),
                        fig.net_spend.label("monetary"))
-                .where(_live(fig.customer_id), fig.order_count > 0,
-                       fig.last_order_at.is_not(None))).subquery("src")
+                .where(*conds)).subquery("src")
     t = _store_totals.c
     if len(scope.store_ids) == 1:
         return (select(t.customer_id, t.last_at, t.frequency, t.monetary)
@@ -413,11 +445,101 @@ def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmTh
         select(func.count(), func.coalesce(func.sum(case((s.computed_at == _moment(conn, now),
                                                            1), else_=0)), 0))
         .where(s.scope == scope.key)).one()
-    conn.execute(delete(rfm_refreshes).where(rfm_refreshes.c.scope == scope.key))
-    conn.execute(insert(rfm_refreshes).values(
-        scope=scope.key, as_of=as_of, computed_at=now, customers=int(total),
-        changed=int(written), segments=_segment_stats(conn, scope.key, as_of, None)))
+    end = end_of_local_day(as_of)
+    state = rfm_refresh.state_from_rows(
+        conn, scope.key, end, th, _state_meta(th, scope),
+        _whole_days(conn, _moment(conn, end), s.last_order_at))
+    _save_refresh(conn, scope.key, as_of, now, state, int(written))
     return int(total), int(written)
+
+
+def _state_meta(th: RfmThresholds, scope: Scope) -> dict[str, Any]:
+    return rfm_refresh.state_meta(th, scope.store_ids, get_settings().default_timezone)
+
+
+def _save_refresh(conn: Connection, key: str, as_of: dt.datetime, now: dt.datetime,
+                  state: rfm_refresh.ScopeState, written: int) -> None:
+    conn.execute(delete(rfm_refreshes).where(rfm_refreshes.c.scope == key))
+    conn.execute(insert(rfm_refreshes).values(
+        scope=key, as_of=as_of, computed_at=now, customers=state.n, changed=written,
+        segments=rfm_refresh.stats_from_sums(state.sums), state=state.to_json()))
+
+
+_touched = Table("tmp_rfm_touched", _scratch,
+                 Column("customer_id", BigInteger, primary_key=True), prefixes=["TEMPORARY"])
+
+
+def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datetime,
+                          th: RfmThresholds, now: dt.datetime, changed: set[int]
+                          ) -> dict[str, tuple[int, int]] | None:
+    """Every scope continued from its last refresh (:mod:`patron.analytics.rfm_refresh`):
+    only the changed customers and those whose quantile moved are read and written. None
+    when a scope cannot continue (no state yet, other thresholds or stores, an as-of moment
+    before the last, a day that is not 24 hours long, too many changes): the caller then
+    refreshes in full."""
+    end = end_of_local_day(as_of)
+    previous = {r.scope: r for r in conn.execute(select(rfm_refreshes).where(
+        rfm_refreshes.c.scope.in_([s.key for s in scopes])))}
+    states: dict[str, tuple[rfm_refresh.ScopeState, dt.datetime]] = {}
+    for scope in scopes:
+        prev = previous.get(scope.key)
+        if prev is None or not prev.state or prev.state.get("v") != rfm_refresh.STATE_VERSION:
+            return None
+        meta = _state_meta(th, scope)
+        if any(prev.state.get(k) != v for k, v in meta.items()) or as_of < prev.as_of:
+            return None
+        old_end = end_of_local_day(prev.as_of)
+        if (end - old_end) % rfm_refresh.DAY:
+            return None
+        states[scope.key] = (rfm_refresh.ScopeState.from_json(prev.state), old_end)
+    o = orders.c
+    since = min(previous[s.key].as_of for s in scopes)
+    touched = set(changed)
+    if as_of > since:
+        # Bought after the last as-of moment but recorded before it (a till clock ahead):
+        # the store scopes count their orders only now.
+        touched.update(int(c) for c in conn.execute(
+            select(o.customer_id).distinct().where(
+                o.purchased_at > _moment(conn, since), o.purchased_at <= _moment(conn, as_of),
+                o.customer_id.is_not(None))).scalars())
+    scored = max((st.n for st, _end in states.values()), default=0)
+    if len(touched) > max(1000, rfm_refresh.FULL_SHARE * scored):
+        return None
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_touched.name}")
+    _touched.create(conn)
+    if touched:
+        conn.execute(insert(_touched), [{"customer_id": c} for c in sorted(touched)])
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {_touched.name}")
+    only = select(_touched.c.customer_id)
+    partial = any(s.store_ids is not None for s in scopes)
+    if partial:
+        _build_store_totals(conn, as_of, only=only)
+    s = rfm_scores.c
+    old: dict[str, dict[int, rfm_refresh.Row]] = {}
+    for r in conn.execute(select(rfm_scores).where(s.customer_id.in_(only))):
+        old.setdefault(r.scope, {})[int(r.customer_id)] = rfm_refresh._row(r)
+    works = []
+    for scope in scopes:
+        src = _rfm_source(conn, scope, only=only)
+        new = {int(r.customer_id): rfm_refresh.Row(r.last_at, int(r.frequency),
+                                                   Decimal(r.monetary))
+               for r in conn.execute(select(src))}
+        state, old_end = states[scope.key]
+        works.append(rfm_refresh.prepare(conn, scope.key, state, old_end, end,
+                                         old.get(scope.key, {}), new))
+    rfm_refresh.write_rows(conn, works, now)  # the new values first: the walks read them
+    for work in works:
+        work.gone = []
+        rfm_refresh.finish(conn, work, th)
+    rfm_refresh.write_rows(conn, works, now)
+    for scope, work in zip(scopes, works, strict=True):
+        work.state.meta = _state_meta(th, scope)
+        _save_refresh(conn, scope.key, as_of, now, work.state, work.written)
+    if partial:
+        _drop_store_totals(conn)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_touched.name}")
+    return {w.key: (w.state.n, w.written) for w in works}
 
 
 def refresh_rfm(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None,
@@ -432,35 +554,64 @@ def refresh_rfm(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = No
     th = rfm_thresholds(conn)
     now = utcnow()
     _tune(conn)
-    partial = any(s.store_ids is not None for s in scopes)
-    if partial:
-        _build_store_totals(conn, moment)
-    done = {s.key: _refresh_scope(conn, s, moment, th, now) for s in scopes}
-    if partial:
-        _drop_store_totals(conn)
+    if conn.dialect.name == "postgresql":
+        # One RFM refresh at a time: each continues from the state the last one left.
+        conn.execute(select(func.pg_advisory_xact_lock(RFM_LOCK_KEY)))
+    done = None
+    if scope == "all":
+        # Every scope is refreshed: the noted customers are taken whichever way it goes.
+        changed = rfm_refresh.take_changed_customers(conn)
+        done = _refresh_changes_only(conn, scopes, moment, th, now, changed)
+    mode = "changes" if done is not None else "full"
+    if done is None:
+        partial = any(s.store_ids is not None for s in scopes)
+        if partial:
+            _build_store_totals(conn, moment)
+        done = {s.key: _refresh_scope(conn, s, moment, th, now) for s in scopes}
+        if partial:
+            _drop_store_totals(conn)
     scored = {key: total for key, (total, _written) in done.items()}
     written = {key: n for key, (_total, n) in done.items()}
     audit.record(conn, actor, "analytics.rfm_refreshed", entity="rfm_scores",
                  details={"scope": scope, "as_of": moment.isoformat(), "customers": scored,
-                          "rows_written": sum(written.values())})
+                          "rows_written": sum(written.values()), "mode": mode})
     uow.commit()
-    return {"as_of": moment, "scopes": scored, "written": written}
+    return {"as_of": moment, "scopes": scored, "written": written, "mode": mode}
 
 
 # --- lifecycle refresh ----------------------------------------------------------------------
 
-def _population_interval(conn: Connection) -> float:
-    """The middle usual interval of repeat buyers: one-time buyers are judged by it."""
+def _interval_sql(conn: Connection) -> ColumnElement[Any]:
     fig = customer_figures.c
-    interval = (_days_between(conn, fig.last_order_at, fig.first_order_at)
-                / (fig.purchase_days - 1))
-    repeat = and_(fig.purchase_days > 1, _live(fig.customer_id))
-    count = conn.execute(select(func.count()).select_from(customer_figures).where(repeat)
-                         ).scalar_one()
+    return _days_between(conn, fig.last_order_at, fig.first_order_at) / (fig.purchase_days - 1)
+
+
+def _refresh_intervals(conn: Connection, only: Any = None) -> None:
+    """Bring ``lifecycle_intervals`` up to date with the figures: every live repeat buyer's
+    usual interval (the same SQL the population interval has always been computed with), for
+    the customers of ``only`` (a subquery of ids) or for everyone."""
+    li, fig = lifecycle_intervals.c, customer_figures.c
+    gone = delete(lifecycle_intervals)
+    conds = [fig.purchase_days > 1, _live(fig.customer_id)]
+    if only is not None:
+        gone = gone.where(li.customer_id.in_(only))
+        conds.append(fig.customer_id.in_(only))
+    conn.execute(gone)
+    conn.execute(insert(lifecycle_intervals).from_select(
+        ["customer_id", "usual_interval"],
+        select(fig.customer_id, _interval_sql(conn)).where(*conds)
+        .order_by(fig.customer_id)))
+
+
+def _population_interval(conn: Connection) -> float:
+    """The middle usual interval of repeat buyers: one-time buyers are judged by it. Read
+    from ``lifecycle_intervals`` (kept by the refresh) through its index."""
+    li = lifecycle_intervals.c
+    count = conn.execute(select(func.count()).select_from(lifecycle_intervals)).scalar_one()
     if not count:
         return DEFAULT_POPULATION_INTERVAL
-    value = conn.execute(select(interval).select_from(customer_figures).where(repeat)
-                         .order_by(interval).offset(int(count) // 2).limit(1)).scalar()
+    value = conn.execute(select(li.usual_interval).order_by(li.usual_interval)
+                         .offset(int(count) // 2).limit(1)).scalar()
     return float(value) if value is not None else DEFAULT_POPULATION_INTERVAL
 
 
@@ -502,17 +653,111 @@ _stage_changes = Table(
     Column("from_stage", String(16), nullable=True),
     Column("to_stage", String(16), nullable=False),
     Column("last_order_at", UTCDateTime, nullable=True),
+    Column("due_day", Integer, nullable=True),
     prefixes=["TEMPORARY"],
 )
+_candidates = Table("tmp_lifecycle_candidates", _scratch,
+                    Column("customer_id", BigInteger, primary_key=True),
+                    prefixes=["TEMPORARY"])
+_NEVER = 1_000_000_000  # "no day": larger than any day offset
+LIFECYCLE_STATE_VERSION = 1
 
 
-def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None
-                      ) -> dict[str, Any]:
+def _day_number(day: dt.date) -> int:
+    return (day - dt.date(1970, 1, 1)).days
+
+
+def _limits(th: LifecycleThresholds, base: float) -> list[float]:
+    """churned, churn risk, dormant: the same double-precision products as :func:`_stage_case`."""
+    if th.fixed:
+        return [float(th.churned_days), float(th.churn_risk_days),  # type: ignore[arg-type]
+                float(th.dormant_days)]  # type: ignore[arg-type]
+    return [float(th.k_churned) * base, float(th.k_churn_risk) * base,
+            float(th.k_dormant) * base]
+
+
+def _due_sql(conn: Connection, *, since_first: Any, since_last: Any, purchase_days: Any,
+             span: Any, th: LifecycleThresholds, today: dt.date) -> ColumnElement[Any]:
+    """The first later local day on which one of the rule's comparisons (``since > limit``)
+    turns, if the customer buys nothing: the stage can only change then. ``since_*``: days
+    as they grow, not yet raised to 0 for a purchase after the end of the as-of day. A limit
+    taken from the population's interval (one-time buyers, adaptive rule) is left out: the
+    nightly refresh finds those customers by their last purchase instead."""
+    def real(value: float) -> Any:
+        return literal(float(value), Float)
+
+    def ahead(since: Any, limit: Any) -> Any:
+        """Days until ``since`` exceeds ``limit`` (``since`` grows by one a day)."""
+        first = cast(func.floor(limit), Integer) + 1
+        return case((since < first, first - since), else_=_NEVER)
+
+    offsets = [case((and_(purchase_days <= 1, since_first <= th.new_days),
+                     th.new_days + 1 - since_first), else_=_NEVER),
+               ahead(since_last, real(th.max_days))]
+    if th.fixed:
+        offsets += [ahead(since_last, real(v)) for v in _limits(th, 0.0)]
+    else:
+        span_f = cast(span, Float)
+        own = case((span_f > 0, span_f), else_=real(0.0)) / cast(purchase_days - 1, Float)
+        base = case((own > real(th.min_interval_days), own), else_=real(th.min_interval_days))
+        for k in (th.k_churned, th.k_churn_risk, th.k_dormant):
+            offsets.append(case((purchase_days >= 2, ahead(since_last, real(k) * base)),
+                                else_=_NEVER))
+    least = func.least if conn.dialect.name == "postgresql" else func.min
+    soonest = least(*offsets)
+    return case((soonest >= _NEVER, None), else_=soonest + _day_number(today))
+
+
+def _fixed_offset(zone_name: str, around: dt.datetime) -> bool:
+    """Whether the zone keeps one UTC offset for two years either side (no daylight saving):
+    whole days since a purchase then grow by exactly one a day, which due days rely on."""
+    zone = ZoneInfo(zone_name)
+    offsets = {zone.utcoffset(around + dt.timedelta(days=d)) for d in range(-730, 731, 15)}
+    return len(offsets) == 1
+
+
+def _lifecycle_state(th: LifecycleThresholds, population: float, counts: dict[str, int]
+                     ) -> dict[str, Any]:
+    return {"v": LIFECYCLE_STATE_VERSION, "tz": get_settings().default_timezone,
+            "thresholds": {k: v for k, v in asdict(th).items() if k != "fixed"},
+            "population": population, "stages": counts}
+
+
+def _take(conn: Connection, table: Table) -> set[int]:
+    return {int(c) for c in conn.execute(
+        delete(table).returning(table.c.customer_id)).scalars()}
+
+
+def _lifecycle_candidates(conn: Connection, *, previous: Any, moment: dt.datetime,
+                          th: LifecycleThresholds, changed: set[int]) -> set[int] | None:
+    """The customers whose stage can have changed since the last refresh, or None when this
+    refresh must look at everyone (no state, other thresholds or time zone, an earlier as-of,
+    a zone with daylight saving, many changes)."""
+    if previous is None:
+        return None
+    state = previous.state or {}
+    tz = get_settings().default_timezone
+    if (state.get("v") != LIFECYCLE_STATE_VERSION or state.get("tz") != tz
+            or state.get("thresholds") != {k: v for k, v in asdict(th).items() if k != "fixed"}
+            or moment < previous.as_of or not _fixed_offset(tz, moment)):
+        return None
+    total = sum(int(v) for v in (state.get("stages") or {}).values())
+    if len(changed) > max(1000, rfm_refresh.FULL_SHARE * total):
+        return None
+    return changed
+
+
+def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None,
+                      full: bool = False) -> dict[str, Any]:
     """Decide every customer's stage as of ``as_of`` (default now) and record the changes.
 
-    Set-based: one ``INSERT ... SELECT`` decides every stage in SQL (:func:`_stage_case`) and
+    Set-based: one ``INSERT ... SELECT`` decides the stages in SQL (:func:`_stage_case`) and
     keeps the customers whose stage changed in a temporary table; their transitions and new
-    stage rows are written from it."""
+    stage rows are written from it. After a first refresh only the customers whose stage can
+    have changed are decided again (docs/analytics.md, "Refreshing at night"): those whose
+    figures changed, those due (``lifecycle_stages.due_day``) and one-time buyers whose last
+    purchase is as old as one of the population-based limits, which moves with time and with
+    the population's interval. ``full``: decide everyone's stage again."""
     _need_refresher(actor)
     conn = uow.c
     moment = _as_of(as_of)
@@ -520,53 +765,138 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
     today = local_date(moment)
     th = lifecycle_thresholds(conn)
     _tune(conn)
-    population = _population_interval(conn)
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(LIFECYCLE_LOCK_KEY)))
     now = utcnow()
     fig, st = customer_figures.c, lifecycle_stages.c
-    at = _moment(conn, end_of_local_day(moment))
+    end = end_of_local_day(moment)
+    at = _moment(conn, end)
+    previous = conn.execute(select(lifecycle_refreshes).where(
+        lifecycle_refreshes.c.key == "lifecycle")).first()
+    changed_ids = _take(conn, lifecycle_changed_customers)
+    candidates = None if full else _lifecycle_candidates(
+        conn, previous=previous, moment=moment, th=th, changed=changed_ids)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_candidates.name}")
+    only = None
+    if candidates is not None:
+        _candidates.create(conn)
+        if candidates:
+            conn.execute(insert(_candidates), [{"customer_id": c} for c in sorted(candidates)])
+        only = select(_candidates.c.customer_id)
+    _refresh_intervals(conn, only)
+    population = _population_interval(conn)
+    merged = select(customers.c.id).where(customers.c.merged_into_id.is_not(None))
+    if only is not None:
+        assert previous is not None
+        old_end = end_of_local_day(previous.as_of)
+        old_population = float(previous.state["population"])
+        more = select(st.customer_id).where(st.due_day <= _day_number(today))
+        if not th.fixed:
+            # One-time buyers are late against the population's interval: those whose last
+            # purchase lies between where a limit stood at the last refresh and where it
+            # stands now (both time and the population move it) may have changed.
+            old_base = max(old_population, th.min_interval_days)
+            base = max(population, th.min_interval_days)
+            ranges = []
+            for old_limit, limit in zip(_limits(th, old_base), _limits(th, base), strict=True):
+                was = old_end - (math.floor(old_limit) + 1) * rfm_refresh.DAY
+                now_at = end - (math.floor(limit) + 1) * rfm_refresh.DAY
+                if was != now_at:
+                    ranges.append(and_(fig.last_order_at > _moment(conn, min(was, now_at)),
+                                       fig.last_order_at <= _moment(conn, max(was, now_at))))
+            if ranges:
+                more = more.union(select(fig.customer_id).where(
+                    fig.purchase_days <= 1, or_(*ranges)))
+        extra = more.subquery("extra")
+        known = select(_candidates.c.customer_id).where(
+            _candidates.c.customer_id == extra.c.customer_id)
+        conn.execute(insert(_candidates).from_select(
+            ["customer_id"], select(extra.c.customer_id).where(~known.exists())))
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"ANALYZE {_candidates.name}")
+        merged = merged.where(customers.c.id.in_(only))
     # Merged profiles have no stage any more (their history stays).
-    conn.execute(delete(lifecycle_stages).where(st.customer_id.in_(
-        select(customers.c.id).where(customers.c.merged_into_id.is_not(None)))))
+    gone = {str(stage): int(n) for stage, n in conn.execute(
+        select(st.stage, func.count()).where(st.customer_id.in_(merged)).group_by(st.stage))}
+    conn.execute(delete(lifecycle_stages).where(st.customer_id.in_(merged)))
+    since_first = _whole_days(conn, at, fig.first_order_at)
+    since_last = _whole_days(conn, at, fig.last_order_at)
+    span = _days_between(conn, fig.last_order_at, fig.first_order_at)
+    # Due days count from the days as they will grow: a purchase after the end of the as-of
+    # day (a till clock ahead) stays at 0 days one day longer.
+    raw_first = _floor_days(conn, at, fig.first_order_at)
+    raw_last = _floor_days(conn, at, fig.last_order_at)
+    conds = [_live(fig.customer_id), fig.purchase_days > 0, fig.last_order_at.is_not(None)]
+    if only is not None:
+        conds.append(fig.customer_id.in_(only))
     decided = (select(fig.customer_id, fig.last_order_at, st.stage.label("previous"),
+                      st.due_day.label("previous_due"),
                       _stage_case(
-                          conn, since_first=_whole_days(conn, at, fig.first_order_at),
-                          since_last=_whole_days(conn, at, fig.last_order_at),
-                          purchase_days=fig.purchase_days,
-                          span=_days_between(conn, fig.last_order_at, fig.first_order_at),
-                          previous=st.stage,
+                          conn, since_first=since_first, since_last=since_last,
+                          purchase_days=fig.purchase_days, span=span, previous=st.stage,
                           bought_since=case((fig.last_order_at > st.entered_last_order_at, 1),
                                             else_=0),
-                          population=population, th=th).label("stage"))
+                          population=population, th=th).label("stage"),
+                      _due_sql(conn, since_first=raw_first, since_last=raw_last,
+                               purchase_days=fig.purchase_days, span=span, th=th,
+                               today=today).label("due_day"))
                .outerjoin(lifecycle_stages, st.customer_id == fig.customer_id)
-               .where(_live(fig.customer_id), fig.purchase_days > 0,
-                      fig.last_order_at.is_not(None))).subquery("decided")
+               .where(*conds)).subquery("decided")
+    d = decided.c
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_stage_changes.name}")
     _stage_changes.create(conn)
     ch = _stage_changes.c
     conn.execute(insert(_stage_changes).from_select(
-        ["customer_id", "from_stage", "to_stage", "last_order_at"],
-        select(decided.c.customer_id, decided.c.previous, decided.c.stage,
-               decided.c.last_order_at)
-        .where(or_(decided.c.previous.is_(None), decided.c.previous != decided.c.stage))))
-    changed = int(conn.execute(select(func.count()).select_from(_stage_changes)).scalar_one())
+        ["customer_id", "from_stage", "to_stage", "last_order_at", "due_day"],
+        select(d.customer_id, d.previous, d.stage, d.last_order_at, d.due_day)
+        .where(or_(d.previous.is_(None), d.previous != d.stage,
+                   d.previous_due.is_distinct_from(d.due_day)))))
+    moved = ch.from_stage.is_(None) | (ch.from_stage != ch.to_stage)
+    flows = {(f, t_): int(n) for f, t_, n in conn.execute(
+        select(ch.from_stage, ch.to_stage, func.count()).where(moved)
+        .group_by(ch.from_stage, ch.to_stage))}
+    changed = sum(flows.values())
     if changed:
         conn.execute(insert(lifecycle_transitions).from_select(
             ["customer_id", "from_stage", "to_stage", "changed_on", "recorded_at"],
             select(ch.customer_id, ch.from_stage, ch.to_stage, literal(today, Date),
-                   literal(now, UTCDateTime)).order_by(ch.customer_id)))
+                   literal(now, UTCDateTime)).where(moved).order_by(ch.customer_id)))
         conn.execute(delete(lifecycle_stages).where(st.customer_id.in_(
-            select(ch.customer_id).where(ch.from_stage.is_not(None)))))
+            select(ch.customer_id).where(ch.from_stage.is_not(None), moved))))
         conn.execute(insert(lifecycle_stages).from_select(
-            ["customer_id", "stage", "since", "entered_last_order_at", "updated_at"],
+            ["customer_id", "stage", "since", "entered_last_order_at", "updated_at",
+             "due_day"],
             select(ch.customer_id, ch.to_stage, literal(today, Date), ch.last_order_at,
-                   literal(now, UTCDateTime))))
+                   literal(now, UTCDateTime), ch.due_day).where(moved)))
+    # The same stage, another due day: only the day is written.
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {_stage_changes.name}")
+    conn.execute(lifecycle_stages.update()
+                 .where(st.customer_id.in_(select(ch.customer_id).where(~moved)))
+                 .values(due_day=select(ch.due_day).where(
+                     ch.customer_id == st.customer_id).scalar_subquery()))
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_stage_changes.name}")
-    counts = _stage_counts(conn, None)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_candidates.name}")
+    if only is None:
+        counts = _stage_counts(conn, None)
+    else:
+        assert previous is not None
+        counts = {stage: int(previous.state["stages"].get(stage, 0)) - gone.get(stage, 0)
+                  for stage in STAGES}
+        for (from_stage, to_stage), n in flows.items():
+            if from_stage is not None:
+                counts[from_stage] -= n
+            counts[to_stage] += n
+    conn.execute(delete(lifecycle_refreshes).where(lifecycle_refreshes.c.key == "lifecycle"))
+    conn.execute(insert(lifecycle_refreshes).values(
+        key="lifecycle", as_of=moment, computed_at=now,
+        state=_lifecycle_state(th, population, counts)))
+    mode = "full" if only is None else "changes"
     audit.record(conn, actor, "analytics.lifecycle_refreshed", entity="lifecycle_stages",
-                 details={"as_of": moment.isoformat(), "changed": changed})
+                 details={"as_of": moment.isoformat(), "changed": changed, "mode": mode})
     uow.commit()
     return {"as_of": moment, "date": today, "changed": changed, "transitions": changed,
-            "population_interval_days": round(population, 1), "stages": counts}
+            "population_interval_days": round(population, 1), "stages": counts, "mode": mode}
 
 
 # --- readers --------------------------------------------------------------------------------
@@ -603,8 +933,7 @@ def _recency_sql(conn: Connection, refresh: Any) -> ColumnElement[Any]:
 
 def recency_days(last_order_at: dt.datetime, as_of: dt.datetime) -> int:
     """The same in Python, for one row."""
-    days = (end_of_local_day(as_of) - last_order_at).total_seconds() // 86400
-    return max(0, int(days))
+    return rfm_refresh.recency(last_order_at, end_of_local_day(as_of))
 
 
 _STATS = ("customers", "recency", "freq", "money", "r", "f", "m")

@@ -1,6 +1,8 @@
 from sqlalchemy import (
+    BigInteger,
     Column,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -40,6 +42,11 @@ rfm_scores = Table(
     Column("computed_at", UTCDateTime, nullable=False),
     Index("ix_rfm_scores_scope_segment", "scope", "segment"),
     Index("ix_rfm_scores_customer_id", "customer_id"),
+    # A nightly refresh moves each quantile's cut point by walking these from where it was
+    # (docs/analytics.md, "How it is computed"), instead of ranking the whole scope again.
+    Index("ix_rfm_scores_scope_last_order_at", "scope", "last_order_at"),
+    Index("ix_rfm_scores_scope_frequency", "scope", "frequency"),
+    Index("ix_rfm_scores_scope_monetary", "scope", "monetary"),
 )
 
 # The last refresh of each RFM scope: what its scores are as of.
@@ -54,6 +61,21 @@ rfm_refreshes = Table(
     # Per segment, over the whole scope: [customers, average recency days, frequency,
     # monetary (fen), R, F, M] (what the summary shows those who see every customer).
     Column("segments", JSONType, nullable=True),
+    # What the next refresh of the scope continues from (patron.analytics.rfm_refresh): the
+    # thresholds and stores it was computed with, each quantile's cut points with the number
+    # of customers below and up to them, and per segment the sums behind the averages.
+    Column("state", JSONType, nullable=True),
+)
+
+# Customers whose figures changed since the last refresh of every RFM scope: a trigger on
+# ``customer_figures`` (migration 0003) adds one row per written figures row, whatever wrote
+# it (ingestion, returns, merges and their undo, a rebuild); the refresh takes the rows it
+# sees (``DELETE ... RETURNING``) and re-scores only those customers and the ones whose
+# quantile moved. No key: inserting must cost ingestion as little as possible.
+rfm_changed_customers = Table(
+    "rfm_changed_customers",
+    metadata,
+    Column("customer_id", BigInteger, nullable=False),
 )
 
 # The current stage of every customer with a purchase; written only when it changes.
@@ -66,7 +88,42 @@ lifecycle_stages = Table(
     # The last purchase when the stage was entered: a later one ends "reactivated".
     Column("entered_last_order_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The local day (days since 1970-01-01) on which the stage may next change if the customer
+    # buys nothing: the nightly refresh looks at the customers due, not at everyone. None:
+    # never by itself (churned), or only through the population's interval (one-time buyers
+    # are found by their last purchase then). See docs/analytics.md, "Refreshing at night".
+    Column("due_day", Integer, nullable=True),
     Index("ix_lifecycle_stages_stage", "stage"),
+    Index("ix_lifecycle_stages_due_day", "due_day"),
+)
+
+# Every live repeat buyer's usual interval (days), kept by the lifecycle refresh for the
+# customers whose figures changed, so that the population's middle interval is read from an
+# index instead of computed over every customer's figures each night.
+lifecycle_intervals = Table(
+    "lifecycle_intervals",
+    metadata,
+    Column("customer_id", ForeignKey("customers.id"), primary_key=True),
+    Column("usual_interval", Float, nullable=False),
+    Index("ix_lifecycle_intervals_usual_interval", "usual_interval"),
+)
+
+# The last lifecycle refresh: what the next one continues from (one row, key "lifecycle").
+lifecycle_refreshes = Table(
+    "lifecycle_refreshes",
+    metadata,
+    Column("key", String(16), primary_key=True),
+    Column("as_of", UTCDateTime, nullable=False),
+    Column("computed_at", UTCDateTime, nullable=False),
+    Column("state", JSONType, nullable=False),
+)
+
+# Customers whose figures changed since the last lifecycle refresh (the same trigger as
+# rfm_changed_customers writes both: each refresh takes its own).
+lifecycle_changed_customers = Table(
+    "lifecycle_changed_customers",
+    metadata,
+    Column("customer_id", BigInteger, nullable=False),
 )
 
 # Every change of stage with its (local) date: the flows between stages come from here.

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, extract, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from patron.benefits.model import (
     Purchase,
@@ -46,6 +46,7 @@ from patron.loyalty import service as loyalty
 from patron.loyalty.schemas import AdjustIn, EnrolIn
 from patron.loyalty.service import _program, retrying
 from patron.loyalty.tables import loyalty_members, loyalty_order_earnings, loyalty_programs
+from patron.protection.fields import blind
 from patron.security import audit
 from patron.security.model import Actor
 
@@ -397,7 +398,10 @@ def _birthdays(uow: UnitOfWork, actor: Actor, program: dict[str, Any], settings:
         while True:
             rows = _members_without_grant(uow.c, int(program["id"]), "birthday", day.year,
                                           after, batch, c.birthday.is_not(None),
-                                          extract("month", c.birthday) == day.month)
+                                          # birthdays are encrypted; their month and day are
+                                          # kept apart (customers.birth_md, MMDD)
+                                          c.birth_md.between(day.month * 100 + 1,
+                                                             day.month * 100 + 31))
             uow.rollback()
             if not rows:
                 return
@@ -532,10 +536,10 @@ def _settle_referral(uow: UnitOfWork, actor: Actor, program: dict[str, Any],
     phone = conn.execute(select(customers.c.phone).where(customers.c.id == referee_customer)
                          ).scalar()
     claims = [{"program_id": program["id"], "kind": "payment_account",
-               "value": f"{kind}:{value}", "referral_id": referral_id}
+               "value": _claim(f"{kind}:{value}"), "referral_id": referral_id}
               for kind, value in _payment_accounts(conn, referee_customer)]
     if phone:
-        claims.append({"program_id": program["id"], "kind": "phone", "value": phone,
+        claims.append({"program_id": program["id"], "kind": "phone", "value": _claim(phone),
                        "referral_id": referral_id})
     if claims:  # unique per program: a second process, or a second friend, fails here
         conn.execute(insert(benefits_referral_claims), claims)
@@ -558,7 +562,12 @@ def _payment_accounts(conn: Connection, customer_id: int) -> list[tuple[str, str
     i = identities.c
     return [(x.kind, x.value) for x in conn.execute(
         select(i.kind, i.value).where(i.customer_id == customer_id, i.kind.in_(PAYMENT_KINDS))
-        .order_by(i.kind, i.value))]
+        .order_by(i.kind, i.value_index))]
+
+
+def _claim(value: str) -> str:
+    """A claim is filed under the blind index of the phone or account, never the value."""
+    return blind("referral-claim", value)
 
 
 def _refusal(conn: Connection, program: dict[str, Any], ref: dict[str, Any],
@@ -578,9 +587,10 @@ def _refusal(conn: Connection, program: dict[str, Any], ref: dict[str, Any],
         return "self_referral"
     cl = benefits_referral_claims.c
     if phone and conn.execute(select(cl.id).where(
-            cl.program_id == program["id"], cl.kind == "phone", cl.value == phone)).first():
+            cl.program_id == program["id"], cl.kind == "phone", cl.value == _claim(phone))
+    ).first():
         return "phone_already_rewarded"
-    accounts = [f"{k}:{v}" for k, v in _payment_accounts(conn, referee_customer)]
+    accounts = [_claim(f"{k}:{v}") for k, v in _payment_accounts(conn, referee_customer)]
     if accounts and conn.execute(select(cl.id).where(
             cl.program_id == program["id"], cl.kind == "payment_account",
             cl.value.in_(accounts))).first():

@@ -40,6 +40,7 @@ from patron.checkout.tables import checkout_commits, checkout_holds, checkout_re
 from patron.coupons import model as coupon_model
 from patron.coupons import service as coupons
 from patron.customers.model import IdentifierError, mask_name, mask_phone, normalize_identity
+from patron.customers.protect import identity_is
 from patron.customers.tables import customer_figures, customers, identities
 from patron.db import UnitOfWork, utcnow
 from patron.errors import Conflict, FieldError, NotFound, PatronError, ValidationFailed
@@ -223,7 +224,7 @@ def _find_member(conn: Connection, program: dict[str, Any], body: BasketIn,
         q = (select(loyalty_members)
              .join(identities, identities.c.customer_id == m.customer_id)
              .where(m.program_id == program["id"], identities.c.kind == "phone",
-                    identities.c.namespace == "", identities.c.value == phone.value))
+                    identities.c.namespace == "", identity_is(phone.value)))
     row = conn.execute(q).mappings().first()
     if row is None:
         raise NotFound("member_not_found")

@@ -90,7 +90,7 @@ def coupon_by_code(code: str, uow: UowDep, actor: Redeemer) -> Any:
     return render(service.coupon_by_code(uow.c, actor=actor, code=code))
 
 
-@router.post("/coupons/{coupon_id}/revoke")
+@router.post("/coupons/{coupon_id}/revoke", dependencies=[Depends(require("records.delete"))])
 def revoke(coupon_id: Id, body: RevokeIn, uow: UowDep, actor: Manager) -> Any:
     """Withdraw an unused coupon, with a reason (audited)."""
     return render(service.revoke(uow=uow, actor=actor, coupon_id=coupon_id, reason=body.reason))

@@ -20,7 +20,7 @@ from patron.customers.schemas import (
     CustomFieldUpdate,
     RevealIn,
 )
-from patron.deps import UowDep, require
+from patron.deps import RecentAuth, UowDep, require
 from patron.errors import FieldError, ValidationFailed
 from patron.security.model import Actor
 
@@ -74,6 +74,7 @@ class CustomerListParams(BaseModel):
     max_orders: int | None = Field(default=None, ge=0)
     min_net_spend: Decimal | None = None
     max_net_spend: Decimal | None = None
+    consent: Literal["sms", "wechat", "app", "email"] | None = None
 
 
 def _filters(params: CustomerListParams, request: Request) -> queries.CustomerFilters:
@@ -126,7 +127,7 @@ def timeline(customer_id: int, uow: UowDep, actor: Reader,
         store=store, channel=channel, category=category, page=page, page_size=page_size))
 
 
-@router.post("/customers/{customer_id}/reveal")
+@router.post("/customers/{customer_id}/reveal", dependencies=[RecentAuth])
 def reveal(customer_id: int, body: RevealIn, uow: UowDep, actor: Revealer) -> Any:
     """The full value of one personal field; every call is in the audit trail."""
     value = queries.reveal_personal_data(uow=uow, actor=actor, customer_id=customer_id,
@@ -157,18 +158,21 @@ MEDIA = {"csv": "text/csv; charset=utf-8",
          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
-@router.get("/exports/customers.{fmt}")
+@router.get("/exports/customers.{fmt}", dependencies=[RecentAuth])
 def export_customers(fmt: Literal["csv", "xlsx"], uow: UowDep, actor: Exporter,
                      request: Request, params: Annotated[CustomerListParams, Query()],
-                     unmasked: bool = False) -> FileResponse:
+                     unmasked: bool = False,
+                     purpose: Literal["analysis", "service", "marketing"] = "analysis"
+                     ) -> FileResponse:
     """The customer list for the same filters as ``GET /customers``, masked unless
-    ``unmasked=true`` is asked by someone who may reveal personal data."""
+    ``unmasked=true`` is asked by someone who may reveal personal data. ``purpose=marketing``
+    needs ``consent=<channel>`` and writes only customers whose consent to it is in force."""
     path = export.export_customers(uow=uow, actor=actor, filters=_filters(params, request),
-                                   fmt=fmt, unmasked=unmasked)
+                                   fmt=fmt, unmasked=unmasked, purpose=purpose)
     return FileResponse(path, media_type=MEDIA[fmt], filename=path.name)
 
 
-@router.get("/exports/orders.{fmt}")
+@router.get("/exports/orders.{fmt}", dependencies=[RecentAuth])
 def export_orders(fmt: Literal["csv", "xlsx"], uow: UowDep, actor: Exporter,
                   date_from: dt.date | None = None, date_to: dt.date | None = None,
                   store: str | None = None, channel: str | None = None,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from patron.customers.model import IdentifierError, normalize_email
+from patron.customers.protect import profile_values
 from patron.customers.queries import active_field_defs, visible_customer
 from patron.customers.tables import custom_field_defs, customers
 from patron.db import UnitOfWork, utcnow
@@ -343,7 +344,7 @@ def update_customer(*, uow: UnitOfWork, actor: Actor, customer_id: int,
         if custom_changed:
             values["custom_fields"] = custom
         conn.execute(update(customers).where(customers.c.id == customer_id)
-                     .values(**values, updated_at=utcnow()))
+                     .values(**profile_values(customer_id, values), updated_at=utcnow()))
         audit.record(conn, actor, "customer.updated", entity="customer", entity_id=customer_id,
                      details={"fields": changed,
                               "custom_fields": custom_changed})

@@ -2,6 +2,13 @@
 
 Personal data is masked unless the actor may reveal it *and* asks for the full values; such an
 export is audited twice, as an export and as a reveal. Files go to ``<data_dir>/exports``.
+
+Every file is watermarked: its first row names who asked for it and when (UTC), and an Excel
+file says so in its properties too, so that a copy found elsewhere tells where it came from.
+Text that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, a tab
+or a carriage return, or their full-width forms) is neutralised: in CSV with a leading
+apostrophe (what OWASP recommends; Excel shows the text, not the apostrophe), in Excel by
+writing the cell as a string, never a formula. Numbers are written as they are.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from patron.security import audit
 from patron.security.model import Actor
 
 Format = Literal["csv", "xlsx"]
+# What an export is for: "marketing" exports hold only customers who consented to the channel.
+Purpose = Literal["analysis", "service", "marketing"]
 BATCH = 1000
 
 CUSTOMER_COLUMNS = ("id", "member_code", "is_member", "name", "gender", "birthday", "phone",
@@ -60,28 +69,66 @@ def _check(actor: Actor, fmt: str, unmasked: bool) -> None:
             FieldError("format", "literal_error", {"expected": "csv, xlsx"})])
 
 
+# A spreadsheet treats a cell starting with one of these as a formula (DDE and HYPERLINK
+# attacks on whoever opens the file).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def neutralise_formula(text: str) -> str:
+    """CSV text that a spreadsheet shows as typed rather than evaluates."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def watermark(actor: Actor, path: Path, at: dt.datetime) -> str:
+    who = f"{actor.name} ({actor.type} {actor.id})" if actor.id is not None else actor.name
+    return (f"Patron export {path.name} · requested by {who} · "
+            f"{at.astimezone(dt.UTC).isoformat(timespec='seconds')} · confidential / 内部资料")
+
+
 def _target(kind: str, fmt: str) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return exports_dir() / f"{kind}-{stamp}-{secrets.token_hex(4)}.{fmt}"
 
 
 @contextmanager
-def _writer(path: Path, fmt: str, header: tuple[str, ...]) -> Iterator[Any]:
+def _writer(path: Path, fmt: str, header: tuple[str, ...], actor: Actor) -> Iterator[Any]:
     """A ``write(row)`` callable; CSV in UTF-8 with a BOM so that Excel reads Chinese right,
-    XLSX through openpyxl's write-only mode, which keeps one row in memory at a time."""
+    XLSX through openpyxl's write-only mode, which keeps one row in memory at a time. The
+    first row is the watermark, the second the column names."""
+    now = dt.datetime.now(dt.UTC)
+    mark = watermark(actor, path, now)
     if fmt == "csv":
         with path.open("w", encoding="utf-8-sig", newline="") as fh:
             out = csv.writer(fh)
+            out.writerow([mark])
             out.writerow(header)
-            yield out.writerow
+
+            def write_csv(row: list[Any]) -> None:
+                out.writerow([neutralise_formula(v) if isinstance(v, str) else v
+                              for v in row])
+
+            yield write_csv
         return
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
 
     wb = Workbook(write_only=True)
+    wb.properties.creator = actor.name
+    wb.properties.title = mark
+    wb.properties.created = now.replace(tzinfo=None)
     ws = wb.create_sheet(path.stem.split("-")[0])
+    ws.append([mark])
     ws.append(list(header))
+
+    def text_cell(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        cell = WriteOnlyCell(ws, value=value)
+        cell.data_type = "s"  # openpyxl would store "=..." as a formula
+        return cell
+
     try:
-        yield lambda row: ws.append(list(row))
+        yield lambda row: ws.append([text_cell(v) for v in row])
     finally:
         wb.save(path)
 
@@ -106,36 +153,67 @@ def _stream(uow: UnitOfWork, query: Any) -> Iterator[Any]:
         yield from part
 
 
+def _approved(uow: UnitOfWork, actor: Actor, kind: str, fmt: str, unmasked: bool,
+              filters: dict[str, Any], query: Any) -> None:
+    """Large exports by anyone but an owner need an owner's approval (security.exports)."""
+    from patron.config import get_settings
+    from patron.security import exports
+
+    if actor.can("exports.approve"):
+        return
+    rows = exports.count_rows(uow.c, query)
+    if rows > get_settings().export_approval_rows:
+        exports.check_approval(uow, actor=actor, kind=kind, fmt=fmt, unmasked=unmasked,
+                               filters=filters, rows=rows)
+
+
 def _record(uow: UnitOfWork, actor: Actor, kind: str, fmt: str, filters: dict[str, Any],
-            rows: int, unmasked: bool, path: Path) -> None:
+            rows: int, unmasked: bool, path: Path, purpose: str | None = None) -> None:
     details = {"format": fmt, "filters": filters, "rows": rows, "unmasked": unmasked,
                "file": path.name}
+    if purpose is not None:
+        details["purpose"] = purpose
     audit.record(uow.c, actor, f"{kind}.exported", entity="export", details=details)
     if unmasked:
         audit.record(uow.c, actor, "personal_data.revealed", entity="export",
                      details={"export": kind, "rows": rows, "file": path.name,
                               "fields": ["name", "phone", "email", "birthday"]})
+    from patron.security import alerts
+
+    alerts.after_export(uow.c, actor_name=actor.name, kind=kind, rows=rows, file=path.name,
+                        unmasked=unmasked)
     uow.commit()
 
 
 def export_customers(*, uow: UnitOfWork, actor: Actor,
                      filters: CustomerFilters | Mapping[str, Any] | None, fmt: Format,
                      unmasked: bool = False, among: Select[Any] | None = None,
-                     among_audit: Mapping[str, Any] | None = None) -> Path:
+                     among_audit: Mapping[str, Any] | None = None,
+                     purpose: Purpose = "analysis") -> Path:
     """The customers the list would show for ``filters`` (the actor's scope applies), one row
     each, masked unless ``unmasked`` is asked for by someone allowed to. ``among`` narrows
     them to the ids a query selects (a list another area defines, such as an RFM segment);
-    ``among_audit`` describes that list in the audit entry."""
+    ``among_audit`` describes that list in the audit entry. An export for ``marketing`` must
+    name the channel (the ``consent`` filter): only customers whose consent to it is in force
+    are written."""
     _check(actor, fmt, unmasked)
     f = CustomerFilters.of(filters)
+    if purpose not in ("analysis", "service", "marketing"):
+        raise ValidationFailed("validation_failed", fields=[
+            FieldError("purpose", "literal_error", {"expected": "analysis, service, marketing"})])
+    if purpose == "marketing" and not f.consent:
+        raise ValidationFailed("validation_failed", fields=[
+            FieldError("consent", "export_marketing_needs_consent")])
     conn = uow.c
     codes = {int(r.id): r.code for r in conn.execute(select(stores.c.id, stores.c.code))}
     query = customers_query(conn, actor, f).order_by(customers.c.id)
     if among is not None:
         query = query.where(customers.c.id.in_(among))
+    _approved(uow, actor, "customers", fmt, unmasked,
+              {**f.as_audit(), **dict(among_audit or {})}, query)
     path = _target("customers", fmt)
     count = 0
-    with _writer(path, fmt, CUSTOMER_COLUMNS) as write:
+    with _writer(path, fmt, CUSTOMER_COLUMNS, actor) as write:
         for r in _stream(uow, query):
             plain = unmasked
             write([_cell(v) for v in (
@@ -149,7 +227,7 @@ def export_customers(*, uow: UnitOfWork, actor: Actor,
                 r["last_order_at"])])
             count += 1
     _record(uow, actor, "customers", fmt, {**f.as_audit(), **dict(among_audit or {})}, count,
-            unmasked, path)
+            unmasked, path, purpose)
     return path
 
 
@@ -182,9 +260,11 @@ def export_orders(*, uow: UnitOfWork, actor: Actor, filters: Mapping[str, Any] |
              .outerjoin(stores, stores.c.id == orders.c.store_id)
              .outerjoin(customers, customers.c.id == orders.c.customer_id)
              .where(*conds).order_by(orders.c.purchased_at, orders.c.id))
+    _approved(uow, actor, "orders", fmt, unmasked, {k: str(v) for k, v in wanted.items()},
+              query)
     path = _target("orders", fmt)
     count = 0
-    with _writer(path, fmt, ORDER_COLUMNS) as write:
+    with _writer(path, fmt, ORDER_COLUMNS, actor) as write:
         for r in _stream(uow, query):
             local = r["purchased_at"].astimezone(ZoneInfo(r["timezone"] or default_tz))
             write([_cell(v) for v in (

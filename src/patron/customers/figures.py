@@ -35,7 +35,7 @@ from sqlalchemy import Connection, delete, select, text
 
 from patron.config import get_settings
 from patron.customers.tables import customer_figures
-from patron.db import UTCDateTime, sqlite_executemany
+from patron.db import UTCDateTime, driver_datetime, sqlite_executemany
 from patron.orders.tables import order_lines, orders
 from patron.org.tables import channels, stores
 
@@ -298,8 +298,11 @@ def _write(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         # orjson writes aware datetimes as ISO 8601, which the statement casts back.
         conn.execute(_PG_WRITE, {"rows": orjson.dumps(rows).decode()})
         return
-    stamp = UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    assert stamp is not None
+    when = driver_datetime(conn.dialect)  # what UTCDateTime binds, without its processors
+
+    def stamp(value: dt.datetime | None) -> str | None:
+        return None if value is None else when(value)
+
     sqlite_executemany(conn, _SQLITE_WRITE, [
         (cid, n, days, spend, stamp(first), stamp(last), first_day.isoformat(),
          last_day.isoformat(), orjson.dumps(counters).decode())

@@ -45,12 +45,35 @@ class Identity:
         return (self.kind, self.namespace, self.value)
 
 
+# A Chinese mobile number as tills send it: 11 ASCII digits, optionally after +86. Numbers
+# beginning 11, 12 or 179 are left to the full parser, which may read those digits as a carrier
+# prefix (the national_prefix_for_parsing of CN's metadata), as are all other forms.
+_CN_MOBILE_TEXT = re.compile(r"(?:\+86)?(1[3-9][0-9]{9})")
+_MOBILE_TYPES = (phonenumbers.PhoneNumberType.MOBILE,
+                 phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+
+
 @lru_cache(maxsize=262144)  # repeat customers: parsing is the costliest step of an order
 def normalize_phone(raw: str, default_region: str = "CN") -> str:
     """E.164; Chinese numbers must be valid mobile numbers (members are reached by SMS)."""
     text = str(raw).strip()
     if not text:
         raise IdentifierError("phone_empty")
+    plain = _CN_MOBILE_TEXT.fullmatch(text) if default_region == "CN" else None
+    if plain is not None and not plain.group(1).startswith("179"):
+        # The same metadata and type rules as below, without parsing the text (a parse cost
+        # three times the type check; a bulk import meets each new customer's phone once).
+        number = phonenumbers.PhoneNumber(country_code=86, national_number=int(plain.group(1)))
+        kind = phonenumbers.number_type(number)
+        if kind == phonenumbers.PhoneNumberType.UNKNOWN:
+            raise IdentifierError("phone_invalid")
+        if kind not in _MOBILE_TYPES:
+            raise IdentifierError("phone_not_mobile")
+        return "+86" + plain.group(1)
+    return _parse_phone(text, default_region)
+
+
+def _parse_phone(text: str, default_region: str) -> str:
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:

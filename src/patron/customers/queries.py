@@ -44,6 +44,7 @@ from patron.customers.model import (
     mask_phone,
     normalize_phone,
 )
+from patron.customers.protect import identity_in, identity_is, name_search_indexes
 from patron.customers.tables import (
     custom_field_defs,
     customer_figures,
@@ -58,13 +59,11 @@ from patron.org.tables import channels, stores
 from patron.security import audit
 from patron.security.model import Actor
 
-# Above every code point, so ``name < q + TOP`` bounds a prefix range by binary comparison
-# (SQLite, and PostgreSQL databases with the C / C.UTF-8 collation).
-TOP = "\U0010ffff"
 MAX_PAGE_SIZE = 200
 COUNT_CAP = 10_000
 REVEALABLE = ("phone", "email", "name", "birthday")
-SORTS = ("id", "name", "created_at", "last_order_at", "net_spend", "order_count")
+# Not by name: names are encrypted, so the database cannot order them (docs/customers.md#list).
+SORTS = ("id", "created_at", "last_order_at", "net_spend", "order_count")
 
 
 def _need(actor: Actor, permission: str) -> None:
@@ -177,7 +176,7 @@ def search_customers(conn: Connection, *, actor: Actor, q: str, limit: int = 20
     scope = visible_clause(actor)
     candidates = sorted(_identifier_candidates(q))
     exact_ids = [int(i) for i in conn.execute(
-        select(identities.c.customer_id).where(identities.c.value.in_(candidates))
+        select(identities.c.customer_id).where(identity_in(candidates))
         .order_by(identities.c.customer_id).limit(limit)).scalars()]
     exact_ids += [int(i) for i in conn.execute(
         select(customers.c.id).where(customers.c.member_code == q.upper())).scalars()]
@@ -187,17 +186,16 @@ def search_customers(conn: Connection, *, actor: Actor, q: str, limit: int = 20
             select(customers.c.id).where(customers.c.id.in_(found),
                                          customers.c.merged_into_id.is_(None), scope)).scalars()]
         found.sort(key=lambda i: exact_ids.index(i))
-    prefixes = list(dict.fromkeys([q, q[:1].upper() + q[1:]]))
-    for prefix in prefixes:
-        if len(found) >= limit:
+    # Names are encrypted: a query matches a whole name or a surname through their blind
+    # indexes (docs/customers.md#search), whole names first.
+    whole, surname = name_search_indexes(q) or [None, None]
+    for column, index in ((customers.c.name_index, whole), (customers.c.surname_index, surname)):
+        if len(found) >= limit or index is None:
             break
         rows = conn.execute(
-            select(customers.c.id).where(
-                customers.c.name >= prefix, customers.c.name < prefix + TOP,
-                # exact even where the collation does not order by code point
-                func.substr(customers.c.name, 1, len(prefix)) == prefix,
-                customers.c.merged_into_id.is_(None), scope)
-            .order_by(customers.c.name, customers.c.id).limit(limit)).scalars()
+            select(customers.c.id).where(column == index, customers.c.merged_into_id.is_(None),
+                                         scope)
+            .order_by(customers.c.id).limit(limit)).scalars()
         for cid in rows:
             if int(cid) not in found:
                 found.append(int(cid))
@@ -229,7 +227,7 @@ def lookup_member(conn: Connection, *, actor: Actor, kind: str, value: str,
                customers.c.name, customers.c.phone)
         .join(identities, identities.c.customer_id == customers.c.id)
         .where(identities.c.kind == ident.kind, identities.c.namespace == ident.namespace,
-               identities.c.value == ident.value)).mappings().first()
+               identity_is(ident.value))).mappings().first()
     if row is None:
         raise NotFound("customer_not_found")
     return {"id": int(row["id"]), "member_code": row["member_code"],
@@ -257,6 +255,9 @@ class CustomerFilters:
     max_orders: int | None = None
     min_net_spend: Decimal | None = None
     max_net_spend: Decimal | None = None
+    # A marketing channel (sms, wechat, app, email): customers whose consent to it is in
+    # force in at least one of their memberships.
+    consent: str | None = None
     custom: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -384,6 +385,13 @@ def _filter_conditions(conn: Connection, f: CustomerFilters) -> list[ColumnEleme
         conds.append(spend_col >= _money(f.min_net_spend, "min_net_spend"))
     if f.max_net_spend is not None:
         conds.append(spend_col <= _money(f.max_net_spend, "max_net_spend"))
+    if f.consent:
+        from patron.privacy.service import MARKETING_CHANNELS, consented_select
+
+        if f.consent not in MARKETING_CHANNELS:
+            raise ValidationFailed("validation_failed", fields=[FieldError(
+                "consent", "literal_error", {"expected": ", ".join(MARKETING_CHANNELS)})])
+        conds.append(customers.c.id.in_(consented_select(f.consent)))
     if f.custom:
         defs = active_field_defs(conn)
         for key, wanted in sorted(f.custom.items()):
@@ -417,7 +425,7 @@ def _sort(sort: str) -> list[Any]:
     if key not in SORTS:
         raise ValidationFailed("validation_failed", fields=[
             FieldError("sort", "literal_error", {"expected": ", ".join(SORTS)})])
-    col = {"id": customers.c.id, "name": customers.c.name,
+    col = {"id": customers.c.id,
            "created_at": customers.c.created_at,
            "last_order_at": customer_figures.c.last_order_at,
            "net_spend": customer_figures.c.net_spend,
@@ -695,5 +703,8 @@ def reveal_personal_data(*, uow: UnitOfWork, actor: Actor, customer_id: int, fie
                                fields=[FieldError("field", "field_not_revealable")])
     audit.record(conn, actor, "customer.revealed", entity="customer", entity_id=customer_id,
                  details=details)
+    from patron.security import alerts
+
+    alerts.after_reveal(conn, actor_id=actor.id, actor_name=actor.name)
     uow.commit()
     return value

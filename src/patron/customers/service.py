@@ -8,15 +8,17 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from patron.customers import figures
 from patron.customers.model import PROFILE_FIELDS, merged_profile
+from patron.customers.protect import identity_is, identity_row, profile_values
 from patron.customers.tables import (
     customer_figures,
     customer_merges,
     customers,
     identities,
 )
-from patron.db import UnitOfWork, utcnow
+from patron.db import UnitOfWork, allocate_ids, utcnow
 from patron.errors import Conflict, NotFound
 from patron.orders.tables import orders
+from patron.protection.fields import Sealed
 from patron.security import audit
 from patron.security.model import Actor
 from patron.webhooks import service as webhooks
@@ -58,19 +60,22 @@ def merge_into(conn: Connection, *, survivor_id: int, merged_id: int, reason: st
     conn.execute(update(customers).where(customers.c.id == merged_id)
                  .values(merged_into_id=survivor_id, member_code=None, updated_at=now))
     conn.execute(update(customers).where(customers.c.id == survivor_id)
-                 .values(**profile, updated_at=now))
+                 .values(**profile_values(survivor_id, profile), updated_at=now))
     conn.execute(update(identities).where(identities.c.customer_id == merged_id)
                  .values(customer_id=survivor_id))
     conn.execute(update(orders).where(orders.c.customer_id == merged_id)
                  .values(customer_id=survivor_id))
     conn.execute(customer_figures.delete().where(customer_figures.c.customer_id == merged_id))
     figures.rebuild(conn, [survivor_id])
-    merge_id = conn.execute(insert(customer_merges).values(
-        survivor_id=survivor_id, merged_id=merged_id, reason=reason, actor=actor.name,
-        created_at=now,
-        snapshot={"identity_ids": moved_identities, "order_ids": moved_orders,
-                  "survivor_before": before, "merged_before": merged_before},
-    ).returning(customer_merges.c.id)).scalar_one()
+    # The snapshot holds both profiles' personal data: sealed to the merge's id, known first.
+    (merge_id,) = allocate_ids(conn, customer_merges, 1)
+    conn.execute(insert(customer_merges).values(
+        id=merge_id, survivor_id=survivor_id, merged_id=merged_id, reason=reason,
+        actor=actor.name, created_at=now,
+        snapshot=Sealed((merge_id,), {"identity_ids": moved_identities,
+                                      "order_ids": moved_orders,
+                                      "survivor_before": before,
+                                      "merged_before": merged_before})))
     audit.record(conn, actor, "customers.merged", entity="customer", entity_id=survivor_id,
                  details={"merged_id": merged_id, "merge_id": int(merge_id), "reason": reason,
                           "identities": len(moved_identities), "orders": len(moved_orders)})
@@ -100,9 +105,18 @@ def undo_merge(*, uow: UnitOfWork, merge_id: int, actor: Actor) -> None:
                      ).mappings().first()
     if m is None:
         raise NotFound("merge")
+    survivor_id, merged_id = int(m["survivor_id"]), int(m["merged_id"])
+    if actor.store_ids is not None:
+        # A store-scoped actor (a custom role with "edit") undoes only merges of customers it
+        # sees; anything else is as unknown to it as a missing merge.
+        from patron.customers.queries import visible_customer
+
+        try:
+            visible_customer(conn, actor, survivor_id)
+        except NotFound as exc:
+            raise NotFound("merge") from exc
     if m["undone_at"] is not None:
         raise Conflict("merge_already_undone")
-    survivor_id, merged_id = int(m["survivor_id"]), int(m["merged_id"])
     rows = lock_customers(conn, [survivor_id, merged_id])
     if rows[survivor_id]["merged_into_id"] is not None:
         raise Conflict("survivor_merged_since")
@@ -125,9 +139,10 @@ def undo_merge(*, uow: UnitOfWork, merge_id: int, actor: Actor) -> None:
     merged_before = _from_json(snap["merged_before"])
     # Survivor first gives back a member code it took over, then the merged row gets its own.
     conn.execute(update(customers).where(customers.c.id == survivor_id)
-                 .values(**before, updated_at=now))
+                 .values(**profile_values(survivor_id, before), updated_at=now))
     conn.execute(update(customers).where(customers.c.id == merged_id)
-                 .values(**merged_before, merged_into_id=None, updated_at=now))
+                 .values(**profile_values(merged_id, merged_before), merged_into_id=None,
+                         updated_at=now))
     figures.rebuild(conn, [survivor_id, merged_id])
     conn.execute(update(customer_merges).where(customer_merges.c.id == merge_id)
                  .values(undone_at=now, undone_by=actor.name))
@@ -181,17 +196,19 @@ def find_or_create_by_phone(conn: Connection, *, phone: str, name: str | None = 
     ident = normalize_identity("phone", phone)
     owner = conn.execute(select(identities.c.customer_id).where(
         identities.c.kind == ident.kind, identities.c.namespace == ident.namespace,
-        identities.c.value == ident.value)).scalar()
+        identity_is(ident.value))).scalar()
     if owner is not None:
         return int(owner), False  # merges move identities, so the owner is the live profile
     now = now or utcnow()
-    customer_id = int(conn.execute(insert(customers).values(
-        name=name, phone=ident.value, is_member=False, registration_store_id=store_id,
-        registration_channel_id=channel_id, custom_fields={}, created_at=now, updated_at=now,
-    ).returning(customers.c.id)).scalar_one())
-    conn.execute(insert(identities).values(customer_id=customer_id, kind=ident.kind,
-                                           namespace=ident.namespace, value=ident.value,
-                                           created_at=now))
+    (customer_id,) = allocate_ids(conn, customers, 1)  # the id seals the personal data
+    conn.execute(insert(customers).values(
+        id=customer_id, **profile_values(customer_id, {"name": name, "phone": ident.value}),
+        is_member=False, registration_store_id=store_id, registration_channel_id=channel_id,
+        custom_fields={}, created_at=now, updated_at=now))
+    conn.execute(insert(identities).values(customer_id=customer_id, created_at=now,
+                                           **identity_row(kind=ident.kind,
+                                                          namespace=ident.namespace,
+                                                          value=ident.value)))
     webhooks.enqueue(conn, "customer.created", [{"customer_id": customer_id}])
     return customer_id, True
 
@@ -202,8 +219,9 @@ def add_member_code(conn: Connection, *, customer_id: int, member_code: str,
     carrying it find the profile) and mark the profile a member; the first code becomes the
     profile's member code."""
     now = now or utcnow()
-    conn.execute(insert(identities).values(customer_id=customer_id, kind="member_code",
-                                           namespace="", value=member_code, created_at=now))
+    conn.execute(insert(identities).values(customer_id=customer_id, created_at=now,
+                                           **identity_row(kind="member_code", namespace="",
+                                                          value=member_code)))
     conn.execute(update(customers).where(customers.c.id == customer_id)
                  .values(is_member=True, updated_at=now,
                          member_code=func.coalesce(customers.c.member_code, member_code)))

@@ -5,6 +5,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -12,16 +13,24 @@ from sqlalchemy import (
 )
 
 from patron.db import IdType, JSONType, Money, UTCDateTime, metadata
+from patron.protection.fields import Encrypted, EncryptedDate, EncryptedJSON
 
+# Name, birthday, phone and email are encrypted, each bound to the customer's id
+# (docs/data-protection.md#personal-data-at-rest); write them as Sealed((id,), value). Name
+# search compares blind indexes of the whole name and of the surname; birthday offers read the
+# month and day, kept apart in clear (MMDD) as the masked profile shows them to every role.
 customers = Table(
     "customers",
     metadata,
     Column("id", IdType, primary_key=True),
-    Column("name", String(120), nullable=True),
+    Column("name", Encrypted("customers.name"), nullable=True),
     Column("gender", String(1), nullable=True),  # F | M | U
-    Column("birthday", Date, nullable=True),
-    Column("phone", String(20), nullable=True),  # E.164, the primary phone
-    Column("email", String(200), nullable=True),
+    Column("birthday", EncryptedDate("customers.birthday"), nullable=True),
+    Column("phone", Encrypted("customers.phone"), nullable=True),  # E.164, the primary phone
+    Column("email", Encrypted("customers.email"), nullable=True),
+    Column("name_index", String(32), nullable=True),
+    Column("surname_index", String(32), nullable=True),
+    Column("birth_md", SmallInteger, nullable=True),  # month * 100 + day
     Column("member_code", String(32), nullable=True, unique=True),
     Column("is_member", Boolean, nullable=False, server_default="0"),
     Column("registration_store_id", ForeignKey("stores.id"), nullable=True, index=True),
@@ -31,12 +40,16 @@ customers = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # Set when this profile was merged into another; its identities and orders moved there.
     Column("merged_into_id", ForeignKey("customers.id"), nullable=True, index=True),
-    Index("ix_customers_name", "name"),
+    Index("ix_customers_name_index", "name_index"),
+    Index("ix_customers_surname_index", "surname_index"),
+    Index("ix_customers_birth_md", "birth_md"),
     Index("ix_customers_created_at", "created_at"),
 )
 
 # Each (kind, namespace, value) belongs to at most one customer. namespace is "" except for
 # identifiers that only mean something within one platform (platform buyer ids: the channel code).
+# The value is encrypted, bound to (kind, namespace, value_index); value_index is its blind index
+# (patron.protection.fields.blind("identity", value)), which lookups and uniqueness use.
 identities = Table(
     "identities",
     metadata,
@@ -44,11 +57,14 @@ identities = Table(
     Column("customer_id", ForeignKey("customers.id"), nullable=False, index=True),
     Column("kind", String(24), nullable=False),
     Column("namespace", String(32), nullable=False, server_default=""),
-    Column("value", String(128), nullable=False),
+    Column("value", Encrypted("identities.value", ("kind", "namespace", "value_index")),
+           nullable=False),
+    Column("value_index", String(32), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("kind", "namespace", "value", name="uq_identities_kind_namespace_value"),
+    UniqueConstraint("kind", "namespace", "value_index",
+                     name="uq_identities_kind_namespace_value_index"),
     # Search finds a customer by any identifier's value without knowing its kind.
-    Index("ix_identities_value", "value"),
+    Index("ix_identities_value_index", "value_index"),
 )
 
 custom_field_defs = Table(
@@ -98,8 +114,8 @@ customer_merges = Table(
     Column("merged_id", ForeignKey("customers.id"), nullable=False, index=True),
     Column("reason", Text, nullable=False),
     # What moved, so that an owner can undo: identity ids, order ids, the survivor's profile
-    # before the merge.
-    Column("snapshot", JSONType, nullable=False),
+    # before the merge (personal data: encrypted, bound to the merge's id).
+    Column("snapshot", EncryptedJSON("customer_merges.snapshot"), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("actor", String(120), nullable=False),
     Column("undone_at", UTCDateTime, nullable=True),

@@ -85,7 +85,8 @@ def update_mapping(mapping_id: int, body: ColumnMappingUpdate, uow: UowDep,
     return service.update_mapping(uow=uow, actor=actor, mapping_id=mapping_id, changes=body)
 
 
-@router.delete("/import-mappings/{mapping_id}", status_code=204)
+@router.delete("/import-mappings/{mapping_id}", status_code=204,
+               dependencies=[Depends(require("records.delete"))])
 def delete_mapping(mapping_id: int, uow: UowDep, actor: Importer) -> Response:
     service.delete_mapping(uow=uow, actor=actor, mapping_id=mapping_id)
     return Response(status_code=204)

@@ -26,6 +26,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from patron.db import UnitOfWork, get_engine, utcnow
 from patron.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from patron.gc_pause import collection_paused
 from patron.i18n import t
 from patron.imports.model import (
     ColumnMapping,
@@ -440,8 +441,14 @@ def run_import(*, uow: UnitOfWork, actor: Actor, job_id: int, path: Path,
                      heartbeat_at=utcnow())
             uow.commit()
             orders = group_orders(_data_rows(f, layout))
-            while chunk := list(islice(orders, chunk_orders)):
-                _import_chunk(uow, actor, job_id, layout, chunk, counts)
+            while True:
+                # Reading, grouping and recording a chunk allocate many short-lived objects:
+                # no cyclic collection in between (see patron.gc_pause).
+                with collection_paused():
+                    chunk = list(islice(orders, chunk_orders))
+                    if not chunk:
+                        break
+                    _import_chunk(uow, actor, job_id, layout, chunk, counts)
                 if progress:
                     progress(ImportProgress(counts.rows_read, rows_total, counts.orders_created,
                                             counts.orders_duplicate, counts.rows_rejected))

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from patron.deps import UowDep, require
+from patron.deps import RecentAuth, UowDep, require
 from patron.loyalty import queries, service
 from patron.loyalty.schemas import (
     AdjustIn,
@@ -183,13 +183,13 @@ def release_hold(hold_id: Id, uow: UowDep, actor: Redeemer) -> Any:
     return render(service.release_hold(uow=uow, actor=actor, hold_id=hold_id))
 
 
-@router.post("/loyalty/members/{member_id}/adjustments")
+@router.post("/loyalty/members/{member_id}/adjustments", dependencies=[RecentAuth])
 def adjust(member_id: Id, body: AdjustIn, uow: UowDep, actor: Adjuster) -> Any:
     """A manual correction of points or growth value, with a reason (audited)."""
     return _operation(service.adjust(uow=uow, actor=actor, member_id=member_id, body=body))
 
 
-@router.post("/loyalty/members/{member_id}/transfers")
+@router.post("/loyalty/members/{member_id}/transfers", dependencies=[RecentAuth])
 def transfer(member_id: Id, body: TransferIn, uow: UowDep, actor: Adjuster) -> Any:
     return _operation(service.transfer(uow=uow, actor=actor, member_id=member_id, body=body))
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, func, select
 
 from patron.customers.model import IdentifierError, normalize_identity
+from patron.customers.protect import identity_is
 from patron.customers.queries import visible_clause
 from patron.customers.tables import customers, identities
 from patron.db import utcnow
@@ -148,7 +149,7 @@ def lookup(conn: Connection, *, actor: Actor, program: str, member_code: str | N
         member_id = conn.execute(
             select(m.id).join(identities, identities.c.customer_id == m.customer_id)
             .where(m.program_id == p["id"], identities.c.kind == "phone",
-                   identities.c.namespace == "", identities.c.value == ident.value)).scalar()
+                   identities.c.namespace == "", identity_is(ident.value))).scalar()
     else:
         raise invalid("member_code", "member_code_or_phone_required")
     if member_id is None:

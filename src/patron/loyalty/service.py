@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from patron.customers import service as customers_service
 from patron.customers.model import IdentifierError
+from patron.customers.protect import identity_is
 from patron.customers.queries import visible_customer
 from patron.customers.tables import identities
 from patron.db import UnitOfWork, utcnow
@@ -371,7 +372,9 @@ def update_tier(*, uow: UnitOfWork, actor: Actor, code: str, tier_code: str,
                      .values(**diff))
         audit.record(conn, actor, "loyalty.tier_updated", entity="loyalty_tier",
                      entity_id=target["id"], details={"program": code, "tier": tier_code,
-                                                      "changes": diff})
+                                                      "changes": {
+                                                          k: str(v) if isinstance(v, Decimal)
+                                                          else v for k, v in diff.items()}})
     uow.commit()
     return next(t for t in tiers_out(conn, int(program["id"])) if t["code"] == tier_code)
 
@@ -385,7 +388,7 @@ def _unused_code(conn: Connection, prefix: str) -> str:
             loyalty_members.c.member_code == code)).first() or conn.execute(
             select(identities.c.id).where(identities.c.kind == "member_code",
                                           identities.c.namespace == "",
-                                          identities.c.value == code)).first()
+                                          identity_is(code))).first()
         if not taken:
             return code
     raise Conflict("member_code_exhausted")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -53,6 +53,10 @@ from patron.org.tables import channels, stores
 from patron.security.model import Actor
 
 MAX_MONTHS = 36
+TICK = 2000  # orders between two progress reports of a replay
+# What share of a run each step stands for, for a progress bar (loading is about as long as one
+# replay: docs/loyalty-reports.md, "How long it takes").
+STEP_SHARES = {"load": 0.3, "replay_current": 0.3, "replay_proposed": 0.3, "compare": 0.1}
 
 
 class SimulationIn(Strict):
@@ -96,12 +100,13 @@ class Outcome:
 def replay(orders_: Sequence[ReplayOrder], *, rules: EarningRules, tiers: Sequence[TierDef],
            basis: str, members: Iterable[int], opening_growth: Mapping[int, int],
            prior_spend: Mapping[int, Sequence[tuple[dt.datetime, Decimal]]],
-           month_of: Any) -> Outcome:
+           month_of: Any, tick: Callable[[int], None] | None = None) -> Outcome:
     """Evaluate ``orders_`` (in purchase order) as the engine would have with ``rules`` and
     ``tiers``: each order earns by the tier its member held just before it (starting from the
     tier its figures at the start qualified for, upgraded at once as the figures rise, never
     lowered: reviews are not replayed), within the daily cap of its local day, and returns
-    take back in proportion what the returned lines earned."""
+    take back in proportion what the returned lines earned. ``tick(done)`` is called every
+    ``TICK`` orders (a background run's progress)."""
     out = Outcome()
     by_spend = basis == "spend_12m"
     growth = defaultdict(int, opening_growth)
@@ -111,7 +116,9 @@ def replay(orders_: Sequence[ReplayOrder], *, rules: EarningRules, tiers: Sequen
     for m in windows:
         out.tiers[m] = qualifying_tier(tiers, basis=basis, growth=growth[m], spend=spend[m])
     earned_day: dict[tuple[int, dt.date], int] = defaultdict(int)
-    for o in orders_:
+    for done, o in enumerate(orders_):
+        if tick is not None and done and done % TICK == 0:
+            tick(done)
         m = o.member_id
         tier = out.tiers.get(m)
         day = o.facts.local_time.date()
@@ -286,11 +293,15 @@ def _scenario_out(outcome: Outcome, tiers: Sequence[TierDef], rate: int) -> dict
 
 
 def simulate(conn: Connection, *, actor: Actor, program: str, body: SimulationIn,
-             as_of: dt.datetime | None = None) -> dict[str, Any]:
+             as_of: dt.datetime | None = None,
+             progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
     """The replay of the last ``body.months`` months up to ``as_of`` under today's rules and
     tiers and under the proposal, with what the ledger actually recorded for the same orders
-    (docs/loyalty-reports.md, "Simulation"). Reads only."""
+    (docs/loyalty-reports.md, "Simulation"). Reads only. ``progress(step, share done)`` is
+    told where a run stands (``simulation_runs`` shows it)."""
     need(actor, "loyalty.read")
+    report = progress or (lambda step, share: None)
+    report("load", 0.0)
     started = time.perf_counter()
     end = as_of or utcnow()
     p = _program(conn, program)
@@ -319,8 +330,20 @@ def simulate(conn: Connection, *, actor: Actor, program: str, body: SimulationIn
     common = {"basis": p["tier_basis"], "members": data.members,
               "opening_growth": data.opening_growth, "prior_spend": data.prior_spend,
               "month_of": month_of}
-    current = replay(data.orders, rules=today_rules, tiers=current_tiers, **common)
-    proposed = replay(data.orders, rules=proposed_rules, tiers=proposed_tiers, **common)
+    n = max(len(data.orders), 1)
+
+    def ticker(step: str, before: float) -> Callable[[int], None]:
+        return lambda done: report(step, before + STEP_SHARES[step] * done / n)
+
+    at = STEP_SHARES["load"]
+    report("replay_current", at)
+    current = replay(data.orders, rules=today_rules, tiers=current_tiers,
+                     tick=ticker("replay_current", at), **common)
+    at += STEP_SHARES["replay_current"]
+    report("replay_proposed", at)
+    proposed = replay(data.orders, rules=proposed_rules, tiers=proposed_tiers,
+                      tick=ticker("replay_proposed", at), **common)
+    report("compare", at + STEP_SHARES["replay_proposed"])
     replayed = time.perf_counter()
     oe = loyalty_order_earnings.c
     ids = [x.order_id for x in data.orders]

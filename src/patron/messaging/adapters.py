@@ -15,6 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from patron.messaging.model import mask_address
+
 log = logging.getLogger("patron.messages")
 
 FOREVER = dt.timedelta(days=36500)
@@ -73,7 +75,9 @@ class LogAdapter:
     idempotency_window: dt.timedelta | None = FOREVER
 
     def send(self, message: Outgoing) -> Result:
+        # The address masked (docs/data-protection.md): logs are not where personal data goes.
         log.info("message %s %s to %s [%s/%s]: %s%s", message.id, message.channel,
-                 message.address, message.purpose, message.template,
+                 mask_address(message.channel, message.address), message.purpose,
+                 message.template,
                  f"{message.subject} | " if message.subject else "", message.body)
         return delivered(f"log-{message.id}")

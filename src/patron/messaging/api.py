@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
 
 from patron.db import utcnow
-from patron.deps import UowDep, require
+from patron.deps import UowDep, public, rate_limited, require
 from patron.errors import FieldError, Unauthorized, ValidationFailed
 from patron.messaging import model, service
 from patron.messaging.schemas import InboundSms, TemplateIn, TemplateUpdate
@@ -60,12 +60,28 @@ def update_template(code: str, body: TemplateUpdate, uow: UowDep, actor: Manager
                                    changes=body.model_dump(exclude_unset=True))
 
 
-@router.delete("/messages/templates/{code}", status_code=204)
+@router.delete("/messages/templates/{code}", status_code=204,
+               dependencies=[Depends(require("records.delete"))])
 def delete_template(code: str, uow: UowDep, actor: Manager) -> None:
     service.delete_template(uow=uow, actor=actor, code=code)
 
 
-@router.post("/messages/inbound/sms")
+@router.get("/messages/limits")
+def get_limits(uow: UowDep, actor: Reader) -> Any:
+    """Frequency caps (per customer, channel, day and week) and quiet hours."""
+    return service.get_limits(uow.c, actor=actor)
+
+
+@router.put("/messages/limits")
+def set_limits(body: dict[str, Any], uow: UowDep, actor: Manager) -> Any:
+    """Replace the caps and quiet hours: ``{"caps": {"sms": {"day": 1, "week": 3}},
+    "quiet_hours": {"start": "21:00", "end": "09:00"}}`` (null: none)."""
+    return service.set_limits(uow=uow, actor=actor, values=body)
+
+
+@router.post("/messages/inbound/sms",
+             dependencies=[Depends(public("the SMS gateway, its requests signed")),
+                           Depends(rate_limited("public"))])
 async def inbound_sms(request: Request, uow: UowDep) -> Any:
     """A reply the SMS gateway received, signed with PATRON_SMS_GATEWAY_SECRET like Patron's own
     requests (``X-Patron-Timestamp``, ``X-Patron-Signature``). A STOP word withdraws the

@@ -28,4 +28,17 @@ BUILTIN: dict[str, Template] = {t.code: t for t in (
         wechat_fields={"character_string1": "{{ code }}", "time2": "{{ minutes }} 分钟"},
         builtin=True,
     ),
+    # Security alerts to the owners (patron.security.alerts, PATRON_ALERT_RECIPIENTS).
+    Template(
+        code="security_alert",
+        variables=("kind", "subject", "summary", "at"),
+        subject={"zh": "Patron 安全提醒：{{ kind }}（{{ subject }}）",
+                 "en": "Patron security alert: {{ kind }} ({{ subject }})"},
+        body={"zh": "{{ at }}（UTC）安全提醒 {{ kind }}：{{ subject }}。{{ summary }}。"
+                    "请在 Patron 的“安全提醒”页面查看。",
+              "en": "Security alert {{ kind }} at {{ at }} UTC: {{ subject }}. {{ summary }}. "
+                    "See the alerts page in Patron."},
+        wechat_fields={"thing1": "{{ kind }}", "thing2": "{{ subject }}", "time3": "{{ at }}"},
+        builtin=True,
+    ),
 )}

@@ -27,13 +27,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from patron import workers
 from patron.db import UnitOfWork, utcnow
+from patron.messaging import limits as limits_model
 from patron.messaging import model
 from patron.messaging.adapters import Adapter, Outgoing, Result
 from patron.messaging.tables import message_attempts, messages
+from patron.protection.fields import Sealed
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class DeliveryStats:
     retrying: int = 0
     failed: int = 0
     suppressed: int = 0
+    # Marketing messages due in quiet hours, moved to the end of the quiet window.
+    deferred: int = 0
     # Sent, but another worker had taken the message over before the outcome was written.
     lease_lost: int = 0
     released: int = 0
@@ -118,7 +122,7 @@ def _end(conn: Connection, message_id: int, state: str, reason: str, now: dt.dat
     values: dict[str, Any] = {"state": state, "reason": reason, "error": error,
                               "finished_at": now, "next_attempt_at": now}
     if address is not None:
-        values["address"] = address
+        values["address"] = Sealed((message_id,), address)
     conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
 
 
@@ -138,6 +142,11 @@ def claim(engine: Engine, now: dt.datetime, limit: int, adapters: Mapping[str, A
         rows = [dict(r) for r in conn.execute(q).mappings()]
         lease_until = now + LEASE
         out: list[_Claimed] = []
+        live = {int(r["id"]): service.live_customer(conn, r["customer_id"]) for r in rows}
+        limits = service.delivery_limits(conn)
+        if limits.caps:
+            service.lock_for_caps(conn, [cid for r in rows if r["purpose"] == "marketing"
+                                         and (cid := live[int(r["id"])]) is not None])
         for r in rows:
             mid = int(r["id"])
             adapter = adapters.get(r["channel"])
@@ -148,12 +157,30 @@ def claim(engine: Engine, now: dt.datetime, limit: int, adapters: Mapping[str, A
                 _end(conn, mid, "failed", "expired", now)
                 stats.failed += 1
                 continue
-            customer_id = service.live_customer(conn, r["customer_id"])
+            customer_id = live[mid]
             if r["purpose"] == "marketing":
                 refused = service.marketing_refusal(conn, customer_id, r["program_id"],
                                                     r["channel"])
                 if refused:
                     _end(conn, mid, "suppressed", refused, now)
+                    stats.suppressed += 1
+                    continue
+                until = limits_model.quiet_until(
+                    limits, now, service.local_timezone(conn, customer_id, r["program_id"]))
+                if until is not None:
+                    # Quiet hours: not an attempt, just later (and checked again then).
+                    conn.execute(update(messages).where(m.id == mid).values(
+                        state="pending", next_attempt_at=until))
+                    stats.deferred += 1
+                    continue
+                assert customer_id is not None  # no consent without a customer
+                window = limits_model.exceeded_cap(
+                    limits, r["channel"],
+                    service.sent_in_windows(conn, customer_id, r["channel"], now)
+                    if limits.caps.get(r["channel"]) else {})
+                if window is not None:
+                    _end(conn, mid, "suppressed", "capped", now,
+                         error=f"frequency cap per {window} reached")
                     stats.suppressed += 1
                     continue
             address = r["to_address"] or service.address_of(conn, customer_id, r["channel"])
@@ -166,7 +193,8 @@ def claim(engine: Engine, now: dt.datetime, limit: int, adapters: Mapping[str, A
                 stats.failed += 1
                 continue
             conn.execute(update(messages).where(m.id == mid).values(
-                state="sending", next_attempt_at=lease_until, address=address))
+                state="sending", next_attempt_at=lease_until, address=Sealed((mid,), address),
+                sent_at=func.coalesce(m.sent_at, now)))
             out.append(_Claimed(Outgoing(
                 id=mid, channel=r["channel"], address=address, purpose=r["purpose"],
                 template=r["template"], lang=r["lang"], subject=r["subject"], body=r["body"],
@@ -190,6 +218,9 @@ def _may_send_again(conn: Connection, row: dict[str, Any], now: dt.datetime,
     if open_attempt is None:
         return True
     window = adapter.idempotency_window if adapter is not None else None
+    per_message = getattr(adapter, "resend_window", None)
+    if per_message is not None:
+        window = per_message(dict(row["data"] or {}))
     safe = model.resend_is_safe(started_at=open_attempt.started_at, now=now,
                                 idempotency_window=window)
     conn.execute(update(message_attempts).where(a.id == open_attempt.id).values(

@@ -21,6 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from patron.errors import FieldError
 
 CHANNELS = ("sms", "email", "wechat", "app", "webhook")
+WECHAT_KINDS = ("template", "subscribe")
 PURPOSES = ("otp", "transactional", "marketing")
 STATES = ("pending", "sending", "delivered", "failed", "suppressed")
 LANGS = ("zh", "en")
@@ -65,6 +66,8 @@ class Template:
     subject: Mapping[str, str | None] = field(default_factory=dict)
     wechat_template_id: str | None = None
     wechat_fields: Mapping[str, str] = field(default_factory=dict)
+    wechat_kind: str = "template"  # template | subscribe
+    wechat_page: str | None = None
     sms_template_id: str | None = None
     builtin: bool = False
 
@@ -88,6 +91,9 @@ def template_errors(t: Template) -> list[FieldError]:
             errors.append(FieldError(f"variables.{i}", "message_variable_name", {"value": name}))
     if not (t.body.get("zh") or "").strip():
         errors.append(FieldError("body_zh", "message_body_required"))
+    if t.wechat_kind not in WECHAT_KINDS:
+        errors.append(FieldError("wechat_kind", "literal_error",
+                                 {"expected": ", ".join(WECHAT_KINDS)}))
     known = set(t.variables) | BUILTIN_VARIABLES
     for name, source in _sources(t):
         try:
@@ -146,6 +152,8 @@ def render(t: Template, *, channel: str, lang: str, purpose: str, variables: Map
     if channel == "wechat":
         data = {"template_id": t.wechat_template_id,
                 "fields": {k: _render(v, context) for k, v in t.wechat_fields.items()}}
+        if t.wechat_kind == "subscribe":
+            data.update(kind="subscribe", page=t.wechat_page)
     elif channel == "sms" and t.sms_template_id:
         data = {"template_id": t.sms_template_id}
     return Rendered(lang, subject, body, data)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from html import escape
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from patron.db import UnitOfWork, get_engine
-from patron.deps import request_language
+from patron.deps import public, rate_limited, request_language
 from patron.errors import NotFound
 from patron.messaging import service
 from patron.security.model import Actor
 
-router = APIRouter(include_in_schema=False)
+# The links in messages: the signed token in the URL is the authority.
+router = APIRouter(include_in_schema=False,
+                   dependencies=[Depends(public("signed unsubscribe link in a message")),
+                                 Depends(rate_limited("public"))])
 
 TEXT = {
     "zh": {"title": "退订", "ask": "不再通过{channel}接收营销消息？", "button": "确认退订",

@@ -186,6 +186,8 @@ class WebhookAdapter:
 # or that refuse this message for good.
 WECHAT_TOKEN_ERRORS = {40001, 40014, 42001}
 WECHAT_BUSY = {-1, 45009, 45047}
+# subscribeMessage.send: the customer has not accepted (or has used up) the subscription.
+WECHAT_NOT_SUBSCRIBED = 43101
 
 
 class WeChatAdapter:
@@ -225,18 +227,35 @@ class WeChatAdapter:
             return str(token)
 
     def payload(self, message: Outgoing) -> dict[str, Any]:
+        data = {k: {"value": v} for k, v in (message.data.get("fields") or {}).items()}
+        if message.data.get("kind") == "subscribe":
+            # subscribeMessage.send: no client_msg_id, so no de-duplication by WeChat.
+            out: dict[str, Any] = {"touser": message.address,
+                                   "template_id": message.data.get("template_id"),
+                                   "data": data, "miniprogram_state": "formal",
+                                   "lang": "en_US" if message.lang == "en" else "zh_CN"}
+            if message.data.get("page"):
+                out["page"] = message.data["page"]
+            return out
         return {"touser": message.address, "template_id": message.data.get("template_id"),
-                "data": {k: {"value": v} for k, v in (message.data.get("fields") or {}).items()},
-                "client_msg_id": f"patron-message-{message.id}"}
+                "data": data, "client_msg_id": f"patron-message-{message.id}"}
+
+    def resend_window(self, data: dict[str, Any]) -> dt.timedelta | None:
+        """How long WeChat de-duplicates this message: template messages by client_msg_id;
+        subscription messages not at all (a resend after a crash could reach the customer
+        twice, so it is not made)."""
+        return None if data.get("kind") == "subscribe" else self.idempotency_window
 
     def send(self, message: Outgoing) -> Result:
         if not message.data.get("template_id"):
             return failed("no_template", "the template has no wechat_template_id")
         payload = self.payload(message)
+        path = ("/cgi-bin/message/subscribe/send" if message.data.get("kind") == "subscribe"
+                else "/cgi-bin/message/template/send")
         try:
             for fresh in (False, True):
                 token = self._access_token(fresh=fresh)
-                response = self.client.post(f"{self.api_url}/cgi-bin/message/template/send",
+                response = self.client.post(f"{self.api_url}{path}",
                                             params={"access_token": token}, json=payload)
                 if response.status_code >= 500:
                     return retry(f"HTTP {response.status_code}")
@@ -253,6 +272,8 @@ class WeChatAdapter:
         error = f"WeChat {code}: {answer.get('errmsg', '')}"
         if code in WECHAT_BUSY or code in WECHAT_TOKEN_ERRORS:
             return retry(error)
+        if code == WECHAT_NOT_SUBSCRIBED:
+            return failed("not_subscribed", error)
         return failed("rejected", error)
 
 

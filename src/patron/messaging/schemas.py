@@ -3,7 +3,7 @@ a template's sources use only its declared variables is checked by the service."
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,9 @@ class TemplateUpdate(Strict):
     body_en: Source | None = None
     wechat_template_id: str | None = Field(default=None, max_length=64)
     wechat_fields: dict[str, Source] | None = Field(default=None, max_length=20)
+    # 'subscribe': a WeChat subscription message (subscribeMessage.send) opening wechat_page.
+    wechat_kind: Literal["template", "subscribe"] | None = None
+    wechat_page: str | None = Field(default=None, max_length=200)
     sms_template_id: str | None = Field(default=None, max_length=64)
 
 

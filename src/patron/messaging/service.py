@@ -14,14 +14,23 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from patron.config import get_settings
+from patron.customers.protect import identity_is
 from patron.customers.tables import customers, identities
 from patron.db import UnitOfWork, allocate_ids, upsert, utcnow
 from patron.errors import Conflict, FieldError, NotFound, ValidationFailed
 from patron.loyalty.service import invalid, need, request_hash, retrying
 from patron.loyalty.tables import loyalty_consents, loyalty_members
+from patron.messaging import limits as limits_model
 from patron.messaging import model
 from patron.messaging.builtin import BUILTIN
-from patron.messaging.tables import message_attempts, message_keys, message_templates, messages
+from patron.messaging.tables import (
+    message_attempts,
+    message_keys,
+    message_settings,
+    message_templates,
+    messages,
+)
+from patron.protection.fields import Sealed
 from patron.security import audit
 from patron.security.model import Actor
 
@@ -94,9 +103,11 @@ def enqueue_in(conn: Connection, *, customer_id: int | None, channel: str, templ
             FieldError("variables", "message_render_failed", {"detail": str(exc)})]) from exc
     ins = upsert(conn, messages).values(
         id=message_id, customer_id=customer_id, program_id=program_id, channel=channel,
-        template=template, lang=lang, variables=dict(variables), purpose=purpose,
-        dedupe_key=dedupe_key, request_hash=digest, to_address=to, subject=rendered.subject,
-        body=rendered.body, data=rendered.data, state="pending", attempts=0,
+        template=template, lang=lang, variables=Sealed((message_id,), dict(variables)),
+        purpose=purpose, dedupe_key=dedupe_key, request_hash=digest,
+        to_address=Sealed((message_id,), to), subject=Sealed((message_id,), rendered.subject),
+        body=Sealed((message_id,), rendered.body),
+        data=Sealed((message_id,), rendered.data or {}), state="pending", attempts=0,
         next_attempt_at=now, expires_at=expires_at, created_at=now)
     inserted = conn.execute(ins.on_conflict_do_nothing(index_elements=["purpose", "dedupe_key"])
                             .returning(messages.c.id)).scalar()
@@ -153,7 +164,8 @@ def marketing_refusal(conn: Connection, customer_id: int | None, program_id: int
     """Why a marketing message may not go out on ``channel`` now (``no_consent`` or
     ``unsubscribed``), or None when the customer consents to it: the latest consent of that
     channel in the program's membership (any membership when the message names no program)
-    is a grant. Frequency caps and quiet hours would be further refusals here (not built)."""
+    is a grant. Frequency caps and quiet hours are applied after it by the worker
+    (:func:`delivery_limits`, :func:`sent_in_windows`, :func:`local_timezone`)."""
     kind = model.CONSENT_KIND.get(channel)
     if customer_id is None or kind is None:
         return "no_consent"
@@ -163,6 +175,88 @@ def marketing_refusal(conn: Connection, customer_id: int | None, program_id: int
     if any(source in UNSUBSCRIBE_SOURCES for _, source in latest.values()):
         return "unsubscribed"
     return "no_consent"
+
+
+def delivery_limits(conn: Connection) -> limits_model.DeliveryLimits:
+    """The organisation's frequency caps and quiet hours (none until an owner sets them)."""
+    value = conn.execute(select(message_settings.c.value).where(
+        message_settings.c.name == "limits")).scalar()
+    if value is None:
+        return limits_model.NO_LIMITS
+    parsed, _errors = limits_model.parse_limits(value)  # checked when saved
+    return parsed
+
+
+def lock_for_caps(conn: Connection, customer_ids: list[int]) -> None:
+    """Serialise cap checks per customer across workers on PostgreSQL (transaction-scoped
+    advisory locks taken in id order, so that two workers cannot deadlock); SQLite has one
+    writer already."""
+    if conn.dialect.name != "postgresql":
+        return
+    from sqlalchemy import text
+
+    for cid in sorted(set(customer_ids)):
+        conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :k)"),
+                     {"ns": CAP_LOCK_NAMESPACE, "k": cid % 2**31})
+
+
+CAP_LOCK_NAMESPACE = 0x4D534743  # "MSGC": advisory locks of frequency-cap checks
+
+
+def sent_in_windows(conn: Connection, customer_id: int, channel: str, now: dt.datetime
+                    ) -> dict[str, int]:
+    """How many marketing messages on ``channel`` were sent (or are being sent) to the
+    customer in the last day and week."""
+    m = messages.c
+    base = select(func.count()).select_from(messages).where(
+        m.customer_id == customer_id, m.channel == channel, m.purpose == "marketing",
+        m.state.in_(("sending", "delivered")), m.sent_at.is_not(None))
+    return {window: int(conn.execute(base.where(m.sent_at > now - span)).scalar_one())
+            for window, span in limits_model.WINDOWS.items()}
+
+
+def local_timezone(conn: Connection, customer_id: int | None, program_id: int | None) -> str:
+    """The time zone quiet hours are read in: the customer's registration store's, else the
+    message's loyalty program's, else PATRON_DEFAULT_TIMEZONE."""
+    from patron.loyalty.tables import loyalty_programs
+    from patron.org.tables import stores
+
+    if customer_id is not None:
+        tz = conn.execute(select(stores.c.timezone).select_from(customers.join(
+            stores, stores.c.id == customers.c.registration_store_id)).where(
+            customers.c.id == customer_id)).scalar()
+        if tz:
+            return str(tz)
+    if program_id is not None:
+        tz = conn.execute(select(loyalty_programs.c.timezone).where(
+            loyalty_programs.c.id == program_id)).scalar()
+        if tz:
+            return str(tz)
+    return get_settings().default_timezone
+
+
+def get_limits(conn: Connection, *, actor: Actor) -> dict[str, Any]:
+    need(actor, "messages.read")
+    return delivery_limits(conn).as_json()
+
+
+def set_limits(*, uow: UnitOfWork, actor: Actor, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace the frequency caps and quiet hours (checked first: a bad value is a 422 naming
+    the field, and nothing changes)."""
+    need(actor, "messages.manage")
+    parsed, errors = limits_model.parse_limits(values)
+    if errors:
+        raise ValidationFailed("validation_failed", fields=errors)
+    conn = uow.c
+    value = parsed.as_json()
+    conn.execute(upsert(conn, message_settings).values(
+        name="limits", value=value, updated_at=utcnow(), updated_by=actor.name
+    ).on_conflict_do_update(index_elements=["name"], set_={
+        "value": value, "updated_at": utcnow(), "updated_by": actor.name}))
+    audit.record(conn, actor, "message_limits.updated", entity="message_settings",
+                 entity_id="limits", details=value)
+    uow.commit()
+    return value
 
 
 def address_of(conn: Connection, customer_id: int | None, channel: str) -> str | None:
@@ -207,6 +301,7 @@ def _template_from_row(r: Mapping[str, Any]) -> model.Template:
         body={"zh": r["body_zh"], "en": r["body_en"]},
         subject={"zh": r["subject_zh"], "en": r["subject_en"]},
         wechat_template_id=r["wechat_template_id"], wechat_fields=dict(r["wechat_fields"] or {}),
+        wechat_kind=r["wechat_kind"] or "template", wechat_page=r["wechat_page"],
         sms_template_id=r["sms_template_id"])
 
 
@@ -227,6 +322,7 @@ def template_view(t: model.Template, row: Mapping[str, Any] | None = None) -> di
             "subject_zh": t.subject.get("zh"), "subject_en": t.subject.get("en"),
             "body_zh": t.body.get("zh"), "body_en": t.body.get("en"),
             "wechat_template_id": t.wechat_template_id, "wechat_fields": dict(t.wechat_fields),
+            "wechat_kind": t.wechat_kind, "wechat_page": t.wechat_page,
             "sms_template_id": t.sms_template_id,
             "version": int(row["version"]) if row is not None else None,
             "updated_at": row["updated_at"] if row is not None else None,
@@ -268,6 +364,8 @@ def _check_template(values: Mapping[str, Any]) -> model.Template:
         subject={"zh": values.get("subject_zh"), "en": values.get("subject_en")},
         wechat_template_id=values.get("wechat_template_id"),
         wechat_fields=dict(values.get("wechat_fields") or {}),
+        wechat_kind=values.get("wechat_kind") or "template",
+        wechat_page=values.get("wechat_page"),
         sms_template_id=values.get("sms_template_id"))
     errors = model.template_errors(t)
     builtin = BUILTIN.get(t.code)
@@ -282,7 +380,8 @@ def _check_template(values: Mapping[str, Any]) -> model.Template:
 
 
 TEMPLATE_FIELDS = ("description", "variables", "subject_zh", "subject_en", "body_zh", "body_en",
-                   "wechat_template_id", "wechat_fields", "sms_template_id")
+                   "wechat_template_id", "wechat_fields", "wechat_kind", "wechat_page",
+                   "sms_template_id")
 
 
 def create_template(*, uow: UnitOfWork, actor: Actor, values: Mapping[str, Any]
@@ -303,6 +402,7 @@ def create_template(*, uow: UnitOfWork, actor: Actor, values: Mapping[str, Any]
         row = {k: values.get(k) for k in TEMPLATE_FIELDS}
         row["variables"] = list(t.variables)
         row["wechat_fields"] = dict(t.wechat_fields)
+        row["wechat_kind"] = t.wechat_kind
         tid = conn.execute(insert(message_templates).values(
             code=t.code, **row, active=True, version=1, created_at=now, updated_at=now,
             updated_by=actor.name).returning(message_templates.c.id)).scalar_one()
@@ -328,7 +428,8 @@ def update_template(*, uow: UnitOfWork, actor: Actor, code: str, changes: Mappin
         raise NotFound("message_template_not_found", params={"code": code})
     # Required parts cannot be cleared: null leaves them as they are.
     changes = {k: v for k, v in changes.items()
-               if v is not None or k not in ("variables", "body_zh", "wechat_fields")}
+               if v is not None or k not in ("variables", "body_zh", "wechat_fields",
+                                                 "wechat_kind")}
     values = {**row, **dict(changes), "code": code}
     t = _check_template(values)
     diff = {k: v for k, v in changes.items() if v != row[k]}
@@ -521,7 +622,7 @@ def stop_reply(*, uow: UnitOfWork, actor: Actor, phone: str, text: str,
     conn = uow.c
     owner = conn.execute(select(identities.c.customer_id).where(
         identities.c.kind == "phone", identities.c.namespace == "",
-        identities.c.value == ident.value)).scalar()
+        identity_is(ident.value))).scalar()
     changed = 0
     if owner is not None:
         changed = withdraw_consent_in(conn, actor=actor, customer_id=int(owner), kind="sms",

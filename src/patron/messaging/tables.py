@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 
 from patron.db import IdType, JSONType, UTCDateTime, metadata
+from patron.protection.fields import Encrypted, EncryptedJSON
 
 messages = Table(
     "messages",
@@ -33,19 +34,21 @@ messages = Table(
     Column("channel", String(8), nullable=False),
     Column("template", String(64), nullable=False),
     Column("lang", String(2), nullable=False),
-    Column("variables", JSONType, nullable=False),
+    # What identifies or speaks to the person (variables, addresses, the rendered text) is
+    # encrypted, bound to the message's id (docs/data-protection.md#personal-data-at-rest).
+    Column("variables", EncryptedJSON("messages.variables"), nullable=False),
     Column("purpose", String(16), nullable=False),
     Column("dedupe_key", String(160), nullable=False),
     # What the caller asked for, to tell a replay of the same message from a reuse of its key.
     Column("request_hash", String(64), nullable=False),
     # An explicit address given by the caller; otherwise the profile's, found at send time.
-    Column("to_address", String(200), nullable=True),
+    Column("to_address", Encrypted("messages.to_address"), nullable=True),
     # The address the message was (or was to be) sent to.
-    Column("address", String(200), nullable=True),
-    Column("subject", Text, nullable=True),
-    Column("body", Text, nullable=False),
+    Column("address", Encrypted("messages.address"), nullable=True),
+    Column("subject", Encrypted("messages.subject"), nullable=True),
+    Column("body", Encrypted("messages.body"), nullable=False),
     # Channel-specific rendered parts (WeChat template fields).
-    Column("data", JSONType, nullable=False, default=dict),
+    Column("data", EncryptedJSON("messages.data"), nullable=False),
     Column("state", String(10), nullable=False),
     # Why it failed or was suppressed (a stable code) and the detail (an error message).
     Column("reason", String(32), nullable=True),
@@ -58,8 +61,12 @@ messages = Table(
     Column("provider_message_id", String(128), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    # When a worker first took it to send: frequency caps count marketing messages sent (or
+    # being sent) to the customer on the channel since a moment (docs/messaging.md).
+    Column("sent_at", UTCDateTime, nullable=True),
     UniqueConstraint("purpose", "dedupe_key", name="uq_messages_purpose_dedupe_key"),
     Index("ix_messages_due", "state", "next_attempt_at"),
+    Index("ix_messages_customer_channel_sent", "customer_id", "channel", "sent_at"),
     CheckConstraint("channel IN ('sms', 'email', 'wechat', 'app', 'webhook')", name="channel"),
     CheckConstraint("purpose IN ('otp', 'transactional', 'marketing')", name="purpose"),
     CheckConstraint("state IN ('pending', 'sending', 'delivered', 'failed', 'suppressed')",
@@ -105,6 +112,11 @@ message_templates = Table(
     # WeChat: the account's template id and {field: Jinja source} for its data fields.
     Column("wechat_template_id", String(64), nullable=True),
     Column("wechat_fields", JSONType, nullable=False, default=dict),
+    # 'template' (official-account template message) or 'subscribe' (a subscription message,
+    # WeChat's subscribeMessage.send, to a customer who accepted it in WeChat), and the page a
+    # subscription message opens.
+    Column("wechat_kind", String(10), nullable=False, server_default="template"),
+    Column("wechat_page", String(200), nullable=True),
     # The SMS provider's template id, when not the gateway's default (PATRON_SMS_TEMPLATE_ID).
     Column("sms_template_id", String(64), nullable=True),
     Column("active", Boolean, nullable=False, server_default="1"),
@@ -122,4 +134,15 @@ message_keys = Table(
     Column("name", String(32), primary_key=True),
     Column("value", String(128), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Settings of the organisation's message delivery, one JSON value per name ('limits': frequency
+# caps and quiet hours, patron.messaging.limits), changed by owners through the API.
+message_settings = Table(
+    "message_settings",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", JSONType, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(120), nullable=False),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -23,7 +23,10 @@ from sqlalchemy import Connection
 from patron.security.model import Actor
 
 # Modules that react to recorded purchases and returns, in the order they run.
-HOOK_MODULES: tuple[str, ...] = ("patron.loyalty.hooks", "patron.coupons.hooks")
+# Tags after loyalty (their rules may read the points it has just written) and before
+# automations (whose conditions may read tags).
+HOOK_MODULES: tuple[str, ...] = ("patron.loyalty.hooks", "patron.coupons.hooks",
+                                 "patron.tags.hooks", "patron.automations.hooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ def _functions(name: str) -> tuple[Callable[..., Any], ...]:
     return tuple(found)
 
 
-def orders_recorded(conn: Connection, recorded: list[RecordedOrder], *, actor: Actor,
+def orders_recorded(conn: Connection, recorded: Sequence[RecordedOrder], *, actor: Actor,
                     now: dt.datetime) -> None:
     if not recorded:
         return

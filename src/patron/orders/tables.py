@@ -9,7 +9,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from patron.db import IdType, JSONType, Money, Quantity, UTCDateTime, metadata
+from patron.db import IdType, Money, Quantity, UTCDateTime, metadata
+from patron.protection.fields import EncryptedJSON
 
 # External order ids are unique per channel, and per store as well for store POS (each till
 # numbers its own receipts): scope_store_id is the store for such channels and 0 otherwise.
@@ -29,7 +30,9 @@ orders = Table(
     Column("refunded_amount", Money, nullable=False, server_default="0"),
     Column("line_count", Integer, nullable=False, server_default="0"),
     # The identifiers the order came with, as sent (resolution may have merged them since).
-    Column("identifiers", JSONType, nullable=False, default=list),
+    # The identifiers the order came with (phones, openids...): encrypted, bound to the order's
+    # id (docs/data-protection.md#personal-data-at-rest); write Sealed((id,), [...]).
+    Column("identifiers", EncryptedJSON("orders.identifiers"), nullable=False),
     Column("content_hash", String(64), nullable=False),
     Column("source", String(16), nullable=False),  # api | import | demo
     Column("created_at", UTCDateTime, nullable=False),

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
 
-from patron.deps import CurrentActor, UowDep, require
+from patron.deps import UowDep, require, signed_in_only
 from patron.org import service
 from patron.org.schemas import (
     BrandCreate,
@@ -22,6 +22,8 @@ from patron.security.model import Actor
 
 router = APIRouter(tags=["organisation"])
 Admin = Annotated[Actor, Depends(require("admin.org"))]
+# The organisation's reference data (store scope applied): every till and page needs it.
+Reader = Annotated[Actor, Depends(signed_in_only("organisation reference data, store-scoped"))]
 
 
 def _rows(uow: UowDep, table: Any) -> list[dict[str, Any]]:
@@ -29,7 +31,7 @@ def _rows(uow: UowDep, table: Any) -> list[dict[str, Any]]:
 
 
 @router.get("/stores")
-def list_stores(uow: UowDep, actor: CurrentActor) -> list[dict[str, Any]]:
+def list_stores(uow: UowDep, actor: Reader) -> list[dict[str, Any]]:
     rows = _rows(uow, stores)
     return [r for r in rows if actor.sees_store(r["id"])]
 
@@ -40,7 +42,7 @@ def create_store(body: StoreCreate, uow: UowDep, actor: Admin) -> dict[str, int]
 
 
 @router.get("/channels")
-def list_channels(uow: UowDep, actor: CurrentActor) -> list[dict[str, Any]]:
+def list_channels(uow: UowDep, actor: Reader) -> list[dict[str, Any]]:
     return _rows(uow, channels)
 
 
@@ -50,7 +52,7 @@ def create_channel(body: ChannelCreate, uow: UowDep, actor: Admin) -> dict[str, 
 
 
 @router.get("/brands")
-def list_brands(uow: UowDep, actor: CurrentActor) -> list[dict[str, Any]]:
+def list_brands(uow: UowDep, actor: Reader) -> list[dict[str, Any]]:
     return _rows(uow, brands)
 
 
@@ -60,7 +62,7 @@ def create_brand(body: BrandCreate, uow: UowDep, actor: Admin) -> dict[str, int]
 
 
 @router.get("/regions")
-def list_regions(uow: UowDep, actor: CurrentActor) -> list[dict[str, Any]]:
+def list_regions(uow: UowDep, actor: Reader) -> list[dict[str, Any]]:
     return _rows(uow, regions)
 
 
@@ -70,7 +72,7 @@ def create_region(body: RegionCreate, uow: UowDep, actor: Admin) -> dict[str, in
 
 
 @router.get("/categories")
-def list_categories(uow: UowDep, actor: CurrentActor) -> list[dict[str, Any]]:
+def list_categories(uow: UowDep, actor: Reader) -> list[dict[str, Any]]:
     return _rows(uow, categories)
 
 
@@ -80,7 +82,7 @@ def create_category(body: CategoryCreate, uow: UowDep, actor: Admin) -> dict[str
 
 
 @router.get("/products")
-def list_products(uow: UowDep, actor: CurrentActor) -> list[dict[str, Any]]:
+def list_products(uow: UowDep, actor: Reader) -> list[dict[str, Any]]:
     return [{**r, "list_price": None if r["list_price"] is None else str(r["list_price"])}
             for r in _rows(uow, products)]
 

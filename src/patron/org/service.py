@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from patron.db import UnitOfWork
-from patron.errors import Conflict, NotFound
+from patron.errors import Conflict, FieldError, NotFound, ValidationFailed
 from patron.org.tables import brands, categories, channels, products, regions, stores
 from patron.security import audit
 from patron.security.model import Actor
@@ -121,9 +121,29 @@ def ensure_default_channels(conn: Connection) -> None:
         clear_reference_cache()
 
 
+MAX_ID = 2**63 - 1
+
+
+def check_references(conn: Connection, table: Any, values: dict[str, Any]) -> None:
+    """A 422 naming the field, rather than the database's foreign-key error (a 500), when a
+    referenced id does not exist."""
+    bad = []
+    for name, value in values.items():
+        column = table.c.get(name)
+        if value is None or column is None or not column.foreign_keys:
+            continue
+        target = next(iter(column.foreign_keys)).column
+        if not (isinstance(value, int) and 0 < value <= MAX_ID) or conn.execute(
+                select(target).where(target == value)).first() is None:
+            bad.append(FieldError(name, "unknown_reference"))
+    if bad:
+        raise ValidationFailed("validation_failed", fields=bad)
+
+
 def _create(uow: UnitOfWork, table: Any, key: str, values: dict[str, Any], actor: Actor,
             entity: str) -> int:
     conn = uow.c
+    check_references(conn, table, values)
     if conn.execute(select(table.c.id).where(table.c[key] == values[key])).first():
         raise Conflict("already_exists", params={key: values[key]})
     new_id = conn.execute(insert(table).values(**values).returning(table.c.id)).scalar_one()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 ROLES = ("owner", "analyst", "manager", "cashier")
@@ -74,6 +75,14 @@ for _role, _perms in _STORED_VALUE.items():
 # read the outbox (addresses masked, one-time codes hidden).
 PERMISSIONS["owner"] = PERMISSIONS["owner"] | {"messages.read", "messages.manage"}
 PERMISSIONS["analyst"] = PERMISSIONS["analyst"] | {"messages.read"}
+# Automations and campaigns (docs/automations.md, docs/campaigns.md): owners define, launch and
+# approve; analysts read (and dry-run).
+for _role, _perms in {
+    "owner": {"automations.read", "automations.manage", "campaigns.read", "campaigns.manage",
+              "campaigns.approve"},
+    "analyst": {"automations.read", "campaigns.read"},
+}.items():
+    PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
 # Rewards catalog (docs/rewards.md): owners manage items; tills and managers redeem and hand
 # rewards over; everyone reads the catalog.
 _REWARDS: dict[str, set[str]] = {
@@ -94,6 +103,75 @@ _BENEFITS: dict[str, set[str]] = {
 }
 for _role, _perms in _BENEFITS.items():
     PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
+# Tags and segments (docs/segments.md): owners and analysts build segments and tags for every
+# customer; managers for their stores' customers (the store scope applies to every count, sample
+# and export); cashiers do not browse lists.
+_SEGMENTS: dict[str, set[str]] = {
+    "owner": {"segments.read", "segments.manage", "tags.read", "tags.manage", "tags.apply"},
+    "analyst": {"segments.read", "segments.manage", "tags.read", "tags.manage", "tags.apply"},
+    "manager": {"segments.read", "tags.read", "tags.apply"},
+}
+for _role, _perms in _SEGMENTS.items():
+    PERMISSIONS[_role] = PERMISSIONS[_role] | _perms
+# Personal-information rights (docs/privacy.md): owners handle people's requests for a copy,
+# correction or deletion of their data and run the retention job.
+PERMISSIONS["owner"] = PERMISSIONS["owner"] | {"privacy.manage"}
+
+
+# Deleting what staff created (import mappings, promotions, webhooks, templates, coupons):
+# besides the area's own permission, a DELETE needs this one.
+for _role in ("owner", "manager"):
+    PERMISSIONS[_role] = PERMISSIONS[_role] | {"records.delete"}
+# Owners approve exports over PATRON_EXPORT_APPROVAL_ROWS rows, and see the security alerts.
+PERMISSIONS["owner"] = PERMISSIONS["owner"] | {"exports.approve"}
+
+# The permissions an owner edits in the matrix (custom roles are built from these), each
+# standing for the finer permissions the routes check. A route's permission must appear here
+# (tests/e2e/test_route_guards.py), so a new area maps its permissions when it adds them.
+COARSE: dict[str, frozenset[str]] = {
+    "view": frozenset({
+        "orders.read", "customers.read", "customers.lookup", "dashboard.read", "loyalty.read",
+        "loyalty.lookup", "coupons.read", "stored_value.read", "stored_value.lookup",
+        "rewards.read", "benefits.read", "messages.read", "segments.read",
+        "automations.read", "campaigns.read", "tags.read"}),
+    "create": frozenset({
+        "orders.write", "import", "loyalty.enrol", "loyalty.redeem", "coupons.issue",
+        "coupons.redeem", "checkout.sell", "stored_value.topup", "stored_value.spend",
+        "rewards.redeem", "benefits.refer"}),
+    "edit": frozenset({"customers.write", "customers.merge", "customers.undo_merge",
+                       "checkout.refund", "stored_value.cashout", "tags.apply"}),
+    "delete": frozenset({"records.delete"}),
+    "export": frozenset({"export"}),
+    "reveal": frozenset({"personal_data.reveal"}),
+    "adjust_points": frozenset({"loyalty.adjust", "stored_value.adjust"}),
+    "manage_rules": frozenset({
+        "loyalty.manage", "coupons.manage", "stored_value.manage", "rewards.manage",
+        "benefits.manage", "messages.manage", "admin.org", "admin.custom_fields",
+        "admin.webhooks", "segments.manage", "automations.manage", "campaigns.manage",
+        "campaigns.approve", "tags.manage"}),
+    "manage_users": frozenset({"admin.users", "admin.api_keys", "audit.read",
+                               "exports.approve", "privacy.manage"}),
+}
+COARSE_OF: dict[str, str] = {fine: coarse for coarse, fines in COARSE.items() for fine in fines}
+# Data scopes of a custom role: every store, a brand's stores, a region's stores, or the
+# stores assigned to the user.
+SCOPES = ("all", "brand", "region", "own_stores")
+
+
+def fine_permissions(coarse: set[str] | frozenset[str]) -> frozenset[str]:
+    """The route-level permissions a custom role's editable permissions grant."""
+    return frozenset().union(*(COARSE[c] for c in coarse if c in COARSE))
+
+
+def coarse_summary(role: str) -> dict[str, str]:
+    """For the matrix: per editable permission, 'all', 'some' or 'none' of its finer
+    permissions held by a built-in role."""
+    held = PERMISSIONS.get(role, frozenset())
+    out = {}
+    for coarse, fines in COARSE.items():
+        n = len(fines & held)
+        out[coarse] = "all" if n == len(fines) else ("some" if n else "none")
+    return out
 
 
 @dataclass(frozen=True)
@@ -108,8 +186,15 @@ class Actor:
     ip: str | None = None
     language: str = "zh"
     session_id: int | None = field(default=None, compare=False)
+    # A custom role's permissions (from the matrix); None: the built-in role's.
+    permissions: frozenset[str] | None = None
+    # When the user last typed their password in this session (sensitive actions need it
+    # recent); None for keys and the system.
+    authenticated_at: dt.datetime | None = field(default=None, compare=False)
 
     def can(self, permission: str) -> bool:
+        if self.permissions is not None:
+            return permission in self.permissions
         return permission in PERMISSIONS.get(self.role, frozenset())
 
     def sees_store(self, store_id: int | None) -> bool:

@@ -51,9 +51,12 @@ def code_matches(salt: str, phone: str, code: str, digest: str) -> bool:
 
 
 def phone_key(phone: str) -> str:
-    """The key that rate limits and codes are filed under: a hash of the E.164 phone, so the
-    login tables hold no phone numbers in clear."""
-    return hashlib.sha256(f"patron-selfservice:{phone}".encode()).hexdigest()
+    """The key that rate limits and codes are filed under: the blind index of the E.164 phone
+    (keyed: a plain hash of a phone number is undone by trying every number), so the login
+    tables hold no phone numbers."""
+    from patron.protection.fields import blind
+
+    return blind("selfservice-phone", phone)
 
 
 def normalize_code(raw: str) -> str | None:

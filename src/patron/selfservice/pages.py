@@ -24,7 +24,7 @@ from starlette.datastructures import FormData
 
 from patron.config import get_settings
 from patron.db import UnitOfWork, get_engine
-from patron.deps import UowDep, client_ip
+from patron.deps import UowDep, client_ip, declare_guard, public, rate_limited
 from patron.errors import Forbidden, NotFound, PatronError, Unauthorized
 from patron.i18n import t
 from patron.selfservice import service
@@ -68,7 +68,12 @@ def signed_in_member(request: Request) -> MemberSession:
     return found
 
 
+declare_guard(signed_in_member, "member", "the signed-in member's own data only")
 MemberDep = Annotated[MemberSession, Depends(signed_in_member)]
+# Pages before sign-in: one-time codes are rate-limited by the service.
+OPEN = [Depends(public("member sign-in with a one-time code"))]
+# Asking for and typing one-time codes: per address too (the service limits per phone).
+CODES = [*OPEN, Depends(rate_limited("one_time_codes"))]
 
 
 # --- CSRF ---------------------------------------------------------------------------------------
@@ -200,13 +205,13 @@ def _field_errors(exc: PatronError, lang: str) -> tuple[dict[str, str], str | No
 
 # --- signing in and out -------------------------------------------------------------------------
 
-@router.get("")
-@router.get("/")
+@router.get("", dependencies=OPEN)
+@router.get("/", dependencies=OPEN)
 def start(request: Request) -> Response:
     return redirect("/m/home" if current_member(request) else "/m/login")
 
 
-@router.get("/login")
+@router.get("/login", dependencies=OPEN)
 def login_form(request: Request) -> Response:
     if current_member(request) is not None:
         return redirect("/m/home")
@@ -214,7 +219,7 @@ def login_form(request: Request) -> Response:
                                                        "error": None})
 
 
-@router.post("/login")
+@router.post("/login", dependencies=CODES)
 async def send_code(request: Request, uow: UowDep) -> Response:
     """Step 1: a code to the phone. The next page is the same whether or not the phone
     belongs to a customer."""
@@ -237,7 +242,7 @@ async def send_code(request: Request, uow: UowDep) -> Response:
                    "expires_at": sent.expires_at})
 
 
-@router.post("/verify")
+@router.post("/verify", dependencies=CODES)
 async def verify(request: Request, uow: UowDep) -> Response:
     """Step 2: the code opens a member session."""
     form = await posted_form(request)
@@ -266,7 +271,7 @@ async def verify(request: Request, uow: UowDep) -> Response:
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=OPEN)
 async def logout(request: Request, uow: UowDep) -> Response:
     await posted_form(request)
     found = current_member(request)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, and_, func, insert, literal, or_, select, tex
 
 from patron.config import get_settings
 from patron.customers.model import IdentifierError, mask_phone, normalize_identity
+from patron.customers.protect import identity_is
 from patron.customers.tables import identities
 from patron.db import UnitOfWork, utcnow
 from patron.errors import FieldError, NotFound, TooManyAttempts, Unauthorized, ValidationFailed
@@ -30,6 +31,7 @@ from patron.loyalty.schemas import ConsentIn, EnrolIn
 from patron.loyalty.tables import loyalty_members, loyalty_order_earnings, loyalty_programs
 from patron.orders.tables import order_lines, orders
 from patron.org.tables import brands, channels, stores
+from patron.protection.fields import Sealed
 from patron.security import audit
 from patron.security.model import SYSTEM, Actor
 from patron.selfservice import delivery
@@ -110,7 +112,7 @@ def customer_for_phone(conn: Connection, phone: str) -> int | None:
     """The profile the phone identifies now (merges move identities to the survivor)."""
     found = conn.execute(select(identities.c.customer_id).where(
         identities.c.kind == "phone", identities.c.namespace == "",
-        identities.c.value == phone)).scalar()
+        identity_is(phone))).scalar()
     return None if found is None else int(found)
 
 
@@ -242,8 +244,10 @@ def verify_code(*, uow: UnitOfWork, phone: str, code: str, ip: str | None,
     conn.execute(update(selfservice_codes).where(c.id == row["id"]).values(consumed_at=at))
     token = secrets.token_urlsafe(32)
     expires = at + dt.timedelta(minutes=get_settings().member_session_minutes)
+    token_hash = _token_hash(token)
     session_id = int(conn.execute(insert(selfservice_sessions).values(
-        token_hash=_token_hash(token), phone=e164, code_id=row["id"], created_at=at,
+        token_hash=token_hash, phone=Sealed((token_hash,), e164), code_id=row["id"],
+        created_at=at,
         expires_at=expires, ip=ip).returning(selfservice_sessions.c.id)).scalar_one())
     session = MemberSession(session_id, e164, customer_id, expires, ip)
     audit.record(conn, session.actor(), "selfservice.login",
@@ -329,7 +333,19 @@ def overview(conn: Connection, *, session: MemberSession, member_id: int | None 
             "qualification": qualification, "tiers": tiers,
             "progress": _progress(qualification, tiers, summary["tier"]),
             "next_tier": _next_tier(qualification, tiers),
-            "consents": consents_view(summary["consents"])}
+            "consents": consents_view(summary["consents"]) + [_personalisation_view(
+                conn, int(member["customer_id"]))]}
+
+
+def _personalisation_view(conn: Connection, customer_id: int) -> dict[str, Any]:
+    """The person's choice about personalised marketing (PIPL article 24), whatever the
+    program: allowed until they opt out."""
+    from patron.privacy.service import personalisation
+
+    state = personalisation(conn, customer_id)
+    last = state["history"][-1] if state["history"] else None
+    return {"kind": "personalisation", "granted": state["allowed"], "version": None,
+            "at": last["at"] if last else None}
 
 
 def _program_view(conn: Connection, program: dict[str, Any]) -> dict[str, Any]:
@@ -597,9 +613,15 @@ def change_consent(*, uow: UnitOfWork, session: MemberSession, member_id: int, k
                    granted: bool, now: dt.datetime | None = None) -> dict[str, Any]:
     """Grant or withdraw one of the member's own consents (the loyalty service keeps the
     history and writes the audit entry)."""
-    if kind not in CONSENT_KINDS:
+    if kind not in CONSENT_KINDS + ("personalisation",):
         raise _invalid("kind", "selfservice.consent_kind_unknown")
     member = own_member(uow.c, session, member_id)
+    if kind == "personalisation":
+        from patron.privacy.service import set_personalisation
+
+        return set_personalisation(uow=uow, actor=session.actor(),
+                                   customer_id=int(member["customer_id"]), allowed=granted,
+                                   source="selfservice", now=now, check_permission=False)
     version = None
     if kind == "privacy" and granted:
         version = loyalty._program_by_id(uow.c, int(member["program_id"]))["privacy_version"]

@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 
 from patron.db import IdType, UTCDateTime, metadata
+from patron.protection.fields import Encrypted
 
 selfservice_codes = Table(
     "selfservice_codes",
@@ -52,7 +53,8 @@ selfservice_sessions = Table(
     metadata,
     Column("id", IdType, primary_key=True),
     Column("token_hash", String(64), nullable=False, unique=True),
-    Column("phone", String(20), nullable=False),  # E.164, proved by the code
+    # E.164, proved by the code; encrypted, bound to the token's hash
+    Column("phone", Encrypted("selfservice_sessions.phone", ("token_hash",)), nullable=False),
     Column("code_id", ForeignKey("selfservice_codes.id"), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
 from patron.config import get_settings
-from patron.deps import UowDep, require
+from patron.deps import RecentAuth, UowDep, require
 from patron.loyalty.api import render
 from patron.security.model import Actor
 from patron.storedvalue import queries, reports, service
@@ -135,7 +135,7 @@ def cashout(topup_id: Id, body: CashoutIn, uow: UowDep, actor: Casher) -> Any:
     return _operation(service.cashout(uow=uow, actor=actor, topup_id=topup_id, body=body))
 
 
-@router.post(PREFIX + "/members/{member_id}/adjustments")
+@router.post(PREFIX + "/members/{member_id}/adjustments", dependencies=[RecentAuth])
 def adjust(member_id: Id, body: AdjustIn, uow: UowDep, actor: Adjuster) -> Any:
     """A manual correction of principal or bonus, with a reason (audited)."""
     return _operation(service.adjust(uow=uow, actor=actor, member_id=member_id, body=body))

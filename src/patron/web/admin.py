@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, func, select
 
 from patron.db import UnitOfWork, get_engine
-from patron.deps import UowDep
+from patron.deps import RecentAuth, UowDep
 from patron.errors import PatronError
 from patron.i18n import t
 from patron.org import service as org
@@ -244,7 +244,7 @@ def _int_list(raw: list[str]) -> list[int] | None:
         return None
 
 
-@router.post("/admin/users")
+@router.post("/admin/users", dependencies=[RecentAuth])
 async def create_user(request: Request, uow: UowDep,
                       actor: Annotated[Actor, Depends(need("admin.users"))]) -> Response:
     submitted = await posted_form(request)
@@ -268,7 +268,7 @@ async def create_user(request: Request, uow: UowDep,
     return _users_page(request, actor, user_form=form, user_errors=errors, status_code=422)
 
 
-@router.post("/admin/api-keys")
+@router.post("/admin/api-keys", dependencies=[RecentAuth])
 async def create_api_key(request: Request, uow: UowDep,
                          actor: Annotated[Actor, Depends(need("admin.api_keys"))]) -> Response:
     submitted = await posted_form(request)
@@ -285,7 +285,8 @@ async def create_api_key(request: Request, uow: UowDep,
     return _users_page(request, actor, key_form=data, key_errors=errors, status_code=422)
 
 
-@router.post("/admin/api-keys/{key_id}/revoke")
+@router.post("/admin/api-keys/{key_id}/revoke",
+             dependencies=[Depends(need("records.delete"))])
 async def revoke_api_key(request: Request, key_id: str, uow: UowDep,
                          actor: Annotated[Actor, Depends(need("admin.api_keys"))]) -> Response:
     await posted_form(request)

@@ -31,7 +31,7 @@ from patron.analytics.model import SEGMENTS, STAGES
 from patron.analytics.tables import rfm_scores
 from patron.customers import export
 from patron.db import UnitOfWork, get_engine, utcnow
-from patron.deps import UowDep
+from patron.deps import RecentAuth, UowDep
 from patron.errors import FieldError, Forbidden, NotFound, PatronError, ValidationFailed
 from patron.i18n import t
 from patron.org.tables import brands, regions, stores
@@ -123,7 +123,7 @@ def _refresh_panel(actor: Actor, lang: str, job_id: int | None = None) -> dict[s
     finished = next((j for j in latest if j["status"] in ("done", "failed")), None)
     steps = {key: t(f"web.analytics.step.{key}", lang)
              for key in ("rfm", "lifecycle", "clv", "churn", "crosssell_rules",
-                         "recommendations", "dashboards")}
+                         "recommendations", "dashboards", "tags", "segment_sizes")}
     statuses = {s: t(f"web.analytics.job.{s}", lang)
                 for s in ("queued", "running", "done", "failed")}
     return {"job": current, "finished": finished, "may_refresh": may_refresh(actor),
@@ -261,7 +261,7 @@ def segment_page(request: Request, segment: str, actor: Reader) -> Response:
     })
 
 
-@router.post("/analytics/segments/{segment}/export")
+@router.post("/analytics/segments/{segment}/export", dependencies=[RecentAuth])
 async def segment_export(request: Request, segment: str, uow: UowDep,
                          actor: Annotated[Actor, Depends(need("export"))]) -> Response:
     """The segment's customers (within the user's stores) as CSV or Excel, masked, through

@@ -15,12 +15,13 @@ from patron.analytics.service import customer_analytics
 from patron.customers import queries
 from patron.customers import service as customer_service
 from patron.db import UnitOfWork, get_engine
-from patron.deps import UowDep
+from patron.deps import RecentAuth, UowDep
 from patron.errors import NotFound, ValidationFailed
 from patron.i18n import t
 from patron.orders.tables import order_lines
 from patron.org.tables import channels, stores
 from patron.security.model import Actor
+from patron.web.members import memberships_for
 from patron.web.render import (
     PageRoute,
     need,
@@ -61,8 +62,27 @@ def _channel_options(conn: Any) -> list[tuple[str, str]]:
 @router.get("/customers")
 def customer_list(request: Request,
                   actor: Annotated[Actor, Depends(need("customers.read"))]) -> Response:
+    return _customer_list(request, actor, request.query_params)
+
+
+@router.post("/customers")
+async def customer_search(request: Request,
+                          actor: Annotated[Actor, Depends(need("customers.read"))]) -> Response:
+    """The search form posts, so that a phone number or name typed into it stays out of the
+    URL (browser history, proxy and server logs). Without a search term it goes back to the
+    list's address with its filters (no personal data in them)."""
+    form = await posted_form(request)
+    if not str(form.get("q") or "").strip():
+        from urllib.parse import urlencode
+
+        kept = {k: str(form.get(k)) for k in ("store", "member", "sort") if form.get(k)}
+        return redirect("/customers" + (f"?{urlencode(kept)}" if kept else ""))
+    return _customer_list(request, actor, {k: str(v) for k, v in form.items()
+                                           if isinstance(v, str)})
+
+
+def _customer_list(request: Request, actor: Actor, params: Any) -> Response:
     lang = page_language(request, actor)
-    params = request.query_params
     q = (params.get("q") or "").strip()
     store = params.get("store") or None
     member = {"1": True, "0": False}.get(params.get("member") or "")
@@ -159,6 +179,7 @@ def _customer_page(request: Request, actor: Actor, customer_id: int, *,
         store_options = _store_options(uow.c, actor)
         channel_options = _channel_options(uow.c)
         insights = _insights(uow.c, actor, customer_id)
+        loyalty = memberships_for(uow.c, actor, customer_id)
         categories = sorted({c["code"] for c in customer["favourites"]["categories"]}
                             | set(uow.c.execute(select(order_lines.c.category).distinct()
                                                 .where(order_lines.c.category.is_not(None))
@@ -172,7 +193,7 @@ def _customer_page(request: Request, actor: Actor, customer_id: int, *,
         "store_options": store_options, "channel_options": channel_options,
         "category_options": [(c, c) for c in categories], "page": page,
         "has_next": page * TIMELINE_PAGE_SIZE < timeline["total"],
-        "undone": undone, **insights,
+        "undone": undone, "loyalty": loyalty, **insights,
     }, actor=actor, status_code=422 if errors else 200)
 
 
@@ -188,7 +209,7 @@ def customer_detail(request: Request, customer_id: str,
     return _customer_page(request, actor, _customer_id(customer_id))
 
 
-@router.post("/customers/{customer_id}/reveal")
+@router.post("/customers/{customer_id}/reveal", dependencies=[RecentAuth])
 async def reveal(request: Request, customer_id: str, uow: UowDep,
                  actor: Annotated[Actor, Depends(need("personal_data.reveal"))]) -> Response:
     """Shows one personal field in full on this response only; the reveal is audited."""

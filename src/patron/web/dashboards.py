@@ -26,7 +26,7 @@ from patron.analytics import service as analytics
 from patron.analytics.dashboards_api import CELL_PARAMS
 from patron.analytics.model import STAGES
 from patron.db import UnitOfWork, get_engine, utcnow
-from patron.deps import UowDep
+from patron.deps import RecentAuth, UowDep
 from patron.errors import PatronError, ValidationFailed
 from patron.i18n import t
 from patron.org.tables import brands, channels, regions, stores
@@ -245,7 +245,8 @@ async def create_promotion(request: Request, uow: UowDep, actor: Reader) -> Resp
     return redirect("/dashboards/members?done=promotion_created")
 
 
-@router.post("/dashboards/promotions/{promotion_id}/delete")
+@router.post("/dashboards/promotions/{promotion_id}/delete",
+             dependencies=[Depends(need("records.delete"))])
 async def delete_promotion(request: Request, promotion_id: int, uow: UowDep,
                            actor: Reader) -> Response:
     await posted_form(request)
@@ -360,7 +361,8 @@ def customers_page(request: Request, actor: Reader) -> Response:
             "query": urlencode(params), "may_export": actor.can("export")}, conn)
 
 
-@router.get("/dashboards/customers.{fmt}")
+@router.get("/dashboards/customers.{fmt}",
+            dependencies=[Depends(need("export")), RecentAuth])
 def customers_export(request: Request, fmt: str, uow: UowDep, actor: Reader) -> Response:
     if fmt not in EXPORT_MEDIA:
         raise rules.invalid("format", "literal_error", expected="csv, xlsx")

@@ -10,14 +10,26 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from patron.db import UnitOfWork, get_engine, utcnow
-from patron.deps import SESSION_COOKIE, UowDep, client_ip, optional_actor
+from patron.deps import SESSION_COOKIE, UowDep, client_ip, optional_actor, public, rate_limited
 from patron.errors import TooManyAttempts, Unauthorized
 from patron.i18n import t
 from patron.org.tables import stores
 from patron.security import service as security
 from patron.security.api import set_session_cookie
 from patron.security.model import Actor
-from patron.web import admin, analytics, customers, imports, plots
+from patron.web import (
+    admin,
+    analytics,
+    cashier,
+    customers,
+    imports,
+    loyalty_admin,
+    loyalty_admin_offers,
+    loyalty_reports,
+    members,
+    plots,
+    security_pages,
+)
 from patron.web import dashboard as dash
 from patron.web import dashboards as dashboard_pages
 from patron.web.render import (
@@ -35,7 +47,7 @@ from patron.web.render import (
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 
-@router.get("/login")
+@router.get("/login", dependencies=[Depends(public("the sign-in form"))])
 def login_form(request: Request) -> Response:
     actor = optional_actor(request)
     if actor is not None and actor.type == "user":
@@ -44,7 +56,8 @@ def login_form(request: Request) -> Response:
                                           "username": "", "errors": {}, "error": None})
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[Depends(public("sign-in; CSRF token, failures lock")),
+                                     Depends(rate_limited("login"))])
 async def login_submit(request: Request, uow: UowDep) -> Response:
     form = await posted_form(request)
     lang = page_language(request)
@@ -61,10 +74,14 @@ async def login_submit(request: Request, uow: UowDep) -> Response:
     if not errors:
         try:
             token, _actor = security.login(uow=uow, username=username, password=password,
-                                           ip=client_ip(request))
+                                           ip=client_ip(request),
+                                           totp=str(form.get("totp") or "").strip() or None)
         except (Unauthorized, TooManyAttempts) as exc:
             error, status = t(exc.message, lang, **_local_until(exc.params)), exc.status
         else:
+            if target == "/" and not _actor.can("dashboard.read") and _actor.can(
+                    "checkout.sell"):
+                target = "/cashier"  # a cashier's one page
             response = redirect(target)
             set_session_cookie(response, token)
             return response
@@ -85,7 +102,7 @@ def _local_until(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "until": fmt_time(moment)}
 
 
-@router.get("/logout")
+@router.get("/logout", dependencies=[Depends(public("asks to sign out"))])
 def logout_confirm(request: Request) -> Response:
     actor = optional_actor(request)
     if actor is None:
@@ -93,7 +110,7 @@ def logout_confirm(request: Request) -> Response:
     return render(request, "logout.html", actor=actor)
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=[Depends(public("ends the caller's own session; CSRF token"))])
 async def logout_submit(request: Request, uow: UowDep) -> Response:
     await posted_form(request)
     actor = optional_actor(request)
@@ -134,3 +151,9 @@ router.include_router(dashboard_pages.router)
 router.include_router(analytics.router)
 router.include_router(imports.router)
 router.include_router(admin.router)
+router.include_router(loyalty_admin.router)
+router.include_router(loyalty_admin_offers.router)
+router.include_router(security_pages.router)
+router.include_router(members.router)
+router.include_router(cashier.router)
+router.include_router(loyalty_reports.router)

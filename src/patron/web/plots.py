@@ -29,9 +29,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from markupsafe import Markup
+
+from patron.deps import public
 
 Format = Literal["money", "percent", "int", "decimal", "plain"]
 
@@ -394,7 +396,8 @@ def chart_scripts() -> Markup:
         PLOTLY_PATH, version, static_version("patron-charts.js"))
 
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False,
+                   dependencies=[Depends(public("the published Plotly.js library, no data"))])
 
 
 @router.get(PLOTLY_PATH)

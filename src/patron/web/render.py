@@ -27,7 +27,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
 from patron.config import get_settings
-from patron.deps import SESSION_COOKIE, optional_actor
+from patron.deps import SESSION_COOKIE, declare_guard, optional_actor
 from patron.errors import Forbidden, NotFound, PatronError, Unauthorized
 from patron.i18n import LANGUAGES, pick_language, t
 from patron.security.model import Actor
@@ -47,11 +47,21 @@ NAV = (
     ("/dashboards", "web.nav.dashboards", "dashboard.read"),
     ("/analytics", "web.nav.analytics", "dashboard.read"),
     ("/imports", "web.nav.imports", "import"),
+    ("/automations", "web.nav.automations", "automations.read"),
+    ("/loyalty", "web.nav.loyalty_admin", "loyalty.read"),
+    ("/segments", "web.nav.segments", "segments.read"),
+    ("/tags", "web.nav.tags", "tags.read"),
+    ("/cashier", "web.nav.cashier", "checkout.sell"),
+    ("/loyalty/reports", "web.nav.loyalty_reports", "loyalty.read"),
     ("/admin/stores", "web.nav.stores", "admin.org"),
     ("/admin/products", "web.nav.products", "admin.org"),
     ("/admin/channels", "web.nav.channels", "admin.org"),
     ("/admin/users", "web.nav.users", "admin.users"),
     ("/admin/audit", "web.nav.audit", "audit.read"),
+    ("/privacy", "web.nav.privacy", "privacy.manage"),
+    ("/admin/roles", "web.nav.roles", "admin.users"),
+    ("/admin/alerts", "web.nav.alerts", "audit.read"),
+    ("/admin/export-requests", "web.nav.export_requests", "exports.approve"),
 )
 
 
@@ -88,6 +98,7 @@ def need(permission: str) -> Callable[[Request], Actor]:
         return actor
 
     check.__name__ = f"page_needs_{permission.replace('.', '_')}"
+    declare_guard(check, "permission", permission)
     return check
 
 
@@ -229,6 +240,13 @@ def error_page(request: Request, exc: PatronError) -> Response:
         return redirect(f"/login?next={quote(target, safe='/')}")
     actor = getattr(request.state, "actor", None)
     lang = page_language(request, actor)
+    if exc.message == "reauth_required" and actor is not None:
+        # The password again, then back to the page the action was started from.
+        back = urlsplit(request.headers.get("referer", "")).path or request.url.path
+        if request.method == "GET":
+            back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return render(request, "reauth.html", {"next": safe_next(back), "error": None},
+                      actor=actor, status_code=403)
     title = {403: "web.error.forbidden", 404: "web.error.not_found"}.get(
         exc.status, "web.error.title")
     message = t(exc.message, lang, **exc.params)

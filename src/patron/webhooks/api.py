@@ -53,7 +53,8 @@ def update_webhook(endpoint_id: int, body: WebhookUpdate, uow: UowDep, actor: Ad
                                    **body.model_dump(exclude_unset=True))
 
 
-@router.delete("/webhooks/{endpoint_id}", status_code=204)
+@router.delete("/webhooks/{endpoint_id}", status_code=204,
+               dependencies=[Depends(require("records.delete"))])
 def disable_webhook(endpoint_id: int, uow: UowDep, actor: Admin) -> None:
     """Disables the endpoint; its history stays and ``PATCH {"active": true}`` brings it back."""
     service.disable_endpoint(uow=uow, actor=actor, endpoint_id=endpoint_id)

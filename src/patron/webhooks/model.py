@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from patron.errors import FieldError
 
 EVENTS = ("order.recorded", "customer.created", "customers.merged", "customers.unmerged",
-          "return.recorded")
+          "return.recorded", "automation.step")
 ALL_EVENTS = "*"
 STATUSES = ("pending", "sending", "delivered", "failed")
 

@@ -49,6 +49,12 @@ def upgrade() -> None:
     sa.Column('updated_by', sa.String(length=120), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_analytics_settings'))
     )
+    op.create_table('audit_chain_head',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('last_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('last_hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_chain_head'))
+    )
     op.create_table('audit_log',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('at', patron.db.UTCDateTime(timezone=True), nullable=False),
@@ -61,11 +67,30 @@ def upgrade() -> None:
     sa.Column('ip', sa.String(length=64), nullable=True),
     sa.Column('outcome', sa.String(length=16), server_default='ok', nullable=False),
     sa.Column('details', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('prev_hash', sa.String(length=64), nullable=False),
+    sa.Column('entry_hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log'))
     )
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.create_index('ix_audit_log_at', ['at'], unique=False)
         batch_op.create_index('ix_audit_log_entity', ['entity', 'entity_id'], unique=False)
+
+    op.create_table('backup_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('trigger', sa.String(length=16), nullable=False),
+    sa.Column('scheduled_for', sa.Date(), nullable=True),
+    sa.Column('requested_by', sa.String(length=120), nullable=False),
+    sa.Column('started_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('file', sa.String(length=400), nullable=True),
+    sa.Column('bytes', sa.BigInteger(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_backup_runs')),
+    sa.UniqueConstraint('scheduled_for', name=op.f('uq_backup_runs_scheduled_for'))
+    )
+    with op.batch_alter_table('backup_runs', schema=None) as batch_op:
+        batch_op.create_index('ix_backup_runs_started_at', ['started_at'], unique=False)
 
     op.create_table('brands',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -328,11 +353,28 @@ def upgrade() -> None:
     sa.Column('customers', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('scope', 'segment', 'stage', 'member', name=op.f('pk_dashboard_structure'))
     )
+    op.create_table('lifecycle_changed_customers',
+    sa.Column('customer_id', sa.BigInteger(), nullable=False)
+    )
+    op.create_table('lifecycle_refreshes',
+    sa.Column('key', sa.String(length=16), nullable=False),
+    sa.Column('as_of', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('computed_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('state', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_lifecycle_refreshes'))
+    )
     op.create_table('message_keys',
     sa.Column('name', sa.String(length=32), nullable=False),
     sa.Column('value', sa.String(length=128), nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_message_keys'))
+    )
+    op.create_table('message_settings',
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('value', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_message_settings'))
     )
     op.create_table('message_templates',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -345,6 +387,8 @@ def upgrade() -> None:
     sa.Column('body_en', sa.Text(), nullable=True),
     sa.Column('wechat_template_id', sa.String(length=64), nullable=True),
     sa.Column('wechat_fields', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('wechat_kind', sa.String(length=10), server_default='template', nullable=False),
+    sa.Column('wechat_page', sa.String(length=200), nullable=True),
     sa.Column('sms_template_id', sa.String(length=64), nullable=True),
     sa.Column('active', sa.Boolean(), server_default='1', nullable=False),
     sa.Column('version', sa.Integer(), server_default='1', nullable=False),
@@ -354,12 +398,28 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_message_templates')),
     sa.UniqueConstraint('code', name=op.f('uq_message_templates_code'))
     )
+    op.create_table('privacy_retention_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('started_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('inactive_days', sa.Integer(), nullable=False),
+    sa.Column('cutoff', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('dry_run', sa.Boolean(), nullable=False),
+    sa.Column('candidates', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('anonymised', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('kept', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_retention_runs'))
+    )
     op.create_table('regions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=120), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_regions')),
     sa.UniqueConstraint('code', name=op.f('uq_regions_code'))
+    )
+    op.create_table('rfm_changed_customers',
+    sa.Column('customer_id', sa.BigInteger(), nullable=False)
     )
     op.create_table('rfm_refreshes',
     sa.Column('scope', sa.String(length=48), nullable=False),
@@ -368,7 +428,20 @@ def upgrade() -> None:
     sa.Column('customers', sa.Integer(), nullable=False),
     sa.Column('changed', sa.Integer(), nullable=False),
     sa.Column('segments', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('state', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
     sa.PrimaryKeyConstraint('scope', name=op.f('pk_rfm_refreshes'))
+    )
+    op.create_table('segments',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('description', sa.Text(), nullable=True),
+    sa.Column('definition', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_segments')),
+    sa.UniqueConstraint('name', name=op.f('uq_segments_name'))
     )
     op.create_table('selfservice_card_keys',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -405,19 +478,19 @@ def upgrade() -> None:
     with op.batch_alter_table('selfservice_failures', schema=None) as batch_op:
         batch_op.create_index('ix_selfservice_failures_ip', ['ip', 'at'], unique=False)
 
-    op.create_table('users',
+    op.create_table('tags',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('username', sa.String(length=64), nullable=False),
-    sa.Column('display_name', sa.String(length=120), nullable=False),
-    sa.Column('password_hash', sa.String(length=200), nullable=False),
-    sa.Column('role', sa.String(length=16), nullable=False),
-    sa.Column('language', sa.String(length=5), server_default='zh', nullable=False),
-    sa.Column('active', sa.Boolean(), server_default='1', nullable=False),
-    sa.Column('failed_logins', sa.Integer(), server_default='0', nullable=False),
-    sa.Column('locked_until', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('code', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('description', sa.Text(), nullable=True),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('definition', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('refreshed_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
-    sa.UniqueConstraint('username', name=op.f('uq_users_username'))
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tags')),
+    sa.UniqueConstraint('code', name=op.f('uq_tags_code'))
     )
     op.create_table('webhook_endpoints',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -430,25 +503,6 @@ def upgrade() -> None:
     sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
     )
-    op.create_table('api_keys',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('name', sa.String(length=120), nullable=False),
-    sa.Column('prefix', sa.String(length=16), nullable=False),
-    sa.Column('key_hash', sa.String(length=64), nullable=False),
-    sa.Column('role', sa.String(length=16), server_default='cashier', nullable=False),
-    sa.Column('store_ids', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
-    sa.Column('channel_codes', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
-    sa.Column('created_by', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
-    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', patron.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('last_used_at', patron.db.UTCDateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['created_by'], ['users.id'], name=op.f('fk_api_keys_created_by_users')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
-    sa.UniqueConstraint('prefix', name=op.f('uq_api_keys_prefix'))
-    )
-    with op.batch_alter_table('api_keys', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_api_keys_created_by'), ['created_by'], unique=False)
-
     op.create_table('import_jobs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('filename', sa.String(length=300), nullable=False),
@@ -525,10 +579,36 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_products_brand_id'), ['brand_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_products_category_id'), ['category_id'], unique=False)
 
+    op.create_table('roles',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('permissions', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('scope', sa.String(length=16), server_default='own_stores', nullable=False),
+    sa.Column('brand_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('region_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['brand_id'], ['brands.id'], name=op.f('fk_roles_brand_id_brands')),
+    sa.ForeignKeyConstraint(['region_id'], ['regions.id'], name=op.f('fk_roles_region_id_regions')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_roles')),
+    sa.UniqueConstraint('name', name=op.f('uq_roles_name'))
+    )
+    with op.batch_alter_table('roles', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_roles_brand_id'), ['brand_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_roles_region_id'), ['region_id'], unique=False)
+
+    op.create_table('segment_sizes',
+    sa.Column('segment_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.Column('recorded_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['segment_id'], ['segments.id'], name=op.f('fk_segment_sizes_segment_id_segments'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('segment_id', 'day', name='pk_segment_sizes')
+    )
     op.create_table('selfservice_sessions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
-    sa.Column('phone', sa.String(length=20), nullable=False),
+    sa.Column('phone', patron.protection.fields.Encrypted(), nullable=False),
     sa.Column('code_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', patron.db.UTCDateTime(timezone=True), nullable=False),
@@ -540,21 +620,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('code_id', name=op.f('uq_selfservice_sessions_code_id')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_selfservice_sessions_token_hash'))
     )
-    op.create_table('sessions',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('token_hash', sa.String(length=64), nullable=False),
-    sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', patron.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', patron.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('ip', sa.String(length=64), nullable=True),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_sessions_user_id_users'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_sessions')),
-    sa.UniqueConstraint('token_hash', name=op.f('uq_sessions_token_hash'))
-    )
-    with op.batch_alter_table('sessions', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_sessions_user_id'), ['user_id'], unique=False)
-
     op.create_table('stores',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
@@ -572,6 +637,29 @@ def upgrade() -> None:
     with op.batch_alter_table('stores', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_stores_brand_id'), ['brand_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_stores_region_id'), ['region_id'], unique=False)
+
+    op.create_table('tag_counts',
+    sa.Column('tag_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('customers', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['tag_id'], ['tags.id'], name=op.f('fk_tag_counts_tag_id_tags'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('tag_id', 'day', name='pk_tag_counts')
+    )
+    op.create_table('tag_events',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('tag_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('action', sa.String(length=8), nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.Column('note', sa.String(length=200), nullable=True),
+    sa.Column('at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tag_id'], ['tags.id'], name=op.f('fk_tag_events_tag_id_tags'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tag_events'))
+    )
+    with op.batch_alter_table('tag_events', schema=None) as batch_op:
+        batch_op.create_index('ix_tag_events_customer_id', ['customer_id', 'id'], unique=False)
+        batch_op.create_index('ix_tag_events_tag_id', ['tag_id', 'id'], unique=False)
 
     op.create_table('webhook_deliveries',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -595,6 +683,29 @@ def upgrade() -> None:
         batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_webhook_deliveries_endpoint_id'), ['endpoint_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_webhook_deliveries_redelivery_of'), ['redelivery_of'], unique=False)
+
+    op.create_table('automations',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('trigger_type', sa.String(length=32), nullable=False),
+    sa.Column('activated_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('scanned_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_tick_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=120), nullable=False),
+    sa.CheckConstraint("status IN ('draft', 'active', 'paused', 'archived')", name=op.f('ck_automations_status')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_automations_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_automations')),
+    sa.UniqueConstraint('code', name=op.f('uq_automations_code'))
+    )
+    with op.batch_alter_table('automations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_automations_program_id'), ['program_id'], unique=False)
+        batch_op.create_index('ix_automations_status_trigger', ['status', 'trigger_type'], unique=False)
 
     op.create_table('coupon_templates',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -625,11 +736,14 @@ def upgrade() -> None:
     )
     op.create_table('customers',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('name', sa.String(length=120), nullable=True),
+    sa.Column('name', patron.protection.fields.Encrypted(), nullable=True),
     sa.Column('gender', sa.String(length=1), nullable=True),
-    sa.Column('birthday', sa.Date(), nullable=True),
-    sa.Column('phone', sa.String(length=20), nullable=True),
-    sa.Column('email', sa.String(length=200), nullable=True),
+    sa.Column('birthday', patron.protection.fields.EncryptedDate(), nullable=True),
+    sa.Column('phone', patron.protection.fields.Encrypted(), nullable=True),
+    sa.Column('email', patron.protection.fields.Encrypted(), nullable=True),
+    sa.Column('name_index', sa.String(length=32), nullable=True),
+    sa.Column('surname_index', sa.String(length=32), nullable=True),
+    sa.Column('birth_md', sa.SmallInteger(), nullable=True),
     sa.Column('member_code', sa.String(length=32), nullable=True),
     sa.Column('is_member', sa.Boolean(), server_default='0', nullable=False),
     sa.Column('registration_store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
@@ -645,11 +759,13 @@ def upgrade() -> None:
     sa.UniqueConstraint('member_code', name=op.f('uq_customers_member_code'))
     )
     with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.create_index('ix_customers_birth_md', ['birth_md'], unique=False)
         batch_op.create_index('ix_customers_created_at', ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_customers_merged_into_id'), ['merged_into_id'], unique=False)
-        batch_op.create_index('ix_customers_name', ['name'], unique=False)
+        batch_op.create_index('ix_customers_name_index', ['name_index'], unique=False)
         batch_op.create_index(batch_op.f('ix_customers_registration_channel_id'), ['registration_channel_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_customers_registration_store_id'), ['registration_store_id'], unique=False)
+        batch_op.create_index('ix_customers_surname_index', ['surname_index'], unique=False)
 
     op.create_table('import_errors',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -680,6 +796,29 @@ def upgrade() -> None:
     sa.UniqueConstraint('program_id', 'effective_from', name='uq_loyalty_rule_versions_from'),
     sa.UniqueConstraint('program_id', 'version', name='uq_loyalty_rule_versions_version')
     )
+    op.create_table('loyalty_simulation_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('requested_by', sa.String(length=120), nullable=False),
+    sa.Column('request', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('step', sa.String(length=32), nullable=True),
+    sa.Column('progress', sa.Float(), nullable=False),
+    sa.Column('requested_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('runner', sa.String(length=200), nullable=False),
+    sa.Column('heartbeat_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('error', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('result', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_loyalty_simulation_runs_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_simulation_runs'))
+    )
+    with op.batch_alter_table('loyalty_simulation_runs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_loyalty_simulation_runs_program_id'), ['program_id'], unique=False)
+        batch_op.create_index('ix_loyalty_simulation_runs_user', ['user_id', 'requested_at'], unique=False)
+
     op.create_table('loyalty_tiers',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -783,16 +922,108 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_sv_programs_program_id_loyalty_programs')),
     sa.PrimaryKeyConstraint('program_id', name=op.f('pk_sv_programs'))
     )
-    op.create_table('user_stores',
-    sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.ForeignKeyConstraint(['store_id'], ['stores.id'], name=op.f('fk_user_stores_store_id_stores')),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_user_stores_user_id_users'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('user_id', 'store_id', name=op.f('pk_user_stores'))
+    op.create_table('users',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('username', sa.String(length=64), nullable=False),
+    sa.Column('display_name', sa.String(length=120), nullable=False),
+    sa.Column('password_hash', sa.String(length=200), nullable=False),
+    sa.Column('role', sa.String(length=16), nullable=False),
+    sa.Column('role_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('language', sa.String(length=5), server_default='zh', nullable=False),
+    sa.Column('active', sa.Boolean(), server_default='1', nullable=False),
+    sa.Column('failed_logins', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('locked_until', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('totp_secret', sa.String(length=64), nullable=True),
+    sa.Column('totp_pending', sa.String(length=64), nullable=True),
+    sa.Column('password_changed_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['role_id'], ['roles.id'], name=op.f('fk_users_role_id_roles')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
+    sa.UniqueConstraint('username', name=op.f('uq_users_username'))
     )
-    with op.batch_alter_table('user_stores', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_user_stores_store_id'), ['store_id'], unique=False)
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_users_role_id'), ['role_id'], unique=False)
 
+    op.create_table('api_keys',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('prefix', sa.String(length=16), nullable=False),
+    sa.Column('key_hash', sa.String(length=64), nullable=False),
+    sa.Column('role', sa.String(length=16), server_default='cashier', nullable=False),
+    sa.Column('store_ids', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('channel_codes', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('created_by', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_used_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['created_by'], ['users.id'], name=op.f('fk_api_keys_created_by_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
+    sa.UniqueConstraint('prefix', name=op.f('uq_api_keys_prefix'))
+    )
+    with op.batch_alter_table('api_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_keys_created_by'), ['created_by'], unique=False)
+
+    op.create_table('automation_entries',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('automation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('occurrence', sa.String(length=120), nullable=False),
+    sa.Column('state', sa.String(length=12), nullable=False),
+    sa.Column('arm', sa.String(length=16), nullable=True),
+    sa.Column('step', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('due_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('reason', sa.String(length=48), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('triggered_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('admitted_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("state IN ('triggered', 'active', 'done', 'failed', 'not_eligible', 'skipped', 'held_out')", name=op.f('ck_automation_entries_state')),
+    sa.CheckConstraint('step >= 0', name=op.f('ck_automation_entries_step')),
+    sa.ForeignKeyConstraint(['automation_id'], ['automations.id'], name=op.f('fk_automation_entries_automation_id_automations')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_automation_entries_customer_id_customers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_automation_entries')),
+    sa.UniqueConstraint('automation_id', 'customer_id', 'occurrence', name='uq_automation_entries_occurrence')
+    )
+    with op.batch_alter_table('automation_entries', schema=None) as batch_op:
+        batch_op.create_index('ix_automation_entries_automation', ['automation_id', 'state'], unique=False)
+        batch_op.create_index(batch_op.f('ix_automation_entries_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index('ix_automation_entries_due', ['state', 'due_at'], unique=False)
+
+    op.create_table('automation_reentry',
+    sa.Column('automation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('last_entered_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['automation_id'], ['automations.id'], name=op.f('fk_automation_reentry_automation_id_automations')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_automation_reentry_customer_id_customers')),
+    sa.PrimaryKeyConstraint('automation_id', 'customer_id', name=op.f('pk_automation_reentry'))
+    )
+    with op.batch_alter_table('automation_reentry', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_automation_reentry_customer_id'), ['customer_id'], unique=False)
+
+    op.create_table('automation_segment_members',
+    sa.Column('automation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('since', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['automation_id'], ['automations.id'], name=op.f('fk_automation_segment_members_automation_id_automations')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_automation_segment_members_customer_id_customers')),
+    sa.PrimaryKeyConstraint('automation_id', 'customer_id', name=op.f('pk_automation_segment_members'))
+    )
+    with op.batch_alter_table('automation_segment_members', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_automation_segment_members_customer_id'), ['customer_id'], unique=False)
+
+    op.create_table('automation_versions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('automation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('definition', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.ForeignKeyConstraint(['automation_id'], ['automations.id'], name=op.f('fk_automation_versions_automation_id_automations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_automation_versions')),
+    sa.UniqueConstraint('automation_id', 'version', name='uq_automation_versions')
+    )
     op.create_table('benefits_settings',
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
     sa.Column('birthday_mode', sa.String(length=10), nullable=False),
@@ -819,6 +1050,49 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('benefits_settings', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_benefits_settings_birthday_coupon_template_id'), ['birthday_coupon_template_id'], unique=False)
+
+    op.create_table('campaigns',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('code', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('segment', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('channel', sa.String(length=8), nullable=False),
+    sa.Column('arms', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('control_share', sa.String(length=12), server_default='0', nullable=False),
+    sa.Column('coupon_template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('scheduled_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('budget_messages', sa.Integer(), nullable=True),
+    sa.Column('budget_value', patron.db.Money(), nullable=True),
+    sa.Column('message_cost', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('spent_messages', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('spent_value', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('audience_size', sa.Integer(), nullable=True),
+    sa.Column('recipients', sa.Integer(), nullable=True),
+    sa.Column('launched_by', sa.String(length=120), nullable=True),
+    sa.Column('launched_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('approved_by', sa.String(length=120), nullable=True),
+    sa.Column('approved_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('stop_reason', sa.String(length=32), nullable=True),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=120), nullable=False),
+    sa.CheckConstraint("status IN ('draft', 'awaiting_approval', 'scheduled', 'sending', 'sent', 'stopped', 'cancelled')", name=op.f('ck_campaigns_status')),
+    sa.CheckConstraint('budget_messages IS NULL OR spent_messages <= budget_messages', name=op.f('ck_campaigns_within_message_budget')),
+    sa.CheckConstraint('budget_value IS NULL OR spent_value <= budget_value', name=op.f('ck_campaigns_within_value_budget')),
+    sa.CheckConstraint('spent_messages >= 0 AND spent_value >= 0', name=op.f('ck_campaigns_spent')),
+    sa.ForeignKeyConstraint(['coupon_template_id'], ['coupon_templates.id'], name=op.f('fk_campaigns_coupon_template_id_coupon_templates')),
+    sa.ForeignKeyConstraint(['program_id'], ['loyalty_programs.id'], name=op.f('fk_campaigns_program_id_loyalty_programs')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_campaigns')),
+    sa.UniqueConstraint('code', name=op.f('uq_campaigns_code'))
+    )
+    with op.batch_alter_table('campaigns', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_campaigns_coupon_template_id'), ['coupon_template_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_campaigns_program_id'), ['program_id'], unique=False)
+        batch_op.create_index('ix_campaigns_status', ['status', 'scheduled_at'], unique=False)
 
     op.create_table('coupon_issues',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -894,7 +1168,7 @@ def upgrade() -> None:
     sa.Column('survivor_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('merged_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
-    sa.Column('snapshot', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('snapshot', patron.protection.fields.EncryptedJSON(), nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=120), nullable=False),
     sa.Column('undone_at', patron.db.UTCDateTime(timezone=True), nullable=True),
@@ -937,20 +1211,83 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_recommendations_customer_id_customers')),
     sa.PrimaryKeyConstraint('customer_id', 'rank', name=op.f('pk_customer_recommendations'))
     )
+    op.create_table('customer_tags',
+    sa.Column('tag_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('added_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('added_by', sa.String(length=120), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_tags_customer_id_customers')),
+    sa.ForeignKeyConstraint(['tag_id'], ['tags.id'], name=op.f('fk_customer_tags_tag_id_tags'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('tag_id', 'customer_id', name='pk_customer_tags')
+    )
+    with op.batch_alter_table('customer_tags', schema=None) as batch_op:
+        batch_op.create_index('ix_customer_tags_customer_id', ['customer_id', 'tag_id'], unique=False)
+
+    op.create_table('experiment_assignments',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('source', sa.String(length=10), nullable=False),
+    sa.Column('source_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('arm', sa.String(length=16), nullable=False),
+    sa.Column('bucket', sa.Integer(), nullable=False),
+    sa.Column('shares', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('assigned_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("source IN ('automation', 'campaign')", name=op.f('ck_experiment_assignments_source')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_experiment_assignments_customer_id_customers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_experiment_assignments')),
+    sa.UniqueConstraint('source', 'source_id', 'customer_id', name='uq_experiment_assignments')
+    )
+    with op.batch_alter_table('experiment_assignments', schema=None) as batch_op:
+        batch_op.create_index('ix_experiment_assignments_arm', ['source', 'source_id', 'arm'], unique=False)
+        batch_op.create_index(batch_op.f('ix_experiment_assignments_customer_id'), ['customer_id'], unique=False)
+
+    op.create_table('export_requests',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('requested_by', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('requester_name', sa.String(length=120), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('fmt', sa.String(length=8), nullable=False),
+    sa.Column('unmasked', sa.Boolean(), server_default='0', nullable=False),
+    sa.Column('filters', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('fingerprint', sa.String(length=64), nullable=False),
+    sa.Column('rows', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('requested_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('decided_by', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('decided_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['decided_by'], ['users.id'], name=op.f('fk_export_requests_decided_by_users')),
+    sa.ForeignKeyConstraint(['requested_by'], ['users.id'], name=op.f('fk_export_requests_requested_by_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_export_requests'))
+    )
+    with op.batch_alter_table('export_requests', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_export_requests_decided_by'), ['decided_by'], unique=False)
+        batch_op.create_index(batch_op.f('ix_export_requests_fingerprint'), ['fingerprint'], unique=False)
+        batch_op.create_index(batch_op.f('ix_export_requests_requested_by'), ['requested_by'], unique=False)
+
     op.create_table('identities',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('kind', sa.String(length=24), nullable=False),
     sa.Column('namespace', sa.String(length=32), server_default='', nullable=False),
-    sa.Column('value', sa.String(length=128), nullable=False),
+    sa.Column('value', patron.protection.fields.Encrypted(), nullable=False),
+    sa.Column('value_index', sa.String(length=32), nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_identities_customer_id_customers')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identities')),
-    sa.UniqueConstraint('kind', 'namespace', 'value', name='uq_identities_kind_namespace_value')
+    sa.UniqueConstraint('kind', 'namespace', 'value_index', name='uq_identities_kind_namespace_value_index')
     )
     with op.batch_alter_table('identities', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_identities_customer_id'), ['customer_id'], unique=False)
-        batch_op.create_index('ix_identities_value', ['value'], unique=False)
+        batch_op.create_index('ix_identities_value_index', ['value_index'], unique=False)
+
+    op.create_table('lifecycle_intervals',
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('usual_interval', sa.Float(), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_lifecycle_intervals_customer_id_customers')),
+    sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_lifecycle_intervals'))
+    )
+    with op.batch_alter_table('lifecycle_intervals', schema=None) as batch_op:
+        batch_op.create_index('ix_lifecycle_intervals_usual_interval', ['usual_interval'], unique=False)
 
     op.create_table('lifecycle_stages',
     sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -958,10 +1295,12 @@ def upgrade() -> None:
     sa.Column('since', sa.Date(), nullable=False),
     sa.Column('entered_last_order_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('updated_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('due_day', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_lifecycle_stages_customer_id_customers')),
     sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_lifecycle_stages'))
     )
     with op.batch_alter_table('lifecycle_stages', schema=None) as batch_op:
+        batch_op.create_index('ix_lifecycle_stages_due_day', ['due_day'], unique=False)
         batch_op.create_index('ix_lifecycle_stages_stage', ['stage'], unique=False)
 
     op.create_table('lifecycle_transitions',
@@ -1023,15 +1362,15 @@ def upgrade() -> None:
     sa.Column('channel', sa.String(length=8), nullable=False),
     sa.Column('template', sa.String(length=64), nullable=False),
     sa.Column('lang', sa.String(length=2), nullable=False),
-    sa.Column('variables', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('variables', patron.protection.fields.EncryptedJSON(), nullable=False),
     sa.Column('purpose', sa.String(length=16), nullable=False),
     sa.Column('dedupe_key', sa.String(length=160), nullable=False),
     sa.Column('request_hash', sa.String(length=64), nullable=False),
-    sa.Column('to_address', sa.String(length=200), nullable=True),
-    sa.Column('address', sa.String(length=200), nullable=True),
-    sa.Column('subject', sa.Text(), nullable=True),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('data', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('to_address', patron.protection.fields.Encrypted(), nullable=True),
+    sa.Column('address', patron.protection.fields.Encrypted(), nullable=True),
+    sa.Column('subject', patron.protection.fields.Encrypted(), nullable=True),
+    sa.Column('body', patron.protection.fields.Encrypted(), nullable=False),
+    sa.Column('data', patron.protection.fields.EncryptedJSON(), nullable=False),
     sa.Column('state', sa.String(length=10), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
@@ -1041,6 +1380,7 @@ def upgrade() -> None:
     sa.Column('provider_message_id', sa.String(length=128), nullable=True),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sent_at', patron.db.UTCDateTime(timezone=True), nullable=True),
     sa.CheckConstraint("channel IN ('sms', 'email', 'wechat', 'app', 'webhook')", name=op.f('ck_messages_channel')),
     sa.CheckConstraint("purpose IN ('otp', 'transactional', 'marketing')", name=op.f('ck_messages_purpose')),
     sa.CheckConstraint("state IN ('pending', 'sending', 'delivered', 'failed', 'suppressed')", name=op.f('ck_messages_state')),
@@ -1052,6 +1392,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('purpose', 'dedupe_key', name='uq_messages_purpose_dedupe_key')
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.create_index('ix_messages_customer_channel_sent', ['customer_id', 'channel', 'sent_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index('ix_messages_due', ['state', 'next_attempt_at'], unique=False)
 
@@ -1068,7 +1409,7 @@ def upgrade() -> None:
     sa.Column('total_amount', patron.db.Money(), nullable=False),
     sa.Column('refunded_amount', patron.db.Money(), server_default='0', nullable=False),
     sa.Column('line_count', sa.Integer(), server_default='0', nullable=False),
-    sa.Column('identifiers', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('identifiers', patron.protection.fields.EncryptedJSON(), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
     sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
@@ -1082,6 +1423,46 @@ def upgrade() -> None:
         batch_op.create_index('ix_orders_customer_purchased', ['customer_id', 'purchased_at'], unique=False)
         batch_op.create_index('ix_orders_purchased_at', ['purchased_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_store_id'), ['store_id'], unique=False)
+
+    op.create_table('privacy_consents',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
+    sa.Column('granted', sa.Boolean(), nullable=False),
+    sa.Column('policy_version', sa.String(length=32), nullable=True),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.CheckConstraint("purpose IN ('personalisation')", name=op.f('ck_privacy_consents_purpose')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_privacy_consents_customer_id_customers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_consents'))
+    )
+    with op.batch_alter_table('privacy_consents', schema=None) as batch_op:
+        batch_op.create_index('ix_privacy_consents_customer_purpose', ['customer_id', 'purpose', 'id'], unique=False)
+
+    op.create_table('privacy_requests',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=12), nullable=False),
+    sa.Column('status', sa.String(length=8), nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('received_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('due_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('completed_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('completed_by', sa.String(length=120), nullable=True),
+    sa.Column('outcome', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("kind IN ('access', 'correction', 'deletion')", name=op.f('ck_privacy_requests_kind')),
+    sa.CheckConstraint("status = 'open' OR completed_at IS NOT NULL", name=op.f('ck_privacy_requests_completed')),
+    sa.CheckConstraint("status IN ('open', 'done', 'refused')", name=op.f('ck_privacy_requests_status')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_privacy_requests_customer_id_customers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_requests'))
+    )
+    with op.batch_alter_table('privacy_requests', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_privacy_requests_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index('ix_privacy_requests_status_due', ['status', 'due_at'], unique=False)
 
     op.create_table('rfm_scores',
     sa.Column('scope', sa.String(length=48), nullable=False),
@@ -1099,8 +1480,66 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.create_index('ix_rfm_scores_customer_id', ['customer_id'], unique=False)
+        batch_op.create_index('ix_rfm_scores_scope_frequency', ['scope', 'frequency'], unique=False)
+        batch_op.create_index('ix_rfm_scores_scope_last_order_at', ['scope', 'last_order_at'], unique=False)
+        batch_op.create_index('ix_rfm_scores_scope_monetary', ['scope', 'monetary'], unique=False)
         batch_op.create_index('ix_rfm_scores_scope_segment', ['scope', 'segment'], unique=False)
 
+    op.create_table('security_alerts',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('subject', sa.String(length=120), nullable=False),
+    sa.Column('details', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('dedupe_key', sa.String(length=200), nullable=False),
+    sa.Column('acknowledged_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('acknowledged_by', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.ForeignKeyConstraint(['acknowledged_by'], ['users.id'], name=op.f('fk_security_alerts_acknowledged_by_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_security_alerts')),
+    sa.UniqueConstraint('dedupe_key', name=op.f('uq_security_alerts_dedupe_key'))
+    )
+    with op.batch_alter_table('security_alerts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_security_alerts_acknowledged_by'), ['acknowledged_by'], unique=False)
+        batch_op.create_index('ix_security_alerts_at', ['at'], unique=False)
+
+    op.create_table('sessions',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('created_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ip', sa.String(length=64), nullable=True),
+    sa.Column('authenticated_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_sessions_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sessions')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_sessions_token_hash'))
+    )
+    with op.batch_alter_table('sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sessions_user_id'), ['user_id'], unique=False)
+
+    op.create_table('user_stores',
+    sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('store_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.ForeignKeyConstraint(['store_id'], ['stores.id'], name=op.f('fk_user_stores_store_id_stores')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_user_stores_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', 'store_id', name=op.f('pk_user_stores'))
+    )
+    with op.batch_alter_table('user_stores', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_user_stores_store_id'), ['store_id'], unique=False)
+
+    op.create_table('automation_step_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('entry_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('step', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=24), nullable=False),
+    sa.Column('outcome', sa.String(length=10), nullable=False),
+    sa.Column('result', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['entry_id'], ['automation_entries.id'], name=op.f('fk_automation_step_runs_entry_id_automation_entries')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_automation_step_runs')),
+    sa.UniqueConstraint('entry_id', 'step', name='uq_automation_step_runs')
+    )
     op.create_table('benefits_invites',
     sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
     sa.Column('program_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1139,6 +1578,30 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_benefits_referrals_order_id'), ['order_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_benefits_referrals_referrer_member_id'), ['referrer_member_id'], unique=False)
         batch_op.create_index('ix_benefits_referrals_status', ['status', 'id'], unique=False)
+
+    op.create_table('campaign_recipients',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('campaign_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('arm', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.String(length=10), nullable=False),
+    sa.Column('reason', sa.String(length=48), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('message_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('coupon_issue_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('coupon_code', sa.String(length=16), nullable=True),
+    sa.Column('cost', patron.db.Money(), server_default='0', nullable=False),
+    sa.Column('processed_at', patron.db.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("state IN ('pending', 'sent', 'failed', 'skipped', 'held_out')", name=op.f('ck_campaign_recipients_state')),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_recipients_campaign_id_campaigns')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_campaign_recipients_customer_id_customers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_campaign_recipients')),
+    sa.UniqueConstraint('campaign_id', 'customer_id', name='uq_campaign_recipients')
+    )
+    with op.batch_alter_table('campaign_recipients', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_campaign_recipients_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index('ix_campaign_recipients_state', ['campaign_id', 'state'], unique=False)
 
     op.create_table('checkout_commits',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1452,6 +1915,22 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('order_payments', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_order_payments_order_id'), ['order_id'], unique=False)
+
+    op.create_table('privacy_erasures',
+    sa.Column('customer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('erased_at', patron.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('reason', sa.String(length=12), nullable=False),
+    sa.Column('request_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('retention_run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('counts', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
+    sa.Column('actor', sa.String(length=120), nullable=False),
+    sa.CheckConstraint("reason IN ('request', 'retention')", name=op.f('ck_privacy_erasures_reason')),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_privacy_erasures_customer_id_customers')),
+    sa.ForeignKeyConstraint(['request_id'], ['privacy_requests.id'], name=op.f('fk_privacy_erasures_request_id_privacy_requests')),
+    sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_privacy_erasures'))
+    )
+    with op.batch_alter_table('privacy_erasures', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_privacy_erasures_request_id'), ['request_id'], unique=False)
 
     op.create_table('returns',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -1822,6 +2301,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_returns_order_id'))
 
     op.drop_table('returns')
+    with op.batch_alter_table('privacy_erasures', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_privacy_erasures_request_id'))
+
+    op.drop_table('privacy_erasures')
     with op.batch_alter_table('order_payments', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_order_payments_order_id'))
 
@@ -1875,6 +2358,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_checkout_commits_member_id'))
 
     op.drop_table('checkout_commits')
+    with op.batch_alter_table('campaign_recipients', schema=None) as batch_op:
+        batch_op.drop_index('ix_campaign_recipients_state')
+        batch_op.drop_index(batch_op.f('ix_campaign_recipients_customer_id'))
+
+    op.drop_table('campaign_recipients')
     with op.batch_alter_table('benefits_referrals', schema=None) as batch_op:
         batch_op.drop_index('ix_benefits_referrals_status')
         batch_op.drop_index(batch_op.f('ix_benefits_referrals_referrer_member_id'))
@@ -1882,11 +2370,37 @@ def downgrade() -> None:
 
     op.drop_table('benefits_referrals')
     op.drop_table('benefits_invites')
+    op.drop_table('automation_step_runs')
+    with op.batch_alter_table('user_stores', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
+
+    op.drop_table('user_stores')
+    with op.batch_alter_table('sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sessions_user_id'))
+
+    op.drop_table('sessions')
+    with op.batch_alter_table('security_alerts', schema=None) as batch_op:
+        batch_op.drop_index('ix_security_alerts_at')
+        batch_op.drop_index(batch_op.f('ix_security_alerts_acknowledged_by'))
+
+    op.drop_table('security_alerts')
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.drop_index('ix_rfm_scores_scope_segment')
+        batch_op.drop_index('ix_rfm_scores_scope_monetary')
+        batch_op.drop_index('ix_rfm_scores_scope_last_order_at')
+        batch_op.drop_index('ix_rfm_scores_scope_frequency')
         batch_op.drop_index('ix_rfm_scores_customer_id')
 
     op.drop_table('rfm_scores')
+    with op.batch_alter_table('privacy_requests', schema=None) as batch_op:
+        batch_op.drop_index('ix_privacy_requests_status_due')
+        batch_op.drop_index(batch_op.f('ix_privacy_requests_customer_id'))
+
+    op.drop_table('privacy_requests')
+    with op.batch_alter_table('privacy_consents', schema=None) as batch_op:
+        batch_op.drop_index('ix_privacy_consents_customer_purpose')
+
+    op.drop_table('privacy_consents')
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_orders_store_id'))
         batch_op.drop_index('ix_orders_purchased_at')
@@ -1896,6 +2410,7 @@ def downgrade() -> None:
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_due')
         batch_op.drop_index(batch_op.f('ix_messages_customer_id'))
+        batch_op.drop_index('ix_messages_customer_channel_sent')
 
     op.drop_table('messages')
     with op.batch_alter_table('loyalty_members', schema=None) as batch_op:
@@ -1911,13 +2426,33 @@ def downgrade() -> None:
     op.drop_table('lifecycle_transitions')
     with op.batch_alter_table('lifecycle_stages', schema=None) as batch_op:
         batch_op.drop_index('ix_lifecycle_stages_stage')
+        batch_op.drop_index('ix_lifecycle_stages_due_day')
 
     op.drop_table('lifecycle_stages')
+    with op.batch_alter_table('lifecycle_intervals', schema=None) as batch_op:
+        batch_op.drop_index('ix_lifecycle_intervals_usual_interval')
+
+    op.drop_table('lifecycle_intervals')
     with op.batch_alter_table('identities', schema=None) as batch_op:
-        batch_op.drop_index('ix_identities_value')
+        batch_op.drop_index('ix_identities_value_index')
         batch_op.drop_index(batch_op.f('ix_identities_customer_id'))
 
     op.drop_table('identities')
+    with op.batch_alter_table('export_requests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_export_requests_requested_by'))
+        batch_op.drop_index(batch_op.f('ix_export_requests_fingerprint'))
+        batch_op.drop_index(batch_op.f('ix_export_requests_decided_by'))
+
+    op.drop_table('export_requests')
+    with op.batch_alter_table('experiment_assignments', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_experiment_assignments_customer_id'))
+        batch_op.drop_index('ix_experiment_assignments_arm')
+
+    op.drop_table('experiment_assignments')
+    with op.batch_alter_table('customer_tags', schema=None) as batch_op:
+        batch_op.drop_index('ix_customer_tags_customer_id')
+
+    op.drop_table('customer_tags')
     op.drop_table('customer_recommendations')
     with op.batch_alter_table('customer_predictions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_customer_predictions_run_id'))
@@ -1944,14 +2479,39 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_coupon_issues_template_id'))
 
     op.drop_table('coupon_issues')
+    with op.batch_alter_table('campaigns', schema=None) as batch_op:
+        batch_op.drop_index('ix_campaigns_status')
+        batch_op.drop_index(batch_op.f('ix_campaigns_program_id'))
+        batch_op.drop_index(batch_op.f('ix_campaigns_coupon_template_id'))
+
+    op.drop_table('campaigns')
     with op.batch_alter_table('benefits_settings', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_benefits_settings_birthday_coupon_template_id'))
 
     op.drop_table('benefits_settings')
-    with op.batch_alter_table('user_stores', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_user_stores_store_id'))
+    op.drop_table('automation_versions')
+    with op.batch_alter_table('automation_segment_members', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_automation_segment_members_customer_id'))
 
-    op.drop_table('user_stores')
+    op.drop_table('automation_segment_members')
+    with op.batch_alter_table('automation_reentry', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_automation_reentry_customer_id'))
+
+    op.drop_table('automation_reentry')
+    with op.batch_alter_table('automation_entries', schema=None) as batch_op:
+        batch_op.drop_index('ix_automation_entries_due')
+        batch_op.drop_index(batch_op.f('ix_automation_entries_customer_id'))
+        batch_op.drop_index('ix_automation_entries_automation')
+
+    op.drop_table('automation_entries')
+    with op.batch_alter_table('api_keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_keys_created_by'))
+
+    op.drop_table('api_keys')
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_users_role_id'))
+
+    op.drop_table('users')
     op.drop_table('sv_programs')
     op.drop_table('sv_bonus_rules')
     op.drop_table('rewards_items')
@@ -1962,36 +2522,56 @@ def downgrade() -> None:
 
     op.drop_table('promotions')
     op.drop_table('loyalty_tiers')
+    with op.batch_alter_table('loyalty_simulation_runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_loyalty_simulation_runs_user')
+        batch_op.drop_index(batch_op.f('ix_loyalty_simulation_runs_program_id'))
+
+    op.drop_table('loyalty_simulation_runs')
     op.drop_table('loyalty_rule_versions')
     with op.batch_alter_table('import_errors', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_import_errors_job_id'))
 
     op.drop_table('import_errors')
     with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.drop_index('ix_customers_surname_index')
         batch_op.drop_index(batch_op.f('ix_customers_registration_store_id'))
         batch_op.drop_index(batch_op.f('ix_customers_registration_channel_id'))
-        batch_op.drop_index('ix_customers_name')
+        batch_op.drop_index('ix_customers_name_index')
         batch_op.drop_index(batch_op.f('ix_customers_merged_into_id'))
         batch_op.drop_index('ix_customers_created_at')
+        batch_op.drop_index('ix_customers_birth_md')
 
     op.drop_table('customers')
     op.drop_table('coupon_templates')
+    with op.batch_alter_table('automations', schema=None) as batch_op:
+        batch_op.drop_index('ix_automations_status_trigger')
+        batch_op.drop_index(batch_op.f('ix_automations_program_id'))
+
+    op.drop_table('automations')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_webhook_deliveries_redelivery_of'))
         batch_op.drop_index(batch_op.f('ix_webhook_deliveries_endpoint_id'))
         batch_op.drop_index('ix_webhook_deliveries_due')
 
     op.drop_table('webhook_deliveries')
+    with op.batch_alter_table('tag_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_tag_events_tag_id')
+        batch_op.drop_index('ix_tag_events_customer_id')
+
+    op.drop_table('tag_events')
+    op.drop_table('tag_counts')
     with op.batch_alter_table('stores', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_stores_region_id'))
         batch_op.drop_index(batch_op.f('ix_stores_brand_id'))
 
     op.drop_table('stores')
-    with op.batch_alter_table('sessions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_sessions_user_id'))
-
-    op.drop_table('sessions')
     op.drop_table('selfservice_sessions')
+    op.drop_table('segment_sizes')
+    with op.batch_alter_table('roles', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_roles_region_id'))
+        batch_op.drop_index(batch_op.f('ix_roles_brand_id'))
+
+    op.drop_table('roles')
     with op.batch_alter_table('products', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_products_category_id'))
         batch_op.drop_index(batch_op.f('ix_products_brand_id'))
@@ -2002,12 +2582,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_import_jobs_mapping_id'))
 
     op.drop_table('import_jobs')
-    with op.batch_alter_table('api_keys', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_api_keys_created_by'))
-
-    op.drop_table('api_keys')
     op.drop_table('webhook_endpoints')
-    op.drop_table('users')
+    op.drop_table('tags')
     with op.batch_alter_table('selfservice_failures', schema=None) as batch_op:
         batch_op.drop_index('ix_selfservice_failures_ip')
 
@@ -2018,10 +2594,16 @@ def downgrade() -> None:
 
     op.drop_table('selfservice_codes')
     op.drop_table('selfservice_card_keys')
+    op.drop_table('segments')
     op.drop_table('rfm_refreshes')
+    op.drop_table('rfm_changed_customers')
     op.drop_table('regions')
+    op.drop_table('privacy_retention_runs')
     op.drop_table('message_templates')
+    op.drop_table('message_settings')
     op.drop_table('message_keys')
+    op.drop_table('lifecycle_refreshes')
+    op.drop_table('lifecycle_changed_customers')
     op.drop_table('dashboard_structure')
     op.drop_table('dashboard_sales_daily')
     op.drop_table('dashboard_refreshes')
@@ -2056,11 +2638,16 @@ def downgrade() -> None:
 
     op.drop_table('categories')
     op.drop_table('brands')
+    with op.batch_alter_table('backup_runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_backup_runs_started_at')
+
+    op.drop_table('backup_runs')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_log_entity')
         batch_op.drop_index('ix_audit_log_at')
 
     op.drop_table('audit_log')
+    op.drop_table('audit_chain_head')
     op.drop_table('analytics_settings')
     with op.batch_alter_table('analytics_refresh_jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_analytics_refresh_jobs_requested_at')

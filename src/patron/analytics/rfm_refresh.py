@@ -1,0 +1,482 @@
+"""The nightly RFM refresh continues from the previous one instead of ranking every scope again.
+
+A quantile score is a step function of the value: with the scope's values sorted from worst to
+best, ``a[0..n-1]``, and ``K_s = ceil((s - 1) * n / 5)``, a customer scores at least ``s``
+exactly when their value is strictly better than ``a[K_s - 1]`` (``service._score`` on the
+competition rank says the same: ``1 + 5 * (rank - 1) // n >= s`` iff at least ``K_s`` values
+are worse). So a scope is described by four *cut points* per dimension: the value class of
+``a[K_s - 1]`` (``(lo, hi]``: one value for frequency and monetary, one whole day before the end
+of the as-of day for recency) with ``B`` = the customers below the class and ``C`` = those up
+to its end. Scores are then ``1 + #{cut points whose hi the value exceeds}``.
+
+A refresh after the previous one (``refresh``) takes the customers whose figures changed
+(``rfm_changed_customers``, kept by a trigger) and those who bought between the two as-of
+moments, computes their values in every scope from their figures and their own orders, writes
+the values that changed, moves ``B`` and ``C`` of every cut point by what those customers left
+and brought, and walks the scope's index from the old cut point to the new ``K_s``-th value
+when it no longer falls in the class (a few rows: the index on ``(scope, value)``). Rows whose
+score can have changed are then the changed customers and those whose value lies between an
+old and a new cut point; they are re-scored and written when something differs, and the
+per-segment sums behind the stored summary are adjusted by what each written row took away
+and added. Recency needs no rewrite when time passes: the classes are fixed moments, and
+every day a whole day older adds one day to everyone's recency (the last day's buyers, whose
+recency was 0 whatever the hour, are counted one by one).
+
+Everything else (a first refresh, changed thresholds, stores moving between regions or brands,
+an as-of moment earlier than the last, a day that is not 24 hours long, many changed customers)
+goes through the full refresh of ``service``, after which :func:`state_from_rows` records the
+cut points and sums for the next night.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import asdict, dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import BigInteger, Connection, and_, cast, delete, func, or_, select, text
+
+from patron.analytics.model import SEGMENTS, RfmThresholds, segment_for
+from patron.analytics.tables import rfm_changed_customers, rfm_scores
+
+STATE_VERSION = 1
+DAY = dt.timedelta(days=1)
+CENT = Decimal("0.01")
+DIMS = ("r", "f", "m")
+COLUMNS = {"r": rfm_scores.c.last_order_at, "f": rfm_scores.c.frequency,
+           "m": rfm_scores.c.monetary}
+SCORE_COLUMNS = {"r": "r_score", "f": "f_score", "m": "m_score"}
+# More changed customers than this share of the scored ones: the full refresh is cheaper.
+FULL_SHARE = 0.2
+
+
+def recency(last_at: dt.datetime, end: dt.datetime) -> int:
+    """Whole days from a purchase to ``end`` (the end of the as-of day), never negative."""
+    return max(0, (end - last_at) // DAY)
+
+
+def _fen(value: Decimal) -> int:
+    return int((Decimal(value) * 100).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+# --- value classes and cut points -----------------------------------------------------------
+
+Value = Any  # datetime (r), int (f), Decimal yuan (m)
+
+
+def value_class(dim: str, x: Value, end: dt.datetime) -> tuple[Value, Value | None]:
+    """``(lo, hi]``: the values tied with ``x``. For recency ``hi`` is None for the last day's
+    class (recency 0), which also holds purchases after the end of the as-of day."""
+    if dim == "f":
+        return x - 1, x
+    if dim == "m":
+        return x - CENT, x
+    days = recency(x, end)
+    if days == 0:
+        return end - DAY, None
+    hi = end - days * DAY
+    return hi - DAY, hi
+
+
+@dataclass
+class Cut:
+    lo: Value
+    hi: Value | None  # None: nobody is strictly better
+    below: int  # B: customers with a value <= lo
+    upto: int  # C: customers with a value <= hi (every customer when hi is None)
+
+
+def score(x: Value, his: list[Value | None]) -> int:
+    return 1 + sum(1 for h in his if h is not None and x > h)
+
+
+def threshold_his(dim: str, th: RfmThresholds, end: dt.datetime) -> list[Value] | None:
+    """The owner's cut points as "better than" bounds, the same comparisons as the SQL of
+    ``service._threshold_score``; None when the dimension is scored by quantiles."""
+    if dim == "r" and th.recency_days:
+        return [end - (int(c) + 1) * DAY for c in th.recency_days]
+    if dim == "f" and th.frequency:
+        return [math.ceil(c) - 1 for c in th.frequency]
+    if dim == "m" and th.monetary:
+        return [Decimal(_fen(Decimal(str(c))) - 1) / 100 for c in th.monetary]
+    return None
+
+
+def _encode(dim: str, value: Value | None) -> Any:
+    if value is None:
+        return None
+    if dim == "r":
+        return value.astimezone(dt.UTC).isoformat()
+    if dim == "m":
+        return str(value)
+    return int(value)
+
+
+def _decode(dim: str, value: Any) -> Value | None:
+    if value is None:
+        return None
+    if dim == "r":
+        return dt.datetime.fromisoformat(value)
+    if dim == "m":
+        return Decimal(value)
+    return int(value)
+
+
+@dataclass
+class ScopeState:
+    n: int
+    cuts: dict[str, list[Cut] | None]  # None for a dimension scored by the owner's thresholds
+    sums: dict[str, list[int]]  # segment -> [customers, recency, frequency, fen, r, f, m]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": STATE_VERSION, **self.meta, "n": self.n, "sums": self.sums,
+                "cuts": {d: None if cuts is None else [
+                    [_encode(d, c.lo), _encode(d, c.hi), c.below, c.upto] for c in cuts]
+                    for d, cuts in self.cuts.items()}}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ScopeState:
+        cuts = {d: None if raw["cuts"][d] is None else [
+            Cut(_decode(d, lo), _decode(d, hi), int(b), int(c))
+            for lo, hi, b, c in raw["cuts"][d]] for d in DIMS}
+        meta = {k: v for k, v in raw.items() if k not in ("v", "n", "sums", "cuts")}
+        return cls(int(raw["n"]), cuts, {k: [int(x) for x in v] for k, v in raw["sums"].items()},
+                   meta)
+
+
+def state_meta(th: RfmThresholds, store_ids: tuple[int, ...] | None, tz: str
+               ) -> dict[str, Any]:
+    """What a state was computed under; a refresh under anything else starts from scratch."""
+    return {"tz": tz, "stores": None if store_ids is None else list(store_ids),
+            "thresholds": {k: None if v is None else [str(x) for x in v]
+                           for k, v in asdict(th).items()}}
+
+
+def stats_from_sums(sums: dict[str, list[int]]) -> dict[str, list[float]]:
+    """The stored summary (``rfm_refreshes.segments``): per segment the customers and the
+    averages of recency, frequency, monetary (fen) and the three scores."""
+    return {seg: [int(v[0]), *(x / v[0] for x in v[1:])] for seg, v in sums.items() if v[0]}
+
+
+# --- after a full refresh -------------------------------------------------------------------
+
+def _count(conn: Connection, key: str, dim: str, lo: Value | None, hi: Value | None) -> int:
+    col = COLUMNS[dim]
+    conds = [rfm_scores.c.scope == key]
+    if lo is not None:
+        conds.append(col > lo)
+    if hi is not None:
+        conds.append(col <= hi)
+    return int(conn.execute(select(func.count()).where(*conds)).scalar_one())
+
+
+def state_from_rows(conn: Connection, key: str, end: dt.datetime, th: RfmThresholds,
+                    meta: dict[str, Any], recency_sql: Any) -> ScopeState:
+    """The cut points and segment sums of a scope as its rows now stand (after a full
+    refresh). ``recency_sql``: the scope's recency in days as SQL over ``rfm_scores``."""
+    s = rfm_scores.c
+    sums = {r.segment: [int(r.n), int(r.rec), int(r.freq), int(r.fen), int(r.r), int(r.f),
+                        int(r.m)]
+            for r in conn.execute(
+                select(s.segment, func.count().label("n"), func.sum(recency_sql).label("rec"),
+                       func.sum(s.frequency).label("freq"),
+                       func.sum(cast(s.monetary, BigInteger))
+                       .label("fen"),
+                       func.sum(s.r_score).label("r"), func.sum(s.f_score).label("f"),
+                       func.sum(s.m_score).label("m"))
+                .where(s.scope == key).group_by(s.segment))}
+    n = sum(v[0] for v in sums.values())
+    cuts: dict[str, list[Cut] | None] = {}
+    for dim in DIMS:
+        if threshold_his(dim, th, end) is not None:
+            cuts[dim] = None
+            continue
+        if n == 0:
+            cuts[dim] = []
+            continue
+        score_col = getattr(s, SCORE_COLUMNS[dim])
+        groups = {int(g): (int(c), x) for g, c, x in conn.execute(
+            select(score_col, func.count(), func.max(COLUMNS[dim]))
+            .where(s.scope == key).group_by(score_col))}
+        out = []
+        for level in range(2, 6):
+            lower = [groups[g] for g in groups if g < level]
+            upto = sum(c for c, _x in lower)
+            top = max(x for _c, x in lower)
+            lo, hi = value_class(dim, top, end)
+            inside = _count(conn, key, dim, lo, hi)
+            out.append(Cut(lo, hi, upto - inside, upto if hi is not None else n))
+        cuts[dim] = out
+    return ScopeState(n, cuts, sums, meta)
+
+
+# --- the nightly path -----------------------------------------------------------------------
+
+def take_changed_customers(conn: Connection) -> set[int]:
+    """The customers noted since the last refresh of every scope, taken out of the note (the
+    rows this transaction sees: one noted by a transaction still running stays for the next
+    refresh)."""
+    return {int(c) for c in conn.execute(
+        delete(rfm_changed_customers).returning(rfm_changed_customers.c.customer_id)
+    ).scalars()}
+
+
+def clear_changed_customers(conn: Connection) -> None:
+    conn.execute(delete(rfm_changed_customers))
+
+
+@dataclass
+class Row:
+    last_at: dt.datetime
+    frequency: int
+    monetary: Decimal
+    r: int = 1
+    f: int = 1
+    m: int = 1
+    segment: str = "lost"
+
+    def values(self) -> tuple[Any, ...]:
+        return self.last_at, self.frequency, self.monetary
+
+    def value(self, dim: str) -> Value:
+        return {"r": self.last_at, "f": self.frequency, "m": self.monetary}[dim]
+
+    def contribution(self, end: dt.datetime) -> list[int]:
+        return [1, recency(self.last_at, end), self.frequency, _fen(self.monetary), self.r,
+                self.f, self.m]
+
+
+def _add(sums: dict[str, list[int]], segment: str, part: list[int], sign: int) -> None:
+    into = sums.setdefault(segment, [0] * 7)
+    for i, v in enumerate(part):
+        into[i] += sign * v
+
+
+def _row(r: Any) -> Row:
+    return Row(r.last_order_at, int(r.frequency), Decimal(r.monetary), int(r.r_score),
+               int(r.f_score), int(r.m_score), r.segment)
+
+
+@dataclass
+class ScopeWork:
+    """One scope's refresh: what was, what comes, and the rows to write."""
+    key: str
+    state: ScopeState
+    old_end: dt.datetime
+    end: dt.datetime
+    old: dict[int, Row]  # the changed customers' rows as they were
+    new: dict[int, Row]  # their values now (customers still in the scope)
+    write: dict[int, Row] = field(default_factory=dict)
+    gone: list[int] = field(default_factory=list)
+    written: int = 0
+
+
+def prepare(conn: Connection, key: str, state: ScopeState, old_end: dt.datetime,
+            end: dt.datetime, old: dict[int, Row], new: dict[int, Row]) -> ScopeWork:
+    """Shift the sums to the new as-of day and keep what changed (before anything is written)."""
+    work = ScopeWork(key, state, old_end, end, old, new)
+    days = (end - old_end) // DAY
+    if days:
+        for part in state.sums.values():
+            part[1] += days * part[0]
+        # The old last day's class had recency 0 whatever the hour (and purchases after the end
+        # of that day): each of those rows is aged by what its own purchase time says.
+        s = rfm_scores.c
+        for seg, last_at in conn.execute(select(s.segment, s.last_order_at).where(
+                s.scope == key, s.last_order_at > old_end - DAY)):
+            state.sums[seg][1] += recency(last_at, end) - days
+    for cid in sorted(set(old) | set(new)):
+        before, after = old.get(cid), new.get(cid)
+        if before is not None and (after is None or after.values() != before.values()):
+            _add(state.sums, before.segment, before.contribution(end), -1)
+        if after is None:
+            work.gone.append(cid)
+        elif before is None or after.values() != before.values():
+            if before is not None:
+                after.r, after.f, after.m, after.segment = (before.r, before.f, before.m,
+                                                            before.segment)
+            work.write[cid] = after
+    return work
+
+
+WINDOW = 64  # rows read past a moved cut point, enough to see its whole class most nights
+
+
+def _walk(conn: Connection, key: str, dim: str, cut: Cut | None, target: int, n: int,
+          end: dt.datetime) -> Cut:
+    """The cut point holding the ``target``-th value (0-based, worst first), from the old one:
+    the rows between them are read from the index (with a few more, to count the new value
+    class without another query when it is small)."""
+    col = COLUMNS[dim]
+    s = rfm_scores.c
+    if cut is None:  # no usable old cut point: from the bottom
+        x = conn.execute(select(col).where(s.scope == key).order_by(col)
+                         .offset(target).limit(1)).scalar_one()
+        lo, hi = value_class(dim, x, end)
+        below = _count(conn, key, dim, None, lo)
+        return Cut(lo, hi, below, n if hi is None else below + _count(conn, key, dim, lo, hi))
+    if cut.below <= target < cut.upto:
+        return cut
+    if target >= cut.upto:
+        skip = target - cut.upto  # rows above the old class before the target
+        seen = list(conn.execute(select(col).where(s.scope == key, col > cut.hi)
+                                 .order_by(col).limit(skip + 1 + WINDOW)).scalars())
+        lo, hi = value_class(dim, seen[skip], end)
+        complete = len(seen) < skip + 1 + WINDOW or (hi is not None and seen[-1] > hi)
+        if complete:
+            below = cut.upto + sum(1 for x in seen if x <= lo)
+            upto = n if hi is None else cut.upto + sum(1 for x in seen if x <= hi)
+            return Cut(lo, hi, below, upto)
+        below = cut.upto + _count(conn, key, dim, cut.hi, lo)
+        return Cut(lo, hi, below, n if hi is None else below + _count(conn, key, dim, lo, hi))
+    skip = cut.below - 1 - target  # rows below the old class above the target
+    seen = list(conn.execute(select(col).where(s.scope == key, col <= cut.lo)
+                             .order_by(col.desc()).limit(skip + 1 + WINDOW)).scalars())
+    lo, hi = value_class(dim, seen[skip], end)
+    assert hi is not None  # below an old class, never the last day's
+    if len(seen) < skip + 1 + WINDOW or seen[-1] <= lo:
+        upto = cut.below - sum(1 for x in seen if x > hi)
+        return Cut(lo, hi, upto - sum(1 for x in seen if lo < x <= hi), upto)
+    upto = cut.below - _count(conn, key, dim, hi, cut.lo)
+    return Cut(lo, hi, upto - _count(conn, key, dim, lo, hi), upto)
+
+
+def finish(conn: Connection, work: ScopeWork, th: RfmThresholds) -> None:
+    """New cut points, the rows whose scores may have moved re-scored, the sums adjusted.
+    The changed values must already be written (the walks read the index)."""
+    state, end = work.state, work.end
+    n = state.n - sum(1 for cid in work.old if cid not in work.new) + sum(
+        1 for cid in work.new if cid not in work.old)
+    his: dict[str, list[Value | None]] = {}
+    ranges: list[Any] = []
+    new_cuts: dict[str, list[Cut] | None] = {}
+    for dim in DIMS:
+        col = COLUMNS[dim]
+        fixed = threshold_his(dim, th, end)
+        if fixed is not None:
+            old_his: list[Value | None] = list(threshold_his(dim, th, work.old_end) or [])
+            new_cuts[dim] = None
+            his[dim] = list(fixed)
+        else:
+            cuts = state.cuts[dim] or []
+            old_his = [c.hi for c in cuts] if cuts else [None] * 4
+            moved = []
+            for level, cut in zip(range(2, 6), cuts or [None] * 4, strict=True):
+                usable = cut
+                if cut is not None:
+                    b, c = cut.below, cut.upto
+                    for cid in set(work.old) | set(work.new):
+                        before, after = work.old.get(cid), work.new.get(cid)
+                        for row, sign in ((before, -1), (after, 1)):
+                            if row is None:
+                                continue
+                            x = row.value(dim)
+                            b += sign * (x <= cut.lo)
+                            c += sign * (cut.hi is None or x <= cut.hi)
+                    usable = Cut(cut.lo, cut.hi, b, c)
+                    if cut.hi is None and end != work.old_end:
+                        usable = None  # the last day's class has split into days
+                if n == 0:
+                    continue
+                target = ((level - 1) * n + 4) // 5 - 1
+                moved.append(_walk(conn, work.key, dim, usable, target, n, end))
+            new_cuts[dim] = moved
+            his[dim] = [c.hi for c in moved] if moved else [None] * 4
+        for a, b in zip(old_his, his[dim], strict=True):
+            if a == b:
+                continue
+            low = b if a is None else a if b is None else min(a, b)
+            high = None if a is None or b is None else max(a, b)
+            ranges.append(and_(col > low, col <= high) if high is not None else col > low)
+    # Rows whose value lies between an old and a new cut point may score otherwise now.
+    candidates: dict[int, Row] = {}
+    if ranges and n:
+        s = rfm_scores.c
+        for r in conn.execute(select(rfm_scores).where(s.scope == work.key, or_(*ranges))):
+            cid = int(r.customer_id)
+            if cid not in work.new and cid not in work.old:
+                candidates[cid] = _row(r)
+    for cid, after in work.new.items():
+        if cid in work.write:  # new or changed values: its old part is out of the sums
+            _rescore(after, his)
+            _add(state.sums, after.segment, after.contribution(end), 1)
+        else:  # the same values as before: like any other row
+            candidates[cid] = work.old[cid]
+    for cid, row in candidates.items():
+        before = row.contribution(end), row.segment
+        if _rescore(row, his):
+            _add(state.sums, before[1], before[0], -1)
+            _add(state.sums, row.segment, row.contribution(end), 1)
+            work.write[cid] = row
+    state.n = n
+    state.cuts = new_cuts
+    state.sums = {seg: v for seg, v in state.sums.items() if v[0]}
+    work.written = len(work.write)
+
+
+def _rescore(row: Row, his: dict[str, list[Value | None]]) -> bool:
+    """Score ``row`` by the cut points; whether anything changed."""
+    r, f, m = (score(row.value(d), his[d]) for d in DIMS)
+    segment = segment_for(r, f, m)
+    changed = (r, f, m, segment) != (row.r, row.f, row.m, row.segment)
+    row.r, row.f, row.m, row.segment = r, f, m, segment
+    return changed
+
+
+# --- bulk writes ----------------------------------------------------------------------------
+
+_PG_WRITE = text("""
+INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, monetary, r_score,
+                        f_score, m_score, segment, computed_at)
+SELECT e->>0, (e->>1)::bigint, (e->>2)::timestamptz, (e->>3)::int, (e->>4)::bigint,
+       (e->>5)::smallint, (e->>6)::smallint, (e->>7)::smallint, e->>8, CAST(:now AS timestamptz)
+FROM json_array_elements(CAST(:rows AS json)) AS e
+ON CONFLICT (scope, customer_id) DO UPDATE SET
+  last_order_at = excluded.last_order_at, frequency = excluded.frequency,
+  monetary = excluded.monetary, r_score = excluded.r_score, f_score = excluded.f_score,
+  m_score = excluded.m_score, segment = excluded.segment, computed_at = excluded.computed_at
+""")
+
+_SQLITE_WRITE = text("""
+INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, monetary, r_score,
+                        f_score, m_score, segment, computed_at)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+       json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+       :now
+FROM json_each(:rows) WHERE true
+ON CONFLICT (scope, customer_id) DO UPDATE SET
+  last_order_at = excluded.last_order_at, frequency = excluded.frequency,
+  monetary = excluded.monetary, r_score = excluded.r_score, f_score = excluded.f_score,
+  m_score = excluded.m_score, segment = excluded.segment, computed_at = excluded.computed_at
+""")
+
+
+def _stamp(conn: Connection, moment: dt.datetime) -> str:
+    utc = moment.astimezone(dt.UTC)
+    if conn.dialect.name == "postgresql":
+        return utc.isoformat()
+    return utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def write_rows(conn: Connection, works: list[ScopeWork], now: dt.datetime) -> None:
+    """Every scope's rows to write in one statement, and the rows that left the scopes."""
+    rows = [[w.key, cid, _stamp(conn, row.last_at), row.frequency, _fen(row.monetary), row.r,
+             row.f, row.m, row.segment]
+            for w in sorted(works, key=lambda w: w.key) for cid, row in sorted(w.write.items())]
+    if rows:
+        sql = _PG_WRITE if conn.dialect.name == "postgresql" else _SQLITE_WRITE
+        conn.execute(sql, {"rows": orjson.dumps(rows).decode(), "now": _stamp(conn, now)})
+    s = rfm_scores.c
+    for w in works:
+        if w.gone:
+            conn.execute(delete(rfm_scores).where(s.scope == w.key, s.customer_id.in_(w.gone)))
+
+
+__all__ = ["SEGMENTS", "ScopeState", "ScopeWork", "Row", "prepare", "finish", "write_rows",
+           "state_from_rows", "take_changed_customers", "clear_changed_customers",
+           "stats_from_sums", "state_meta", "recency"]

@@ -1,0 +1,240 @@
+"""A fast check of plain order payloads (file rows, batch bodies) before Pydantic.
+
+Pydantic's validation of :class:`~patron.orders.schemas.OrderIn` cost about as much per order as
+the database inserts of a bulk import. Most payloads are plain: strings, ISO times, decimal
+numbers written as text, known keys. :func:`plain_order` accepts exactly such payloads when it
+can tell that Pydantic would accept them too, and returns the same values Pydantic would
+(stripped strings, ``Decimal`` of the same text, the same datetime); for anything else (another
+type, an unknown key, a constraint near its limit, a value Pydantic might coerce) it returns
+None and the caller validates the payload with Pydantic, which then reports the errors. So the
+fast path decides nothing on its own: it is a subset of what Pydantic accepts, checked by
+``tests/unit/test_fast_validation.py`` against Pydantic on generated payloads.
+
+The limits below are OrderIn's; a test fails when the schema and this module disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from patron.orders.schemas import PAYMENT_METHODS
+
+ORDER_KEYS = frozenset(("external_id", "channel", "store", "purchased_at", "identifiers",
+                        "customer", "lines", "payments", "discount", "total"))
+LINE_KEYS = frozenset(("sku", "name", "category", "quantity", "unit_price", "discount",
+                       "amount"))
+PAYMENT_KEYS = frozenset(("method", "amount"))
+CUSTOMER_KEYS = frozenset(("name", "gender", "birthday"))
+GENDERS = frozenset(("F", "M", "U"))
+METHODS = frozenset(PAYMENT_METHODS)
+
+EXTERNAL_ID_MAX = 64
+CHANNEL_MAX = 32
+STORE_MAX = 32
+SKU_MAX = 64
+LINE_NAME_MAX = 200
+CATEGORY_MAX = 64
+CUSTOMER_NAME_MAX = 120
+MAX_LINES = 500
+MAX_PAYMENTS = 20
+
+# Decimal text that no constraint can refuse: no sign, exponent, spaces or leading zeros, and
+# few enough digits that neither max_digits nor decimal_places is reached (quantities: 12
+# digits, 3 decimals; money: 14 digits, 2 decimals).
+_QUANTITY = re.compile(r"(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,3})?")
+_MONEY = re.compile(r"(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,2})?")
+_QUANTITY_INT_MAX = 10**9 - 1
+_MONEY_INT_MAX = 10**12 - 1
+# ISO 8601 date and time as tills and exports write it; anything else goes to Pydantic.
+_DATETIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})?")
+_ZERO = Decimal("0")
+# What Pydantic strips (Rust's ``trim``: Unicode White_Space). Python's own ``strip()`` also
+# strips the separators U+001C..U+001F, which Pydantic keeps.
+_WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+               "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+@dataclass(slots=True)
+class PlainLine:
+    sku: str
+    name: str | None
+    category: str | None
+    quantity: Decimal
+    unit_price: Decimal
+    discount: Decimal
+    amount: Decimal | None
+
+
+@dataclass(slots=True)
+class PlainPayment:
+    method: str
+    amount: Decimal
+
+
+@dataclass(slots=True)
+class PlainOrder:
+    """The fields of :class:`OrderIn` that recording reads, with the values Pydantic would
+    have given them; ``customer`` is the hint as ``OrderIn.customer.model_dump(exclude_none=
+    True)`` gives it, or None."""
+
+    external_id: str
+    channel: str
+    store: str | None
+    purchased_at: dt.datetime
+    identifiers: dict[str, str]
+    customer: dict[str, Any] | None
+    lines: list[PlainLine]
+    payments: list[PlainPayment]
+    discount: Decimal
+    total: Decimal | None
+
+
+class _NotPlain(Exception):
+    """Leave this payload to Pydantic."""
+
+
+def plain_order(payload: Any) -> PlainOrder | None:
+    """The payload's fields if it is plain and valid as far as :class:`OrderIn` goes, else
+    None (then validate it with Pydantic)."""
+    if type(payload) is not dict or not ORDER_KEYS.issuperset(payload):
+        return None
+    try:
+        return _plain_order(payload)
+    except (_NotPlain, KeyError, ArithmeticError, ValueError):
+        return None
+
+
+def _plain_order(p: dict[str, Any]) -> PlainOrder:
+    get = p.get
+    identifiers = get("identifiers", _MISSING)
+    if identifiers is _MISSING:
+        identifiers = {}
+    elif type(identifiers) is not dict:
+        raise _NotPlain
+    else:
+        for k, v in identifiers.items():
+            if type(k) is not str or type(v) is not str or k != k.strip(_WHITESPACE):
+                raise _NotPlain
+        identifiers = {k: v.strip(_WHITESPACE) for k, v in identifiers.items()}
+    lines = get("lines", _MISSING)
+    if lines is _MISSING:
+        lines = []
+    elif type(lines) is not list or len(lines) > MAX_LINES:
+        raise _NotPlain
+    else:
+        lines = [_line(ln) for ln in lines]
+    payments = get("payments", _MISSING)
+    if payments is _MISSING:
+        payments = []
+    elif type(payments) is not list or len(payments) > MAX_PAYMENTS:
+        raise _NotPlain
+    else:
+        payments = [_payment(pay) for pay in payments]
+    customer = get("customer")
+    return PlainOrder(
+        external_id=_text(p["external_id"], EXTERNAL_ID_MAX, required=True),
+        channel=_text(p["channel"], CHANNEL_MAX, required=True),
+        store=_optional_text(get("store"), STORE_MAX),
+        purchased_at=_datetime(p["purchased_at"]),
+        identifiers=identifiers,
+        customer=None if customer is None else _customer(customer),
+        lines=lines,
+        payments=payments,
+        discount=_money(p["discount"]) if "discount" in p else _ZERO,
+        total=_optional_money(get("total")),
+    )
+
+
+_MISSING: Any = object()
+
+
+def _text(value: Any, max_length: int, *, required: bool = False) -> str:
+    if type(value) is not str:
+        raise _NotPlain
+    value = value.strip(_WHITESPACE)
+    if len(value) > max_length or (required and not value):
+        raise _NotPlain
+    return value
+
+
+def _optional_text(value: Any, max_length: int) -> str | None:
+    return None if value is None else _text(value, max_length)
+
+
+def _datetime(value: Any) -> dt.datetime:
+    if type(value) is dt.datetime:
+        return value
+    if type(value) is not str or not _DATETIME.fullmatch(value):
+        raise _NotPlain
+    return dt.datetime.fromisoformat(value)
+
+
+def _number(value: Any, pattern: re.Pattern[str], int_max: int) -> Decimal:
+    if type(value) is str:
+        if not pattern.fullmatch(value):
+            raise _NotPlain
+        return Decimal(value)
+    if type(value) is int and 0 <= value <= int_max:
+        return Decimal(value)
+    raise _NotPlain
+
+
+def _money(value: Any) -> Decimal:
+    return _number(value, _MONEY, _MONEY_INT_MAX)
+
+
+def _optional_money(value: Any) -> Decimal | None:
+    return None if value is None else _money(value)
+
+
+def _line(ln: Any) -> PlainLine:
+    if type(ln) is not dict or not LINE_KEYS.issuperset(ln):
+        raise _NotPlain
+    get = ln.get
+    quantity = _number(ln["quantity"], _QUANTITY, _QUANTITY_INT_MAX)
+    if not quantity:
+        raise _NotPlain  # quantity must be > 0: Pydantic says so
+    return PlainLine(
+        sku=_text(ln["sku"], SKU_MAX, required=True),
+        name=_optional_text(get("name"), LINE_NAME_MAX),
+        category=_optional_text(get("category"), CATEGORY_MAX),
+        quantity=quantity,
+        unit_price=_money(ln["unit_price"]),
+        discount=_money(ln["discount"]) if "discount" in ln else _ZERO,
+        amount=_optional_money(get("amount")),
+    )
+
+
+def _payment(pay: Any) -> PlainPayment:
+    if type(pay) is not dict or not PAYMENT_KEYS.issuperset(pay):
+        raise _NotPlain
+    method = pay["method"]
+    if type(method) is not str or method not in METHODS:
+        raise _NotPlain
+    return PlainPayment(method, _money(pay["amount"]))
+
+
+def _customer(c: Any) -> dict[str, Any]:
+    if type(c) is not dict or not CUSTOMER_KEYS.issuperset(c):
+        raise _NotPlain
+    hint: dict[str, Any] = {}
+    name = c.get("name")
+    if name is not None:
+        hint["name"] = _text(name, CUSTOMER_NAME_MAX)
+    gender = c.get("gender")
+    if gender is not None:
+        if type(gender) is not str or gender not in GENDERS:
+            raise _NotPlain
+        hint["gender"] = gender
+    birthday = c.get("birthday")
+    if birthday is not None:
+        if type(birthday) is not dt.date:
+            raise _NotPlain
+        hint["birthday"] = birthday
+    return hint

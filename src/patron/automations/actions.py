@@ -7,7 +7,6 @@ run again after a crash replays the first result instead of doing it twice.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -18,6 +17,7 @@ from patron.customers.tables import customers
 from patron.errors import Conflict
 from patron.loyalty.tables import loyalty_members, loyalty_programs, loyalty_tiers
 from patron.security.model import Actor
+from patron.tags.service import add_tag_in, remove_tag_in
 
 
 def actor_for(code: str) -> Actor:
@@ -120,10 +120,10 @@ def run_action(conn: Connection, *, step: Any, entry: dict[str, Any], automation
                          endpoints=[step.endpoint_id] if step.endpoint_id else None)
         return {"deliveries": queued}
     if a in ("add_tag", "remove_tag"):
-        tags = importlib.import_module("patron.tags.service")
-        fn = tags.add_tag_in if a == "add_tag" else tags.remove_tag_in
-        fn(conn, actor=actor, customer_id=customer_id, tag=step.tag, now=now)
-        return {"tag": step.tag}
+        change = add_tag_in if a == "add_tag" else remove_tag_in
+        changed = change(conn, actor=actor, customer_id=customer_id, tag=step.tag, now=now,
+                         note=f"automation {automation['code']}")
+        return {"tag": step.tag, "changed": changed}
     raise ValueError(f"not an action: {a}")
 
 

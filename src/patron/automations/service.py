@@ -86,20 +86,22 @@ def definition_errors(conn: Connection, definition: Definition, program: dict[st
                     webhook_endpoints.c.id == step.endpoint_id)).first() is None:
                 errors.append(FieldError(f"{path}.endpoint_id", "automation_webhook_unknown",
                                          {"value": step.endpoint_id}))
-        elif step.action in ("add_tag", "remove_tag") and not _tags_available():
-            errors.append(FieldError(f"{path}.action", "automation_tags_unavailable"))
+        elif step.action in ("add_tag", "remove_tag"):
+            errors += _tag_errors(conn, step.tag, f"{path}.tag")
     errors += model.message_variable_errors(definition, variables)
     return errors
 
 
-def _tags_available() -> bool:
-    import importlib
+def _tag_errors(conn: Connection, code: str, field: str) -> list[FieldError]:
+    """A tag step names a manual tag that exists (rule tags are kept by Patron itself)."""
+    from patron.tags.tables import tags
 
-    try:
-        module = importlib.import_module("patron.tags.service")
-    except ModuleNotFoundError:
-        return False
-    return hasattr(module, "add_tag_in") and hasattr(module, "remove_tag_in")
+    kind = conn.execute(select(tags.c.kind).where(tags.c.code == code)).scalar()
+    if kind is None:
+        return [FieldError(field, "automation_tag_unknown", {"value": code})]
+    if kind == "rule":
+        return [FieldError(field, "automation_tag_is_rule", {"value": code})]
+    return []
 
 
 def _coupon_template_errors(conn: Connection, template_id: int, program: dict[str, Any],

@@ -347,6 +347,44 @@ def apply_tag(*, uow: UnitOfWork, actor: Actor, code: str, action: str = "add",
     return {"code": code, "action": action, "changed": changed}
 
 
+def _change_one_in(conn: Connection, *, actor: Actor, customer_id: int, tag: str,
+                   action: str, now: dt.datetime, source: str, note: str | None) -> int:
+    _need(actor, "tags.apply")
+    row = _tag_row(conn, code=tag)
+    if row["kind"] == "rule":
+        raise Conflict("tag_is_rule", fields=[FieldError("tag", "tag.rule_is_automatic")])
+    target = select(customers.c.id.label("customer_id")).where(customers.c.id == customer_id)
+    note = (note or "").strip()[:200] or None
+    change = _add if action == "add" else _remove
+    changed = change(conn, int(row["id"]), target, source=source, actor_name=actor.name,
+                     note=note, now=now)
+    if changed:  # a customer who already carries the tag (or does not) is no change
+        audit.record(conn, actor, "tag.applied" if action == "add" else "tag.removed",
+                     entity="tag", entity_id=row["id"],
+                     details={"code": tag, "changed": changed, "note": note,
+                              "customer_ids": [customer_id], "source": source})
+    return changed
+
+
+def add_tag_in(conn: Connection, *, actor: Actor, customer_id: int, tag: str,
+               now: dt.datetime, source: str = "automation", note: str | None = None) -> int:
+    """Add the manual tag ``tag`` to one customer inside the caller's transaction (never
+    committing): an automation's step. Idempotent: a customer who already carries it is left
+    alone (no event, no audit entry). Returns 1 when added, 0 otherwise. NotFound for an
+    unknown tag; Conflict for a rule tag (Patron keeps those)."""
+    return _change_one_in(conn, actor=actor, customer_id=customer_id, tag=tag, action="add",
+                          now=now, source=source, note=note)
+
+
+def remove_tag_in(conn: Connection, *, actor: Actor, customer_id: int, tag: str,
+                  now: dt.datetime, source: str = "automation", note: str | None = None
+                  ) -> int:
+    """Remove the manual tag ``tag`` from one customer inside the caller's transaction, as
+    :func:`add_tag_in` adds it. Returns 1 when removed, 0 when the customer did not carry it."""
+    return _change_one_in(conn, actor=actor, customer_id=customer_id, tag=tag,
+                          action="remove", now=now, source=source, note=note)
+
+
 # --- set-based changes ----------------------------------------------------------------------
 
 def _add(conn: Connection, tag_id: int, target: Select[Any], *, source: str, actor_name: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
@@ -277,8 +278,10 @@ def test_the_lift_report_compares_each_arm_with_its_control_group(engine):
     assert (main["customers"], main["converted"], main["conversion"]) == (arms["main"],
                                                                          arms["main"], 1.0)
     assert (control["customers"], control["converted"]) == (arms["control"], 0)
-    assert main["revenue_per_customer"] == 71.0 and control["revenue_per_customer"] == 0.0
+    assert main["revenue_per_customer"] == Decimal("71.00")
+    assert control["revenue_per_customer"] == Decimal("0.00")
+    assert main["revenue"] == Decimal("71.00") * arms["main"]
     vs = out["versus_control"]["main"]
     assert vs["conversion"]["difference"] == 1.0 and vs["conversion"]["significant"] is True
-    assert vs["revenue_per_customer"]["difference"] == 71.0
-    assert vs["incremental_revenue"] == round(71.0 * arms["main"], 2)
+    assert vs["revenue_per_customer"]["difference"] == Decimal("71.00")
+    assert vs["incremental_revenue"] == Decimal("71.00") * arms["main"]

@@ -3,9 +3,12 @@ entries. Thin: each route calls :mod:`patron.automations.service`."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 
 from patron.automations import service
 from patron.automations.schemas import Activate, AutomationIn, AutomationUpdate
@@ -90,4 +93,6 @@ def lift(code: str, uow: UowDep, actor: Reader,
          days: Annotated[int, Query(ge=1, le=365)] = 30) -> Any:
     """Each arm against control: conversion within ``days`` days, revenue per customer, the
     difference with a 95% interval and a test."""
-    return service.lift(uow.c, actor=actor, code=code, days=days)
+    # money as exact decimal strings, never floats
+    return JSONResponse(jsonable_encoder(service.lift(uow.c, actor=actor, code=code, days=days),
+                                         custom_encoder={Decimal: str}))

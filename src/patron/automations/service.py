@@ -476,15 +476,10 @@ def _preview(conn: Connection, auto: dict[str, Any], definition: Definition,
 
 def lift(conn: Connection, *, actor: Actor, code: str, days: int = 30,
          now: dt.datetime | None = None) -> dict[str, Any]:
-    """Each arm against the control group: conversion within ``days`` days of entering,
-    revenue per customer, with 95% intervals and tests (patron.automations.lift)."""
-    from patron.automations import lift as lift_model
+    """Each arm against the control group within ``days`` days of entering
+    (patron.experiments.lift)."""
+    from patron.experiments.lift import lift as report
 
-    need(actor, "automations.read")
-    if not 1 <= days <= 365:
-        raise ValidationFailed("validation_failed", fields=[FieldError(
-            "days", "less_than_equal", {"le": 365})])
-    row = _row(conn, code)
-    return {"automation": code, **lift_model.report(conn, source="automation",
-                                                    source_id=int(row["id"]), days=days,
-                                                    now=now or utcnow())}
+    return {"automation": code, **report(conn, actor=actor, permission="automations.read",
+                                         kind="automation", days=days, now=now,
+                                         source_id=lambda: int(_row(conn, code)["id"]))}

@@ -6,6 +6,7 @@ The database defaults to an embedded SQLite file under ``var/``; point
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
     # audience above `audience_confirm_above` customers must be confirmed with its size before
     # anything is sent; a campaign above `campaign_approval_above` needs another user's approval.
     automations_worker: bool = True
+    # What one message costs per channel, in yuan, for the lift report's cost and ROI of
+    # automations, as JSON: {"sms": "0.05", "email": "0"} (a campaign's messages cost its own
+    # message_cost).
+    message_costs: dict[str, Decimal] = Field(default_factory=dict)
     audience_confirm_above: int = Field(default=1_000_000, ge=1)
     campaign_approval_above: int = Field(default=10_000, ge=0)
     # Nightly analytics refresh: local time "HH:MM" in `analytics_refresh_tz`, or "off".

@@ -284,4 +284,4 @@ def test_the_lift_report_compares_each_arm_with_its_control_group(engine):
     vs = out["versus_control"]["main"]
     assert vs["conversion"]["difference"] == 1.0 and vs["conversion"]["significant"] is True
     assert vs["revenue_per_customer"]["difference"] == Decimal("71.00")
-    assert vs["incremental_revenue"] == Decimal("71.00") * arms["main"]
+    assert vs["incremental_revenue"]["value"] == Decimal("71.00") * arms["main"]

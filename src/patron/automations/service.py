@@ -478,8 +478,12 @@ def lift(conn: Connection, *, actor: Actor, code: str, days: int = 30,
          now: dt.datetime | None = None) -> dict[str, Any]:
     """Each arm against the control group within ``days`` days of entering
     (patron.experiments.lift)."""
+    from patron.experiments.lift import Source
     from patron.experiments.lift import lift as report
 
+    def source() -> Source:
+        row = _row(conn, code)
+        return Source("automation", int(row["id"]), int(row["program_id"]))
+
     return {"automation": code, **report(conn, actor=actor, permission="automations.read",
-                                         kind="automation", days=days, now=now,
-                                         source_id=lambda: int(_row(conn, code)["id"]))}
+                                         source=source, days=days, now=now)}

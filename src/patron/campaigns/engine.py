@@ -25,7 +25,7 @@ from patron.automations import audience
 from patron.automations import model as automation_model
 from patron.automations.engine import program_of
 from patron.automations.tables import experiment_assignments
-from patron.campaigns.service import arms_of, template_of
+from patron.campaigns.service import arms_of, template_of, unit_cost
 from patron.campaigns.tables import campaign_recipients, campaigns
 from patron.db import UnitOfWork, upsert, utcnow
 from patron.errors import PatronError
@@ -116,18 +116,6 @@ def _start(engine: Engine, campaign_id: int, now: dt.datetime, stats: CampaignSt
     stats.started += 1
 
 
-def _coupon_face(conn: Connection, template_id: int | None) -> Decimal:
-    if template_id is None:
-        return Decimal(0)
-    from patron.coupons.tables import coupon_template_versions, coupon_templates
-
-    t, v = coupon_templates.c, coupon_template_versions.c
-    face = conn.execute(select(v.face_value).select_from(coupon_template_versions.join(
-        coupon_templates, (t.id == v.template_id) & (t.version == v.version))).where(
-        t.id == template_id)).scalar()
-    return Decimal(face or 0)
-
-
 def _send_batch(engine: Engine, campaign_id: int, now: dt.datetime, stats: CampaignStats,
                 limit: int) -> int:
     """One transaction: the campaign locked (budget), up to ``limit`` pending recipients sent.
@@ -162,8 +150,8 @@ def _send_batch(engine: Engine, campaign_id: int, now: dt.datetime, stats: Campa
                 stats.finished += 1
             return 0
         program = program_of(conn, int(row["program_id"]))
-        face = _coupon_face(conn, row["coupon_template_id"])
-        unit = Decimal(row["message_cost"]) + face
+        message_cost, face = unit_cost(conn, row)
+        unit = message_cost + face
         spent_messages, spent_value = int(row["spent_messages"]), Decimal(row["spent_value"])
         for rec in pending:
             over = ((row["budget_messages"] is not None

@@ -52,6 +52,27 @@ def template_of(row: dict[str, Any], arm: str) -> str:
     return next(a["template"] for a in row["arms"] if a["code"] == arm)
 
 
+def coupon_face(conn: Connection, template_id: int | None) -> Decimal:
+    """The face value of the coupon the template issues now (0 without a template or a face
+    value)."""
+    if template_id is None:
+        return Decimal(0)
+    from patron.coupons.tables import coupon_template_versions
+
+    t, v = coupon_templates.c, coupon_template_versions.c
+    face = conn.execute(select(v.face_value).select_from(coupon_template_versions.join(
+        coupon_templates, (t.id == v.template_id) & (t.version == v.version))).where(
+        t.id == template_id)).scalar()
+    return Decimal(face or 0)
+
+
+def unit_cost(conn: Connection, row: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    """What one recipient costs: the campaign's message cost and its coupon's face value (the
+    budget and the preview's estimate count both; the lift report counts the messages at the
+    first and the coupons at the discount they actually gave)."""
+    return Decimal(row["message_cost"]), coupon_face(conn, row["coupon_template_id"])
+
+
 # --- checking ----------------------------------------------------------------------------
 
 def definition_errors(conn: Connection, body: CampaignIn, program: dict[str, Any]
@@ -299,16 +320,9 @@ def preview(conn: Connection, *, actor: Actor, code: str, sample: int = PREVIEW_
         by_arm[arm] += 1
         if arm != automation_model.CONTROL and len(picked) < sample:
             picked.append((int(cid), int(mid), arm))
-    face = Decimal(0)
-    if row["coupon_template_id"] is not None:
-        from patron.coupons.tables import coupon_template_versions
-
-        t, v = coupon_templates.c, coupon_template_versions.c
-        face = conn.execute(select(v.face_value).select_from(coupon_template_versions.join(
-            coupon_templates, (t.id == v.template_id) & (t.version == v.version))).where(
-            t.id == row["coupon_template_id"])).scalar() or Decimal(0)
+    message_cost, face = unit_cost(conn, row)
     sending = sum(n for arm, n in by_arm.items() if arm != automation_model.CONTROL)
-    unit = Decimal(row["message_cost"]) + Decimal(face)
+    unit = message_cost + face
     samples = []
     for cid, mid, arm in picked:
         tpl = load_template(conn, template_of(row, arm))
@@ -336,8 +350,13 @@ def lift(conn: Connection, *, actor: Actor, code: str, days: int = 30,
          now: dt.datetime | None = None) -> dict[str, Any]:
     """Each arm against the control group within ``days`` days of the send
     (patron.experiments.lift)."""
+    from patron.experiments.lift import Source
     from patron.experiments.lift import lift as report
 
+    def source() -> Source:
+        row = _row(conn, code)
+        message, _face = unit_cost(conn, row)
+        return Source("campaign", int(row["id"]), int(row["program_id"]), message)
+
     return {"campaign": code, **report(conn, actor=actor, permission="campaigns.read",
-                                       kind="campaign", days=days, now=now,
-                                       source_id=lambda: int(_row(conn, code)["id"]))}
+                                       source=source, days=days, now=now)}

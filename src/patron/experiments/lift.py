@@ -5,12 +5,16 @@ from the moment of assignment: did they buy (conversion), how many orders, how m
 (order totals). Only customers whose whole window has passed are counted, so that a late arm
 is not compared on a shorter window. Per arm against control, by
 :mod:`patron.experiments.stats`: the difference in conversion with Newcombe's interval and the
-pooled z-test; the differences in revenue and orders per customer by Welch's t-test and
-interval.
+pooled z-test (also for the unsubscribe rate); the differences in revenue and orders per
+customer by Welch's t-test and interval; the incremental revenue with its interval and the ROI
+after the arm's cost (redeemed coupon discounts, points, messages). Orders are attributed by
+purchase window and by coupon redemption (docs/automations.md#attribution); a daily series of
+cumulative conversion and revenue per customer feeds the charts.
 
 The database does the counting: one grouped query joins the assignments to the orders of
 their windows and returns one row per customer (orders, revenue, the day of the first order);
-Python only adds those rows up per arm. Money stays ``Decimal``.
+the other figures are one grouped query each, per arm. Python only adds up per-customer rows.
+Money stays ``Decimal``.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, JSONType, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 automations = Table(
     "automations",
@@ -75,7 +75,7 @@ automation_entries = Table(
     Column("step", Integer, nullable=False, server_default="0"),
     Column("due_at", UTCDateTime, nullable=False),
     Column("reason", String(48), nullable=True),
-    Column("error", Text, nullable=True),
+    Column("error", Redacted(), nullable=True),
     Column("triggered_at", UTCDateTime, nullable=False),
     Column("admitted_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),

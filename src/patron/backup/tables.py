@@ -1,6 +1,7 @@
-from sqlalchemy import BigInteger, Column, Date, Index, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, Index, String, Table
 
 from patron.db import IdType, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 # One row per backup taken by `patron backup` or the daily schedule. A scheduled backup claims
 # its night by the unique `scheduled_for`, so that one server process of many takes it.
@@ -16,6 +17,6 @@ backup_runs = Table(
     Column("status", String(16), nullable=False),  # running | done | failed
     Column("file", String(400), nullable=True),
     Column("bytes", BigInteger, nullable=True),
-    Column("error", Text, nullable=True),
+    Column("error", Redacted(), nullable=True),
     Index("ix_backup_runs_started_at", "started_at"),
 )

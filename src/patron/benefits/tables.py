@@ -12,11 +12,11 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, Money, Quantity, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 benefits_settings = Table(
     "benefits_settings",
@@ -70,7 +70,7 @@ benefits_grants = Table(
     Column("operation_id", ForeignKey("loyalty_operations.id"), nullable=True, index=True),
     # The coupon issue of a birthday coupon.
     Column("coupon_issue_id", ForeignKey("coupon_issues.id"), nullable=True, index=True),
-    Column("detail", Text, nullable=True),
+    Column("detail", Redacted(), nullable=True),
     Column("granted_at", UTCDateTime, nullable=False),
     UniqueConstraint("member_id", "kind", "year", name="uq_benefits_grants_once_a_year"),
     CheckConstraint("kind IN ('birthday', 'anniversary')", name="kind"),

@@ -13,11 +13,11 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, JSONType, Money, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 campaigns = Table(
     "campaigns",
@@ -77,7 +77,7 @@ campaign_recipients = Table(
     # pending -> sent | failed | skipped (budget spent, campaign stopped); held_out (control)
     Column("state", String(10), nullable=False),
     Column("reason", String(48), nullable=True),
-    Column("error", Text, nullable=True),
+    Column("error", Redacted(), nullable=True),
     Column("message_id", IdType, nullable=True),
     Column("coupon_issue_id", IdType, nullable=True),
     Column("coupon_code", String(16), nullable=True),

@@ -15,11 +15,11 @@ from sqlalchemy import (
     Index,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, JSONType, Money, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 checkout_commits = Table(
     "checkout_commits",
@@ -103,7 +103,7 @@ checkout_refunds = Table(
     Column("amount", Money, nullable=False),
     Column("points_returned", BigInteger, nullable=False),
     Column("stored_value_returned", Money, nullable=False),
-    Column("reason", Text, nullable=True),
+    Column("reason", Redacted(), nullable=True),
     Column("result", JSONType, nullable=False),
     Column("actor", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),

@@ -19,11 +19,11 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, JSONType, Money, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 coupon_templates = Table(
     "coupon_templates",
@@ -69,7 +69,7 @@ coupon_template_versions = Table(
     Column("version", Integer, nullable=False),
     Column("terms", JSONType, nullable=False),
     Column("face_value", Money, nullable=True),
-    Column("note", Text, nullable=True),
+    Column("note", Redacted(), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(120), nullable=False),
     UniqueConstraint("template_id", "version", name="uq_coupon_template_versions_version"),

@@ -8,12 +8,12 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, JSONType, Money, UTCDateTime, metadata
 from patron.protection.fields import Encrypted, EncryptedDate, EncryptedJSON
+from patron.protection.redact import Redacted
 
 # Name, birthday, phone and email are encrypted, each bound to the customer's id
 # (docs/data-protection.md#personal-data-at-rest); write them as Sealed((id,), value). Name
@@ -112,7 +112,7 @@ customer_merges = Table(
     Column("id", IdType, primary_key=True),
     Column("survivor_id", ForeignKey("customers.id"), nullable=False, index=True),
     Column("merged_id", ForeignKey("customers.id"), nullable=False, index=True),
-    Column("reason", Text, nullable=False),
+    Column("reason", Redacted(), nullable=False),
     # What moved, so that an owner can undo: identity ids, order ids, the survivor's profile
     # before the merge (personal data: encrypted, bound to the merge's id).
     Column("snapshot", EncryptedJSON("customer_merges.snapshot"), nullable=False),

@@ -1,6 +1,7 @@
 from sqlalchemy import Column, ForeignKey, Integer, String, Table, Text
 
 from patron.db import IdType, JSONType, UTCDateTime, metadata
+from patron.protection.redact import Redacted, RedactedJSON
 
 # A named mapping from a file layout's column names to Patron's canonical columns, e.g. how a
 # platform's export names them. Created in the UI without code.
@@ -29,7 +30,7 @@ import_jobs = Table(
     Column("orders_created", Integer, nullable=False, server_default="0"),
     Column("orders_duplicate", Integer, nullable=False, server_default="0"),
     Column("rows_rejected", Integer, nullable=False, server_default="0"),
-    Column("error", Text, nullable=True),
+    Column("error", Redacted(), nullable=True),
     Column("created_by", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
@@ -46,6 +47,8 @@ import_errors = Table(
     Column("row_number", Integer, nullable=False),
     Column("column", String(64), nullable=True),
     Column("reason", Text, nullable=False),  # a message key in patron/i18n
-    Column("params", JSONType, nullable=True),  # the message's parameters
-    Column("value", String(200), nullable=True),  # the cell as read (never personal data)
+    # The message's parameters and the cell as read: never a personal column's cell, and a phone,
+    # e-mail or identity number in any other cell is masked (patron.protection.redact).
+    Column("params", RedactedJSON, nullable=True),
+    Column("value", Redacted(200), nullable=True),
 )

@@ -22,11 +22,11 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, JSONType, Money, Quantity, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 loyalty_programs = Table(
     "loyalty_programs",
@@ -80,7 +80,7 @@ loyalty_rule_versions = Table(
     Column("version", Integer, nullable=False),
     Column("effective_from", UTCDateTime, nullable=False),
     Column("rules", JSONType, nullable=False),
-    Column("note", Text, nullable=True),
+    Column("note", Redacted(), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(120), nullable=False),
     UniqueConstraint("program_id", "version", name="uq_loyalty_rule_versions_version"),
@@ -190,7 +190,7 @@ loyalty_entries = Table(
     Column("order_id", IdType, nullable=True, index=True),
     Column("store_id", IdType, nullable=True),
     Column("rule_version_id", IdType, nullable=True),
-    Column("reason", Text, nullable=True),
+    Column("reason", Redacted(), nullable=True),
     Column("actor", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     # A cause writes each kind of entry once per member and bucket: a retried order, return or
@@ -297,7 +297,7 @@ loyalty_operations = Table(
     Column("hold_expires_at", UTCDateTime, nullable=True),
     Column("store_id", IdType, nullable=True),
     Column("reference", String(64), nullable=True),  # the till's order or receipt
-    Column("reason", Text, nullable=True),
+    Column("reason", Redacted(), nullable=True),
     Column("counterparty_member_id", IdType, nullable=True),
     Column("actor", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -325,7 +325,7 @@ loyalty_tier_history = Table(
     Column("manual_until", UTCDateTime, nullable=True),
     Column("growth_value", BigInteger, nullable=True),
     Column("spend_12m", Money, nullable=True),
-    Column("note", Text, nullable=True),
+    Column("note", Redacted(), nullable=True),
     Column("actor", String(120), nullable=False),
     Index("ix_loyalty_tier_history_member", "member_id", "effective_at"),
     CheckConstraint("reason IN ('enrol', 'upgrade', 'downgrade', 'manual_grant', 'manual_end')",

@@ -36,6 +36,7 @@ from patron.messaging import model
 from patron.messaging.adapters import Adapter, Outgoing, Result
 from patron.messaging.tables import message_attempts, messages
 from patron.protection.fields import Sealed
+from patron.protection.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,16 @@ def _deliver(engine: Engine, limit: int, clock: Callable[[], dt.datetime],
     return stats
 
 
+def _sealed_error(row_id: int, error: str | None) -> Sealed | None:
+    """An error text for ``messages.error`` or ``message_attempts.error``: a provider's answer
+    may quote the address, so masked and encrypted, bound to the row."""
+    return None if error is None else Sealed((row_id,), scrub(error))
+
+
 def _end(conn: Connection, message_id: int, state: str, reason: str, now: dt.datetime,
          error: str | None = None, address: str | None = None) -> None:
-    values: dict[str, Any] = {"state": state, "reason": reason, "error": error,
+    values: dict[str, Any] = {"state": state, "reason": reason,
+                              "error": _sealed_error(message_id, error),
                               "finished_at": now, "next_attempt_at": now}
     if address is not None:
         values["address"] = Sealed((message_id,), address)
@@ -224,8 +232,8 @@ def _may_send_again(conn: Connection, row: dict[str, Any], now: dt.datetime,
     safe = model.resend_is_safe(started_at=open_attempt.started_at, now=now,
                                 idempotency_window=window)
     conn.execute(update(message_attempts).where(a.id == open_attempt.id).values(
-        outcome="unknown", finished_at=now,
-        error="the worker stopped before the provider's answer was recorded"))
+        outcome="unknown", finished_at=now, error=_sealed_error(
+            open_attempt.id, "the worker stopped before the provider's answer was recorded")))
     if safe:
         stats.resent_after_crash += 1
         return True
@@ -273,14 +281,17 @@ def _send(adapter: Adapter, message: Outgoing) -> Result:
     try:
         return adapter.send(message)
     except Exception as exc:  # an adapter bug or an unexpected library error: try again later
-        log.exception("message %s: adapter %s raised", message.id, adapter.name)
-        return Result("retry", error=f"{type(exc).__name__}: {exc}"[:500])
+        # Not log.exception: the exception's text (and a traceback's locals) may quote the
+        # address; its type and masked text say what went wrong.
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        log.error("message %s: adapter %s raised %s", message.id, adapter.name, scrub(error))
+        return Result("retry", error=error)
 
 
 def _record(engine: Engine, item: _Claimed, attempt_id: int, result: Result, now: dt.datetime,
             stats: DeliveryStats, rng: random.Random | None) -> None:
     number = item.attempts + 1
-    values: dict[str, Any] = {"error": result.error}
+    values: dict[str, Any] = {"error": _sealed_error(item.outgoing.id, result.error)}
     if result.status == "delivered":
         values.update(state="delivered", reason=None, finished_at=now, next_attempt_at=now,
                       provider_message_id=result.provider_id)
@@ -296,7 +307,8 @@ def _record(engine: Engine, item: _Claimed, attempt_id: int, result: Result, now
     with UnitOfWork(engine) as uow:
         uow.c.execute(update(message_attempts).where(message_attempts.c.id == attempt_id)
                       .values(outcome=result.status, finished_at=now,
-                              provider_message_id=result.provider_id, error=result.error))
+                              provider_message_id=result.provider_id,
+                              error=_sealed_error(attempt_id, result.error)))
         written = uow.c.execute(update(messages).where(
             m.id == item.outgoing.id, m.state == "sending",
             m.next_attempt_at == item.lease_until).values(**values)).rowcount
@@ -309,7 +321,7 @@ def _record(engine: Engine, item: _Claimed, attempt_id: int, result: Result, now
     elif values["state"] == "failed":
         stats.failed += 1
         log.warning("message %s failed (%s): %s", item.outgoing.id, values["reason"],
-                    result.error)
+                    scrub(result.error or ""))
     else:
         stats.retrying += 1
 

@@ -282,7 +282,8 @@ def signing_key(conn: Connection) -> str:
     if row is not None:
         return str(row)
     conn.execute(upsert(conn, message_keys).values(
-        name="unsubscribe", value=secrets.token_urlsafe(32), created_at=utcnow()
+        name="unsubscribe", value=Sealed(("unsubscribe",), secrets.token_urlsafe(32)),
+        created_at=utcnow()
     ).on_conflict_do_nothing(index_elements=["name"]))
     return str(conn.execute(select(message_keys.c.value).where(
         message_keys.c.name == "unsubscribe")).scalar_one())

@@ -50,9 +50,10 @@ messages = Table(
     # Channel-specific rendered parts (WeChat template fields).
     Column("data", EncryptedJSON("messages.data"), nullable=False),
     Column("state", String(10), nullable=False),
-    # Why it failed or was suppressed (a stable code) and the detail (an error message).
+    # Why it failed or was suppressed (a stable code) and the detail (an error message, which
+    # may quote the provider's answer and so the address: encrypted, and masked).
     Column("reason", String(32), nullable=True),
-    Column("error", Text, nullable=True),
+    Column("error", Encrypted("messages.error"), nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
     # When the next attempt is due; while a worker holds it ('sending'), the end of its lease.
     Column("next_attempt_at", UTCDateTime, nullable=False),
@@ -91,7 +92,8 @@ message_attempts = Table(
     # started | delivered | retry | failed | unknown (its worker died; decided by the next one)
     Column("outcome", String(10), nullable=False),
     Column("provider_message_id", String(128), nullable=True),
-    Column("error", Text, nullable=True),
+    # The provider's answer: encrypted (bound to the attempt's id) and masked, as messages.error.
+    Column("error", Encrypted("message_attempts.error"), nullable=True),
     UniqueConstraint("message_id", "number", name="uq_message_attempts_number"),
     CheckConstraint("outcome IN ('started', 'delivered', 'retry', 'failed', 'unknown')",
                     name="outcome"),
@@ -132,7 +134,8 @@ message_keys = Table(
     "message_keys",
     metadata,
     Column("name", String(32), primary_key=True),
-    Column("value", String(128), nullable=False),
+    # Encrypted, bound to the name: a copy of the database alone cannot sign links.
+    Column("value", Encrypted("message_keys.value", ("name",)), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
 

@@ -5,12 +5,12 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, Money, Quantity, UTCDateTime, metadata
 from patron.protection.fields import EncryptedJSON
+from patron.protection.redact import Redacted
 
 # External order ids are unique per channel, and per store as well for store POS (each till
 # numbers its own receipts): scope_store_id is the store for such channels and 0 otherwise.
@@ -75,7 +75,7 @@ returns = Table(
     Column("external_id", String(64), nullable=False),
     Column("returned_at", UTCDateTime, nullable=False),
     Column("amount", Money, nullable=False),
-    Column("reason", Text, nullable=True),
+    Column("reason", Redacted(), nullable=True),
     Column("content_hash", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("order_id", "external_id", name="uq_returns_order_external"),

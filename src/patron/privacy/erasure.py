@@ -128,9 +128,14 @@ def _erase_messages(conn: Connection, ids: list[int], now: dt.datetime) -> dict[
     for message_id in conn.execute(select(m.id).where(m.customer_id.in_(ids))).scalars().all():
         # encrypted columns, each bound to the message's id
         scrubbed += conn.execute(update(messages).where(m.id == message_id).values(
-            to_address=None, address=None, subject=None, body=Sealed((message_id,), ""),
+            to_address=None, address=None, subject=None, error=None,
+            body=Sealed((message_id,), ""),
             variables=Sealed((message_id,), {}), data=Sealed((message_id,), {}))
         ).rowcount or 0
+    attempts = _optional("message_attempts")
+    if attempts is not None:  # a provider's answer may quote the address
+        conn.execute(update(attempts).where(attempts.c.message_id.in_(
+            select(m.id).where(m.customer_id.in_(ids)))).values(error=None))
     return {"messages": scrubbed, "messages_cancelled": cancelled}
 
 

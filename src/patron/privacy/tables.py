@@ -10,10 +10,10 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
 )
 
 from patron.db import IdType, JSONType, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 # A request from a person about their data. Its deadline is fixed when it is received.
 privacy_requests = Table(
@@ -24,7 +24,7 @@ privacy_requests = Table(
     Column("kind", String(12), nullable=False),  # access | correction | deletion
     Column("status", String(8), nullable=False),  # open | done | refused
     Column("source", String(16), nullable=False),  # store | phone | email | app | web | api
-    Column("note", Text, nullable=True),
+    Column("note", Redacted(), nullable=True),
     Column("received_at", UTCDateTime, nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     Column("completed_at", UTCDateTime, nullable=True),

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, insert, select, update
 from patron.config import get_settings
 from patron.db import UnitOfWork, utcnow
 from patron.errors import Conflict, NotFound, TooManyAttempts, Unauthorized, ValidationFailed
+from patron.protection.fields import Sealed
 from patron.security import audit
 from patron.security.model import ROLES, Actor
 from patron.security.tables import api_keys, sessions, user_stores, users
@@ -379,7 +380,8 @@ def start_totp(*, uow: UnitOfWork, actor: Actor) -> dict[str, str]:
     import pyotp
 
     secret = pyotp.random_base32()
-    uow.c.execute(update(users).where(users.c.id == actor.id).values(totp_pending=secret))
+    uow.c.execute(update(users).where(users.c.id == actor.id).values(
+        totp_pending=Sealed((actor.id,), secret)))
     audit.record(uow.c, actor, "auth.totp_started", entity="user", entity_id=actor.id)
     uow.commit()
     uri = pyotp.TOTP(secret).provisioning_uri(name=actor.name, issuer_name="Patron")
@@ -395,7 +397,7 @@ def confirm_totp(*, uow: UnitOfWork, actor: Actor, code: str) -> None:
     if not totp_ok(user.totp_pending, code):
         raise ValidationFailed("validation_failed", fields=[FieldError("code", "totp_invalid")])
     uow.c.execute(update(users).where(users.c.id == actor.id)
-                  .values(totp_secret=user.totp_pending, totp_pending=None))
+                  .values(totp_secret=Sealed((actor.id,), user.totp_pending), totp_pending=None))
     audit.record(uow.c, actor, "auth.totp_enabled", entity="user", entity_id=actor.id)
     uow.commit()
 

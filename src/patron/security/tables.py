@@ -9,6 +9,7 @@ from sqlalchemy import (
 )
 
 from patron.db import IdType, JSONType, UTCDateTime, metadata
+from patron.protection.fields import Encrypted
 
 # Custom roles an owner builds in the permission matrix: editable permissions (model.COARSE)
 # and a data scope: every store, a brand's or a region's stores, or the user's own stores.
@@ -40,8 +41,9 @@ users = Table(
     Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("locked_until", UTCDateTime, nullable=True),
     # The optional second factor (RFC 6238 TOTP, owners): the shared secret once confirmed.
-    Column("totp_secret", String(64), nullable=True),
-    Column("totp_pending", String(64), nullable=True),
+    # Encrypted like personal data, bound to the user's id: with it anyone makes the codes.
+    Column("totp_secret", Encrypted("users.totp_secret"), nullable=True),
+    Column("totp_pending", Encrypted("users.totp_pending"), nullable=True),
     Column("password_changed_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
 )

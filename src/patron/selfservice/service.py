@@ -22,7 +22,7 @@ from patron.config import get_settings
 from patron.customers.model import IdentifierError, mask_phone, normalize_identity
 from patron.customers.protect import identity_is
 from patron.customers.tables import identities
-from patron.db import UnitOfWork, utcnow
+from patron.db import UnitOfWork, allocate_ids, utcnow
 from patron.errors import FieldError, NotFound, TooManyAttempts, Unauthorized, ValidationFailed
 from patron.loyalty import queries as loyalty_queries
 from patron.loyalty import service as loyalty
@@ -524,9 +524,9 @@ def ensure_card_key(*, uow: UnitOfWork, now: dt.datetime | None = None) -> tuple
     if found is not None:
         return found
     secret = secrets.token_hex(32)
-    key_id = int(uow.c.execute(insert(selfservice_card_keys).values(
-        secret=secret, created_at=now or utcnow()).returning(selfservice_card_keys.c.id)
-    ).scalar_one())
+    key_id = allocate_ids(uow.c, selfservice_card_keys, 1)[0]
+    uow.c.execute(insert(selfservice_card_keys).values(
+        id=key_id, secret=Sealed((key_id,), secret), created_at=now or utcnow()))
     audit.record(uow.c, SYSTEM, "selfservice.card_key_created", entity="selfservice_card_key",
                  entity_id=key_id)
     uow.commit()

@@ -69,7 +69,9 @@ selfservice_card_keys = Table(
     "selfservice_card_keys",
     metadata,
     Column("id", IdType, primary_key=True),
-    Column("secret", String(64), nullable=False),  # 32 random bytes, hex
+    # 32 random bytes, hex; encrypted, bound to the key's id: a copy of the database alone
+    # cannot sign cards.
+    Column("secret", Encrypted("selfservice_card_keys.secret"), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("retired_at", UTCDateTime, nullable=True),
 )

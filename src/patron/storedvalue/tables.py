@@ -18,11 +18,11 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
 from patron.db import IdType, JSONType, Money, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 # Stored value is offered by a loyalty program once an owner has set it up here.
 sv_programs = Table(
@@ -56,7 +56,7 @@ sv_bonus_rules = Table(
     Column("effective_from", UTCDateTime, nullable=False),
     # [{"min": "500.00", "bonus": "50.00"}, ...]: the highest threshold met applies
     Column("tiers", JSONType, nullable=False),
-    Column("note", Text, nullable=True),
+    Column("note", Redacted(), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(120), nullable=False),
     UniqueConstraint("program_id", "version", name="uq_sv_bonus_rules_version"),
@@ -115,7 +115,7 @@ sv_operations = Table(
     # refunds: the spend (or committed hold); cashouts: the top-up
     Column("parent_id", ForeignKey("sv_operations.id"), nullable=True, index=True),
     Column("reference", String(64), nullable=True),  # the till's order or receipt
-    Column("reason", Text, nullable=True),
+    Column("reason", Redacted(), nullable=True),
     Column("actor", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),

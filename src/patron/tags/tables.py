@@ -14,6 +14,7 @@ from sqlalchemy import (
 )
 
 from patron.db import IdType, JSONType, UTCDateTime, metadata
+from patron.protection.redact import Redacted
 
 tags = Table(
     "tags",
@@ -55,7 +56,7 @@ tag_events = Table(
     Column("action", String(8), nullable=False),  # added | removed
     Column("source", String(16), nullable=False),  # manual | bulk | rule
     Column("actor", String(120), nullable=False),
-    Column("note", String(200), nullable=True),
+    Column("note", Redacted(200), nullable=True),
     Column("at", UTCDateTime, nullable=False),
     Index("ix_tag_events_tag_id", "tag_id", "id"),
     Index("ix_tag_events_customer_id", "customer_id", "id"),

@@ -25,6 +25,8 @@ from sqlalchemy import Engine, select, update
 
 from patron import __version__, workers
 from patron.db import UnitOfWork, utcnow
+from patron.protection.fields import Sealed
+from patron.protection.redact import scrub
 from patron.webhooks import model
 from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
 
@@ -170,7 +172,8 @@ def _record(engine: Engine, item: _Claimed, attempt: _Attempt, now: dt.datetime,
     attempts = item.attempts + 1
     values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now,
                               "last_status_code": attempt.status_code,
-                              "last_error": attempt.error}
+                              "last_error": None if attempt.error is None
+                              else Sealed((item.id,), scrub(attempt.error))}
     if attempt.ok:
         values.update(status="delivered", delivered_at=now, next_attempt_at=now)
     else:
@@ -191,7 +194,7 @@ def _record(engine: Engine, item: _Claimed, attempt: _Attempt, now: dt.datetime,
     elif values["status"] == "failed":
         stats.failed += 1
         log.warning("webhook delivery %s failed for good after %s attempts: %s", item.id,
-                    attempts, attempt.error)
+                    attempts, scrub(attempt.error or ""))
     else:
         stats.retrying += 1
 

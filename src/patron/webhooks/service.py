@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from patron.db import UnitOfWork, utcnow
+from patron.db import UnitOfWork, allocate_ids, utcnow
 from patron.errors import Conflict, FieldError, NotFound, ValidationFailed
+from patron.protection.fields import Sealed
 from patron.security import audit
 from patron.security.model import Actor
 from patron.webhooks import model
@@ -86,9 +87,10 @@ def create_endpoint(*, uow: UnitOfWork, actor: Actor, url: str, events: Sequence
     _check(url=url, events=chosen)
     secret = model.new_secret()
     now = utcnow()
-    endpoint_id = uow.c.execute(insert(webhook_endpoints).values(
-        url=url, secret=secret, events=chosen, description=description or None, active=True,
-        created_at=now, updated_at=now).returning(webhook_endpoints.c.id)).scalar_one()
+    endpoint_id = allocate_ids(uow.c, webhook_endpoints, 1)[0]
+    uow.c.execute(insert(webhook_endpoints).values(
+        id=endpoint_id, url=url, secret=Sealed((endpoint_id,), secret), events=chosen,
+        description=description or None, active=True, created_at=now, updated_at=now))
     audit.record(uow.c, actor, "webhook.created", entity="webhook_endpoint",
                  entity_id=endpoint_id, details={"url": url, "events": chosen})
     view = get_endpoint(uow.c, int(endpoint_id))
@@ -140,7 +142,7 @@ def rotate_secret(*, uow: UnitOfWork, actor: Actor, endpoint_id: int) -> str:
     _lock_endpoint(uow.c, endpoint_id)
     secret = model.new_secret()
     uow.c.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
-                  .values(secret=secret, updated_at=utcnow()))
+                  .values(secret=Sealed((endpoint_id,), secret), updated_at=utcnow()))
     audit.record(uow.c, actor, "webhook.secret_rotated", entity="webhook_endpoint",
                  entity_id=endpoint_id)
     uow.commit()

@@ -1,15 +1,17 @@
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table
 
 from patron.db import IdType, JSONType, UTCDateTime, metadata
+from patron.protection.fields import Encrypted
 
 webhook_endpoints = Table(
     "webhook_endpoints",
     metadata,
     Column("id", IdType, primary_key=True),
     Column("url", String(500), nullable=False),
-    # Kept in clear: every delivery is signed with it. Shown to the owner once, when created or
-    # rotated.
-    Column("secret", String(128), nullable=False),
+    # Every delivery is signed with it: encrypted like personal data, bound to the endpoint's
+    # id (a copy of the database alone cannot forge deliveries). Shown to the owner once, when
+    # created or rotated.
+    Column("secret", Encrypted("webhook_endpoints.secret"), nullable=False),
     Column("events", JSONType, nullable=False, default=list),
     Column("description", String(200), nullable=True),
     Column("active", Boolean, nullable=False, server_default="1"),
@@ -32,7 +34,9 @@ webhook_deliveries = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("last_attempt_at", UTCDateTime, nullable=True),
-    Column("last_error", Text, nullable=True),
+    # The receiver's answer or the connection's error: it may quote anything, so encrypted,
+    # bound to the delivery's id (and masked, patron.protection.redact).
+    Column("last_error", Encrypted("webhook_deliveries.last_error"), nullable=True),
     Column("last_status_code", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),

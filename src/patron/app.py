@@ -203,6 +203,10 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.automations.api", "/api/v1"),
                            ("patron.campaigns.api", "/api/v1"),
                            ("patron.messaging.pages", ""),
+                           # before the automation pages: /automations/new and
+                           # /campaigns/new are not codes
+                           ("patron.automations.editor", ""),
+                           ("patron.campaigns.pages", ""),
                            ("patron.automations.pages", ""),
                            ("patron.web.pages", ""),
                            ("patron.privacy.pages", ""),

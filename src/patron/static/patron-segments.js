@@ -454,6 +454,9 @@
     preview(builder.definition);
   }
 
+  // Other editors (automation conditions, campaign audiences) embed the same builder.
+  window.PatronSegmentBuilder = Builder;
+
   document.addEventListener("DOMContentLoaded", function () {
     var page = document.getElementById("segment-page");
     if (page) { start(page); }

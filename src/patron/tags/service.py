@@ -284,13 +284,22 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
 
 
 def _ids_select(conn: Connection, actor: Actor, *, customer_ids: list[int] | None,
-                segment_id: int | None, definition: Any) -> tuple[Select[Any], dict[str, Any]]:
+                segment_id: int | None, definition: Any,
+                matching: tuple[Select[Any], dict[str, Any]] | None = None
+                ) -> tuple[Select[Any], dict[str, Any]]:
     """The customers a bulk change targets, as a query of ``customer_id`` (scope applied), and
     how the audit entry describes them."""
-    given = [x is not None for x in (customer_ids, segment_id, definition)]
+    given = [x is not None for x in (customer_ids, segment_id, definition, matching)]
     if sum(given) != 1:
         raise ValidationFailed("validation_failed", fields=[
             FieldError("target", "tag.one_target")])
+    if matching is not None:
+        # another area's query (a customer list's filters): the actor's scope applies again
+        query, described = matching
+        picked = query.subquery()
+        return (select(customers.c.id.label("customer_id")).where(
+            customers.c.id.in_(select(picked.c.customer_id)),
+            customers.c.merged_into_id.is_(None), visible_clause(actor)), described)
     if segment_id is not None:
         d = segments.saved_definition(conn, segment_id, scope=actor)
         return segments.member_ids_select(d, scope=actor), {"segment_id": segment_id}
@@ -316,11 +325,13 @@ def _ids_select(conn: Connection, actor: Actor, *, customer_ids: list[int] | Non
 def apply_tag(*, uow: UnitOfWork, actor: Actor, code: str, action: str = "add",
               customer_ids: list[int] | None = None, segment_id: int | None = None,
               definition: Any = None, note: str | None = None,
+              matching: tuple[Select[Any], dict[str, Any]] | None = None,
               now: dt.datetime | None = None) -> dict[str, Any]:
     """Add (``action="add"``) or remove a manual tag for one target: customer ids, a saved
-    segment's members or a definition's, within the actor's scope. Customers who already carry
-    it (or do not) are left alone. One audit entry for the whole change, one event per
-    customer changed."""
+    segment's members, a definition's, or ``matching``: a query of ``customer_id`` with how the
+    audit entry describes it (no personal data), e.g. a customer list's filters; always within
+    the actor's scope. Customers who already carry it (or do not) are left alone. One audit
+    entry for the whole change, one event per customer changed."""
     _need(actor, "tags.apply")
     if action not in ("add", "remove"):
         raise ValidationFailed("validation_failed", fields=[
@@ -331,7 +342,8 @@ def apply_tag(*, uow: UnitOfWork, actor: Actor, code: str, action: str = "add",
     if row["kind"] == "rule":
         raise Conflict("tag_is_rule", fields=[FieldError("code", "tag.rule_is_automatic")])
     target, described = _ids_select(conn, actor, customer_ids=customer_ids,
-                                    segment_id=segment_id, definition=definition)
+                                    segment_id=segment_id, definition=definition,
+                                    matching=matching)
     source = "manual" if customer_ids is not None and len(customer_ids) == 1 else "bulk"
     note = (note or "").strip()[:200] or None
     if action == "add":

@@ -14,9 +14,10 @@ from patron.analytics.preferences import preferences_for
 from patron.analytics.service import customer_analytics
 from patron.customers import queries
 from patron.customers import service as customer_service
+from patron.customers.tables import customers
 from patron.db import UnitOfWork, get_engine
 from patron.deps import RecentAuth, UowDep
-from patron.errors import NotFound, ValidationFailed
+from patron.errors import FieldError, NotFound, ValidationFailed
 from patron.i18n import t
 from patron.orders.tables import order_lines
 from patron.org.tables import channels, stores
@@ -81,7 +82,8 @@ async def customer_search(request: Request,
                                            if isinstance(v, str)})
 
 
-def _customer_list(request: Request, actor: Actor, params: Any) -> Response:
+def _customer_list(request: Request, actor: Actor, params: Any, *,
+                   bulk_errors: dict[str, str] | None = None) -> Response:
     lang = page_language(request, actor)
     q = (params.get("q") or "").strip()
     store = params.get("store") or None
@@ -104,13 +106,78 @@ def _customer_list(request: Request, actor: Actor, params: Any) -> Response:
         except ValidationFailed as exc:
             errors = _field_errors(exc, lang)
         store_options = _store_options(uow.c, actor)
+        bulk_tags = _manual_tags(uow.c, actor)
+    if bulk_errors:
+        errors = {**errors, **bulk_errors}
     return render(request, "customers/list.html", {
         "items": items, "total": total, "q": q, "page": page, "sort": sort,
         "sort_options": [(s, t(f"web.sort.{s.lstrip('-')}", lang)) for s in SORTS],
         "store": store or "", "member": params.get("member") or "",
         "store_options": store_options, "errors": errors, "searching": bool(q),
         "has_next": not q and page * LIST_PAGE_SIZE < total,
+        "bulk_tags": bulk_tags, "total_capped": not q and total >= queries.COUNT_CAP,
     }, actor=actor, status_code=422 if errors else 200)
+
+
+def _manual_tags(conn: Connection, actor: Actor) -> list[tuple[str, str]]:
+    """The manual tags the user may apply from the list (none without tags.apply)."""
+    if not actor.can("tags.apply"):
+        return []
+    from patron.tags.tables import tags
+
+    return [(r.code, f"{r.name} ({r.code})") for r in conn.execute(
+        select(tags.c.code, tags.c.name).where(tags.c.kind == "manual").order_by(tags.c.code))]
+
+
+@router.post("/customers/tag")
+async def bulk_tag(request: Request,
+                   actor: Annotated[Actor, Depends(need("tags.apply"))]) -> Response:
+    """Add or remove a manual tag for the customers ticked in the list, or for every customer
+    matching the list's search or filters (within the user's stores: patron.tags.service
+    applies the scope again). One audit entry names the ids or the filters, never the search
+    text (it may be a phone number)."""
+    from urllib.parse import urlencode
+
+    from patron.errors import Forbidden, PatronError
+    from patron.tags import service as tags_service
+
+    form = await posted_form(request)
+    lang = page_language(request, actor)
+    if not actor.can("customers.read"):
+        raise Forbidden("forbidden", params={"permission": "customers.read"})
+    params = {k: str(form.get(k) or "").strip() for k in ("q", "store", "member", "sort")}
+    action = "remove" if form.get("action") == "remove" else "add"
+    code = str(form.get("tag") or "")
+    picked = sorted({int(v) for v in form.getlist("customer_id")
+                     if isinstance(v, str) and v.isdigit() and len(v) <= 18})
+    everyone = form.get("all_matching") == "1"
+    try:
+        with UnitOfWork(get_engine()) as uow:
+            target: dict[str, Any] = {"customer_ids": picked}
+            if everyone and params["q"]:
+                found = queries.search_customers(uow.c, actor=actor, q=params["q"], limit=50)
+                target = {"customer_ids": [int(c["id"]) for c in found]}
+            elif everyone:
+                filters = {"store": params["store"] or None,
+                           "member": {"1": True, "0": False}.get(params["member"])}
+                query = queries.customers_query(uow.c, actor, filters).with_only_columns(
+                    customers.c.id.label("customer_id"))
+                target = {"matching": (query, {"customer_filters": {
+                    "store": filters["store"], "member": filters["member"]}})}
+            if not target.get("customer_ids") and "matching" not in target:
+                raise ValidationFailed("validation_failed", fields=[
+                    FieldError("bulk", "web.bulktag.none_selected")])
+            out = tags_service.apply_tag(uow=uow, actor=actor, code=code, action=action,
+                                         note=str(form.get("note") or "") or None, **target)
+    except PatronError as exc:
+        if exc.status not in (404, 409, 422):
+            raise
+        message = " ".join(t(f.reason, lang, **f.params) for f in exc.fields) or t(
+            exc.message, lang, **exc.params)
+        return _customer_list(request, actor, params, bulk_errors={"bulk": message})
+    kept = {k: params[k] for k in ("store", "member", "sort") if params[k]}
+    return redirect("/customers?" + urlencode({**kept, "tagged": out["changed"], "tag": code,
+                                              "action": action}))
 
 
 def _date_param(raw: str | None, name: str, errors: dict[str, str], lang: str

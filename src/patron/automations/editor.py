@@ -224,6 +224,9 @@ def _dry_run(conn: Connection, actor: Actor, lang: str, *, body: AutomationIn | 
         definition = definition_of(conn, int(row["id"]), int(row["version"]))
         program_id = _program_id(conn, row["program"])
     dry["flow"] = model.flow(definition, lang)
+    for sample in dry["sample"]:  # the service describes steps in English
+        for item, step in zip(sample["steps"], definition.steps_of(sample["arm"]), strict=False):
+            item["description"] = model.describe_step(step, lang)
     dry["audience"] = automations.audience_size(conn, program_id, definition)
     limit = get_settings().audience_confirm_above
     dry["too_large"] = dry["audience"] > limit

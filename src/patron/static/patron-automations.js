@@ -92,7 +92,9 @@
   };
 
   Editor.prototype.definition = function () {
-    var d = {trigger: this.trigger, conditions: this.condOn ? this.conditions : null,
+    var hasConditions = this.condOn && this.conditions.conditions &&
+      this.conditions.conditions.length > 0;
+    var d = {trigger: this.trigger, conditions: hasConditions ? this.conditions : null,
              reentry_days: this.reentryEvery ? intOrRaw(this.reentryDays) : null,
              control_share: shareOf(this.controlPct)};
     if (this.ab) {

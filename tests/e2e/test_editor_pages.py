@@ -189,6 +189,7 @@ def test_a_large_audience_must_be_confirmed_before_activation(client, club, monk
         "csrf_token": token, "code": "big", "name": "大", "program": "BB", "intent": "dry_run",
         "definition": json.dumps(_definition(club["coupon"]))})
     assert 'id="audience-warning"' in r.text and "4 位顾客" in r.text
+    assert 'id="conditions-warning"' in r.text  # beside the conditions that make it large
     client.post("/automations/new", data={
         "csrf_token": token, "code": "big", "name": "大", "program": "BB", "intent": "save",
         "definition": json.dumps(_definition(club["coupon"]))})

@@ -27,6 +27,8 @@ os.environ.setdefault("PATRON_MESSAGES_WORKER", "0")
 os.environ.setdefault("PATRON_AUTOMATIONS_WORKER", "0")
 # Tests run analytics refreshes explicitly, not from a nightly scheduler thread.
 os.environ.setdefault("PATRON_ANALYTICS_REFRESH_AT", "off")
+# nor copy the audience replica in the background (tests sync it when they need it)
+os.environ.setdefault("PATRON_AUDIENCE_REPLICA_REFRESH_MINUTES", "0")
 # Fixed test keys (docs/data-protection.md#keys): no test generates development keys on disk.
 os.environ.setdefault("PATRON_DATA_KEYS", "t1:Y7YvJ4Sg0n8nV0gMmd3cNq3bJ1JY5jJqk9mX3e0mQ4A")
 os.environ.setdefault("PATRON_INDEX_KEY", "2p3dDq5V4Jq8kQ9b7yVw6o0Yxg1rJ1m6vT2lZ8cH0sE")

@@ -78,7 +78,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     (``PATRON_WEBHOOKS_WORKER=0``) in favour of a separate ``patron webhooks deliver``, sends
     due messages the same way (``PATRON_MESSAGES_WORKER``, ``patron messages work``), and
     checks whether the nightly analytics refresh is due (``PATRON_ANALYTICS_REFRESH_AT``) and
-    the daily backup (``PATRON_BACKUP_AT``)."""
+    the daily backup (``PATRON_BACKUP_AT``), and refreshes the segment builder's audience
+    replica (``PATRON_AUDIENCE_REPLICA_REFRESH_MINUTES``)."""
     from patron.analytics.jobs import start_scheduler
     from patron.backup.schedule import start_scheduler as start_backups
     from patron.config import get_settings
@@ -95,9 +96,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         stop_automations = start_automations(get_engine())
     stop_backups = start_backups(get_engine())
+    from patron.segments.replica import start_refresher
+
+    stop_replica = start_refresher(get_engine())
     try:
         yield
     finally:
+        if stop_replica is not None:
+            stop_replica()
         if stop_backups is not None:
             stop_backups()
         if stop_automations is not None:

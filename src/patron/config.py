@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     message_costs: dict[str, Decimal] = Field(default_factory=dict)
     audience_confirm_above: int = Field(default=1_000_000, ge=1)
     campaign_approval_above: int = Field(default=10_000, ge=0)
+    # The segment builder's live count reads the audience replica (docs/segments.md#the-
+    # audience-replica) when it is at most this many minutes old (0: never, always the
+    # database); each server process refreshes it every `audience_replica_refresh_minutes`
+    # (0: never; `patron segments sync-replica` from cron instead).
+    audience_replica_max_age_minutes: int = Field(default=15, ge=0, le=10080)
+    audience_replica_refresh_minutes: int = Field(default=10, ge=0, le=10080)
     # Nightly analytics refresh: local time "HH:MM" in `analytics_refresh_tz`, or "off".
     analytics_refresh_at: str = "03:00"
     analytics_refresh_tz: str = "Asia/Shanghai"

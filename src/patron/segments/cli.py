@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-segments_app = typer.Typer(help="Saved segments: daily sizes, counts, exports.",
+segments_app = typer.Typer(help="Saved segments: daily sizes, counts, exports, the audience "
+                                "replica.",
                            no_args_is_help=True)
 
 
@@ -81,3 +82,21 @@ def export_cmd(
     with UnitOfWork(get_engine()) as uow:
         path = service.export_members(uow=uow, actor=_actor(), segment_id=segment_id, fmt=fmt)
     typer.echo(str(path))
+
+
+@segments_app.command("sync-replica")
+def sync_replica_cmd(
+    quiet: Annotated[bool, typer.Option(help="Print only the JSON summary")] = False,
+) -> None:
+    """Copy what segment conditions read into the audience replica (<data dir>/audience.duckdb)
+    that the builder's live count uses; each server process also does it every
+    PATRON_AUDIENCE_REPLICA_REFRESH_MINUTES."""
+    from patron.cli import print_json
+    from patron.db import get_engine
+    from patron.segments import replica
+
+    def say(message: str) -> None:
+        if not quiet:
+            typer.echo(message, err=True)
+
+    print_json(replica.sync(get_engine(), progress=say).as_json())

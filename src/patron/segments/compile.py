@@ -82,6 +82,21 @@ def _has_pg(element: json_array_has, compiler: Any, **kw: Any) -> str:
     return f"COALESCE((CAST({col} AS JSONB) -> {key}) ? {value}, false)"
 
 
+@compiles(json_array_has, "duckdb")
+def _has_duckdb(element: json_array_has, compiler: Any, **kw: Any) -> str:
+    """The audience replica (patron.segments.replica): an array holding the text, or the text
+    itself (as SQLite's json_each and PostgreSQL's ``?`` take a lone string)."""
+    from patron.segments.replica import _json_path
+
+    col_el, key_el, value_el = element.clauses
+    col, value = compiler.process(col_el, **kw), compiler.process(value_el, **kw)
+    key = key_el.value
+    whole = _json_path(key)  # '$."key"'
+    every = whole[:-1] + "[*]'"
+    return (f"COALESCE(list_contains(json_extract_string({col}, {every}), {value}) "
+            f"OR json_extract_string({col}, {whole}) = {value}, false)")
+
+
 # --- context --------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection, select
 
+from patron.config import get_settings
 from patron.db import UnitOfWork, get_engine
 from patron.errors import PatronError
 from patron.i18n import t
@@ -135,10 +136,11 @@ def catalog(conn: Connection, lang: str) -> dict[str, Any]:
     ]
     labels = {k: _(f"web.segments.ui.{k}") for k in (
         "all", "any", "add_condition", "add_group", "remove", "empty_group", "everyone",
-        "any_time", "last_days", "dates", "counting")}
+        "any_time", "last_days", "dates", "counting", "as_of")}
     return {"types": [{"type": name, "label": _(f"web.segments.type.{name}"), "params": params}
                       for name, params in types],
-            "number_ops": opts(model.NUMBER_OPS, "web.segments.op"), "labels": labels}
+            "number_ops": opts(model.NUMBER_OPS, "web.segments.op"), "labels": labels,
+            "timezone": get_settings().default_timezone}
 
 
 def _builder(request: Request, actor: Actor, *, segment: dict[str, Any] | None) -> Response:

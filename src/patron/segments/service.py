@@ -8,6 +8,8 @@ description is in docs/segments.md ("For other areas") and stays stable:
 - ``member_ids_select(definition, *, scope, as_of=None) -> Select`` of ``customer_id``
 - ``count(conn, definition, *, scope, as_of=None) -> int``
 - ``sample(conn, definition, *, scope, as_of=None, limit=20) -> list[dict]`` (masked)
+- ``live_count_and_sample(conn, definition, *, scope, ...)``: the builder's, from the audience
+  replica when fresh (patron.segments.replica); nothing else reads the replica
 - ``contains(conn, definition, customer_id, *, scope, as_of=None) -> bool``
 - ``saved_definition(conn, segment_id, *, scope) -> Definition``
 """
@@ -373,8 +375,33 @@ def preview(conn: Connection, *, actor: Actor, definition: Any, limit: int = 20,
     """The live count and a sample while a definition is being edited (nothing written)."""
     _need(actor, "segments.read")
     d = validate(definition, conn)
-    total, rows = count_and_sample(conn, d, scope=actor, as_of=as_of, limit=limit)
-    return {"count": total, "sample": rows, "definition": d.as_json()}
+    live = live_count_and_sample(conn, d, scope=actor, as_of=as_of, limit=limit)
+    return {**live, "definition": d.as_json()}
+
+
+def live_count_and_sample(conn: Connection, definition: Any, *, scope: Actor,
+                          as_of: dt.datetime | None = None, limit: int = 20
+                          ) -> dict[str, Any]:
+    """What the builder shows while a definition is edited: the count and the ids of the
+    sample from the audience replica when it is fresh enough (``counted_on: "replica"``, with
+    its ``as_of``), the sampled rows (masked) from the database by id; otherwise both from the
+    database, as :func:`count_and_sample` (``counted_on: "database"``, ``as_of: None``)."""
+    from patron.segments import replica
+
+    limit = max(1, min(int(limit), SAMPLE_MAX))
+    counted = replica.count_and_ids(definition, scope=scope, as_of=as_of, limit=limit)
+    if counted is None:
+        total, rows = count_and_sample(conn, definition, scope=scope, as_of=as_of, limit=limit)
+        return {"count": total, "sample": rows, "counted_on": "database", "as_of": None}
+    f = customer_figures.c
+    found = conn.execute(
+        select(customers.c.id, customers.c.member_code, customers.c.name, customers.c.phone,
+               f.order_count, f.net_spend, f.last_order_at)
+        .outerjoin(customer_figures, f.customer_id == customers.c.id)
+        .where(customers.c.id.in_(counted.ids))
+        .order_by(customers.c.id.desc())).mappings().all() if counted.ids else []
+    return {"count": counted.count, "sample": [_sampled(r) for r in found],
+            "counted_on": "replica", "as_of": counted.as_of}
 
 
 def count_and_sample(conn: Connection, definition: Any, *, scope: Actor,

@@ -366,7 +366,19 @@
     var sampleEl = document.getElementById("segment-sample");
     var jsonEl = document.getElementById("segment-json");
     var statusEl = document.getElementById("segment-status");
+    var asOfEl = document.getElementById("segment-as-of");
     var timer = null;
+
+    // Counted on the audience replica: say how old its data are (local time of the stores).
+    function showAsOf(asOf) {
+      if (!asOfEl) { return; }
+      if (!asOf) { asOfEl.hidden = true; asOfEl.textContent = ""; return; }
+      var time = new Date(asOf).toLocaleTimeString(document.documentElement.lang || undefined,
+        {hour: "2-digit", minute: "2-digit", hour12: false, timeZone: catalog.timezone});
+      asOfEl.textContent = catalog.labels.as_of + " " + time;
+      asOfEl.setAttribute("data-as-of", asOf);
+      asOfEl.hidden = false;
+    }
     var seq = 0;
 
     function preview(definition) {
@@ -382,6 +394,7 @@
           if (status !== 200) {
             statusEl.textContent = body.error ? body.error.message : String(status);
             countEl.textContent = "–";
+            showAsOf(null);
             builder.showErrors(body.error ? body.error.fields : []);
             page.setAttribute("data-state", "invalid");
             return;
@@ -390,6 +403,7 @@
           statusEl.textContent = "";
           countEl.textContent = Number(body.count).toLocaleString();
           countEl.setAttribute("data-count", body.count);
+          showAsOf(body.as_of);
           sampleEl.innerHTML = "";
           body.sample.forEach(function (c) {
             var link = el("a", {href: "/customers/" + c.id, text: c.name || ("#" + c.id)});

@@ -172,3 +172,33 @@ def test_cashiers_do_not_read_segments(client, users) -> None:
     login(client, "cashier")
     assert client.post("/api/v1/segments/preview", json={"definition": {}}).status_code == 403
     assert client.get("/api/v1/segments").status_code == 403
+
+
+def test_preview_counts_on_a_fresh_audience_replica_and_says_so(shoppers, db_url, tmp_path,
+                                                                  monkeypatch) -> None:
+    from patron.config import get_settings
+    from patron.segments import replica
+
+    monkeypatch.setenv("PATRON_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    recent = {"definition": {"conditions": [ANY_ORDER,
+                                            {"type": "recency", "op": "lte", "value": 30}]},
+              "limit": 2}
+    try:
+        before = shoppers.post("/api/v1/segments/preview", json=recent).json()
+        assert before["counted_on"] == "database" and before["as_of"] is None
+        synced = replica.sync(get_engine(db_url))
+        body = shoppers.post("/api/v1/segments/preview", json=recent).json()
+        assert body["counted_on"] == "replica"
+        assert dt.datetime.fromisoformat(body["as_of"]) == synced.as_of
+        assert body["count"] == before["count"] == 3
+        assert [s["id"] for s in body["sample"]] == [s["id"] for s in before["sample"]]
+        assert all("****" in s["phone"] for s in body["sample"])
+        # a new order: the replica's count is the copy's until the next sync
+        _buy(shoppers, 9, "SH01", "13810000009")
+        assert shoppers.post("/api/v1/segments/preview", json=recent).json()["count"] == 3
+        replica.sync(get_engine(db_url))
+        assert shoppers.post("/api/v1/segments/preview", json=recent).json()["count"] == 4
+    finally:
+        get_settings.cache_clear()
+        replica.reset_readers()

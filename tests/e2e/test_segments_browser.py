@@ -131,3 +131,29 @@ def test_build_a_nested_segment_save_export_and_tag_it(live_server, browser, sho
     assert browser.find_element(By.ID, "tag-count").text == "3"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#tag-events tbody tr")) == 3
     screenshot(browser, tmp_path, "tag")
+
+
+def test_the_builder_says_when_it_counts_on_the_audience_replica(live_server, browser, shop,
+                                                                  db_url) -> None:
+    from zoneinfo import ZoneInfo
+
+    from patron.segments import replica
+
+    sign_in(browser, live_server, "owner", PASSWORD)
+    browser.get(f"{live_server}/segments/new")
+    wait_for(browser, '#segment-builder [data-path="root"]')
+    _count(browser, "3")
+    assert not browser.find_element(By.ID, "segment-as-of").is_displayed()  # the database
+
+    try:
+        synced = replica.sync(get_engine(db_url))  # into the server's data dir
+        browser.refresh()
+        wait_for(browser, '#segment-builder [data-path="root"]')
+        _count(browser, "3")
+        note = WebDriverWait(browser, 15).until(
+            lambda b: b.find_element(By.ID, "segment-as-of") if b.find_element(
+                By.ID, "segment-as-of").is_displayed() else None)
+        local = synced.as_of.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%H:%M")
+        assert note.text == f"计数所用数据截至 {local}", note.text
+    finally:
+        replica.reset_readers()

@@ -136,6 +136,11 @@ def test_the_live_count_uses_a_fresh_replica_and_the_database_otherwise(
         assert off["counted_on"] == "database" and off["count"] == len(want)
         assert replica.count_and_ids(definition, scope=SYSTEM, max_age=dt.timedelta(0),
                                      now=result.as_of + dt.timedelta(seconds=1)) is None
+        # a copy of another database is never counted on
+        assert replica.count_and_ids(definition, scope=SYSTEM, max_age=DAY,
+                                     source=engine.url) is not None
+        assert replica.count_and_ids(definition, scope=SYSTEM, max_age=DAY,
+                                     source="sqlite:///elsewhere.sqlite3") is None
     finally:
         get_settings.cache_clear()
         replica.reset_readers()
@@ -156,3 +161,27 @@ def test_a_new_sync_replaces_the_copy_readers_see(engine, world: World, synced) 
     replica.sync(engine, path=synced)
     assert _replica(synced, definition) == set()
     assert not list(synced.parent.glob("audience-*"))  # the staging directory is gone
+
+
+def test_the_cli_syncs_the_replica_into_the_data_dir(engine, world: World, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from patron.cli import app
+    from patron.config import get_settings
+
+    monkeypatch.setenv("PATRON_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        out = CliRunner().invoke(app, ["segments", "sync-replica", "--quiet"])
+        assert out.exit_code == 0, out.output
+        summary = json.loads(out.stdout)
+        assert summary["path"] == str(tmp_path / replica.FILE_NAME)
+        assert summary["rows"]["customers"] == len(world.customers)
+        assert summary["seconds"] > 0
+        assert replica.as_of(tmp_path / replica.FILE_NAME) is not None
+    finally:
+        get_settings.cache_clear()
+        replica.reset_readers()

@@ -39,7 +39,7 @@ log = logging.getLogger("patron.segments.replica")
 
 FILE_NAME = "audience.duckdb"
 # Bumped whenever the copied tables or columns change: a replica of another format is ignored.
-FORMAT = 1
+FORMAT = 2
 BATCH_ROWS = 100_000
 
 # The tables and columns the segment compiler reads (patron.segments.compile, the store-scope
@@ -178,6 +178,16 @@ def render(stmt: Select[Any]) -> tuple[str, list[Any]]:
 
 
 # --- copying ---------------------------------------------------------------------------------
+
+def source_key(url: Any) -> str:
+    """Which database a replica was copied from (its URL without the password, hashed): a
+    replica of another database is never counted on."""
+    import hashlib
+
+    text = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") \
+        else str(url)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
 
 def replica_path(data_dir: Path | None = None) -> Path:
     from patron.config import get_settings
@@ -329,9 +339,10 @@ def sync(engine: Engine, *, path: Path | None = None,
                         progress(f"{table}: {rows[table]:,} rows "
                                  f"({time.perf_counter() - began:.1f} s)")
             duck.execute("CREATE TABLE replica_meta (format INTEGER, as_of TIMESTAMPTZ, "
-                         "source VARCHAR, seconds DOUBLE)")
-            duck.execute("INSERT INTO replica_meta VALUES (?, ?, ?, ?)",
-                         [FORMAT, as_of, engine.dialect.name, time.perf_counter() - started])
+                         "dialect VARCHAR, source VARCHAR, seconds DOUBLE)")
+            duck.execute("INSERT INTO replica_meta VALUES (?, ?, ?, ?, ?)",
+                         [FORMAT, as_of, engine.dialect.name, source_key(engine.url),
+                          time.perf_counter() - started])
             duck.execute("CHECKPOINT")
         finally:
             duck.close()
@@ -355,10 +366,10 @@ class _Reader:
         escaped = str(path).replace("'", "''")
         self.db.execute(f"ATTACH '{escaped}' AS audience (READ_ONLY)")
         self.db.execute("USE audience")
-        meta = self.db.execute("SELECT format, as_of FROM replica_meta").fetchone()
+        meta = self.db.execute("SELECT format, as_of, source FROM replica_meta").fetchone()
         if meta is None or int(meta[0]) != FORMAT:
             raise CannotAnswer("replica of another format")
-        as_of = meta[1]
+        as_of, self.source = meta[1], str(meta[2])
         self.as_of: dt.datetime = (as_of.replace(tzinfo=dt.UTC) if as_of.tzinfo is None
                                    else as_of.astimezone(dt.UTC))
 
@@ -407,11 +418,12 @@ class Counted:
 
 def count_and_ids(definition: Any, *, scope: Any, as_of: dt.datetime | None = None,
                   limit: int = 20, max_age: dt.timedelta | None = None,
-                  path: Path | None = None, now: dt.datetime | None = None) -> Counted | None:
+                  path: Path | None = None, now: dt.datetime | None = None,
+                  source: Any = None) -> Counted | None:
     """The count of the customers the definition selects in the replica and the ids of the
     newest ``limit`` of them; None when the replica is missing, older than ``max_age``
-    (default ``PATRON_AUDIENCE_REPLICA_MAX_AGE_MINUTES``; 0 turns the replica off) or cannot
-    answer this definition."""
+    (default ``PATRON_AUDIENCE_REPLICA_MAX_AGE_MINUTES``; 0 turns the replica off), copied from
+    another database than ``source`` (a database URL) or cannot answer this definition."""
     from patron.config import get_settings
     from patron.db import utcnow
     from patron.segments import compile as sqlc
@@ -427,6 +439,8 @@ def count_and_ids(definition: Any, *, scope: Any, as_of: dt.datetime | None = No
         log.warning("audience replica unreadable; counting in the database", exc_info=True)
         return None
     if reader is None or (now or utcnow()) - reader.as_of > max_age:
+        return None
+    if source is not None and reader.source != source_key(source):
         return None
     try:
         ids = sqlc.member_ids_select(definition, scope=scope, as_of=as_of).subquery()

@@ -389,7 +389,8 @@ def live_count_and_sample(conn: Connection, definition: Any, *, scope: Actor,
     from patron.segments import replica
 
     limit = max(1, min(int(limit), SAMPLE_MAX))
-    counted = replica.count_and_ids(definition, scope=scope, as_of=as_of, limit=limit)
+    counted = replica.count_and_ids(definition, scope=scope, as_of=as_of, limit=limit,
+                                    source=conn.engine.url)
     if counted is None:
         total, rows = count_and_sample(conn, definition, scope=scope, as_of=as_of, limit=limit)
         return {"count": total, "sample": rows, "counted_on": "database", "as_of": None}

@@ -174,6 +174,11 @@ def test_refusals_come_back_beside_their_fields(client, club, lang, cron_message
         "definition": json.dumps(definition)})
     assert r.status_code == 422
     assert list(_errors(r.text)) == ["definition.steps.1"]
+    definition = _definition(club["coupon"], control_share="0.95")  # 95 % typed in the form
+    r = client.post(f"/automations/new?lang={lang}", data={
+        "csrf_token": token, "code": "bad", "name": "x", "program": "BB", "intent": "dry_run",
+        "definition": json.dumps(definition)})
+    assert "90%" in _errors(r.text)["definition.control_share"]
     with UnitOfWork(club["engine"], readonly=True) as uow:
         assert uow.c.execute(select(automations)).first() is None
 

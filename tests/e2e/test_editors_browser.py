@@ -98,6 +98,9 @@ def test_build_dry_run_save_and_activate_an_automation(live_server, browser, clu
     browser.find_element(By.ID, "automation-code").send_keys("daily-hello")
     browser.find_element(By.ID, "automation-name").send_keys("每日问候")
 
+    # "joined a segment" builds its segment in the same embedded builder
+    Select(browser.find_element(By.ID, "trigger-type")).select_by_value("joined_segment")
+    wait_for(browser, '#trigger-params [data-param="segment"] [data-path="root"]')
     # the trigger: a schedule, first with a cron expression that never fires
     Select(browser.find_element(By.ID, "trigger-type")).select_by_value("schedule")
     cron = _cron(browser)

@@ -11,6 +11,7 @@ the control it names (``definition.steps.2.template``...), in the page's languag
 from __future__ import annotations
 
 import json
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -38,6 +39,8 @@ ACTIONS = ("issue_coupon", "grant_points", "add_tag", "remove_tag", "send_messag
            "call_webhook", "wait")
 CHANNELS = ("sms", "email", "wechat", "app")
 STAGES = ("new", "active", "dormant", "churn_risk", "churned", "reactivated")
+# Shares the forms take in percent (the definition holds fractions): limits are shown in %.
+PERCENT_FIELDS = ("control_share", "share")
 # What pydantic says of a definition as a whole (its model validators), as message keys.
 SHAPE_ERRORS = {
     "give either steps or variants": "web.autoedit.error.steps_or_variants",
@@ -62,6 +65,9 @@ def shape_errors(exc: ValidationError, lang: str, *, tags: tuple[str, ...] = ()
         path = ".".join(parts) or "form"
         reason = err["type"]
         ctx = {k: str(v) for k, v in (err.get("ctx") or {}).items()}
+        if parts and parts[-1] in PERCENT_FIELDS:  # typed in %, kept as a fraction
+            ctx = {k: _percent(v) if k in ("ge", "gt", "le", "lt") else v
+                   for k, v in ctx.items()}
         if reason == "value_error":
             text = str(err.get("msg", "")).removeprefix("Value error, ")
             message = t(SHAPE_ERRORS.get(text, "web.error.invalid_value"), lang)
@@ -71,6 +77,13 @@ def shape_errors(exc: ValidationError, lang: str, *, tags: tuple[str, ...] = ()
             message = t(reason, lang, **ctx)
         out.setdefault(path, message)
     return out
+
+
+def _percent(fraction: str) -> str:
+    try:
+        return f"{Decimal(fraction) * 100:f}".rstrip("0").rstrip(".") + "%"
+    except InvalidOperation:
+        return fraction
 
 
 def service_errors(exc: PatronError, lang: str, *, default: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from patron import __version__
@@ -38,6 +40,7 @@ def _wants_html(request: Request) -> bool:
         "accept", "")
 
 
+log = logging.getLogger(__name__)
 MAX_ID = 2**63 - 1  # ids are 64-bit integers in both databases
 
 
@@ -144,6 +147,19 @@ def create_app() -> FastAPI:
             fields.append(FieldError(".".join(loc) or "body", err.get("type", "invalid"), ctx))
         return JSONResponse(error_body("validation_failed", request_language(request),
                                        fields=fields), status_code=422)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(request: Request, exc: Exception) -> Response:
+        """A value the schema let through but no database column can hold (SQLite's driver
+        refuses to bind a number past 64 bits; PostgreSQL refuses a value out of its column's
+        range): the caller's input, so 422, never a 500. The unit of work has rolled back.
+        Logged, since the schema should have refused it first."""
+        log.warning("input out of range for the database at %s: %s", request.url.path,
+                    type(exc).__name__)
+        return JSONResponse(error_body("validation_failed", request_language(request),
+                                       fields=[FieldError("body", "value_out_of_range")]),
+                            status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -23,6 +23,7 @@ from patron.customers.schemas import (
 from patron.deps import RecentAuth, UowDep, require
 from patron.errors import FieldError, ValidationFailed
 from patron.security.model import Actor
+from patron.security.schemas import Id
 
 router = APIRouter(tags=["customers"])
 
@@ -70,10 +71,10 @@ class CustomerListParams(BaseModel):
     created_to: dt.date | None = None
     last_purchase_from: dt.date | None = None
     last_purchase_to: dt.date | None = None
-    min_orders: int | None = Field(default=None, ge=0)
-    max_orders: int | None = Field(default=None, ge=0)
-    min_net_spend: Decimal | None = None
-    max_net_spend: Decimal | None = None
+    min_orders: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    max_orders: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    min_net_spend: Decimal | None = Field(default=None, ge=-10**12, le=10**12)
+    max_net_spend: Decimal | None = Field(default=None, ge=-10**12, le=10**12)
     consent: Literal["sms", "wechat", "app", "email"] | None = None
 
 
@@ -85,7 +86,7 @@ def _filters(params: CustomerListParams, request: Request) -> queries.CustomerFi
 def list_or_search(uow: UowDep, actor: Reader, request: Request,
                    params: Annotated[CustomerListParams, Query()],
                    q: str | None = None, sort: str = "-created_at",
-                   page: Annotated[int, Query(ge=1)] = 1,
+                   page: Annotated[int, Query(ge=1, le=10**6)] = 1,
                    page_size: Annotated[int, Query(ge=1, le=200)] = 20) -> Any:
     """With ``q``: search by phone, member code, any identifier or the start of the name
     (at most ``page_size`` matches). Without: the filtered, sorted, paginated list."""
@@ -184,7 +185,7 @@ def export_orders(fmt: Literal["csv", "xlsx"], uow: UowDep, actor: Exporter,
 
 
 class MergeIn(BaseModel):
-    customer_ids: tuple[int, int]
+    customer_ids: tuple[Id, Id]
     reason: str = Field(min_length=1, max_length=500)
 
 

@@ -19,6 +19,7 @@ from patron.db import UnitOfWork, get_engine, utcnow
 from patron.messaging import service as messaging
 from patron.security import service as security
 from patron.security.model import SYSTEM
+from patron.segments import service as segments
 from patron.tags import service as tags
 from tests.coupon_factories import make_template
 from tests.e2e.browser import (  # noqa: F401 - fixtures
@@ -60,6 +61,9 @@ def club(db_url, org, users, monkeypatch):
     with UnitOfWork(engine) as uow:
         security.create_user(uow=uow, actor=SYSTEM, username="owner2", password=PASSWORD,
                              role="owner")
+    with UnitOfWork(engine) as uow:
+        segments.create_segment(uow=uow, actor=SYSTEM, name="有手机号", definition={
+            "match": "all", "conditions": [{"type": "identity", "kind": "phone"}]})
     return engine
 
 
@@ -175,6 +179,11 @@ def test_create_preview_launch_and_approve_a_campaign(live_server, browser, club
     wait_for(browser, "#new-campaign").click()
     _ready(browser, "campaign-form")
     wait_for(browser, '#campaign-segment-builder [data-path="root"]')
+    # the audience starts from a saved segment, loaded into the builder
+    Select(browser.find_element(By.ID, "load-segment")).select_by_visible_text("有手机号")
+    wait_for(browser, '#campaign-segment-builder [data-path="conditions.0"][data-type="identity"]')
+    WebDriverWait(browser, 15).until(
+        lambda b: b.find_element(By.ID, "segment-count").text == "5")
     form = browser.find_element(By.ID, "campaign-form")
     browser.find_element(By.ID, "campaign-code").send_keys("spring")
     browser.find_element(By.ID, "campaign-name").send_keys("春季回馈")
@@ -211,6 +220,8 @@ def test_create_preview_launch_and_approve_a_campaign(live_server, browser, club
         c = uow.c.execute(select(campaigns)).mappings().one()
     assert (c["status"], c["launched_by"], c["approved_by"], c["audience_size"]) == (
         "scheduled", "owner", "owner2", 5)
+    assert c["segment"]["conditions"] == [{"type": "identity", "kind": "phone",
+                                           "op": "present"}]
 
 
 @pytest.fixture

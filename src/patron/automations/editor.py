@@ -104,7 +104,7 @@ def _opts(values: Any, prefix: str, lang: str) -> list[list[str]]:
     return [[v, t(f"{prefix}.{v}", lang)] for v in values]
 
 
-def catalog(conn: Connection, lang: str) -> dict[str, Any]:
+def catalog(conn: Connection, lang: str, actor: Actor) -> dict[str, Any]:
     """Trigger types and actions with their parameters, the choices they offer (tiers, coupon
     templates, message templates, manual tags, webhook endpoints, saved segments), the segment
     builder's own catalogue, and the labels, in ``lang``. Configuration only: no customer."""
@@ -112,7 +112,6 @@ def catalog(conn: Connection, lang: str) -> dict[str, Any]:
     from patron.loyalty.tables import loyalty_programs, loyalty_tiers
     from patron.messaging.service import list_templates
     from patron.segments import pages as segment_pages
-    from patron.segments.tables import segments
     from patron.tags.tables import tags
     from patron.webhooks.tables import webhook_endpoints
 
@@ -139,8 +138,7 @@ def catalog(conn: Connection, lang: str) -> dict[str, Any]:
         select(tags.c.code, tags.c.name).where(tags.c.kind == "manual").order_by(tags.c.code))]
     endpoints = [[str(r.id), r.url] for r in conn.execute(
         select(webhook_endpoints.c.id, webhook_endpoints.c.url).order_by(webhook_endpoints.c.id))]
-    saved = {str(r.id): {"name": r.name, "definition": r.definition} for r in conn.execute(
-        select(segments.c.id, segments.c.name, segments.c.definition).order_by(segments.c.name))}
+    saved = saved_segments(conn, actor)
     stages = _opts(STAGES, "analytics.stage", lang)
     days = p("days", "int")
     triggers: dict[str, list[dict[str, Any]]] = {
@@ -192,6 +190,16 @@ def catalog(conn: Connection, lang: str) -> dict[str, Any]:
     }
 
 
+def saved_segments(conn: Connection, actor: Actor) -> dict[str, dict[str, Any]]:
+    """Saved segments to start conditions from, for users who may read them."""
+    from patron.segments.tables import segments
+
+    if not actor.can("segments.read"):
+        return {}
+    return {str(r.id): {"name": r.name, "definition": r.definition} for r in conn.execute(
+        select(segments.c.id, segments.c.name, segments.c.definition).order_by(segments.c.name))}
+
+
 def _program_options(conn: Connection) -> list[tuple[str, str]]:
     from patron.loyalty.tables import loyalty_programs
 
@@ -211,7 +219,7 @@ def _editor(request: Request, actor: Actor, *, automation: dict[str, Any] | None
     errors = errors or {}
     with UnitOfWork(get_engine(), readonly=True) as uow:
         context = {
-            "automation": automation, "form": form, "catalog": catalog(uow.c, lang),
+            "automation": automation, "form": form, "catalog": catalog(uow.c, lang, actor),
             "definition": definition,
             # the definition's own errors are placed by the script; the form's beside it
             "definition_errors": {k: v for k, v in errors.items()

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import Connection, select
 
-from patron.automations.editor import CHANNELS, service_errors, shape_errors
+from patron.automations.editor import CHANNELS, saved_segments, service_errors, shape_errors
 from patron.campaigns import service as campaigns
 from patron.campaigns.schemas import CampaignIn
 from patron.config import get_settings
@@ -36,12 +36,11 @@ FIELDS = ("code", "name", "program", "channel", "arms_mode", "template", "contro
           "message_cost")
 
 
-def _options(conn: Connection, lang: str) -> dict[str, Any]:
+def _options(conn: Connection, lang: str, actor: Actor) -> dict[str, Any]:
     from patron.coupons.tables import coupon_templates
     from patron.loyalty.tables import loyalty_programs
     from patron.messaging.service import list_templates
     from patron.segments import pages as segment_pages
-    from patron.segments.tables import segments
 
     programs = {int(r.id): (r.code, r.name) for r in conn.execute(
         select(loyalty_programs.c.id, loyalty_programs.c.code, loyalty_programs.c.name)
@@ -59,10 +58,7 @@ def _options(conn: Connection, lang: str) -> dict[str, Any]:
             .order_by(coupon_templates.c.id))],
         "segment_catalog": {
             "segments": segment_pages.catalog(conn, lang),
-            "saved_segments": {str(r.id): {"name": r.name, "definition": r.definition}
-                               for r in conn.execute(select(segments.c.id, segments.c.name,
-                                                            segments.c.definition)
-                                                     .order_by(segments.c.name))},
+            "saved_segments": saved_segments(conn, actor),
             "labels": {k: t(f"web.autoedit.ui.{k}", lang)
                        for k in ("load_segment", "customers", "everyone")}},
     }
@@ -74,7 +70,7 @@ def _form_page(request: Request, actor: Actor, *, form: dict[str, Any],
     lang = page_language(request, actor)
     errors = errors or {}
     with UnitOfWork(get_engine(), readonly=True) as uow:
-        options = _options(uow.c, lang)
+        options = _options(uow.c, lang, actor)
     return render(request, "automations/campaign_new.html", {
         "form": form, "segment": segment, "rows": range(VARIANT_ROWS), **options,
         "segment_errors": {k: v for k, v in errors.items()
@@ -88,7 +84,7 @@ def new_page(request: Request,
              actor: Annotated[Actor, Depends(need("campaigns.manage"))]) -> Response:
     lang = page_language(request, actor)
     with UnitOfWork(get_engine(), readonly=True) as uow:
-        programs = _options(uow.c, lang)["programs"]
+        programs = _options(uow.c, lang, actor)["programs"]
     form = {"program": programs[0][0] if programs else "", "channel": "sms",
             "arms_mode": "single", "control_share": "10", "message_cost": "0.05"}
     return _form_page(request, actor, form=form, segment=None)

@@ -10,6 +10,14 @@ WeChat identities. Then, for each definition below, it times what the builder pa
 every edit (``POST /api/v1/segments/preview``: the count and a 20-row sample in one query,
 ``patron.segments.service.count_and_sample``) and, interleaved on the same connection, a
 hand-written SQL count of the same customers (the anchor), and checks that both counts agree.
+
+Then it syncs the audience replica (``patron.segments.replica``, a DuckDB copy of what segments
+read; anchor: reading the same columns out of the database and throwing them away, PostgreSQL's
+``COPY ... TO STDOUT`` drained, SQLite's rows fetched) and times what the builder asks once the
+replica is fresh (``service.live_count_and_sample``: the count and the sample's ids from the
+replica, the sampled rows from the database by id), median and p99 over ``--replica-rounds``,
+against the hand-written count on the database (median) and the same hand-written SQL run
+directly in DuckDB on the replica (p99), every count checked equal.
 Target: the count and sample under 500 ms at a million customers.
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 import tempfile
@@ -31,14 +40,16 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from benchmarks.databases import DEFAULT_PG_ADMIN_URL, postgres_database, sqlite_database
-from benchmarks.results import Figure, print_table, write_json
+from benchmarks.results import Figure, percentile, print_table, write_json
 from patron.db import dispose_engines, get_engine
 from patron.security.model import SYSTEM
-from patron.segments import service
+from patron.segments import replica, service
 
 TARGET_MS = 500.0
 CUSTOMERS = 200_000
 ROUNDS = 5
+REPLICA_ROUNDS = 30
+SYNC_TARGET_S = 600.0  # the default refresh interval: a sync must end well before the next
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0, minute=0, second=0)
 
 # (name, definition, hand-written count). {now}, {d30} ... are filled per dialect.
@@ -256,17 +267,19 @@ def load(conn: Connection, count: int, progress: Callable[[str], None]) -> None:
 def _anchor_sql(sql: str, dialect: str) -> str:
     from patron.segments.model import birthday_keys, slot_hours
 
-    q = _sql(dialect)
+    q = _sql("postgresql" if dialect == "duckdb" else dialect)
     today = NOW.astimezone(dt.timezone(dt.timedelta(hours=8))).date()
     start = dt.datetime.combine(today, dt.time(), dt.timezone(dt.timedelta(hours=8)))
 
     def since(days: int) -> str:
         moment = (start - dt.timedelta(days=days - 1)).astimezone(dt.UTC)
-        if dialect == "postgresql":
+        if dialect in ("postgresql", "duckdb"):
             return f"TIMESTAMPTZ '{moment.isoformat()}'"
         return f"'{moment.replace(tzinfo=None).isoformat(sep=' ')}.000000'"
 
-    if dialect == "postgresql":
+    if dialect == "duckdb":  # the replica keeps the orders per hour as columns
+        extract = "COALESCE(f.hour_{h}, 0)"
+    elif dialect == "postgresql":
         extract = "COALESCE(CAST(f.counters::json -> 'hour' -> '{h}' ->> 0 AS INTEGER), 0)"
     else:
         extract = "COALESCE(json_extract(f.counters, '$.hour.\"{h}\"[0]'), 0)"
@@ -302,22 +315,99 @@ def measure(conn: Connection, rounds: int) -> list[dict[str, Any]]:
     return out
 
 
+def read_source(engine: Any) -> float:
+    """Seconds to read what the replica copies out of the database and throw it away: the
+    floor under a sync (no DuckDB, no file)."""
+    schema = replica._schema()
+    t0 = time.perf_counter()
+    with engine.connect() as conn:
+        for table, columns in schema.items():
+            sql = replica._source_select(table, columns, conn.dialect.name)
+            if conn.dialect.name == "postgresql":
+                raw = conn.connection.driver_connection
+                with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as cp:
+                    for _chunk in cp:
+                        pass
+            else:
+                result = conn.exec_driver_sql(sql)
+                while result.fetchmany(replica.BATCH_ROWS):
+                    pass
+        conn.rollback()
+    return time.perf_counter() - t0
+
+
+def measure_replica(conn: Connection, path: Path, rounds: int) -> list[dict[str, Any]]:
+    """The builder's live count on the fresh replica, and the hand-written SQL run directly in
+    DuckDB on the same copy, interleaved."""
+    out = []
+    reader = replica._reader(path)
+    assert reader is not None
+    for name, definition, anchor in CASES:
+        d = service.validate(definition, conn)
+        duck_sql = _anchor_sql(anchor, "duckdb")
+        live_ms, duck_ms = [], []
+        counts: set[int] = set()
+        duck_counts: set[int] = set()
+        for i in range(rounds + 1):
+            t0 = time.perf_counter()
+            live = service.live_count_and_sample(conn, d, scope=SYSTEM, as_of=NOW, limit=20)
+            t1 = time.perf_counter()
+            a = int(reader.query(duck_sql, [])[0][0])
+            t2 = time.perf_counter()
+            if live["counted_on"] != "replica":
+                raise RuntimeError(f"{name}: the live count did not use the replica")
+            if i:
+                live_ms.append((t1 - t0) * 1000)
+                duck_ms.append((t2 - t1) * 1000)
+            counts.add(live["count"])
+            duck_counts.add(a)
+        out.append({"name": name, "ms": statistics.median(live_ms),
+                    "p99_ms": percentile(live_ms, 99), "duck_ms": statistics.median(duck_ms),
+                    "duck_p99_ms": percentile(duck_ms, 99), "count": counts.pop(),
+                    "duck_count": duck_counts.pop(), "rounds": rounds})
+    return out
+
+
 def run(kind: str, count: int, rounds: int = ROUNDS, *, pg_url: str = DEFAULT_PG_ADMIN_URL,
+        replica_rounds: int = REPLICA_ROUNDS,
         progress: Callable[[str], None] = lambda _m: None) -> list[Figure]:
+    from patron.config import get_settings
+
     label = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[kind]
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         ctx = sqlite_database(Path(tmp)) if kind == "sqlite" else postgres_database(pg_url)
-        with ctx as db:
-            progress(f"{label}: loading {count:,} customers ...")
-            engine = get_engine(db.url)
-            with engine.connect() as conn:
-                load(conn, count, progress)
-            progress(f"{label}: measuring ...")
-            with engine.connect() as conn:
-                res = measure(conn.execution_options(patron_readonly=True), rounds)
-                conn.rollback()
-            dispose_engines()
+        data_dir = Path(tmp) / "replica"
+        saved = os.environ.get("PATRON_DATA_DIR")
+        os.environ["PATRON_DATA_DIR"] = str(data_dir)
+        get_settings.cache_clear()
+        try:
+            with ctx as db:
+                progress(f"{label}: loading {count:,} customers ...")
+                engine = get_engine(db.url)
+                with engine.connect() as conn:
+                    load(conn, count, progress)
+                progress(f"{label}: measuring ...")
+                with engine.connect() as conn:
+                    res = measure(conn.execution_options(patron_readonly=True), rounds)
+                    conn.rollback()
+                progress(f"{label}: reading the replica's columns to nowhere ...")
+                read_s = read_source(engine)
+                progress(f"{label}: syncing the audience replica ...")
+                synced = replica.sync(engine, progress=lambda m: progress(f"  {m}"))
+                progress(f"{label}: measuring on the replica ...")
+                with engine.connect() as conn:
+                    live = measure_replica(conn.execution_options(patron_readonly=True),
+                                           synced.path, replica_rounds)
+                    conn.rollback()
+                replica.reset_readers()
+                dispose_engines()
+        finally:
+            if saved is None:
+                os.environ.pop("PATRON_DATA_DIR", None)
+            else:
+                os.environ["PATRON_DATA_DIR"] = saved
+            get_settings.cache_clear()
     for r in res:
         figures.append(Figure(
             f"segment count + sample ({label}, {count:,} customers, {r['name']})", r["ms"],
@@ -326,6 +416,33 @@ def run(kind: str, count: int, rounds: int = ROUNDS, *, pg_url: str = DEFAULT_PG
             passed=r["ms"] < TARGET_MS and r["count"] == r["anchor_count"],
             notes={"count": r["count"], "anchor_count": r["anchor_count"],
                    "max_ms": r["max_ms"]}))
+    primary = {r["name"]: r for r in res}
+    for r in live:
+        same = r["count"] == r["duck_count"] == primary[r["name"]]["anchor_count"]
+        notes = {"count": r["count"], "anchor_count": primary[r["name"]]["anchor_count"],
+                 "duckdb_count": r["duck_count"], "median_ms": r["ms"], "p99_ms": r["p99_ms"],
+                 "duckdb_median_ms": r["duck_ms"], "duckdb_p99_ms": r["duck_p99_ms"],
+                 "primary_anchor_ms": primary[r["name"]]["anchor_ms"],
+                 "rounds": r["rounds"]}
+        figures.append(Figure(
+            f"replica live count + sample, median ({label}, {count:,} customers, "
+            f"{r['name']})", r["ms"], "ms", "hand-written SQL count on the database",
+            primary[r["name"]]["anchor_ms"], higher_is_better=False,
+            target=f"< {TARGET_MS:.0f} ms, same count",
+            passed=r["ms"] < TARGET_MS and same, notes=notes))
+        figures.append(Figure(
+            f"replica live count + sample, p99 ({label}, {count:,} customers, {r['name']})",
+            r["p99_ms"], "ms", "hand-written SQL in DuckDB on the replica (p99)",
+            r["duck_p99_ms"], higher_is_better=False,
+            target=f"< {TARGET_MS:.0f} ms, same count",
+            passed=r["p99_ms"] < TARGET_MS and same, notes=notes))
+    figures.append(Figure(
+        f"audience replica sync ({label}, {count:,} customers)", synced.seconds * 1000, "ms",
+        "the same columns read out of the database and discarded", read_s * 1000,
+        higher_is_better=False, target=f"< {SYNC_TARGET_S:.0f} s (the refresh interval)",
+        passed=synced.seconds < SYNC_TARGET_S,
+        notes={"rows": synced.rows, "seconds": round(synced.seconds, 3),
+               "read_seconds": round(read_s, 3)}))
     return figures
 
 
@@ -333,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.segments", description=__doc__)
     p.add_argument("--customers", type=int, default=CUSTOMERS)
     p.add_argument("--rounds", type=int, default=ROUNDS)
+    p.add_argument("--replica-rounds", type=int, default=REPLICA_ROUNDS)
     p.add_argument("--skip-sqlite", action="store_true")
     p.add_argument("--skip-postgres", action="store_true")
     p.add_argument("--postgres-url", default=DEFAULT_PG_ADMIN_URL)
@@ -346,10 +464,11 @@ def main(argv: list[str] | None = None) -> int:
 
     found: list[Figure] = []
     if not args.skip_sqlite:
-        found += run("sqlite", args.customers, args.rounds, progress=log)
+        found += run("sqlite", args.customers, args.rounds,
+                     replica_rounds=args.replica_rounds, progress=log)
     if not args.skip_postgres:
         found += run("postgresql", args.customers, args.rounds, pg_url=args.postgres_url,
-                     progress=log)
+                     replica_rounds=args.replica_rounds, progress=log)
     print_table(found)
     write_json(args.out / "segments.json", {"customers": args.customers}, found)
     return 0 if all(f.passed is not False for f in found) else 1

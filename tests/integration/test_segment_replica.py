@@ -185,3 +185,28 @@ def test_the_cli_syncs_the_replica_into_the_data_dir(engine, world: World, tmp_p
     finally:
         get_settings.cache_clear()
         replica.reset_readers()
+
+
+def test_the_copy_does_not_hold_up_writers(engine, world: World) -> None:
+    from sqlalchemy import select, update
+
+    from patron.customers.tables import customers
+
+    with replica._snapshot(engine) as conn:
+        before = conn.execute(select(customers.c.gender).where(customers.c.id == 1)).scalar()
+        with UnitOfWork(engine) as uow:  # SQLite: no write lock is held by the copy
+            uow.c.execute(update(customers).where(customers.c.id == 1).values(gender="U"))
+            uow.commit()
+        # the copy still reads the moment it began
+        assert conn.execute(select(customers.c.gender).where(customers.c.id == 1)
+                            ).scalar() == before
+
+
+def test_the_refresher_syncs_only_when_due(engine, world: World, tmp_path: Path) -> None:
+    path = tmp_path / replica.FILE_NAME
+    first = replica.refresh_due(engine, interval=600, path=path)
+    assert first is not None and path.exists()
+    assert replica.refresh_due(engine, interval=600, path=path) is None  # fresh enough
+    again = replica.refresh_due(engine, interval=0.001, path=path)
+    assert again is not None and again.as_of > first.as_of
+    replica.reset_readers()

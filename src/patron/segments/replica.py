@@ -335,7 +335,9 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
                 yield conn
         return
     with engine.connect() as conn:
-        # the patron SQLite engine begins a deferred transaction: reads see one snapshot
+        # a deferred BEGIN (not the writers' BEGIN IMMEDIATE): in WAL mode the copy reads one
+        # snapshot while orders keep being written
+        conn = conn.execution_options(patron_readonly=True)
         with conn.begin():
             yield conn
 
@@ -502,12 +504,37 @@ def reset_readers() -> None:
 
 # --- the refresh in each server process ------------------------------------------------------
 
+def refresh_due(engine: Engine, *, interval: float, path: Path | None = None) -> SyncResult | None:
+    """Sync unless the replica of this database is younger than most of ``interval`` or
+    another process of this data dir is syncing it now (several server processes share one
+    file: one copies, the others count on it)."""
+    import fcntl
+
+    from patron.db import utcnow
+
+    path = path or replica_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f"{FILE_NAME}.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        try:
+            reader = _reader(path)
+        except Exception:  # noqa: BLE001 - a damaged or foreign file is replaced
+            reader = None
+        if (reader is not None and reader.source == source_key(engine.url)
+                and utcnow() - reader.as_of < dt.timedelta(seconds=interval * 0.9)):
+            return None
+        return sync(engine, path=path)
+
+
 def run_refresher(engine: Engine, *, interval: float, stop: threading.Event) -> None:
     """Sync now, then every ``interval`` seconds, until ``stop``; trouble is logged and the
     next round tried (the builder counts in the database meanwhile)."""
     while not stop.is_set():
         try:
-            sync(engine)
+            refresh_due(engine, interval=interval)
         except Exception:  # noqa: BLE001 - a background thread has nobody to raise to
             log.exception("audience replica sync failed; trying again in %ss", interval)
         stop.wait(interval)

@@ -88,6 +88,11 @@ def test_bad_definitions_are_refused_with_clear_messages_before_anything_is_sent
     r = owner.post("/api/v1/automations", json={**automation(), "definition": {
         "trigger": {"type": "schedule", "cron": "0 10 * * *"}}})
     assert r.status_code == 422
+    # a code the pages use as an address (/automations/new) could never be opened
+    r = owner.post("/api/v1/automations?lang=en", json=automation(code="new"))
+    assert r.status_code == 422
+    (f,) = r.json()["error"]["fields"]
+    assert f["field"] == "code" and "reserved" in f["message"], f
     assert owner.get("/api/v1/automations").json()["items"] == []
 
 

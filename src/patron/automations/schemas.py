@@ -10,9 +10,24 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-Code = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{1,63}$")]
+# Words the pages use as addresses (/automations/new, /campaigns/approvals, .../edit): an
+# automation or campaign of that code could never be opened, so the code is refused.
+RESERVED_CODES = frozenset({"new", "approvals", "edit"})
+
+
+def _not_reserved(code: str) -> str:
+    if code in RESERVED_CODES:
+        raise PydanticCustomError("code_reserved", "'{code}' is reserved; choose another code",
+                                  {"code": code})
+    return code
+
+
+# An automation's or a campaign's code.
+Code = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{1,63}$"),
+                 AfterValidator(_not_reserved)]
 Share = Annotated[Decimal, Field(ge=0, le=1, max_digits=7, decimal_places=6)]
 
 

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-Code = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{1,63}$")]
+from patron.automations.schemas import Code
+
 Yuan = Annotated[Decimal, Field(ge=0, le=100_000_000, decimal_places=2)]
 
 

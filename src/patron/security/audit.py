@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, insert, select, update
 
 from patron.db import upsert, utcnow
+from patron.protection.redact import scrub_json
 from patron.security.model import Actor
 from patron.security.tables import audit_chain_head, audit_log
 
@@ -54,8 +55,9 @@ def _entry(actor: Actor, action: str, entity: str | None, entity_id: Any,
         "entity_id": None if entity_id is None else str(entity_id), "ip": actor.ip,
         "outcome": outcome,
         # What is stored is what is hashed: tuples become lists, keys strings, as the database
-        # gives them back.
-        "details": json.loads(json.dumps(details or {}, ensure_ascii=False)),
+        # gives them back. Free text a caller put in (a reason, a note) has its phones and
+        # e-mails masked: entries never hold full personal data.
+        "details": json.loads(json.dumps(scrub_json(details or {}), ensure_ascii=False)),
     }
 
 

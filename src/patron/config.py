@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # Deliver webhooks from a thread of each server process (off when a separate
     # `patron webhooks deliver` worker runs).
     webhooks_worker: bool = True
+    # Let webhook endpoints resolve to loopback, private, link-local or metadata addresses
+    # (receivers inside the network; tests). Off: such URLs are refused (docs/webhooks.md).
+    webhook_allow_private_targets: bool = False
     # Messages (docs/messaging.md): deliver from a thread of each server process (off when a
     # separate `patron messages work` runs); the base URL of unsubscribe links. Each channel
     # uses its provider once that is configured, and writes to the server log until then.

@@ -1,5 +1,6 @@
 """Webhook endpoints and deliveries over HTTP, as an owner would use them."""
 
+import pytest
 from sqlalchemy import select
 
 from patron.db import UnitOfWork, get_engine
@@ -10,6 +11,17 @@ from tests.factories import order
 
 HOOK = {"url": "http://127.0.0.1:9/hooks", "events": ["order.recorded", "customer.created"],
         "description": "CRM sync"}
+
+
+@pytest.fixture(autouse=True)
+def private_targets_allowed(monkeypatch):
+    """The receivers here listen on 127.0.0.1, which Patron refuses by default."""
+    from patron.config import get_settings
+
+    monkeypatch.setenv("PATRON_WEBHOOK_ALLOW_PRIVATE_TARGETS", "1")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 def test_owner_registers_endpoint_and_sees_the_secret_only_once(owner):
@@ -125,3 +137,17 @@ def test_only_owners_manage_webhooks(client, users):
         assert client.get("/api/v1/webhooks").status_code == 403
         assert client.post("/api/v1/webhooks", json=HOOK).status_code == 403
         client.post("/api/v1/auth/logout")
+
+
+def test_an_internal_address_is_a_422_in_the_callers_language(owner, monkeypatch):
+    from patron.config import get_settings
+
+    monkeypatch.setenv("PATRON_WEBHOOK_ALLOW_PRIVATE_TARGETS", "0")
+    get_settings.cache_clear()
+    r = owner.post("/api/v1/webhooks", headers={"Accept-Language": "en"},
+                   json={**HOOK, "url": "http://169.254.169.254/latest/meta-data"})
+    assert r.status_code == 422
+    [field] = r.json()["error"]["fields"]
+    assert (field["field"], field["reason"]) == ("url", "webhook_url_internal")
+    assert field["message"].startswith("Points to 169.254.169.254, an address inside")
+    assert owner.get("/api/v1/webhooks").json() == []

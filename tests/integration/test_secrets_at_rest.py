@@ -143,7 +143,10 @@ def test_a_providers_answer_quoting_the_address_is_masked_and_encrypted(engine):
         assert stored.startswith("t1$") and "550" not in stored and "bounce" not in stored
 
 
-def test_a_webhook_receivers_answer_is_masked_and_encrypted(engine):
+def test_a_webhook_receivers_answer_is_masked_and_encrypted(engine, monkeypatch):
+    from patron.webhooks import targets
+
+    monkeypatch.setattr(targets, "resolve", lambda host, port: ["93.184.215.14"])
     with UnitOfWork(engine) as uow:
         make_org(uow)
         endpoint = webhooks.create_endpoint(uow=uow, actor=SYSTEM,

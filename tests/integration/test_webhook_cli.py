@@ -7,10 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from patron.webhooks import service
 from tests.integration.test_webhook_delivery import Receiver, deliveries
 
 PATRON = Path(sys.executable).parent / "patron"
+
+
+@pytest.fixture(autouse=True)
+def private_targets_allowed(monkeypatch):
+    """The receivers here listen on 127.0.0.1, which Patron refuses by default."""
+    from patron.config import get_settings
+
+    monkeypatch.setenv("PATRON_WEBHOOK_ALLOW_PRIVATE_TARGETS", "1")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 def patron(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:

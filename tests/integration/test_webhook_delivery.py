@@ -32,6 +32,17 @@ from patron.webhooks.tables import webhook_deliveries
 from tests.factories import make_org, order
 
 
+@pytest.fixture(autouse=True)
+def private_targets_allowed(monkeypatch):
+    """The receivers here listen on 127.0.0.1, which Patron refuses by default."""
+    from patron.config import get_settings
+
+    monkeypatch.setenv("PATRON_WEBHOOK_ALLOW_PRIVATE_TARGETS", "1")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @dataclass
 class Received:
     headers: dict[str, str]

@@ -24,10 +24,11 @@ import httpx
 from sqlalchemy import Engine, select, update
 
 from patron import __version__, workers
+from patron.config import get_settings
 from patron.db import UnitOfWork, utcnow
 from patron.protection.fields import Sealed
 from patron.protection.redact import scrub
-from patron.webhooks import model
+from patron.webhooks import model, targets
 from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
 
 log = logging.getLogger(__name__)
@@ -156,8 +157,18 @@ def _send(http: httpx.Client, item: _Claimed, clock: Callable[[], dt.datetime]) 
         "X-Patron-Timestamp": str(timestamp),
         "X-Patron-Signature": model.signature(item.secret, timestamp, body),
     }
+    # Resolved and checked now, and sent to the address checked (DNS rebinding): see targets.
     try:
-        response = http.post(item.url, content=body, headers=headers)
+        target = targets.pinned(
+            item.url, allow_private=get_settings().webhook_allow_private_targets)
+    except targets.TargetRefused as exc:
+        return _Attempt(False, None, f"TargetRefused: {exc}"[:ERROR_CHARS])
+    except targets.TargetUnresolved as exc:
+        return _Attempt(False, None, f"ConnectError: cannot resolve {exc}"[:ERROR_CHARS])
+    headers["Host"] = target.host
+    extensions = {"sni_hostname": target.hostname} if target.url.startswith("https:") else {}
+    try:
+        response = http.post(target.url, content=body, headers=headers, extensions=extensions)
     except Exception as exc:  # timeouts, refused connections, bad TLS, a URL httpx refuses
         return _Attempt(False, None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
     if model.succeeded(response.status_code):

@@ -12,12 +12,13 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from patron.config import get_settings
 from patron.db import UnitOfWork, allocate_ids, utcnow
 from patron.errors import Conflict, FieldError, NotFound, ValidationFailed
 from patron.protection.fields import Sealed
 from patron.security import audit
 from patron.security.model import Actor
-from patron.webhooks import model
+from patron.webhooks import model, targets
 from patron.webhooks.delivery import DeliveryStats, deliver_due, start_background_worker
 from patron.webhooks.model import EVENTS, STATUSES
 from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
@@ -64,10 +65,24 @@ def _check(*, url: str | None, events: Sequence[str] | None) -> None:
     errors: list[FieldError] = []
     if url is not None:
         errors += model.url_errors(url)
+        if not errors:
+            errors += _target_errors(url)
     if events is not None:
         errors += model.event_errors(events)
     if errors:
         raise ValidationFailed("validation_failed", fields=errors)
+
+
+def _target_errors(url: str) -> list[FieldError]:
+    """A URL whose host is or resolves to an address inside the network is refused; one that
+    does not resolve yet is accepted (its receiver may come later) and checked at delivery."""
+    try:
+        targets.addresses(url, allow_private=get_settings().webhook_allow_private_targets)
+    except targets.TargetRefused as exc:
+        return [FieldError("url", "webhook_url_internal", {"address": exc.address})]
+    except targets.TargetUnresolved:
+        pass
+    return []
 
 
 def _lock_endpoint(conn: Connection, endpoint_id: int) -> dict[str, Any]:

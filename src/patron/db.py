@@ -426,6 +426,12 @@ def _copy_rows(conn: Connection, batch: PreparedRows) -> None:
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
 
+def json_insert(conn: Connection, batch: PreparedRows) -> tuple[str, str]:
+    """PostgreSQL: an ``INSERT`` of the batch's rows from the JSON parameter ``:rows``, and that
+    parameter's value (a statement whose text is the same for any number of rows)."""
+    return _json_insert(conn, batch)
+
+
 def _json_insert(conn: Connection, batch: PreparedRows) -> tuple[str, str]:
     import json
 

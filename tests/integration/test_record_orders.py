@@ -45,6 +45,22 @@ def test_retried_order_is_recorded_once(uow):
     assert fig == 1
 
 
+def test_a_repeat_within_one_chunk_is_answered_like_a_retry(uow):
+    # Two requests of the single-order API carrying the same order can share a group: the
+    # repeat gets the first's order and customer ids, as a later retry does.
+    make_org(uow)
+    body = order("R1", identifiers={"phone": "13812341234"})
+    out = record_orders(uow=uow, orders_in=[body, body, order("R1", discount="1.00")],
+                        source="api", actor=SYSTEM)
+    assert [o.status for o in out] == ["created", "duplicate", "conflict"]
+    assert out[0].order_id is not None and out[0].customer_id is not None
+    assert {(o.order_id, o.customer_id) for o in out} == {(out[0].order_id, out[0].customer_id)}
+    later = record_orders(uow=uow, orders_in=[body], source="api", actor=SYSTEM)
+    assert (later[0].status, later[0].order_id, later[0].customer_id) == (
+        "duplicate", out[0].order_id, out[0].customer_id)
+    assert count(uow, orders) == 1
+
+
 def test_same_id_different_content_is_a_conflict_naming_the_field(uow):
     make_org(uow)
     record_orders(uow=uow, orders_in=[order("R1")], source="api", actor=SYSTEM)

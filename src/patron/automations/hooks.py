@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, exists, select
 
 from patron.automations import triggers
 from patron.automations.engine import definition_of, insert_entries
@@ -18,12 +19,25 @@ from patron.orders.hooks import RecordedOrder
 from patron.security.model import Actor
 
 
+def _active_order_trigger() -> ColumnElement[bool]:
+    a = automations.c
+    return (a.status == "active") & a.trigger_type.in_(ORDER_TRIGGERS)
+
+
+def active_order_automations(conn: Connection) -> list[dict[str, Any]]:
+    """The active automations that an order enters, in id order."""
+    return [dict(r) for r in conn.execute(select(automations).where(_active_order_trigger())
+                                          .order_by(automations.c.id)).mappings()]
+
+
+def orders_hook_applies() -> ColumnElement[bool]:
+    """Orders enter only :func:`active_order_automations`."""
+    return exists().where(_active_order_trigger())
+
+
 def on_orders_recorded(conn: Connection, recorded: Sequence[RecordedOrder], *, actor: Actor,
                        now: dt.datetime) -> None:
-    a = automations.c
-    active = [dict(r) for r in conn.execute(select(automations).where(
-        a.status == "active", a.trigger_type.in_(ORDER_TRIGGERS)).order_by(a.id)).mappings()]
-    for auto in active:
+    for auto in active_order_automations(conn):
         definition = definition_of(conn, int(auto["id"]), int(auto["version"]))
         found = triggers.for_orders(conn, trigger_type=auto["trigger_type"],
                                     definition=definition, program_id=int(auto["program_id"]),

@@ -7,11 +7,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, exists
 
 from patron.loyalty.earning import claw_back_for_return, earn_for_orders
+from patron.loyalty.tables import loyalty_programs
 from patron.orders.hooks import RecordedOrder, RecordedReturn
 from patron.security.model import Actor
+
+
+def orders_hook_applies() -> ColumnElement[bool]:
+    """Orders earn only in an active program (``earning.active_programs``)."""
+    return exists().where(loyalty_programs.c.status == "active")
 
 
 def on_orders_recorded(conn: Connection, recorded: Sequence[RecordedOrder], *, actor: Actor,

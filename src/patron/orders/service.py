@@ -197,12 +197,21 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
     items = _prepare(conn, ref, raw, actor, now)
     valid = [it for it in items if it.order is not None]
 
-    # 1. Orders already recorded under the same channel (+ store) and external id.
+    # 1. Orders already recorded under the same channel (+ store) and external id, and on
+    # PostgreSQL in the same round trip the owners of the identifiers these orders carry.
+    order_keys = list({it.key for it in valid if it.key})
+    known: list[tuple[tuple[str, str, str], int]] | None = None
+    if conn.dialect.name == "postgresql":
+        rows, known = _pg_existing_and_known(
+            conn, order_keys, list({i.key for it in valid for i in it.order.identities}))  # type: ignore[union-attr]
+    else:
+        rows = _existing_orders(conn, order_keys)
     existing: dict[tuple[int, int, str], Any] = {}
-    for r in _existing_orders(conn, list({it.key for it in valid if it.key})):
+    for r in rows:
         existing[(r.channel_id, r.scope_store_id, r.external_id)] = r
     fresh: list[_Item] = []
     first_in_chunk: dict[tuple[int, int, str], _Item] = {}
+    repeats: list[tuple[_Item, _Item]] = []
     for it in valid:
         assert it.key and it.order
         h = it.order.content_hash
@@ -219,6 +228,9 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         elif it.key in first_in_chunk:
             first = first_in_chunk[it.key]
             assert first.order
+            # Answered with the first's order and customer once they have their ids, as a
+            # retry of an order recorded earlier is.
+            repeats.append((it, first))
             if first.order.content_hash == h:
                 it.status = "duplicate"
             else:
@@ -229,9 +241,13 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
             it.status = "created"
             fresh.append(it)
 
-    # 2. Identity resolution: one query for every identifier of the chunk.
-    wanted = list({idn.key for it in fresh for idn in it.order.identities})  # type: ignore[union-attr]
-    owner: dict[tuple[str, str, str], int] = dict(_known_identities(conn, wanted))
+    # 2. Identity resolution: one query for every identifier of the chunk (on PostgreSQL
+    # asked above for every valid order: the owners of a duplicate's identifiers are known
+    # owners as well, so the superset resolves the fresh orders alike).
+    if known is None:
+        wanted = list({idn.key for it in fresh for idn in it.order.identities})  # type: ignore[union-attr]
+        known = _known_identities(conn, wanted)
+    owner: dict[tuple[str, str, str], int] = dict(known)
 
     uf = UnionFind()
     new_customers: dict[int, _Item] = {}  # temp id -> the order that introduced the customer
@@ -315,17 +331,23 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
             deltas[cid].add_order(purchased_at=o.purchased_at, local_time=o.local_time,
                                   total=o.total, store_code=it.store.code if it.store else None,
                                   channel_code=it.channel.code, category_amounts=categories)
+    for it, first in repeats:
+        it.order_id, it.customer_id = first.order_id, first.customer_id
     bulk_insert_many(conn, [(customers, customer_rows), (identities, identity_rows),
                             PreparedRows(orders, ORDER_COLUMNS, order_rows),
                             PreparedRows(order_lines, LINE_COLUMNS, line_rows),
                             PreparedRows(order_payments, PAYMENT_COLUMNS, payment_rows)])
     figs.apply_deltas(conn, deltas, new_customer_ids=set(customer_ids),
                       chunk_order_ids=set(order_ids))
-    if hooks.installed():
-        hooks.orders_recorded(conn, _RecordedOrders(fresh, source), actor=actor, now=now)
+    # The hooks' configuration and the webhook endpoints are asked in one statement.
+    events = ("customer.created", "order.recorded")
+    found = (hooks.orders_recorded(conn, _RecordedOrders(fresh, source), actor=actor, now=now,
+                                   also={"webhooks": webhooks.any_active_endpoint()})
+             if fresh else {"webhooks": False})  # nothing created: no hook, no event
 
     created = [it for it in items if it.status == "created"]
-    subs = webhooks.subscribers(conn, ("customer.created", "order.recorded"))
+    subs = (webhooks.subscribers(conn, events) if found["webhooks"]
+            else {event: [] for event in events})
     if subs["customer.created"]:
         webhooks.enqueue(conn, "customer.created",
                          [{"customer_id": r["id"]} for r in customer_rows],
@@ -365,6 +387,28 @@ _PG_KNOWN_IDENTITIES = text("""
 SELECT i.kind, i.namespace, i.value_index, i.customer_id
 FROM unnest(CAST(:k AS text[]), CAST(:n AS text[]), CAST(:v AS text[])) AS w(k, n, v)
 JOIN identities i ON i.kind = w.k AND i.namespace = w.n AND i.value_index = w.v
+""")
+
+
+# Both lookups of a chunk in one round trip: the orders' rows (``src`` 'o') and the
+# identities' owners ('i'); each identity is one probe of its unique index too.
+_PG_EXISTING_AND_KNOWN = text("""
+SELECT 'o' AS src, o.id, o.channel_id, o.scope_store_id, o.external_id, o.content_hash,
+       o.customer_id, NULL AS kind, NULL AS namespace, NULL AS value_index
+FROM unnest(CAST(:c AS bigint[]), CAST(:s AS bigint[]), CAST(:e AS text[])) AS k(c, s, e)
+CROSS JOIN LATERAL (
+  SELECT o.id, o.channel_id, o.scope_store_id, o.external_id, o.content_hash, o.customer_id
+  FROM orders o
+  WHERE o.channel_id = k.c AND o.scope_store_id = k.s AND o.external_id = k.e
+  LIMIT 1) AS o
+UNION ALL
+SELECT 'i', NULL, NULL, NULL, NULL, NULL, i.customer_id, i.kind, i.namespace, i.value_index
+FROM unnest(CAST(:k AS text[]), CAST(:n AS text[]), CAST(:v AS text[])) AS w(k, n, v)
+CROSS JOIN LATERAL (
+  SELECT i.customer_id, i.kind, i.namespace, i.value_index
+  FROM identities i
+  WHERE i.kind = w.k AND i.namespace = w.n AND i.value_index = w.v
+  LIMIT 1) AS i
 """)
 
 
@@ -437,6 +481,24 @@ def _existing_orders(conn: Connection, keys: list[tuple[int, int, str]]) -> list
     # SQLite scans a whole index for a row-value IN list; a join from json_each searches the
     # unique index once per key.
     return list(conn.execute(_SQLITE_EXISTING_ORDERS, {"keys": json.dumps(keys)}))
+
+
+def _pg_existing_and_known(conn: Connection, order_keys: list[tuple[int, int, str]],
+                           identity_keys: list[tuple[str, str, str]]
+                           ) -> tuple[list[Any], list[tuple[tuple[str, str, str], int]]]:
+    """:func:`_existing_orders` and :func:`_known_identities` on PostgreSQL, in one statement."""
+    if not order_keys:
+        return [], []
+    indexes = [identity_index(v) for _k, _n, v in identity_keys]
+    by_index = {index: key[2] for index, key in zip(indexes, identity_keys, strict=True)}
+    rows = conn.execute(_PG_EXISTING_AND_KNOWN, {
+        "c": [k[0] for k in order_keys], "s": [k[1] for k in order_keys],
+        "e": [k[2] for k in order_keys],
+        "k": [k[0] for k in identity_keys], "n": [k[1] for k in identity_keys],
+        "v": indexes}).all()
+    return ([r for r in rows if r.src == "o"],
+            [((r.kind, r.namespace, by_index[r.value_index]), int(r.customer_id))
+             for r in rows if r.src == "i"])
 
 
 def _known_identities(conn: Connection, keys: list[tuple[str, str, str]]

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, exists
 
 from patron.orders.hooks import RecordedOrder, RecordedReturn
 from patron.security.model import Actor
 from patron.tags import service
+from patron.tags.tables import tags
+
+
+def orders_hook_applies() -> ColumnElement[bool]:
+    """Only rule tags are evaluated again (``service.rule_tags``)."""
+    return exists().where(tags.c.kind == "rule")
 
 
 def on_orders_recorded(conn: Connection, orders: list[RecordedOrder], *, actor: Actor,

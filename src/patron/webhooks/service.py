@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, exists, func, insert, select, update
 
 from patron.config import get_settings
 from patron.db import UnitOfWork, allocate_ids, utcnow
@@ -24,6 +24,12 @@ from patron.webhooks.model import EVENTS, STATUSES
 from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
 
 MAX_PAGE_SIZE = 200
+
+
+def any_active_endpoint() -> ColumnElement[bool]:
+    """Whether any endpoint is active: asked together with other questions by a caller that
+    would read :func:`subscribers` only then."""
+    return exists().where(webhook_endpoints.c.active.is_(True))
 
 
 def subscribers(conn: Connection, events: Sequence[str]) -> dict[str, list[int]]:

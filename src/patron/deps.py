@@ -144,18 +144,16 @@ RecentAuth = Depends(recent_auth)
 
 def rate_limited(group: str) -> Callable[[Request], None]:
     """At most PATRON_RATE_LIMIT_PER_MINUTE requests per minute per client address to this
-    route group (security.ratelimit); then a 429."""
+    route group, counted in the database across every server process (security.ratelimit);
+    then a 429."""
     from patron.config import get_settings
     from patron.errors import TooManyAttempts
 
     def limit(request: Request) -> None:
-        limiter = getattr(request.app.state, "rate_limiter", None)
-        if limiter is None:
-            from patron.security.ratelimit import RateLimiter
+        from patron.security import ratelimit
 
-            limiter = request.app.state.rate_limiter = RateLimiter()
-        wait = limiter.hit(group, client_ip(request) or "?",
-                           limit=get_settings().rate_limit_per_minute)
+        wait = ratelimit.hit(get_engine(), group, client_ip(request) or "?",
+                             limit=get_settings().rate_limit_per_minute)
         if wait:
             raise TooManyAttempts("rate_limited", params={"seconds": int(wait) + 1})
 

@@ -16,7 +16,8 @@ from tests.security_figures import count
 
 # Public POSTs whose authority is elsewhere: the signed token in an unsubscribe link.
 NOT_FORMS = {"/messages/unsubscribe/{token}"}
-TRAIL = {"audit_log", "security_alerts", "sessions"}
+# What a refused form still leaves: the trail, and the rate limits' request counters.
+TRAIL = {"audit_log", "security_alerts", "sessions", "rate_limit_windows"}
 
 
 def _snapshot(db_url):

@@ -1,4 +1,5 @@
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -158,4 +159,17 @@ export_requests = Table(
     Column("requested_at", UTCDateTime, nullable=False),
     Column("decided_by", ForeignKey("users.id"), nullable=True, index=True),
     Column("decided_at", UTCDateTime, nullable=True),
+)
+
+# Requests counted per route group, client address and minute, for the rate limits of sign-in,
+# one-time codes and public routes (security.ratelimit): in the database, so that the limit
+# holds across every server process. The address is kept as a blind index; rows older than the
+# previous window are removed as new ones are written.
+rate_limit_windows = Table(
+    "rate_limit_windows",
+    metadata,
+    Column("route_group", String(32), primary_key=True),
+    Column("client_key", String(32), primary_key=True),
+    Column("window", BigInteger, primary_key=True),  # seconds since the epoch // window length
+    Column("hits", Integer, nullable=False),
 )

@@ -411,6 +411,13 @@ def upgrade() -> None:
     sa.Column('actor', sa.String(length=120), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_retention_runs'))
     )
+    op.create_table('rate_limit_windows',
+    sa.Column('route_group', sa.String(length=32), nullable=False),
+    sa.Column('client_key', sa.String(length=32), nullable=False),
+    sa.Column('window', sa.BigInteger(), nullable=False),
+    sa.Column('hits', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('route_group', 'client_key', 'window', name=op.f('pk_rate_limit_windows'))
+    )
     op.create_table('regions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
@@ -2598,6 +2605,7 @@ def downgrade() -> None:
     op.drop_table('rfm_refreshes')
     op.drop_table('rfm_changed_customers')
     op.drop_table('regions')
+    op.drop_table('rate_limit_windows')
     op.drop_table('privacy_retention_runs')
     op.drop_table('message_templates')
     op.drop_table('message_settings')

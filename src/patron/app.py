@@ -164,7 +164,7 @@ def create_app() -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "bad_request", 401: "unauthorized",
-                403: "forbidden"}.get(exc.status_code, "bad_request")
+                403: "forbidden", 413: "request_too_large"}.get(exc.status_code, "bad_request")
         if _wants_html(request):
             from patron.web.render import error_page
 
@@ -182,8 +182,9 @@ def create_app() -> FastAPI:
     for router in (orders_router, customers_router, org_router, security_router):
         app.include_router(router, prefix="/api/v1")
     _include_optional(app)
-    from patron.security import headers, logfilter
+    from patron.security import bodylimit, headers, logfilter
 
+    bodylimit.install(app)  # inside the security headers: its 413 gets them too
     headers.install(app)
     logfilter.install()
 

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # Requests per minute per client address on sign-in, one-time codes and other public
     # routes (in each server process).
     rate_limit_per_minute: int = Field(default=30, ge=1)
+    # Request size limits (docs/security.md#request-size-limits): an uploaded order file, and
+    # any other request body (JSON: order batches, offline checkout queues).
+    import_max_upload_mb: int = Field(default=2048, ge=1, le=65536)
+    max_json_body_mb: int = Field(default=32, ge=1, le=4096)
     # Member self-service pages (/m/): how long a member stays signed in after the one-time
     # code, and how long a QR member card shown on the phone stays valid at the till.
     member_session_minutes: int = Field(default=30, ge=1, le=1440)

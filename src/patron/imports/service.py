@@ -60,7 +60,6 @@ CHUNK_ORDERS = 2000
 # A job with no committed chunk for this long has lost its process (a chunk takes seconds).
 STALE_AFTER = dt.timedelta(minutes=10)
 MAX_STORED_ERRORS = 10_000
-MAX_UPLOAD_BYTES = 2 * 1024**3
 CALAMINE_MAX_BYTES = 8 * 1024**2
 _SNIFF_BYTES = 64 * 1024
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -352,7 +351,9 @@ def save_upload(*, source: IO[bytes], filename: str) -> Path:
     """Copy an uploaded file under ``<data dir>/imports`` and return where it is."""
     from patron.config import get_settings
 
-    folder = get_settings().data_dir / "imports"
+    settings = get_settings()
+    cap = settings.import_max_upload_mb * 1024 * 1024  # PATRON_IMPORT_MAX_UPLOAD_MB
+    folder = settings.data_dir / "imports"
     folder.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^\w.\-]+", "_", Path(filename or "upload").name)[-100:]
     target = folder / f"{uuid.uuid4().hex}_{safe}"
@@ -360,7 +361,7 @@ def save_upload(*, source: IO[bytes], filename: str) -> Path:
     with open(target, "wb") as out:
         for block in iter(lambda: source.read(1 << 20), b""):
             written += len(block)
-            if written > MAX_UPLOAD_BYTES:
+            if written > cap:
                 out.close()
                 target.unlink(missing_ok=True)
                 raise ImportFileError("import_file_too_large")

@@ -182,8 +182,12 @@ def create_app() -> FastAPI:
     for router in (orders_router, customers_router, org_router, security_router):
         app.include_router(router, prefix="/api/v1")
     _include_optional(app)
+    from patron.orders import fast_path
     from patron.security import bodylimit, headers, logfilter
 
+    # add_middleware wraps what was added before: the fast path sits inside the body limit and
+    # the security headers, which apply to its answers too.
+    fast_path.install(app)
     bodylimit.install(app)  # inside the security headers: its 413 gets them too
     headers.install(app)
     logfilter.install()

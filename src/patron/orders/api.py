@@ -26,11 +26,10 @@ Writer = Annotated[Actor, Depends(require("orders.write"))]
 async def create_order(order: OrderIn, actor: Writer, request: Request) -> Any:
     """Record one purchase. Re-sending it is safe: the same content returns the first result
     (200) and writes nothing; the same channel + external id with other content is a 409
-    that lists what differs. Concurrent requests share transactions (group commit)."""
-    batcher = getattr(request.app.state, "order_batcher", None)
-    if batcher is None:
-        batcher = request.app.state.order_batcher = OrderBatcher()
-    outcome = await batcher.submit(order, actor)
+    that lists what differs. Concurrent requests share transactions (group commit). A
+    created or duplicate order by a cached API key is usually answered by
+    ``orders.fast_path`` with these same steps, before this route is reached."""
+    outcome = await order_batcher(request.app).submit(order, actor)
     if outcome.status == "rejected":
         raise ValidationFailed("validation_failed", fields=[
             FieldError(e["field"], e["reason"], e.get("params") or {}) for e in outcome.errors])
@@ -38,6 +37,14 @@ async def create_order(order: OrderIn, actor: Writer, request: Request) -> Any:
         raise Conflict("order_conflict", differences=outcome.differences)
     status = 201 if outcome.status == "created" else 200
     return JSONResponse(outcome.model_dump(mode="json"), status_code=status)
+
+
+def order_batcher(app: Any) -> OrderBatcher:
+    """The process's group-commit batcher (this route and ``orders.fast_path`` share it)."""
+    batcher = getattr(app.state, "order_batcher", None)
+    if batcher is None:
+        batcher = app.state.order_batcher = OrderBatcher()
+    return batcher  # type: ignore[no-any-return]
 
 
 @router.post("/orders/batch")

@@ -3,11 +3,13 @@
 import asyncio
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from patron.app import create_app
 from patron.customers import figures
 from patron.db import UnitOfWork, get_engine
+from patron.orders.batcher import OrderBatcher
 from patron.orders.tables import orders
 from patron.security.tables import audit_log
 from tests.factories import order
@@ -21,8 +23,10 @@ async def _post_all(app, bodies, key):
             for b in bodies])
 
 
-def test_concurrent_requests_each_get_their_own_outcome(db_url, pos_key):
+@pytest.mark.parametrize("slots", [1, 2])
+def test_concurrent_requests_each_get_their_own_outcome(db_url, pos_key, slots):
     app = create_app()
+    app.state.order_batcher = OrderBatcher(max_in_flight=slots)  # groups written at once
     bodies = [order(f"G-{i}", identifiers={"phone": f"1390000{i % 7:04d}"}) for i in range(40)]
     bodies += [bodies[3], bodies[5]]  # retries racing with the originals
     bodies.append(order("G-3", discount="1.00"))  # same id, other content

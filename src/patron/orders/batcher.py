@@ -27,13 +27,13 @@ from patron.orders.service import record_orders
 from patron.security.model import Actor
 
 MAX_BATCH = 200
-# Groups one process writes at the same time. With one, a request arriving while a group is
-# being written waits for that group to end before its own begins: about two group times of
-# latency. With two, it starts at once in the second slot (its group's statements run while the
-# first group commits and waits for its disk flush); groups still grow when both slots are busy.
-# Two groups in flight meet each other as groups of two server processes always have: figures
-# rows locked in key order, the audit chain's head locked last, a lost race retried.
-MAX_IN_FLIGHT = 2
+# Groups one process writes at the same time. With two, a request arriving during a write
+# starts at once in the free slot instead of waiting for that write to end (two groups meet as
+# groups of two server processes always have: figures rows locked in key order, the audit head
+# last, a lost race retried). Measured on the 2-core machine (docs/benchmarks.md): two slots
+# halve the groups and so cost 20-30 % more CPU per order, and the CPU is what runs out first;
+# one slot stays the default.
+MAX_IN_FLIGHT = 1
 
 
 @dataclass

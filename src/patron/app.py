@@ -235,6 +235,7 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.automations.editor", ""),
                            ("patron.campaigns.pages", ""),
                            ("patron.automations.pages", ""),
+                           ("patron.experiments.pages", ""),
                            ("patron.web.pages", ""),
                            ("patron.privacy.pages", ""),
                            ("patron.selfservice.pages", "")):

@@ -17,16 +17,16 @@ from patron.security.tables import users as user_rows
 from tests.e2e.conftest import PASSWORD, login
 from tests.factories import order
 
-PAGES = ["/", "/customers", "/dashboards", "/analytics", "/imports", "/automations", "/loyalty",
-         "/segments", "/tags", "/cashier", "/loyalty/reports",
+PAGES = ["/", "/customers", "/dashboards", "/analytics", "/imports", "/automations",
+         "/experiments", "/loyalty", "/segments", "/tags", "/cashier", "/loyalty/reports",
          "/admin/stores", "/admin/products", "/admin/channels", "/admin/users", "/admin/audit",
          "/privacy", "/admin/roles", "/admin/alerts", "/admin/export-requests"]
 
 # What each role may open; every other page answers 403.
 ALLOWED = {
     "owner": set(PAGES),
-    "analyst": {"/", "/customers", "/dashboards", "/analytics", "/automations", "/loyalty",
-                "/segments", "/tags", "/loyalty/reports"},
+    "analyst": {"/", "/customers", "/dashboards", "/analytics", "/automations", "/experiments",
+                "/loyalty", "/segments", "/tags", "/loyalty/reports"},
     "manager": {"/", "/customers", "/dashboards", "/analytics", "/imports", "/loyalty",
                 "/segments", "/tags", "/cashier", "/loyalty/reports"},
     # A cashier has exactly one page, the till, where signing in leads.

@@ -48,6 +48,7 @@ NAV = (
     ("/analytics", "web.nav.analytics", "dashboard.read"),
     ("/imports", "web.nav.imports", "import"),
     ("/automations", "web.nav.automations", "automations.read"),
+    ("/experiments", "web.nav.experiments", "automations.read"),
     ("/loyalty", "web.nav.loyalty_admin", "loyalty.read"),
     ("/segments", "web.nav.segments", "segments.read"),
     ("/tags", "web.nav.tags", "tags.read"),

@@ -35,13 +35,20 @@ def test_concurrent_requests_each_get_their_own_outcome(db_url, pos_key, slots):
     codes = [r.status_code for r in responses]
     others = [c for i, c in enumerate(codes[:40]) if i not in (3, 5)]
     assert others == [201] * 38
-    assert sorted([codes[3], codes[40]]) == [200, 201]
+    # Concurrent requests reach the batcher in no promised order (the first ones look the key
+    # up in a thread; once it is cached, later ones go straight through the fast path): G-3's
+    # two contents race, and whichever is recorded first makes the other content a conflict.
+    if codes[42] == 201:
+        assert codes[3] == codes[40] == 409
+    else:
+        assert sorted([codes[3], codes[40]]) == [200, 201]
+        assert codes[42] == 409
     assert sorted([codes[5], codes[41]]) == [200, 201]
-    assert codes[42] == 409
     assert codes[43] == 422
     assert responses[43].json()["error"]["fields"][0]["reason"] == "store_out_of_scope"
-    ids = {r.json()["external_id"]: r.json()["order_id"] for r in responses[:42]}
-    assert len(set(ids.values())) == 40
+    ids = {r.json()["external_id"]: r.json()["order_id"] for r in responses[:43]
+           if r.status_code in (200, 201)}
+    assert len(ids) == len(set(ids.values())) == 40  # every 2xx names its order, one per id
     with UnitOfWork(get_engine(db_url)) as uow:
         assert uow.c.execute(select(func.count()).select_from(orders)).scalar_one() == 40
         audited = uow.c.execute(select(func.count()).select_from(audit_log).where(

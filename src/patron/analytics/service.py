@@ -162,7 +162,7 @@ def _micros(stamp: Any) -> ColumnElement[Any]:
     return seconds * 1000000 + cast(func.substr(stamp, 21, 6), Integer)
 
 
-def _floor_days(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
+def floor_days(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
     """Elapsed days rounded down (negative when ``earlier`` is later). Exact on SQLite too:
     in integer microseconds, not by julianday's floating day numbers (a purchase at exactly
     local midnight would otherwise fall on either side)."""
@@ -175,7 +175,7 @@ def _floor_days(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any
 
 def _whole_days(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
     """Whole elapsed days, never negative (a purchase after ``as_of`` counts as today)."""
-    days = _floor_days(conn, later, earlier)
+    days = floor_days(conn, later, earlier)
     return cast(case((days < 0, 0), else_=days), Integer)
 
 
@@ -824,8 +824,8 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
     span = _days_between(conn, fig.last_order_at, fig.first_order_at)
     # Due days count from the days as they will grow: a purchase after the end of the as-of
     # day (a till clock ahead) stays at 0 days one day longer.
-    raw_first = _floor_days(conn, at, fig.first_order_at)
-    raw_last = _floor_days(conn, at, fig.last_order_at)
+    raw_first = floor_days(conn, at, fig.first_order_at)
+    raw_last = floor_days(conn, at, fig.last_order_at)
     conds = [_live(fig.customer_id), fig.purchase_days > 0, fig.last_order_at.is_not(None)]
     if only is not None:
         conds.append(fig.customer_id.in_(only))

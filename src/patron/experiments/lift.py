@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Integer, and_, cast, func, or_, select, type_coerce
 
-from patron.analytics.service import _floor_days
+from patron.analytics.service import floor_days
 from patron.automations.tables import (
     automation_entries,
     automation_step_runs,
@@ -92,7 +92,7 @@ def _money_comparison(c: stats.Comparison | None) -> dict[str, Any] | None:
 def day_number(conn: Connection, at: Any, since: Any) -> Any:
     """The day since assignment a moment falls on: 1 for (since, since + 1 day], 2 for the
     next day... (whole days rounded up, exact to the microsecond on either database)."""
-    return -_floor_days(conn, since, at)
+    return -floor_days(conn, since, at)
 
 
 def _assigned(source: Source, now: dt.datetime, days: int) -> Any:

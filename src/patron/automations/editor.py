@@ -11,6 +11,7 @@ the control it names (``definition.steps.2.template``...), in the page's languag
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -289,34 +290,51 @@ async def create(request: Request,
     """Save as a draft (``intent=save``) or dry-run the unsaved definition
     (``intent=dry_run``); either way every refusal comes back beside its field."""
     form = await posted_form(request)
-    lang = page_language(request, actor)
     values = _form_values(form)
+
+    def save(uow: UnitOfWork, body: AutomationIn) -> None:
+        automations.create(uow=uow, actor=actor, body=body)
+
+    return _submit(request, actor, form, automation=None, values=values, fallback=EMPTY,
+                   dry_run=lambda conn, lang, body: _dry_run(conn, actor, lang, body=body),
+                   save=save, default_field="code", not_found_field="program")
+
+
+def _submit(request: Request, actor: Actor, form: Any, *, automation: dict[str, Any] | None,
+            values: dict[str, Any], fallback: dict[str, Any],
+            dry_run: Callable[[Connection, str, AutomationIn], dict[str, Any]],
+            save: Callable[[UnitOfWork, AutomationIn], None], default_field: str,
+            not_found_field: str | None = None) -> Response:
+    """What a new and an edited automation share: the definition parsed and checked for
+    shape, then dry-run (``intent=dry_run``) or saved; every refusal is shown beside its
+    field on the editor again, and a saved one goes to its page."""
+    lang = page_language(request, actor)
     definition, errors = _parse(str(form.get("definition") or ""), lang)
-    state = definition if isinstance(definition, dict) else EMPTY
+    state = definition if isinstance(definition, dict) else fallback
+
+    def again(**more: Any) -> Response:
+        return _editor(request, actor, automation=automation, form=values, definition=state,
+                       **more)
+
     if errors:
-        return _editor(request, actor, automation=None, form=values, definition=state,
-                       errors=errors, status_code=422)
+        return again(errors=errors, status_code=422)
     try:
         body = AutomationIn.model_validate({**values, "definition": definition})
     except ValidationError as exc:
-        return _editor(request, actor, automation=None, form=values, definition=state,
-                       errors=shape_errors(exc, lang, tags=TRIGGERS + ACTIONS),
-                       status_code=422)
+        return again(errors=shape_errors(exc, lang, tags=TRIGGERS + ACTIONS), status_code=422)
     try:
         if form.get("intent") == "dry_run":
             with UnitOfWork(get_engine(), readonly=True) as uow:
-                dry = _dry_run(uow.c, actor, lang, body=body)
-            return _editor(request, actor, automation=None, form=values, definition=state,
-                           dry=dry)
+                dry = dry_run(uow.c, lang, body)
+            return again(dry=dry)
         with UnitOfWork(get_engine()) as uow:
-            automations.create(uow=uow, actor=actor, body=body)
-    except (PatronError) as exc:
+            save(uow, body)
+    except PatronError as exc:
         if exc.status not in (404, 409, 422):
             raise
-        default = "program" if isinstance(exc, NotFound) else "code"
-        return _editor(request, actor, automation=None, form=values, definition=state,
-                       errors=service_errors(exc, lang, default=default),
-                       status_code=exc.status)
+        default = (not_found_field if isinstance(exc, NotFound) and not_found_field
+                   else default_field)
+        return again(errors=service_errors(exc, lang, default=default), status_code=exc.status)
     return redirect(f"/automations/{body.code}?saved=1")
 
 
@@ -341,40 +359,22 @@ async def edit(code: str, request: Request,
                actor: Annotated[Actor, Depends(need("automations.manage"))]) -> Response:
     """Save the changed definition as a new version, or dry-run it first."""
     form = await posted_form(request)
-    lang = page_language(request, actor)
     a, saved = _saved(code, actor)
     values = {"code": a["code"], "name": str(form.get("name") or "").strip(),
               "program": a["program"]}
-    definition, errors = _parse(str(form.get("definition") or ""), lang)
-    state = definition if isinstance(definition, dict) else saved
-    if errors:
-        return _editor(request, actor, automation=a, form=values, definition=state,
-                       errors=errors, status_code=422)
-    try:
-        body = AutomationIn.model_validate({**values, "definition": definition})
-    except ValidationError as exc:
-        return _editor(request, actor, automation=a, form=values, definition=state,
-                       errors=shape_errors(exc, lang, tags=TRIGGERS + ACTIONS),
-                       status_code=422)
-    try:
-        if form.get("intent") == "dry_run":
-            unchanged = body.definition == a["definition_model"]
-            with UnitOfWork(get_engine(), readonly=True) as uow:
-                # unchanged: the saved automation's own dry run, which knows who entered it
-                dry = (_dry_run(uow.c, actor, lang, code=code) if unchanged
-                       else _dry_run(uow.c, actor, lang, body=body))
-            return _editor(request, actor, automation=a, form=values, definition=state,
-                           dry=dry)
-        with UnitOfWork(get_engine()) as uow:
-            automations.update_automation(uow=uow, actor=actor, code=code, body=AutomationUpdate(
-                name=body.name, definition=body.definition))
-    except PatronError as exc:
-        if exc.status not in (404, 409, 422):
-            raise
-        return _editor(request, actor, automation=a, form=values, definition=state,
-                       errors=service_errors(exc, lang, default="form"),
-                       status_code=exc.status)
-    return redirect(f"/automations/{code}?saved=1")
+
+    def dry_run(conn: Connection, lang: str, body: AutomationIn) -> dict[str, Any]:
+        # unchanged: the saved automation's own dry run, which knows who entered it
+        if body.definition == a["definition_model"]:
+            return _dry_run(conn, actor, lang, code=code)
+        return _dry_run(conn, actor, lang, body=body)
+
+    def save(uow: UnitOfWork, body: AutomationIn) -> None:
+        automations.update_automation(uow=uow, actor=actor, code=code, body=AutomationUpdate(
+            name=body.name, definition=body.definition))
+
+    return _submit(request, actor, form, automation=a, values=values, fallback=saved,
+                   dry_run=dry_run, save=save, default_field="form")
 
 
 @router.post("/automations/{code}/status")

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # (0: never; `patron segments sync-replica` from cron instead).
     audience_replica_max_age_minutes: int = Field(default=15, ge=0, le=10080)
     audience_replica_refresh_minutes: int = Field(default=10, ge=0, le=10080)
+    # DuckDB's memory limit and threads for the replica's sync and each process's reader
+    # (DuckDB's own defaults: 80 % of the machine's memory and every core).
+    audience_replica_memory_mb: int = Field(default=2048, ge=64, le=1_048_576)
+    audience_replica_threads: int = Field(default=2, ge=1, le=256)
     # Nightly analytics refresh: local time "HH:MM" in `analytics_refresh_tz`, or "off".
     analytics_refresh_at: str = "03:00"
     analytics_refresh_tz: str = "Asia/Shanghai"

@@ -210,3 +210,63 @@ def test_the_refresher_syncs_only_when_due(engine, world: World, tmp_path: Path)
     again = replica.refresh_due(engine, interval=0.001, path=path)
     assert again is not None and again.as_of > first.as_of
     replica.reset_readers()
+
+
+def test_a_sync_removes_staging_left_by_a_killed_one(engine, world: World,
+                                                      tmp_path: Path) -> None:
+    # A sync killed mid-copy leaves its staging directory (with a partial copy) behind; the
+    # next sync, holding the lock, knows nobody else is staging and removes it.
+    path = tmp_path / replica.FILE_NAME
+    stale = tmp_path / f"{replica.STAGING_PREFIX}killed"
+    stale.mkdir()
+    (stale / replica.FILE_NAME).write_bytes(b"\0" * 4096)
+    unrelated = tmp_path / "audience-notes.txt"  # a file, not a staging directory
+    unrelated.write_text("kept")
+    replica.sync(engine, path=path)
+    assert not stale.exists()
+    assert unrelated.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
+    replica.reset_readers()
+
+
+def test_syncs_of_one_data_dir_take_turns(engine, world: World, tmp_path: Path) -> None:
+    # The CLI's sync and each server process's refresher share one lock: while another
+    # process syncs, the refresher skips its round and the CLI waits for its turn.
+    import fcntl
+    import threading
+
+    path = tmp_path / replica.FILE_NAME
+    with (tmp_path / f"{replica.FILE_NAME}.lock").open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert replica.refresh_due(engine, interval=0.001, path=path) is None
+        done = threading.Event()
+        waiting = threading.Thread(target=lambda: (replica.sync(engine, path=path),
+                                                   done.set()))
+        waiting.start()
+        assert not done.wait(1.0)  # waits for the lock, copies nothing meanwhile
+        assert not path.exists()
+        fcntl.flock(other, fcntl.LOCK_UN)
+    waiting.join(60)
+    assert done.is_set() and path.exists()
+    replica.reset_readers()
+
+
+def test_duckdb_runs_within_the_configured_limits(engine, world: World, synced: Path,
+                                                  monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from patron.config import get_settings
+
+    monkeypatch.setenv("PATRON_AUDIENCE_REPLICA_MEMORY_MB", "256")
+    monkeypatch.setenv("PATRON_AUDIENCE_REPLICA_THREADS", "1")
+    get_settings.cache_clear()
+    try:
+        replica.reset_readers()
+        reader = replica._reader(synced)
+        assert reader is not None
+        limit, threads = reader.query(
+            "SELECT current_setting('memory_limit'), current_setting('threads')", [])[0]
+        assert int(threads) == 1
+        assert limit.replace(" ", "").upper() in {"256.0MIB", "256MIB", "244.1MIB", "268.4MB",
+                                                  "256.0MB"}, limit
+    finally:
+        get_settings.cache_clear()
+        replica.reset_readers()

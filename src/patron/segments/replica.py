@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -342,22 +343,80 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+STAGING_PREFIX = "audience-"
+
+
+def _duck_config(spill: Path | None = None) -> dict[str, Any]:
+    """DuckDB's own defaults are 80 % of the machine's memory and every core, per connection:
+    too much for a server process that shares the machine with the database and its peers.
+    Past the limit DuckDB spills to ``spill`` (a file database spills beside its file)."""
+    from patron.config import get_settings
+
+    settings = get_settings()
+    config: dict[str, Any] = {"memory_limit": f"{settings.audience_replica_memory_mb}MB",
+                              "threads": settings.audience_replica_threads}
+    if spill is not None:
+        config["temp_directory"] = str(spill)
+    return config
+
+
+@contextmanager
+def _sync_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+    """The data dir's replica lock: one sync at a time, whether a server process's refresher
+    or the CLI started it. Yields False when ``wait`` is off and another process holds it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f"{FILE_NAME}.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_stale_staging(directory: Path) -> list[str]:
+    """Staging directories left by a sync that was killed (a crash, SIGKILL, a full disk):
+    with the lock held nobody else is staging, so every one of them is garbage, and each may
+    hold a copy of the whole replica."""
+    removed = []
+    for stale in directory.glob(f"{STAGING_PREFIX}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale.name)
+    if removed:
+        log.warning("audience replica: removed staging left by an interrupted sync: %s",
+                    ", ".join(sorted(removed)))
+    return removed
+
+
 def sync(engine: Engine, *, path: Path | None = None,
          progress: Callable[[str], None] | None = None) -> SyncResult:
-    """Copy what segments read into the replica file and swap it in (see the module doc)."""
+    """Copy what segments read into the replica file and swap it in (see the module doc).
+    Waits for a sync of the same data dir that is under way in another process."""
+    path = path or replica_path()
+    with _sync_lock(path, wait=True):
+        return _sync_locked(engine, path, progress)
+
+
+def _sync_locked(engine: Engine, path: Path,
+                 progress: Callable[[str], None] | None) -> SyncResult:
     import duckdb
 
     from patron.db import utcnow
 
-    path = path or replica_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(path.parent)
     schema = _schema()
     started = time.perf_counter()
     rows: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="audience-", dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=path.parent) as tmp:
         work = Path(tmp)
         staged = work / FILE_NAME
-        duck = duckdb.connect(str(staged))
+        duck = duckdb.connect(str(staged), config=_duck_config())
         try:
             duck.execute("SET TimeZone = 'UTC'")
             with _snapshot(engine) as conn:
@@ -400,7 +459,7 @@ class _Reader:
         import duckdb
 
         self.key = key
-        self.db = duckdb.connect()
+        self.db = duckdb.connect(config=_duck_config(path.parent / f"{FILE_NAME}.tmp"))
         escaped = str(path).replace("'", "''")
         self.db.execute(f"ATTACH '{escaped}' AS audience (READ_ONLY)")
         self.db.execute("USE audience")
@@ -508,16 +567,11 @@ def refresh_due(engine: Engine, *, interval: float, path: Path | None = None) ->
     """Sync unless the replica of this database is younger than most of ``interval`` or
     another process of this data dir is syncing it now (several server processes share one
     file: one copies, the others count on it)."""
-    import fcntl
-
     from patron.db import utcnow
 
     path = path or replica_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with (path.parent / f"{FILE_NAME}.lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with _sync_lock(path, wait=False) as held:
+        if not held:
             return None
         try:
             reader = _reader(path)
@@ -526,7 +580,7 @@ def refresh_due(engine: Engine, *, interval: float, path: Path | None = None) ->
         if (reader is not None and reader.source == source_key(engine.url)
                 and utcnow() - reader.as_of < dt.timedelta(seconds=interval * 0.9)):
             return None
-        return sync(engine, path=path)
+        return _sync_locked(engine, path, None)
 
 
 def run_refresher(engine: Engine, *, interval: float, stop: threading.Event) -> None:

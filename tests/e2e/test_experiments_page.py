@@ -174,3 +174,17 @@ def test_the_listing_checks_its_arguments(experiments, db_url):
         assert [i["code"] for i in listing["experiments"]] == ["autumn"]
         with pytest.raises(Forbidden):
             list_experiments(uow.c, actor=campaign_reader, kind="automation")
+
+
+def test_the_navigation_links_the_page_for_a_reader_of_campaigns_only():
+    # The page lets in whoever reads automations or campaigns; its link follows the same rule
+    # (a custom role may read campaigns without automations).
+    from patron.security.model import Actor
+    from patron.web.render import NAV, nav_allows
+
+    link = next(perm for path, _key, perm in NAV if path == "/experiments")
+    for permissions, shown in (({"campaigns.read"}, True), ({"automations.read"}, True),
+                               ({"customers.read"}, False)):
+        actor = Actor(type="user", id=9, name="custom", role="custom",
+                      permissions=frozenset(permissions))
+        assert nav_allows(actor, link) is shown, permissions

@@ -40,15 +40,16 @@ LANG_COOKIE = "patron_lang"
 PRELOGIN_COOKIE = "patron_csrf"
 CSRF_FIELD = "csrf_token"
 
-# The navigation bar: (path, message key, permission). A link shows only if the role has it.
-NAV = (
+# The navigation bar: (path, message key, permissions). A link shows only if the role has one
+# of the permissions (a tuple: any of them).
+NAV: tuple[tuple[str, str, str | tuple[str, ...]], ...] = (
     ("/", "web.nav.dashboard", "dashboard.read"),
     ("/customers", "web.nav.customers", "customers.read"),
     ("/dashboards", "web.nav.dashboards", "dashboard.read"),
     ("/analytics", "web.nav.analytics", "dashboard.read"),
     ("/imports", "web.nav.imports", "import"),
     ("/automations", "web.nav.automations", "automations.read"),
-    ("/experiments", "web.nav.experiments", "automations.read"),
+    ("/experiments", "web.nav.experiments", ("automations.read", "campaigns.read")),
     ("/loyalty", "web.nav.loyalty_admin", "loyalty.read"),
     ("/segments", "web.nav.segments", "segments.read"),
     ("/tags", "web.nav.tags", "tags.read"),
@@ -201,6 +202,11 @@ def url_with(request: Request, **changes: Any) -> str:
 
 # --- rendering ---------------------------------------------------------------------------------
 
+def nav_allows(actor: Actor, permission: str | tuple[str, ...]) -> bool:
+    wanted = (permission,) if isinstance(permission, str) else permission
+    return any(actor.can(p) for p in wanted)
+
+
 def render(request: Request, name: str, context: dict[str, Any] | None = None, *,
            actor: Actor | None = None, status_code: int = 200) -> HTMLResponse:
     lang = page_language(request, actor)
@@ -208,7 +214,8 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, *
     def _(message_key: str, /, **params: Any) -> str:
         return t(message_key, lang, **params)
 
-    nav = [(path, _(key)) for path, key, perm in NAV if actor is not None and actor.can(perm)]
+    nav = [(path, _(key)) for path, key, perm in NAV
+           if actor is not None and nav_allows(actor, perm)]
     ctx = {"lang": lang, "_": _, "actor": actor, "nav": nav, "csrf": csrf_token(request),
            "csrf_field": CSRF_FIELD, "path": request.url.path,
            "url_with": lambda **kw: url_with(request, **kw), **(context or {})}

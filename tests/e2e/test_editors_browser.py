@@ -10,6 +10,7 @@ import datetime as dt
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import select
 
@@ -171,6 +172,21 @@ def test_build_dry_run_save_and_activate_an_automation(live_server, browser, clu
     assert (row["code"], row["status"], row["trigger_type"]) == ("daily-hello", "active",
                                                                  "schedule")
     assert browser.find_element(By.ID, "pause")
+
+    # archiving asks first (patron-confirm.js): "no" leaves it running, "yes" archives it
+    browser.find_element(By.ID, "archive").click()
+    question = WebDriverWait(browser, 5).until(expected_conditions.alert_is_present())
+    assert "归档" in question.text and "不能再启用" in question.text
+    question.dismiss()
+    assert browser.find_element(By.ID, "pause")
+    with UnitOfWork(club, readonly=True) as uow:
+        assert uow.c.execute(select(automations.c.status)).scalar_one() == "active"
+    browser.execute_script("window.__leaving = true;")
+    browser.find_element(By.ID, "archive").click()
+    WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).accept()
+    assert "已归档" in wait_for(browser, "#status-changed").text
+    with UnitOfWork(club, readonly=True) as uow:
+        assert uow.c.execute(select(automations.c.status)).scalar_one() == "archived"
 
 
 def test_create_preview_launch_and_approve_a_campaign(live_server, browser, club, tmp_path):

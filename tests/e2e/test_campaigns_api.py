@@ -134,3 +134,44 @@ def test_hostile_input_to_every_campaigns_endpoint_is_a_4xx_never_a_500(owner, c
             for b in bodies if method == "POST" else [None]:
                 r = owner.request(method, concrete, json=b)
                 assert r.status_code < 500, (method, concrete, b, r.text[:300])
+
+
+def test_a_draft_is_changed_with_put_and_a_launched_campaign_is_not(owner, club, users,
+                                                                    client):
+    from sqlalchemy import select
+
+    from patron.security.tables import audit_log
+
+    assert owner.post("/api/v1/campaigns", json=body(club)).status_code == 201
+    changed = body(club, name="春季回馈（改）", channel="sms", control_share="0.2",
+                   budget_value="80", scheduled_at="2026-12-01T10:00:00+08:00")
+    r = owner.put("/api/v1/campaigns/spring", json=changed)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["name"], out["control_share"], out["budget_value"], out["status"]) == (
+        "春季回馈（改）", "0.2", "80.00", "draft")
+    assert out["scheduled_at"].startswith("2026-12-01T02:00:00")
+    # the same definition again changes nothing and records nothing
+    assert owner.put("/api/v1/campaigns/spring", json=changed).status_code == 200
+    with UnitOfWork(get_engine(), readonly=True) as uow:
+        entries = [r.details for r in uow.c.execute(
+            select(audit_log.c.details).where(audit_log.c.action == "campaign.updated"))]
+    assert entries == [{"code": "spring", "changed": ["budget_value", "control_share", "name",
+                                                      "scheduled_at"]}]
+
+    # refusals: another code in the body, a bad reference, the wrong role, an unknown campaign
+    r = owner.put("/api/v1/campaigns/spring", json=body(club, code="autumn"))
+    (f,) = r.json()["error"]["fields"]
+    assert r.status_code == 422 and (f["field"], f["reason"]) == ("code", "campaign_code_fixed")
+    r = owner.put("/api/v1/campaigns/spring", json=body(club, template="nope"))
+    assert r.status_code == 422
+    assert owner.get("/api/v1/campaigns/spring").json()["name"] == "春季回馈（改）"
+    assert owner.put("/api/v1/campaigns/autumn", json=body(club, code="autumn")
+                     ).status_code == 404
+    # launched: what was counted and scheduled stays as it was
+    assert owner.post("/api/v1/campaigns/spring/launch").status_code == 200
+    r = owner.put("/api/v1/campaigns/spring", json=body(club, name="late"))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "campaign_not_editable"
+    assert owner.get("/api/v1/campaigns/spring").json()["name"] == "春季回馈（改）"
+    login(client, "analyst")  # (the same client as ``owner``: signs the owner out)
+    assert client.put("/api/v1/campaigns/spring", json=changed).status_code == 403

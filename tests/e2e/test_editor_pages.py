@@ -252,6 +252,49 @@ def test_a_campaign_needing_approval_is_approved_by_someone_else(client, club, m
     get_settings.cache_clear()
 
 
+def test_a_draft_campaign_is_changed_in_the_form_it_was_made_with(client, club):
+    login(client, "owner")
+    token = _token(client, "/campaigns/new")
+    made = {"csrf_token": token, "code": "spring", "name": "春季", "program": "BB",
+            "channel": "sms", "control_share": "10", "message_cost": "0.05",
+            "arms_mode": "variants", "variant_code_0": "A", "variant_share_0": "60",
+            "variant_template_0": "hello", "variant_code_1": "B", "variant_share_1": "40",
+            "variant_template_1": "hello", "scheduled_at": "2026-12-01T10:00",
+            "budget_messages": "10"}
+    r = client.post("/campaigns/new", data=made, follow_redirects=False)
+    assert r.status_code == 303, r.text[:500]
+    assert 'id="edit-campaign" href="/campaigns/spring/edit"' in client.get(
+        "/campaigns/spring").text
+    page = client.get("/campaigns/spring/edit").text
+    assert "编辑营销活动 spring" in page and 'action="/campaigns/spring/edit"' in page
+    for name, value in (("name", "春季"), ("control_share", "10"), ("budget_messages", "10"),
+                        ("scheduled_at", "2026-12-01T10:00"), ("variant_share_0", "60"),
+                        ("variant_share_1", "40"), ("variant_code_1", "B")):
+        assert re.search(rf'name="{name}" value="{re.escape(value)}"', page), name
+    assert re.search(r'name="code" value="spring"[^>]*readonly', page)
+
+    # a refusal comes back beside its field and changes nothing
+    r = client.post("/campaigns/spring/edit", data={**made, "variant_share_1": "30"})
+    assert r.status_code == 422 and "100%" in r.text
+    # the code is not the form's to change; the rest is saved
+    r = client.post("/campaigns/spring/edit", data={
+        **made, "code": "autumn", "name": "春季（改）", "arms_mode": "single",
+        "template": "hello", "control_share": "20"}, follow_redirects=False)
+    assert r.headers["location"] == "/campaigns/spring?saved=1"
+    with UnitOfWork(club["engine"], readonly=True) as uow:
+        row = uow.c.execute(select(campaigns)).mappings().one()
+    assert (row["code"], row["name"], row["control_share"], row["arms"]) == (
+        "spring", "春季（改）", "0.2", [{"code": "main", "share": "1", "template": "hello"}])
+
+    # once launched the campaign is what was counted: no edit form, a 409 to a direct post
+    client.post("/campaigns/spring/launch", data={"csrf_token": token})
+    assert 'id="edit-campaign"' not in client.get("/campaigns/spring").text
+    assert client.get("/campaigns/spring/edit").status_code == 409
+    assert client.post("/campaigns/spring/edit", data=made).status_code == 409
+    with UnitOfWork(club["engine"], readonly=True) as uow:
+        assert uow.c.execute(select(campaigns.c.name)).scalar_one() == "春季（改）"
+
+
 # --- bulk tagging ------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Campaigns over HTTP under /api/v1: define, preview, launch, approve, cancel, recipients."""
+"""Campaigns over HTTP under /api/v1: define, change a draft, preview, launch, approve, cancel,
+recipients."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def create_campaign(body: CampaignIn, uow: UowDep, actor: Manager) -> Any:
     """A draft. Refused (422, naming the field) for a template variable campaigns do not fill
     in, a coupon variable without a coupon, unknown references."""
     return service.create(uow=uow, actor=actor, body=body)
+
+
+@router.put("/campaigns/{code}")
+def edit_campaign(code: str, body: CampaignIn, uow: UowDep, actor: Manager) -> Any:
+    """Replace a draft's definition (the same checks as creating it; the code stays). 409 once
+    it is launched."""
+    return service.edit(uow=uow, actor=actor, code=code, body=body)
 
 
 @router.get("/campaigns/{code}")

@@ -1,9 +1,9 @@
 """Campaign editor pages: /campaigns/new (audience from the segment builder, template or A/B
 templates, an optional coupon per recipient, when to send, control share, budget) saves a
 draft whose page shows the preview (audience, sample messages, estimated cost) and launches
-it; /campaigns/approvals lists the campaigns whose audience needs a second person, who
-approves them there. Every form posts with its CSRF token; refusals come back beside their
-fields, in the page's language."""
+it; /campaigns/{code}/edit changes a draft in the same form; /campaigns/approvals lists the
+campaigns whose audience needs a second person, who approves them there. Every form posts
+with its CSRF token; refusals come back beside their fields, in the page's language."""
 
 from __future__ import annotations
 
@@ -66,13 +66,14 @@ def _options(conn: Connection, lang: str, actor: Actor) -> dict[str, Any]:
 
 def _form_page(request: Request, actor: Actor, *, form: dict[str, Any],
                segment: Any, errors: dict[str, str] | None = None,
-               status_code: int = 200) -> Response:
+               status_code: int = 200, editing: str | None = None) -> Response:
     lang = page_language(request, actor)
     errors = errors or {}
     with UnitOfWork(get_engine(), readonly=True) as uow:
         options = _options(uow.c, lang, actor)
     return render(request, "automations/campaign_new.html", {
         "form": form, "segment": segment, "rows": range(VARIANT_ROWS), **options,
+        "editing": editing,
         "segment_errors": {k: v for k, v in errors.items()
                            if k == "segment" or k.startswith("segment.")},
         "errors": {k: v for k, v in errors.items() if not k.startswith("segment")},
@@ -150,9 +151,71 @@ def campaign_input(form: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
 async def create(request: Request,
                  actor: Annotated[Actor, Depends(need("campaigns.manage"))]) -> Response:
     """Save the draft; its page then shows the preview and the launch button."""
+    return await _submit(request, actor, editing=None)
+
+
+def typed_from(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored campaign as the form shows it: shares in percent, times in the stores' zone."""
+    def plain(value: Any) -> str:
+        return "" if value is None else str(value)
+
+    def percent(share: Any) -> str:
+        return format((Decimal(str(share)) * 100).normalize(), "f")
+
+    typed: dict[str, Any] = {k: plain(row.get(k)) for k in (
+        "code", "name", "program", "channel", "coupon_template_id", "budget_messages",
+        "budget_value", "message_cost")}
+    typed["control_share"] = percent(row["control_share"])
+    at = row.get("scheduled_at")
+    if at is not None:
+        at = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+        zone = ZoneInfo(get_settings().default_timezone)
+        typed["scheduled_at"] = at.astimezone(zone).strftime("%Y-%m-%dT%H:%M")
+    else:
+        typed["scheduled_at"] = ""
+    arms = row["arms"]
+    if len(arms) == 1 and arms[0]["code"] == "main":
+        typed["arms_mode"], typed["template"] = "single", arms[0]["template"]
+    else:
+        typed["arms_mode"], typed["template"] = "variants", ""
+        for i, arm in enumerate(arms[:VARIANT_ROWS]):
+            typed[f"variant_code_{i}"] = arm["code"]
+            typed[f"variant_share_{i}"] = percent(arm["share"])
+            typed[f"variant_template_{i}"] = arm["template"]
+    return typed
+
+
+def _draft(actor: Actor, code: str) -> dict[str, Any]:
+    with UnitOfWork(get_engine(), readonly=True) as uow:
+        row = campaigns.get_campaign(uow.c, actor=actor, code=code)
+    if row["status"] != "draft":
+        raise Conflict("campaign_not_editable", params={"code": code, "status": row["status"]})
+    return row
+
+
+@router.get("/campaigns/{code}/edit")
+def edit_page(code: str, request: Request,
+              actor: Annotated[Actor, Depends(need("campaigns.manage"))]) -> Response:
+    """A draft in the form it was made with; launched campaigns are not changed (409)."""
+    row = _draft(actor, code)
+    return _form_page(request, actor, form=typed_from(row), segment=row["segment"],
+                      editing=code)
+
+
+@router.post("/campaigns/{code}/edit")
+async def edit(code: str, request: Request,
+               actor: Annotated[Actor, Depends(need("campaigns.manage"))]) -> Response:
+    _draft(actor, code)
+    return await _submit(request, actor, editing=code)
+
+
+async def _submit(request: Request, actor: Actor, *, editing: str | None) -> Response:
+    """Creating and editing: parse, check the shape, save; refusals beside their fields."""
     form = await posted_form(request)
     lang = page_language(request, actor)
     typed, data, segment = campaign_input(form)
+    if editing is not None:  # the code is not the form's to change
+        typed["code"] = data["code"] = editing
     try:
         body = CampaignIn.model_validate(data)
     except ValidationError as exc:
@@ -160,10 +223,14 @@ async def create(request: Request,
         if "form" in errors:  # the model's own check: template or variants
             errors["arms"] = errors.pop("form")
         return _form_page(request, actor, form=typed, segment=segment,
-                          errors=_form_fields(errors, typed), status_code=422)
+                          errors=_form_fields(errors, typed), status_code=422,
+                          editing=editing)
     try:
         with UnitOfWork(get_engine()) as uow:
-            campaigns.create(uow=uow, actor=actor, body=body)
+            if editing is None:
+                campaigns.create(uow=uow, actor=actor, body=body)
+            else:
+                campaigns.edit(uow=uow, actor=actor, code=editing, body=body)
     except PatronError as exc:
         if exc.status not in (404, 409, 422):
             raise
@@ -171,7 +238,7 @@ async def create(request: Request,
         errors = service_errors(exc, lang, default=default)
         return _form_page(request, actor, form=typed, segment=segment,
                           errors=_form_fields(errors, typed),
-                          status_code=exc.status)
+                          status_code=exc.status, editing=editing)
     return redirect(f"/campaigns/{body.code}?saved=1")
 
 

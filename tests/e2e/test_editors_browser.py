@@ -173,7 +173,7 @@ def test_build_dry_run_save_and_activate_an_automation(live_server, browser, clu
                                                                  "schedule")
     assert browser.find_element(By.ID, "pause")
 
-    # archiving asks first (patron-confirm.js): "no" leaves it running, "yes" archives it
+    # archiving asks first (patron.js): "no" leaves it running, "yes" archives it
     browser.find_element(By.ID, "archive").click()
     question = WebDriverWait(browser, 5).until(expected_conditions.alert_is_present())
     assert "归档" in question.text and "不能再启用" in question.text
@@ -259,9 +259,17 @@ def test_tag_three_customers_from_the_list(live_server, browser, shop, tmp_path)
     browser.get(f"{live_server}/customers")
     boxes = wait_for(browser, "#customer-list").find_elements(By.CSS_SELECTOR, "input.pick")
     assert len(boxes) == 4
+    # the header's box ticks every row of the page, and clears them again
+    pick_all = browser.find_element(By.ID, "pick-all")
+    pick_all.click()
+    assert all(b.is_selected() for b in boxes)
+    pick_all.click()
+    assert not any(b.is_selected() for b in boxes)
     for box in boxes[:3]:
         box.click()
     picked = {b.get_attribute("value") for b in boxes[:3]}
+    assert not pick_all.is_selected()
+    assert browser.execute_script("return document.getElementById('pick-all').indeterminate")
     Select(browser.find_element(By.CSS_SELECTOR, "#bulk-tag select[name=tag]")
            ).select_by_value("vip")
     screenshot(browser, tmp_path, "customer-list-bulk-tag")

@@ -1,20 +1,24 @@
-"""No personal data in the server's logs: the access log's request line loses phone numbers
-and email addresses in paths and query strings (a search typed into an old bookmark, a till
-looking a member up by phone with GET). Installed on uvicorn's access logger by the app."""
+"""No personal data in the server's logs: the access log's request line has its phone numbers,
+e-mail addresses and identity numbers masked (a search typed into an old bookmark, a till
+looking a member up by phone with GET), by the same rules as free text stored in the database
+(:mod:`patron.protection.redact`), also where the URL encodes ``+`` or ``@``. Installed on
+uvicorn's access logger by the app."""
 
 from __future__ import annotations
 
 import logging
 import re
 
-# Mainland mobiles with or without +86 / 86, other E.164 numbers, and emails (also %40).
-PHONE = re.compile(r"(?<![0-9])(?:(?:\+|%2B)?86)?1[3-9][0-9]{9}(?![0-9])"
-                   r"|(?:\+|%2B)[1-9][0-9]{7,14}")
-EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+from patron.protection import redact
+
+# What a URL writes for the characters the masking rules look for: %2B for "+", %40 for "@",
+# %20 and + for a space between digit groups.
+_ENCODED = re.compile(r"%2[Bb]|%40|%20")
+_DECODED = {"%2B": "+", "%2b": "+", "%40": "@", "%20": " "}
 
 
 def scrub(text: str) -> str:
-    return EMAIL.sub("[email]", PHONE.sub("[phone]", text))
+    return redact.scrub(_ENCODED.sub(lambda m: _DECODED[m.group(0)], text))
 
 
 class PersonalDataFilter(logging.Filter):

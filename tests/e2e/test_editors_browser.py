@@ -6,6 +6,7 @@ user; three customers tagged from the customer list."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
@@ -14,7 +15,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import select
 
-from patron.automations.tables import automations
+from patron.automations.tables import automation_versions, automations
 from patron.campaigns.tables import campaigns
 from patron.db import UnitOfWork, get_engine, utcnow
 from patron.messaging import service as messaging
@@ -187,6 +188,53 @@ def test_build_dry_run_save_and_activate_an_automation(live_server, browser, clu
     assert "已归档" in wait_for(browser, "#status-changed").text
     with UnitOfWork(club, readonly=True) as uow:
         assert uow.c.execute(select(automations.c.status)).scalar_one() == "archived"
+
+
+def test_a_webhook_step_carries_the_data_typed_as_json(live_server, browser, club, tmp_path):
+    sign_in(browser, live_server, "owner", PASSWORD)
+    browser.get(f"{live_server}/automations/new")
+    _ready(browser, "automation-form")
+    browser.find_element(By.ID, "automation-code").send_keys("hook")
+    browser.find_element(By.ID, "automation-name").send_keys("通知 CRM")
+    Select(browser.find_element(By.ID, "trigger-type")).select_by_value("schedule")
+    cron = _cron(browser)
+    cron.clear()
+    cron.send_keys("0 10 * * *")
+    _add_step(browser, "call_webhook")
+    data = _step(browser, 0).find_element(By.CSS_SELECTOR, '[data-param="data"] textarea')
+    data.send_keys('{"offer": "spring", "tags": [1, 2')  # not JSON yet
+    _submit(browser, "save-automation")
+    _ready(browser, "automation-form")
+    assert wait_for(browser, '.ae-error[data-error-for="definition.steps.0.data"]').text
+    with UnitOfWork(club, readonly=True) as uow:
+        assert uow.c.execute(select(automations)).first() is None
+    data = _step(browser, 0).find_element(By.CSS_SELECTOR, '[data-param="data"] textarea')
+    data.clear()
+    data.send_keys('{"offer": "spring", "tags": [1, 2]}')
+    _submit(browser, "save-automation")
+    wait_for(browser, "#saved")
+    assert _definition_steps(club) == [{"action": "call_webhook", "endpoint_id": None,
+                                        "data": {"offer": "spring", "tags": [1, 2]}}]
+    # the edit form shows the data again and keeps it when something else changes
+    browser.get(f"{live_server}/automations/hook/edit")
+    _ready(browser, "automation-form")
+    shown = _step(browser, 0).find_element(By.CSS_SELECTOR, '[data-param="data"] textarea')
+    assert json.loads(shown.get_attribute("value")) == {"offer": "spring", "tags": [1, 2]}
+    name = browser.find_element(By.ID, "automation-name")
+    name.clear()
+    name.send_keys("通知 CRM（改）")
+    _submit(browser, "save-automation")
+    wait_for(browser, "#saved")
+    with UnitOfWork(club, readonly=True) as uow:
+        assert uow.c.execute(select(automations.c.name)).scalar_one() == "通知 CRM（改）"
+    assert _definition_steps(club)[0]["data"] == {"offer": "spring", "tags": [1, 2]}
+
+
+def _definition_steps(engine) -> list:  # type: ignore[no-untyped-def]
+    """The steps of the automation's newest version."""
+    with UnitOfWork(engine, readonly=True) as uow:
+        return uow.c.execute(select(automation_versions.c.definition).order_by(
+            automation_versions.c.version.desc()).limit(1)).scalar_one()["steps"]
 
 
 def test_create_preview_launch_and_approve_a_campaign(live_server, browser, club, tmp_path):

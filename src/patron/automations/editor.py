@@ -171,7 +171,8 @@ def catalog(conn: Connection, lang: str, actor: Actor) -> dict[str, Any]:
             CHANNELS, "web.autoedit.channel", lang)),
             p("template", "select", options=messages)],
         "call_webhook": [p("endpoint_id", "select", options=endpoints, optional=True,
-                           numeric=True)],
+                           numeric=True),
+                         p("data", "json", hint='{"offer": "spring"}')],
         "wait": [p("days", "int", default=1), p("hours", "int", default=0),
                  p("minutes", "int", default=0)],
     }

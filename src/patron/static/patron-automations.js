@@ -141,6 +141,22 @@
       wrap = el("div", {cls: "ae-param ae-wide", "data-param": p.name},
                 [el("span", {text: p.label}), control, errorSlot(path + "." + p.name)]);
       return wrap;
+    } else if (p.kind === "json") {
+      // a JSON object sent as it is (a webhook step's data); text that is not JSON goes to the
+      // server as typed, which refuses it beside this field
+      var shown = node[p.name] === undefined ? "" :
+        (typeof node[p.name] === "string" ? node[p.name] : JSON.stringify(node[p.name], null, 1));
+      control = el("textarea", {rows: "3", cls: "ae-json"});
+      control.value = shown === "{}" ? "" : shown;
+      if (p.hint) { control.setAttribute("placeholder", p.hint); }
+      control.addEventListener("input", function () {
+        var v = control.value.trim();
+        if (v === "") { delete node[p.name]; } else {
+          try { node[p.name] = JSON.parse(v); } catch (e) { node[p.name] = v; }
+        }
+        self.changed();
+      });
+      wrap.classList.add("ae-wide");
     } else {
       control = el("input", {type: p.kind === "int" ? "number" : "text",
                              value: node[p.name] === undefined ? "" : node[p.name]});

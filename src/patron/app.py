@@ -200,6 +200,13 @@ def create_app() -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    # Matched first: declared last, the liveness probe was tried against every other route
+    # (about 370 path patterns, 1.3 ms of CPU per probe) before its own. No other route
+    # answers GET /healthz, so the order changes nothing but that cost; it is still a FastAPI
+    # route with its dependencies and middlewares (the benchmarks' anchor, docs/benchmarks.md).
+    probe = next(r for r in app.router.routes if getattr(r, "path", None) == "/healthz")
+    app.router.routes.remove(probe)
+    app.router.routes.insert(0, probe)
     return app
 
 

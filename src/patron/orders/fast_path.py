@@ -6,9 +6,12 @@ single-order request (routing through every included router, solving the route's
 the body-parameter machinery, the exception and exit-stack middlewares) cost about as much CPU
 as recording the order itself in a group. This middleware does the happy path with the very
 same steps the route does, in the same order: the caller from a cached API key
-(``deps._cached_key_actor``), the ``orders.write`` permission, ``json.loads`` of a JSON body,
-``OrderIn`` validated in Python mode as FastAPI validates a body, the process's group-commit
-batcher, and the route's own ``JSONResponse`` (201 created, 200 duplicate).
+(``deps._cached_key_actor``'s steps, read straight from the ASGI headers when no ``?lang=`` or
+cookie can change the actor's language), the ``orders.write`` permission, the JSON body parsed
+(orjson), ``OrderIn`` validated in Python mode as FastAPI validates a body, the process's
+group-commit batcher, and the bytes and headers of the route's ``JSONResponse`` (201 created,
+200 duplicate). In-process, with the write stubbed out, that is about 53 us of CPU per request
+against 74 with ``Request``, ``json`` and ``JSONResponse``.
 
 Anything else goes to the application untouched (the body it read is handed on): another path
 or method, a key not in the cache or refused, a missing permission, another content type,
@@ -22,15 +25,16 @@ it is read is refused again where the route reads it, which answers its 413).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from patron.errors import PatronError
+from patron.security import service as security
+from patron.security.model import Actor
 
 PATH = "/api/v1/orders"
 PERMISSION = "orders.write"
@@ -75,32 +79,65 @@ class SingleOrderFastPath:
         await self.app(scope, replay, send)
 
 
-async def _answer(scope: Scope, body: bytes) -> JSONResponse | None:
+async def _answer(scope: Scope, body: bytes) -> Response | None:
     """The route's response when the request takes its happy path, else None."""
-    from patron.deps import _cached_key_actor
     from patron.orders.api import order_batcher
     from patron.orders.schemas import OrderIn
 
-    request = Request(scope)
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        return None
-    try:
-        actor = _cached_key_actor(request)
-    except PatronError:
-        return None  # a refused key: the application answers and raises the alert
+    actor = _caller(scope)
     if actor is None or not actor.can(PERMISSION):
         return None
     try:
-        payload: Any = json.loads(body)
+        # orjson refuses a little more than json (NaN, integers past 64 bits, lone
+        # surrogates): such a body goes to the route, which parses it as it always has.
+        payload: Any = orjson.loads(body)
         order = OrderIn.model_validate(payload)
     except (ValueError, ValidationError):
-        return None  # json.JSONDecodeError is a ValueError; the route reports either
+        return None  # orjson.JSONDecodeError is a ValueError; the route reports either
     outcome = await order_batcher(scope["app"]).submit(order, actor)
     if outcome.status not in ("created", "duplicate"):
         return None
-    return JSONResponse(outcome.model_dump(mode="json"),
-                        status_code=201 if outcome.status == "created" else 200)
+    # The bytes JSONResponse renders (compact, UTF-8, control characters escaped alike), and
+    # its two headers; orjson writes them in a fraction of json.dumps's time.
+    return Response(orjson.dumps(outcome.model_dump(mode="json")),
+                    status_code=201 if outcome.status == "created" else 200,
+                    media_type="application/json")
+
+
+def _caller(scope: Scope) -> Actor | None:
+    """The caller from a cached API key, as ``deps._cached_key_actor`` finds it, for a JSON
+    body; None when the request is not for the fast path or the key is not in the cache."""
+    content_type = authorization = None
+    plain = not scope.get("query_string")  # no ?lang= to apply to the actor
+    for name, value in scope["headers"]:  # the first of each, as Request.headers.get reads
+        if name == b"content-type":
+            content_type = value if content_type is None else content_type
+        elif name == b"authorization":
+            authorization = value if authorization is None else authorization
+        elif name == b"cookie":
+            plain = False  # a patron_lang cookie, perhaps
+    if content_type is None or authorization is None:
+        return None
+    if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+        return None
+    if not plain:
+        # The language the caller chose goes with the actor: the dependency's own steps.
+        from starlette.requests import Request
+
+        from patron.deps import _cached_key_actor
+        try:
+            return _cached_key_actor(Request(scope))
+        except PatronError:
+            return None  # a refused key: the application answers and raises the alert
+    if authorization[:7].lower() != b"bearer ":
+        return None
+    client = scope.get("client")
+    hit, actor = security.cached_api_key_actor(authorization[7:].decode("latin-1").strip(),
+                                               client[0] if client else None)
+    if not hit or actor is None:
+        return None  # not cached, or refused: the application answers (and alerts)
+    scope.setdefault("state", {})["actor"] = actor  # request.state.actor, as the route keeps it
+    return actor
 
 
 def install(app: Any) -> None:

@@ -394,8 +394,6 @@ def bulk_insert_many(conn: Connection,
         for batch in prepared:
             _copy_rows(conn, batch)
         return
-    from sqlalchemy import text
-
     parts: list[str] = []
     params: dict[str, str] = {}
     for i, batch in enumerate(prepared):
@@ -404,7 +402,16 @@ def bulk_insert_many(conn: Connection,
         params[f"j{i}"] = payload
     head = ", ".join(f"i{i} AS ({p})" for i, p in enumerate(parts[:-1]))
     statement = (f"WITH {head} {parts[-1]}" if head else parts[-1])
-    conn.execute(text(statement), params)
+    conn.execute(cached_text(statement), params)
+
+
+@functools.lru_cache(maxsize=256)
+def cached_text(statement: str) -> Any:
+    """``text(statement)``, built once per distinct statement: a ``TextClause`` parses its
+    parameters with a regular expression when built, on every call of a hot path otherwise."""
+    from sqlalchemy import text
+
+    return text(statement)
 
 
 def _copy_rows(conn: Connection, batch: PreparedRows) -> None:
@@ -435,8 +442,16 @@ def json_insert(conn: Connection, batch: PreparedRows) -> tuple[str, str]:
 def _json_insert(conn: Connection, batch: PreparedRows) -> tuple[str, str]:
     import json
 
-    dialect = conn.dialect
-    columns = [batch.table.c[n] for n in batch.columns]
+    sql = _json_insert_sql(conn.dialect, batch.table, tuple(batch.columns))
+    payload = json.dumps(batch.rows, default=_json_value, ensure_ascii=False)
+    return sql, payload
+
+
+@functools.lru_cache(maxsize=256)
+def _json_insert_sql(dialect: Any, table: Any, column_names: tuple[str, ...]) -> str:
+    """The statement's text depends only on the table and columns: compiled once (the column
+    types' compilation cost more CPU than the insert's round trip on the API's small groups)."""
+    columns = [table.c[n] for n in column_names]
     selects = []
     for j, c in enumerate(columns):
         sql_type = c.type.compile(dialect=dialect)
@@ -444,12 +459,10 @@ def _json_insert(conn: Connection, batch: PreparedRows) -> tuple[str, str]:
             selects.append(f"e->>{j}")
         else:
             selects.append(f"CAST(e->>{j} AS {sql_type})")
-    quoted = ", ".join(f'"{n}"' for n in batch.columns)
+    quoted = ", ".join(f'"{n}"' for n in column_names)
     # Table and column names and types come from Patron's own metadata, never from input.
-    sql = (f'INSERT INTO "{batch.table.name}" ({quoted}) SELECT {", ".join(selects)} '  # noqa: S608
-           "FROM json_array_elements(CAST(:rows AS json)) AS e")
-    payload = json.dumps(batch.rows, default=_json_value, ensure_ascii=False)
-    return sql, payload
+    return (f'INSERT INTO "{table.name}" ({quoted}) SELECT {", ".join(selects)} '  # noqa: S608
+            "FROM json_array_elements(CAST(:rows AS json)) AS e")
 
 
 def _json_text(value: Any) -> str | None:

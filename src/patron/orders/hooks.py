@@ -26,7 +26,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import ColumnElement, Connection, Select, select
 
 from patron.security.model import Actor
 
@@ -118,17 +118,40 @@ def orders_recorded(conn: Connection, recorded: Sequence[RecordedOrder], *, acto
     active); their answers are returned."""
     also = also or {}
     hooks = _order_hooks() if recorded else []
-    asked = [(f"h{i}", applies()) for i, (_fn, applies) in enumerate(hooks)
+    asked = [(f"h{i}", _condition(applies)) for i, (_fn, applies) in enumerate(hooks)
              if applies is not None]
     asked += [(f"a_{name}", condition) for name, condition in also.items()]
     answers: dict[str, bool] = {}
     if asked:
-        row = conn.execute(select(*[c.label(label) for label, c in asked])).one()
+        row = conn.execute(_question(asked)).one()
         answers = {label: bool(value) for (label, _c), value in zip(asked, row, strict=True)}
     for i, (fn, applies) in enumerate(hooks):
         if applies is None or answers[f"h{i}"]:
             fn(conn, recorded, actor=actor, now=now)
     return {name: answers[f"a_{name}"] for name in also}
+
+
+@cache
+def _condition(applies: Callable[[], ColumnElement[bool]]) -> ColumnElement[bool]:
+    """An area's condition, built once: building it and the statement around it for every
+    group of orders cost about 200 us of CPU, more than asking the database."""
+    return applies()
+
+
+_questions: dict[tuple[tuple[str, int], ...],
+                 tuple[Select[Any], list[ColumnElement[bool]]]] = {}
+
+
+def _question(asked: list[tuple[str, ColumnElement[bool]]]) -> Select[Any]:
+    """``SELECT cond AS label, ...``, reused while the same condition objects are asked
+    (they are kept with it, so that their ids name them)."""
+    key = tuple((label, id(c)) for label, c in asked)
+    hit = _questions.get(key)
+    if hit is None:
+        hit = (select(*[c.label(label) for label, c in asked]), [c for _label, c in asked])
+        if len(_questions) < 64:
+            _questions[key] = hit
+    return hit[0]
 
 
 def return_recorded(conn: Connection, ret: RecordedReturn, *, actor: Actor,

@@ -17,9 +17,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, insert, select, text, update
+from sqlalchemy import Connection, Engine, event, insert, select, update
 
-from patron.db import json_insert, prepare_rows, upsert, utcnow
+from patron.db import cached_text, json_insert, prepare_rows, upsert, utcnow
 from patron.protection.redact import scrub_json
 from patron.security.model import Actor
 from patron.security.tables import audit_chain_head, audit_log
@@ -127,26 +127,28 @@ def append(conn: Connection, entries: list[dict[str, Any]]) -> None:
         row = {**entry, "id": last_id, "prev_hash": last_hash}
         row["entry_hash"] = last_hash = entry_hash(last_hash, row)
         rows.append(row)
-    move_head = (update(audit_chain_head).where(audit_chain_head.c.id == 1)
-                 .values(last_id=last_id, last_hash=last_hash))
     if conn.dialect.name == "postgresql" and len(rows) <= ONE_STATEMENT_ENTRIES:
         # The entries (one JSON parameter, bound as an executemany would bind them) and the
         # head's move in one round trip, a data-modifying WITH: the head stays locked one
         # round trip less. A multi-row VALUES would be compiled anew for every call.
         sql, payload = json_insert(conn, prepare_rows(conn, audit_log, rows))
-        conn.execute(text(f"WITH appended AS ({sql}) UPDATE audit_chain_head "  # noqa: S608
-                          "SET last_id = :last_id, last_hash = :last_hash WHERE id = 1"),
+        conn.execute(cached_text(f"WITH appended AS ({sql}) UPDATE audit_chain_head "  # noqa: S608
+                                 "SET last_id = :last_id, last_hash = :last_hash WHERE id = 1"),
                      {"rows": payload, "last_id": last_id, "last_hash": last_hash})
         return
     conn.execute(insert(audit_log), rows)
-    conn.execute(move_head)
+    conn.execute(update(audit_chain_head).where(audit_chain_head.c.id == 1)
+                 .values(last_id=last_id, last_hash=last_hash))
+
+
+# Built once: the head is read for every transaction that audits anything.
+_HEAD = select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash).where(
+    audit_chain_head.c.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()
 
 
 def _lock_head(conn: Connection) -> tuple[int, str]:
-    query = select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash).where(
-        audit_chain_head.c.id == 1)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = _HEAD_LOCKED if conn.dialect.name == "postgresql" else _HEAD
     head = conn.execute(query).first()
     if head is None:
         # A new database (or one whose tables were emptied): the head starts at the last

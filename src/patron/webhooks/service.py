@@ -8,6 +8,7 @@ endpoint secret is generated here and shown once, when created or rotated.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, exists, func, insert, select, update
@@ -26,9 +27,11 @@ from patron.webhooks.tables import webhook_deliveries, webhook_endpoints
 MAX_PAGE_SIZE = 200
 
 
+@cache
 def any_active_endpoint() -> ColumnElement[bool]:
     """Whether any endpoint is active: asked together with other questions by a caller that
-    would read :func:`subscribers` only then."""
+    would read :func:`subscribers` only then. One object, built once, so that a caller can
+    keep the statement asking it (``orders.hooks``)."""
     return exists().where(webhook_endpoints.c.active.is_(True))
 
 

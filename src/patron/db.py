@@ -237,7 +237,7 @@ def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
 
 def allocate_ids_many(conn: Connection, wanted: list[tuple[Any, int]]) -> list[list[int]]:
     """:func:`allocate_ids` for several tables, in one round trip on PostgreSQL."""
-    from sqlalchemy import func, select, text
+    from sqlalchemy import func, select
 
     out: list[list[int]] = [[] for _ in wanted]
     asked = [(i, table, count) for i, (table, count) in enumerate(wanted) if count > 0]
@@ -251,7 +251,7 @@ def allocate_ids_many(conn: Connection, wanted: list[tuple[Any, int]]) -> list[l
                          f"pg_get_serial_sequence(:t{i}, 'id') AS regclass) AS seq) AS s, "
                          f"generate_series(1, :n{i})")
             params[f"t{i}"], params[f"n{i}"] = table.name, count
-        for k, new_id in conn.execute(text(" UNION ALL ".join(parts)), params):
+        for k, new_id in conn.execute(cached_text(" UNION ALL ".join(parts)), params):
             out[int(k)].append(int(new_id))
         return out
     for i, table, count in asked:

@@ -181,6 +181,25 @@ def test_the_qr_card_is_inline_svg_with_a_signed_short_lived_payload(client, sho
     assert not re.search(r'(src|href)="(https?:)?//', r.text)
 
 
+def test_the_card_page_reads_only_and_does_not_queue_behind_a_writer(client, shop, db_url):
+    # Members keep the card open and it refreshes itself: on SQLite, a page that took the
+    # write lock would wait for every import and checkout in progress.
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's single writer")
+    import sqlite3
+
+    sign_in(client)
+    assert client.get(f"/m/card?member={shop['me']['id']}").status_code == 200  # key made
+    writer = sqlite3.connect(db_url.split("///", 1)[1], timeout=1)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+        r = client.get(f"/m/card?member={shop['me']['id']}")
+        assert r.status_code == 200 and 'class="member-qr"' in r.text
+    finally:
+        writer.rollback()
+        writer.close()
+
+
 def test_a_new_phone_enrols_on_the_page_with_privacy_and_marketing_consent(client, shop, db_url):
     sign_in(client, STRANGER, "137****1111")
     form_page = client.get("/m/home", follow_redirects=True)

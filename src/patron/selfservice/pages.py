@@ -317,9 +317,14 @@ def purchase_history(request: Request, member: MemberDep) -> Response:
 
 
 @router.get("/card")
-def card(request: Request, member: MemberDep, uow: UowDep) -> Response:
-    data = service.member_card(uow=uow, session=member, member_id=_member_param(request))
-    mine = service.memberships(uow.c, member)
+def card(request: Request, member: MemberDep) -> Response:
+    # Read-only: a page members keep open and refresh must not queue behind SQLite's writer.
+    engine = get_engine()
+    key = service.card_key(engine)
+    with UnitOfWork(engine, readonly=True) as uow:
+        data = service.member_card(uow=uow, session=member, member_id=_member_param(request),
+                                   key=key)
+        mine = service.memberships(uow.c, member)
     current = next(m for m in mine if m["id"] == data["member_id"])
     return render(request, "selfservice/card.html",
                   {"card": data, "membership": current,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, literal, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, literal, or_, select, text, update
 
 from patron.config import get_settings
 from patron.customers.model import IdentifierError, mask_phone, normalize_identity
@@ -533,20 +533,33 @@ def ensure_card_key(*, uow: UnitOfWork, now: dt.datetime | None = None) -> tuple
     return key_id, bytes.fromhex(secret)
 
 
+def card_key(engine: Engine) -> tuple[int, bytes]:
+    """The card-signing key, read without taking SQLite's write lock; only the very first
+    card of a database writes (creating the key)."""
+    with UnitOfWork(engine, readonly=True) as uow:
+        found = _card_key(uow.c)
+    if found is not None:
+        return found
+    with UnitOfWork(engine) as uow:
+        return ensure_card_key(uow=uow)
+
+
 def member_card(*, uow: UnitOfWork, session: MemberSession, member_id: int | None = None,
-                now: dt.datetime | None = None) -> dict[str, Any]:
+                now: dt.datetime | None = None, key: tuple[int, bytes] | None = None
+                ) -> dict[str, Any]:
     """A freshly signed card payload for one of the member's memberships, valid for
-    ``PATRON_MEMBER_CARD_SECONDS``, and its QR code as inline SVG."""
+    ``PATRON_MEMBER_CARD_SECONDS``, and its QR code as inline SVG. With ``key`` (from
+    :func:`card_key`) it only reads: ``uow`` may be read-only."""
     import segno
 
     at = now or utcnow()
     member = own_member(uow.c, session, member_id)
-    key_id, key = ensure_card_key(uow=uow, now=at)
+    key_id, key_bytes = key if key is not None else ensure_card_key(uow=uow, now=at)
     expires = at + dt.timedelta(seconds=get_settings().member_card_seconds)
     # Whole seconds, so that the expiry shown is the one signed.
     expires = expires.replace(microsecond=0)
     payload = sign_card(member_code=member["member_code"], expires_at=expires, key_id=key_id,
-                        key=key)
+                        key=key_bytes)
     svg = segno.make(payload, error="m").svg_inline(border=4, omitsize=True,
                                                     svgclass="member-qr", dark="#111827")
     return {"member_id": int(member["id"]), "member_code": member["member_code"],

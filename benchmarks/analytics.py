@@ -90,6 +90,7 @@ HOME_SHARE = 0.85
 HOURS = np.arange(7, 23)
 HOUR_WEIGHTS = np.array([6, 10, 8, 5, 7, 9, 6, 4, 4, 5, 7, 8, 6, 4, 2, 1], dtype=float)
 FIGURE_SLICE = 10_000
+DATA_VERSION = 1  # of what generate + load write (see template_name)
 
 
 def end_of_day(day: dt.date) -> dt.datetime:
@@ -665,23 +666,43 @@ def dashboard_figures(url: str, label: str, samples: int,
 
 # --- the run ----------------------------------------------------------------------------------
 
-def run(db: BenchDatabase, *, customers: int = CUSTOMERS, seed: int = SEED,
-        samples: int = SAMPLES, fit_repeats: int = 3,
-        log: Callable[[str], None] | None = None) -> list[Figure]:
-    """Generate, load, then every figure on this database."""
-    label_db = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[db.kind]
-    add_regions_and_brands(db)
-    started = time.perf_counter()
-    data = generate(customers, len(db.store_codes), seed=seed)
-    gen_s = time.perf_counter() - started
-    if log:
-        log(f"{label_db}: analytics data: {customers:,} customers, {data.orders:,} orders, "
-            f"{data.line_order.size:,} lines (generated in {gen_s:.0f} s); loading ...")
-    # The last day's orders are held back and recorded through Patron's own ingestion between
-    # the first refresh and the next night's, as a day of trading would be.
+def held_back(data: Dataset) -> int:
+    """The first order of the last day: the orders before it are loaded, the last day's are
+    recorded through Patron's own ingestion between the first refresh and the next night's,
+    as a day of trading would be."""
     last_day = (END_DAY - dt.date(1970, 1, 1)).days
-    cut = int(np.searchsorted((data.order_at + OFFSET) // 86400, last_day))
-    loaded = load(db, data, orders=cut, log=log)
+    return int(np.searchsorted((data.order_at + OFFSET) // 86400, last_day))
+
+
+def prepare(db: BenchDatabase, *, customers: int = CUSTOMERS, seed: int = SEED,
+            log: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Regions and brands, then everything but the last day loaded (not timed as a figure):
+    what ``run`` starts from, and what ``--analytics-reuse`` keeps as a template."""
+    add_regions_and_brands(db)
+    data = generate(customers, len(db.store_codes), seed=seed)
+    if log:
+        log(f"analytics data: {customers:,} customers, {data.orders:,} orders, "
+            f"{data.line_order.size:,} lines; loading ...")
+    return load(db, data, orders=held_back(data), log=log)
+
+
+def template_name(customers: int, seed: int = SEED) -> str:
+    """The kept PostgreSQL database ``--analytics-reuse`` copies; bump ``DATA_VERSION`` when
+    ``generate`` or ``load`` change what they write."""
+    return f"patron_bench_template_analytics_{customers}_{seed}_v{DATA_VERSION}"
+
+
+def run(db: BenchDatabase, *, customers: int = CUSTOMERS, seed: int = SEED,
+        samples: int = SAMPLES, fit_repeats: int = 3, prepared: bool = False,
+        log: Callable[[str], None] | None = None) -> list[Figure]:
+    """Generate, load (unless ``prepared``: the database is a copy of a template ``prepare``
+    built), then every figure on this database."""
+    label_db = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[db.kind]
+    loaded: dict[str, Any] = {"template": "copied"}
+    if not prepared:
+        loaded = prepare(db, customers=customers, seed=seed, log=log)
+    data = generate(customers, len(db.store_codes), seed=seed)
+    cut = held_back(data)
     label = f"{label_db}, {customers:,} customers"
     if log:
         log(f"{label_db}: RFM + lifecycle refresh, cold ...")
@@ -701,7 +722,8 @@ def run(db: BenchDatabase, *, customers: int = CUSTOMERS, seed: int = SEED,
     del frame
     notes_common = {"orders": data.orders, "customers": customers,
                     "lines": int(data.line_order.size), "duckdb": duck,
-                    "load_seconds": {k: round(v, 1) for k, v in loaded.items()},
+                    "load_seconds": {k: round(v, 1) if isinstance(v, float) else v
+                                     for k, v in loaded.items()},
                     "last_day_recorded": day}
     anchor = "DuckDB: same per-customer aggregates from the raw orders (in memory)"
     figures = [

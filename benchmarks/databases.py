@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Column, Index, MetaData, Table, UniqueConstraint, create_engine, select, text
 
@@ -71,6 +72,57 @@ def postgres_database(admin_url: str = DEFAULT_PG_ADMIN_URL) -> Iterator[BenchDa
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
         yield _prepare("postgresql", url)
+    finally:
+        get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _describe(kind: str, url: str) -> BenchDatabase:
+    """A database prepared before (a copy of a template): brought to the current schema, its
+    channels and stores read back."""
+    migrate.upgrade(url)
+    with get_engine(url).connect() as conn:
+        channel_ids = {r.code: int(r.id) for r in conn.execute(select(channels.c.code,
+                                                                      channels.c.id))}
+        store_ids = {r.code: int(r.id) for r in conn.execute(select(stores.c.code,
+                                                                    stores.c.id))}
+    return BenchDatabase(kind, url, channel_ids, store_ids)
+
+
+def _database_exists(admin: Any, name: str) -> bool:
+    with admin.connect() as conn:
+        return conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                            {"n": name}).first() is not None
+
+
+@contextlib.contextmanager
+def postgres_from_template(template: str, build: Callable[[BenchDatabase], None],
+                           admin_url: str = DEFAULT_PG_ADMIN_URL) -> Iterator[BenchDatabase]:
+    """A fresh database copied (``CREATE DATABASE ... TEMPLATE``) from the kept database
+    ``template``, which is built first by ``build`` on a prepared database when it does not
+    exist yet. The template is built under another name and renamed when complete, so that an
+    interrupted build is never reused; it is kept (drop it by hand to rebuild it). The copy is
+    brought to the current schema and dropped afterwards."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    base = admin_url.rsplit("/", 1)[0]
+    if not _database_exists(admin, template):
+        building = f"{template}_building"
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{building}"'))
+        url = f"{base}/{building}"
+        build(_prepare("postgresql", url))
+        get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{building}" RENAME TO "{template}"'))
+    name = f"patron_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    url = f"{base}/{name}"
+    try:
+        yield _describe("postgresql", url)
     finally:
         get_engine(url).dispose()
         with admin.connect() as conn:

@@ -96,3 +96,45 @@ def test_random_nights_keep_the_lifecycle_equal_to_deciding_everyone(uow):
             shop.buy(shop.rng.randrange(0, 70), day - shop.rng.choice([0, 0, 1, 20]),
                      now_day=day)
         check(uow, midday(day))
+
+
+def test_the_population_interval_walks_from_the_last_middle_up_down_and_over_ties(uow):
+    """The middle usual interval, continued from the last one by what was taken out and put
+    in (many ties, the middle moving far both ways, the table emptied), always equals the one
+    read from scratch, with the same state to continue from."""
+    import random
+
+    from sqlalchemy import delete, insert
+
+    from patron.analytics.tables import lifecycle_intervals
+    from patron.customers.tables import customers
+
+    rng = random.Random(29)
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    uow.c.execute(insert(customers), [{"id": i, "custom_fields": {}, "created_at": now,
+                                       "updated_at": now} for i in range(1, 301)])
+    li = lifecycle_intervals.c
+    values: dict[int, float] = {}
+    _value, state = service._population_interval(uow.c)
+    assert state["middle"] is None
+    for step in range(40):
+        out, put = [], []
+        for cid in rng.sample(range(1, 301), rng.choice([1, 5, 40, 120])):
+            if cid in values:
+                out.append(values.pop(cid))
+                uow.c.execute(delete(lifecycle_intervals).where(li.customer_id == cid))
+            if step % 13 != 12 and rng.random() < 0.7:  # every 13th night empties a lot
+                # skewed draws, many ties: the middle jumps up and down
+                value = float(rng.choice([3, 7, 7, 7, 14, 30]) if step % 2 else
+                              rng.choice([60, 90, 90, 180.5]))
+                values[cid] = value
+                put.append(value)
+                uow.c.execute(insert(lifecycle_intervals).values(customer_id=cid,
+                                                                 usual_interval=value))
+        continued = service._population_interval(uow.c, state, out, put)
+        fresh = service._population_interval(uow.c)
+        assert continued == fresh, step
+        ordered = sorted(values.values())
+        assert fresh[0] == (ordered[len(ordered) // 2] if ordered else
+                            service.DEFAULT_POPULATION_INTERVAL)
+        state = continued[1]

@@ -30,6 +30,7 @@ cut points and sums for the next night.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field
@@ -37,7 +38,18 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Connection, and_, cast, delete, func, or_, select, text
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    and_,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    union_all,
+)
 
 from patron.analytics.model import SEGMENTS, RfmThresholds, segment_for
 from patron.analytics.tables import rfm_changed_customers, rfm_scores
@@ -273,11 +285,34 @@ class ScopeWork:
     write: dict[int, Row] = field(default_factory=dict)
     gone: list[int] = field(default_factory=list)
     written: int = 0
+    # set by plan: the customers after this refresh, the new cut points as "better than"
+    # bounds and as cuts; the other rows re-scored (between an old and a new cut point)
+    n: int = 0
+    his: dict[str, list[Value | None]] = field(default_factory=dict)
+    new_cuts: dict[str, list[Cut] | None] = field(default_factory=dict)
+    others: dict[int, Row] = field(default_factory=dict)
 
 
-def prepare(conn: Connection, key: str, state: ScopeState, old_end: dt.datetime,
-            end: dt.datetime, old: dict[int, Row], new: dict[int, Row]) -> ScopeWork:
-    """Shift the sums to the new as-of day and keep what changed (before anything is written)."""
+def last_day_rows(conn: Connection, old_ends: dict[str, dt.datetime]
+                  ) -> dict[str, list[tuple[str, dt.datetime]]]:
+    """Per scope, the segment and last purchase of the rows in the class of its old last day
+    (recency 0 at the last refresh, whatever the hour), read before anything is written: one
+    statement, a range of the ``(scope, last_order_at)`` index per scope."""
+    s = rfm_scores.c
+    out: dict[str, list[tuple[str, dt.datetime]]] = {key: [] for key in old_ends}
+    parts = [select(s.scope, s.segment, s.last_order_at).where(
+        s.scope == key, s.last_order_at > old_end - DAY) for key, old_end in old_ends.items()]
+    if parts:
+        for key, seg, last_at in conn.execute(union_all(*parts)):
+            out[key].append((seg, last_at))
+    return out
+
+
+def prepare(key: str, state: ScopeState, old_end: dt.datetime, end: dt.datetime,
+            old: dict[int, Row], new: dict[int, Row],
+            last_day: list[tuple[str, dt.datetime]]) -> ScopeWork:
+    """Shift the sums to the new as-of day and keep what changed (before anything is written).
+    ``last_day``: the scope's rows of :func:`last_day_rows`."""
     work = ScopeWork(key, state, old_end, end, old, new)
     days = (end - old_end) // DAY
     if days:
@@ -285,9 +320,7 @@ def prepare(conn: Connection, key: str, state: ScopeState, old_end: dt.datetime,
             part[1] += days * part[0]
         # The old last day's class had recency 0 whatever the hour (and purchases after the end
         # of that day): each of those rows is aged by what its own purchase time says.
-        s = rfm_scores.c
-        for seg, last_at in conn.execute(select(s.segment, s.last_order_at).where(
-                s.scope == key, s.last_order_at > old_end - DAY)):
+        for seg, last_at in last_day:
             state.sums[seg][1] += recency(last_at, end) - days
     for cid in sorted(set(old) | set(new)):
         before, after = old.get(cid), new.get(cid)
@@ -306,54 +339,107 @@ def prepare(conn: Connection, key: str, state: ScopeState, old_end: dt.datetime,
 WINDOW = 64  # rows read past a moved cut point, enough to see its whole class most nights
 
 
-def _walk(conn: Connection, key: str, dim: str, cut: Cut | None, target: int, n: int,
+@dataclass
+class View:
+    """A scope's values as they will be once this refresh is written, read before anything is:
+    the stored rows of the customers not touched (``untouched``: a SQL condition on
+    ``rfm_scores``) and the touched customers' new values, sorted per dimension."""
+    key: str
+    untouched: Any
+    fresh: dict[str, list[Value]]
+
+    def rows(self, *conds: Any) -> list[Any]:
+        return [rfm_scores.c.scope == self.key, self.untouched, *conds]
+
+    def count(self, conn: Connection, dim: str, lo: Value | None, hi: Value | None) -> int:
+        col = COLUMNS[dim]
+        conds = self.rows()
+        if lo is not None:
+            conds.append(col > lo)
+        if hi is not None:
+            conds.append(col <= hi)
+        fresh = self.fresh[dim]
+        start = 0 if lo is None else bisect.bisect_right(fresh, lo)
+        stop = len(fresh) if hi is None else bisect.bisect_right(fresh, hi)
+        return int(conn.execute(select(func.count()).where(*conds)).scalar_one()) + max(
+            0, stop - start)
+
+    def above(self, conn: Connection, dim: str, after: Value | None, limit: int
+              ) -> tuple[list[Value], bool]:
+        """The smallest ``limit`` or more values greater than ``after`` (all when None),
+        ascending, and whether they are all there are."""
+        col = COLUMNS[dim]
+        conds = self.rows() if after is None else self.rows(col > after)
+        stored = list(conn.execute(select(col).where(*conds).order_by(col)
+                                   .limit(limit)).scalars())
+        fresh = self.fresh[dim]
+        fresh = fresh[0 if after is None else bisect.bisect_right(fresh, after):]
+        complete = len(stored) < limit
+        if not complete:  # beyond the last stored value read, the order is not known
+            fresh = fresh[:bisect.bisect_right(fresh, stored[-1])]
+        return sorted(stored + fresh), complete
+
+    def below(self, conn: Connection, dim: str, upto: Value, limit: int
+              ) -> tuple[list[Value], bool]:
+        """The largest ``limit`` or more values up to ``upto``, descending, and whether they
+        are all there are."""
+        col = COLUMNS[dim]
+        stored = list(conn.execute(select(col).where(*self.rows(col <= upto))
+                                   .order_by(col.desc()).limit(limit)).scalars())
+        fresh = self.fresh[dim]
+        fresh = fresh[:bisect.bisect_right(fresh, upto)]
+        complete = len(stored) < limit
+        if not complete:
+            fresh = fresh[bisect.bisect_left(fresh, stored[-1]):]
+        return sorted(stored + fresh, reverse=True), complete
+
+
+def _walk(conn: Connection, view: View, dim: str, cut: Cut | None, target: int, n: int,
           end: dt.datetime) -> Cut:
     """The cut point holding the ``target``-th value (0-based, worst first), from the old one:
     the rows between them are read from the index (with a few more, to count the new value
     class without another query when it is small)."""
-    col = COLUMNS[dim]
-    s = rfm_scores.c
     if cut is None:  # no usable old cut point: from the bottom
-        x = conn.execute(select(col).where(s.scope == key).order_by(col)
-                         .offset(target).limit(1)).scalar_one()
-        lo, hi = value_class(dim, x, end)
-        below = _count(conn, key, dim, None, lo)
-        return Cut(lo, hi, below, n if hi is None else below + _count(conn, key, dim, lo, hi))
+        seen, _complete = view.above(conn, dim, None, target + 1)
+        lo, hi = value_class(dim, seen[target], end)
+        below = view.count(conn, dim, None, lo)
+        return Cut(lo, hi, below, n if hi is None else below + view.count(conn, dim, lo, hi))
     if cut.below <= target < cut.upto:
         return cut
     if target >= cut.upto:
         skip = target - cut.upto  # rows above the old class before the target
-        seen = list(conn.execute(select(col).where(s.scope == key, col > cut.hi)
-                                 .order_by(col).limit(skip + 1 + WINDOW)).scalars())
+        seen, complete = view.above(conn, dim, cut.hi, skip + 1 + WINDOW)
         lo, hi = value_class(dim, seen[skip], end)
-        complete = len(seen) < skip + 1 + WINDOW or (hi is not None and seen[-1] > hi)
-        if complete:
+        if complete or (hi is not None and seen[-1] > hi):
             below = cut.upto + sum(1 for x in seen if x <= lo)
             upto = n if hi is None else cut.upto + sum(1 for x in seen if x <= hi)
             return Cut(lo, hi, below, upto)
-        below = cut.upto + _count(conn, key, dim, cut.hi, lo)
-        return Cut(lo, hi, below, n if hi is None else below + _count(conn, key, dim, lo, hi))
+        below = cut.upto + view.count(conn, dim, cut.hi, lo)
+        return Cut(lo, hi, below, n if hi is None else below + view.count(conn, dim, lo, hi))
     skip = cut.below - 1 - target  # rows below the old class above the target
-    seen = list(conn.execute(select(col).where(s.scope == key, col <= cut.lo)
-                             .order_by(col.desc()).limit(skip + 1 + WINDOW)).scalars())
+    seen, complete = view.below(conn, dim, cut.lo, skip + 1 + WINDOW)
     lo, hi = value_class(dim, seen[skip], end)
     assert hi is not None  # below an old class, never the last day's
-    if len(seen) < skip + 1 + WINDOW or seen[-1] <= lo:
+    if complete or seen[-1] <= lo:
         upto = cut.below - sum(1 for x in seen if x > hi)
         return Cut(lo, hi, upto - sum(1 for x in seen if lo < x <= hi), upto)
-    upto = cut.below - _count(conn, key, dim, hi, cut.lo)
-    return Cut(lo, hi, upto - _count(conn, key, dim, lo, hi), upto)
+    upto = cut.below - view.count(conn, dim, hi, cut.lo)
+    return Cut(lo, hi, upto - view.count(conn, dim, lo, hi), upto)
 
 
-def finish(conn: Connection, work: ScopeWork, th: RfmThresholds) -> None:
-    """New cut points, the rows whose scores may have moved re-scored, the sums adjusted.
-    The changed values must already be written (the walks read the index)."""
+def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -> list[Any]:
+    """The scope's new cut points (walked on the values as they will be, nothing written yet);
+    returns the conditions on ``rfm_scores`` of the rows whose value lies between an old and a
+    new cut point (they may score otherwise now), for :func:`candidates`."""
     state, end = work.state, work.end
     n = state.n - sum(1 for cid in work.old if cid not in work.new) + sum(
         1 for cid in work.new if cid not in work.old)
+    view = View(work.key, untouched,
+                {d: sorted(row.value(d) for row in work.new.values()) for d in DIMS})
     his: dict[str, list[Value | None]] = {}
     ranges: list[Any] = []
     new_cuts: dict[str, list[Cut] | None] = {}
+    touched = set(work.old) | set(work.new)
     for dim in DIMS:
         col = COLUMNS[dim]
         fixed = threshold_his(dim, th, end)
@@ -365,25 +451,23 @@ def finish(conn: Connection, work: ScopeWork, th: RfmThresholds) -> None:
             cuts = state.cuts[dim] or []
             old_his = [c.hi for c in cuts] if cuts else [None] * 4
             moved = []
+            left = [row.value(dim) for cid in touched if (row := work.old.get(cid)) is not None]
+            came = [row.value(dim) for cid in touched if (row := work.new.get(cid)) is not None]
             for level, cut in zip(range(2, 6), cuts or [None] * 4, strict=True):
                 usable = cut
                 if cut is not None:
-                    b, c = cut.below, cut.upto
-                    for cid in set(work.old) | set(work.new):
-                        before, after = work.old.get(cid), work.new.get(cid)
-                        for row, sign in ((before, -1), (after, 1)):
-                            if row is None:
-                                continue
-                            x = row.value(dim)
-                            b += sign * (x <= cut.lo)
-                            c += sign * (cut.hi is None or x <= cut.hi)
+                    b = (cut.below - sum(1 for x in left if x <= cut.lo)
+                         + sum(1 for x in came if x <= cut.lo))
+                    c = cut.upto - len(left) + len(came) if cut.hi is None else (
+                        cut.upto - sum(1 for x in left if x <= cut.hi)
+                        + sum(1 for x in came if x <= cut.hi))
                     usable = Cut(cut.lo, cut.hi, b, c)
                     if cut.hi is None and end != work.old_end:
                         usable = None  # the last day's class has split into days
                 if n == 0:
                     continue
                 target = ((level - 1) * n + 4) // 5 - 1
-                moved.append(_walk(conn, work.key, dim, usable, target, n, end))
+                moved.append(_walk(conn, view, dim, usable, target, n, end))
             new_cuts[dim] = moved
             his[dim] = [c.hi for c in moved] if moved else [None] * 4
         for a, b in zip(old_his, his[dim], strict=True):
@@ -392,28 +476,44 @@ def finish(conn: Connection, work: ScopeWork, th: RfmThresholds) -> None:
             low = b if a is None else a if b is None else min(a, b)
             high = None if a is None or b is None else max(a, b)
             ranges.append(and_(col > low, col <= high) if high is not None else col > low)
-    # Rows whose value lies between an old and a new cut point may score otherwise now.
-    candidates: dict[int, Row] = {}
-    if ranges and n:
-        s = rfm_scores.c
-        for r in conn.execute(select(rfm_scores).where(s.scope == work.key, or_(*ranges))):
-            cid = int(r.customer_id)
-            if cid not in work.new and cid not in work.old:
-                candidates[cid] = _row(r)
+    work.n, work.his, work.new_cuts = n, his, new_cuts
+    if not ranges or not n:
+        return []
+    return [and_(rfm_scores.c.scope == work.key, or_(*ranges))]
+
+
+def candidates(conn: Connection, works: list[ScopeWork], conds: list[Any]) -> None:
+    """The rows of every scope whose value lies between an old and a new cut point, in one
+    statement, handed to their scope's work (customers it touched are re-scored anyway)."""
+    if not conds:
+        return
+    by_key = {w.key: w for w in works}
+    for r in conn.execute(select(rfm_scores).where(or_(*conds))):
+        work = by_key[r.scope]
+        cid = int(r.customer_id)
+        if cid not in work.new and cid not in work.old:
+            work.others[cid] = _row(r)
+
+
+def finish(work: ScopeWork) -> None:
+    """The touched customers and the candidates re-scored by the new cut points; the rows whose
+    scores or segment differ are written, and the sums adjusted."""
+    state, end, his = work.state, work.end, work.his
+    others = work.others
     for cid, after in work.new.items():
         if cid in work.write:  # new or changed values: its old part is out of the sums
             _rescore(after, his)
             _add(state.sums, after.segment, after.contribution(end), 1)
         else:  # the same values as before: like any other row
-            candidates[cid] = work.old[cid]
-    for cid, row in candidates.items():
+            others[cid] = work.old[cid]
+    for cid, row in others.items():
         before = row.contribution(end), row.segment
         if _rescore(row, his):
             _add(state.sums, before[1], before[0], -1)
             _add(state.sums, row.segment, row.contribution(end), 1)
             work.write[cid] = row
-    state.n = n
-    state.cuts = new_cuts
+    state.n = work.n
+    state.cuts = work.new_cuts
     state.sums = {seg: v for seg, v in state.sums.items() if v[0]}
     work.written = len(work.write)
 
@@ -477,6 +577,7 @@ def write_rows(conn: Connection, works: list[ScopeWork], now: dt.datetime) -> No
             conn.execute(delete(rfm_scores).where(s.scope == w.key, s.customer_id.in_(w.gone)))
 
 
-__all__ = ["SEGMENTS", "ScopeState", "ScopeWork", "Row", "prepare", "finish", "write_rows",
+__all__ = ["SEGMENTS", "ScopeState", "ScopeWork", "Row", "prepare", "plan", "candidates",
+           "finish", "write_rows", "last_day_rows",
            "state_from_rows", "take_changed_customers", "clear_changed_customers",
            "stats_from_sums", "state_meta", "recency"]

@@ -41,6 +41,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    type_coerce,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -333,25 +334,25 @@ _store_totals = Table(
 def _tune(conn: Connection) -> None:
     """A refresh sorts and hashes a million rows at a time: on PostgreSQL give this one
     transaction the memory to do it without spilling to disk (the default 4 MB is sized for
-    many small concurrent queries; refreshes run one at a time)."""
+    many small concurrent queries; refreshes run one at a time). A nightly refresh reads a few
+    thousand customers out of a million through indexes: the default random_page_cost (4, for
+    spinning disks) makes the planner hash whole tables against them instead, so the refresh
+    prices an index page as SSDs and a warm cache cost it."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SET LOCAL work_mem = '{REFRESH_WORK_MEM}'")
+        conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
 
 
 def _drop_store_totals(conn: Connection) -> None:
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_store_totals.name}")
 
 
-def _build_store_totals(conn: Connection, as_of: dt.datetime, *, only: Any = None) -> None:
-    """``only``: a subquery of customer ids to aggregate (the nightly refresh's changed
-    customers, read through the orders' customer index); None for everyone."""
+def _build_store_totals(conn: Connection, as_of: dt.datetime) -> None:
     o = orders.c
     _drop_store_totals(conn)
     _store_totals.create(conn)
     conds = [o.store_id.is_not(None), o.customer_id.is_not(None), _live(o.customer_id),
              o.purchased_at <= _moment(conn, as_of)]
-    if only is not None:
-        conds.append(o.customer_id.in_(only))
     conn.execute(insert(_store_totals).from_select(
         ["store_id", "customer_id", "last_at", "frequency", "monetary"],
         select(o.store_id, o.customer_id, func.max(o.purchased_at), func.count(),
@@ -459,10 +460,18 @@ def _state_meta(th: RfmThresholds, scope: Scope) -> dict[str, Any]:
 
 def _save_refresh(conn: Connection, key: str, as_of: dt.datetime, now: dt.datetime,
                   state: rfm_refresh.ScopeState, written: int) -> None:
-    conn.execute(delete(rfm_refreshes).where(rfm_refreshes.c.scope == key))
-    conn.execute(insert(rfm_refreshes).values(
-        scope=key, as_of=as_of, computed_at=now, customers=state.n, changed=written,
-        segments=rfm_refresh.stats_from_sums(state.sums), state=state.to_json()))
+    _save_refreshes(conn, [(key, state, written)], as_of, now)
+
+
+def _save_refreshes(conn: Connection, done: list[tuple[str, rfm_refresh.ScopeState, int]],
+                    as_of: dt.datetime, now: dt.datetime) -> None:
+    """Each scope's refresh row (as-of, customers, rows written, summary, state): one delete
+    and one insert for all of them."""
+    conn.execute(delete(rfm_refreshes).where(rfm_refreshes.c.scope.in_([k for k, *_ in done])))
+    conn.execute(insert(rfm_refreshes), [
+        {"scope": key, "as_of": as_of, "computed_at": now, "customers": state.n,
+         "changed": written, "segments": rfm_refresh.stats_from_sums(state.sums),
+         "state": state.to_json()} for key, state, written in done])
 
 
 _touched = Table("tmp_rfm_touched", _scratch,
@@ -512,34 +521,73 @@ def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datet
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {_touched.name}")
     only = select(_touched.c.customer_id)
-    partial = any(s.store_ids is not None for s in scopes)
-    if partial:
-        _build_store_totals(conn, as_of, only=only)
     s = rfm_scores.c
     old: dict[str, dict[int, rfm_refresh.Row]] = {}
     for r in conn.execute(select(rfm_scores).where(s.customer_id.in_(only))):
         old.setdefault(r.scope, {})[int(r.customer_id)] = rfm_refresh._row(r)
+    new = _touched_values(conn, scopes, as_of, only)
+    last_day = rfm_refresh.last_day_rows(conn, {k: old_end for k, (_st, old_end)
+                                                 in states.items()})
     works = []
     for scope in scopes:
-        src = _rfm_source(conn, scope, only=only)
-        new = {int(r.customer_id): rfm_refresh.Row(r.last_at, int(r.frequency),
-                                                   Decimal(r.monetary))
-               for r in conn.execute(select(src))}
         state, old_end = states[scope.key]
-        works.append(rfm_refresh.prepare(conn, scope.key, state, old_end, end,
-                                         old.get(scope.key, {}), new))
-    rfm_refresh.write_rows(conn, works, now)  # the new values first: the walks read them
+        works.append(rfm_refresh.prepare(scope.key, state, old_end, end,
+                                         old.get(scope.key, {}), new.get(scope.key, {}),
+                                         last_day[scope.key]))
+    # Nothing is written before every cut point has moved: the walks read the stored rows of
+    # the customers not touched and merge the touched ones' new values, so that each row is
+    # written once, with its final values and scores.
+    untouched = ~select(_touched.c.customer_id).where(
+        _touched.c.customer_id == s.customer_id).exists()
+    conds = [c for work in works for c in rfm_refresh.plan(conn, work, th, untouched)]
+    rfm_refresh.candidates(conn, works, conds)
     for work in works:
-        work.gone = []
-        rfm_refresh.finish(conn, work, th)
+        rfm_refresh.finish(work)
     rfm_refresh.write_rows(conn, works, now)
     for scope, work in zip(scopes, works, strict=True):
         work.state.meta = _state_meta(th, scope)
-        _save_refresh(conn, scope.key, as_of, now, work.state, work.written)
-    if partial:
-        _drop_store_totals(conn)
+    _save_refreshes(conn, [(w.key, w.state, w.written) for w in works], as_of, now)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_touched.name}")
     return {w.key: (w.state.n, w.written) for w in works}
+
+
+def _touched_values(conn: Connection, scopes: list[Scope], as_of: dt.datetime, only: Any
+                    ) -> dict[str, dict[int, rfm_refresh.Row]]:
+    """The touched customers' values in every scope: overall from their figures, the others
+    from their orders per store (one statement through the orders' customer index), rolled up
+    here per region and brand: the same sums as :func:`_rfm_source`'s."""
+    out: dict[str, dict[int, rfm_refresh.Row]] = {s.key: {} for s in scopes}
+    overall = [s for s in scopes if s.store_ids is None]
+    for scope in overall:
+        src = _rfm_source(conn, scope, only=only)
+        out[scope.key] = {int(r.customer_id): rfm_refresh.Row(r.last_at, int(r.frequency),
+                                                              Decimal(r.monetary))
+                          for r in conn.execute(select(src))}
+    partial = [s for s in scopes if s.store_ids is not None]
+    if not partial:
+        return out
+    o = orders.c
+    per_store: dict[int, list[tuple[int, Any, int, Decimal]]] = {}
+    for store_id, cid, last_at, frequency, monetary in conn.execute(
+            select(o.store_id, o.customer_id, func.max(o.purchased_at), func.count(),
+                   type_coerce(func.sum(o.total_amount - o.refunded_amount), Money))
+            .where(o.store_id.is_not(None), o.customer_id.in_(only), _live(o.customer_id),
+                   o.purchased_at <= _moment(conn, as_of))
+            .group_by(o.store_id, o.customer_id)):
+        per_store.setdefault(int(store_id), []).append(
+            (int(cid), last_at, int(frequency), Decimal(monetary)))
+    for scope in partial:
+        rows = out[scope.key]
+        for store_id in scope.store_ids or ():
+            for cid, last_at, frequency, monetary in per_store.get(store_id, ()):
+                row = rows.get(cid)
+                if row is None:
+                    rows[cid] = rfm_refresh.Row(last_at, frequency, monetary)
+                else:
+                    row.last_at = max(row.last_at, last_at)
+                    row.frequency += frequency
+                    row.monetary += monetary
+    return out
 
 
 def refresh_rfm(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None,
@@ -586,33 +634,85 @@ def _interval_sql(conn: Connection) -> ColumnElement[Any]:
     return _days_between(conn, fig.last_order_at, fig.first_order_at) / (fig.purchase_days - 1)
 
 
-def _refresh_intervals(conn: Connection, only: Any = None) -> None:
+def _refresh_intervals(conn: Connection, only: Any = None
+                       ) -> tuple[list[float], list[float]]:
     """Bring ``lifecycle_intervals`` up to date with the figures: every live repeat buyer's
     usual interval (the same SQL the population interval has always been computed with), for
-    the customers of ``only`` (a subquery of ids) or for everyone."""
+    the customers of ``only`` (a subquery of ids) or for everyone. Returns the intervals taken
+    out and put in when ``only`` is given (for :func:`_population_interval`)."""
     li, fig = lifecycle_intervals.c, customer_figures.c
-    gone = delete(lifecycle_intervals)
     conds = [fig.purchase_days > 1, _live(fig.customer_id)]
-    if only is not None:
-        gone = gone.where(li.customer_id.in_(only))
-        conds.append(fig.customer_id.in_(only))
-    conn.execute(gone)
-    conn.execute(insert(lifecycle_intervals).from_select(
+    fill = insert(lifecycle_intervals)
+    if only is None:
+        conn.execute(delete(lifecycle_intervals))
+        conn.execute(fill.from_select(
+            ["customer_id", "usual_interval"],
+            select(fig.customer_id, _interval_sql(conn)).where(*conds)
+            .order_by(fig.customer_id)))
+        return [], []
+    conds.append(fig.customer_id.in_(only))
+    out = [float(v) for v in conn.execute(delete(lifecycle_intervals).where(
+        li.customer_id.in_(only)).returning(li.usual_interval)).scalars()]
+    # (SQLite reads "INSERT ... SELECT ... RETURNING" only with a WHERE, which it has)
+    put = [float(v) for v in conn.execute(fill.from_select(
         ["customer_id", "usual_interval"],
         select(fig.customer_id, _interval_sql(conn)).where(*conds)
-        .order_by(fig.customer_id)))
+        .order_by(fig.customer_id)).returning(li.usual_interval)).scalars()]
+    return out, put
 
 
-def _population_interval(conn: Connection) -> float:
-    """The middle usual interval of repeat buyers: one-time buyers are judged by it. Read
-    from ``lifecycle_intervals`` (kept by the refresh) through its index."""
+def _population_interval(conn: Connection, previous: dict[str, Any] | None = None,
+                         out: list[float] = (), put: list[float] = ()  # type: ignore[assignment]
+                         ) -> tuple[float, dict[str, Any]]:
+    """The middle usual interval of repeat buyers (the ``count // 2``-th, 0-based, in
+    ascending order): one-time buyers are judged by it. Returns it with what the next refresh
+    continues from: the count, the middle value ``m``, and how many intervals lie below ``m``
+    and up to it. ``previous`` (that state of the last refresh) with the intervals taken
+    ``out`` and ``put`` in since: the middle moves by what changed, walked on the index from
+    the old one (a few rows); without it, read through the index from the bottom."""
     li = lifecycle_intervals.c
-    count = conn.execute(select(func.count()).select_from(lifecycle_intervals)).scalar_one()
-    if not count:
-        return DEFAULT_POPULATION_INTERVAL
-    value = conn.execute(select(li.usual_interval).order_by(li.usual_interval)
-                         .offset(int(count) // 2).limit(1)).scalar()
-    return float(value) if value is not None else DEFAULT_POPULATION_INTERVAL
+    col = li.usual_interval
+
+    def count(*conds: Any) -> int:
+        return int(conn.execute(select(func.count()).select_from(lifecycle_intervals)
+                                .where(*conds)).scalar_one())
+
+    def state(n: int, m: float | None, below: int, upto: int) -> tuple[float, dict[str, Any]]:
+        value = DEFAULT_POPULATION_INTERVAL if m is None else m
+        return value, {"n": n, "middle": m, "below": below, "upto": upto}
+
+    if previous is not None and previous.get("middle") is not None:
+        m = float(previous["middle"])
+        n = int(previous["n"]) - len(out) + len(put)
+        below = (int(previous["below"]) - sum(1 for x in out if x < m)
+                 + sum(1 for x in put if x < m))
+        upto = (int(previous["upto"]) - sum(1 for x in out if x <= m)
+                + sum(1 for x in put if x <= m))
+        target = n // 2
+        if n == 0:
+            return state(0, None, 0, 0)
+        if below <= target < upto:
+            return state(n, m, below, upto)
+        if target >= upto:
+            seen = [float(v) for v in conn.execute(
+                select(col).where(col > m).order_by(col).limit(target - upto + 1)).scalars()]
+            v = seen[-1]
+            below = upto + sum(1 for x in seen if x < v)
+            return state(n, v, below, below + count(col == v))
+        seen = [float(v) for v in conn.execute(
+            select(col).where(col < m).order_by(col.desc()).limit(below - target)).scalars()]
+        v = seen[-1]
+        upto = below - sum(1 for x in seen if x > v)
+        return state(n, v, upto - count(col == v), upto)
+    n = count()
+    if not n:
+        return state(0, None, 0, 0)
+    value = conn.execute(select(col).order_by(col).offset(n // 2).limit(1)).scalar()
+    if value is None:
+        return state(0, None, 0, 0)
+    m = float(value)
+    below = count(col < m)
+    return state(n, m, below, below + count(col == m))
 
 
 def _stage_case(conn: Connection, *, since_first: Any, since_last: Any, purchase_days: Any,
@@ -660,7 +760,7 @@ _candidates = Table("tmp_lifecycle_candidates", _scratch,
                     Column("customer_id", BigInteger, primary_key=True),
                     prefixes=["TEMPORARY"])
 _NEVER = 1_000_000_000  # "no day": larger than any day offset
-LIFECYCLE_STATE_VERSION = 1
+LIFECYCLE_STATE_VERSION = 2
 
 
 def _day_number(day: dt.date) -> int:
@@ -716,11 +816,11 @@ def _fixed_offset(zone_name: str, around: dt.datetime) -> bool:
     return len(offsets) == 1
 
 
-def _lifecycle_state(th: LifecycleThresholds, population: float, counts: dict[str, int]
-                     ) -> dict[str, Any]:
+def _lifecycle_state(th: LifecycleThresholds, population: float, counts: dict[str, int],
+                     intervals: dict[str, Any]) -> dict[str, Any]:
     return {"v": LIFECYCLE_STATE_VERSION, "tz": get_settings().default_timezone,
             "thresholds": {k: v for k, v in asdict(th).items() if k != "fixed"},
-            "population": population, "stages": counts}
+            "population": population, "stages": counts, "intervals": intervals}
 
 
 def _take(conn: Connection, table: Table) -> set[int]:
@@ -782,9 +882,13 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
         _candidates.create(conn)
         if candidates:
             conn.execute(insert(_candidates), [{"customer_id": c} for c in sorted(candidates)])
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"ANALYZE {_candidates.name}")
         only = select(_candidates.c.customer_id)
-    _refresh_intervals(conn, only)
-    population = _population_interval(conn)
+    out, put = _refresh_intervals(conn, only)
+    population, intervals = _population_interval(
+        conn, None if only is None or previous is None else previous.state.get("intervals"),
+        out, put)
     merged = select(customers.c.id).where(customers.c.merged_into_id.is_not(None))
     if only is not None:
         assert previous is not None
@@ -890,7 +994,7 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
     conn.execute(delete(lifecycle_refreshes).where(lifecycle_refreshes.c.key == "lifecycle"))
     conn.execute(insert(lifecycle_refreshes).values(
         key="lifecycle", as_of=moment, computed_at=now,
-        state=_lifecycle_state(th, population, counts)))
+        state=_lifecycle_state(th, population, counts, intervals)))
     mode = "full" if only is None else "changes"
     audit.record(conn, actor, "analytics.lifecycle_refreshed", entity="lifecycle_stages",
                  details={"as_of": moment.isoformat(), "changed": changed, "mode": mode})

@@ -189,18 +189,28 @@ def _count(conn: Connection, key: str, dim: str, lo: Value | None, hi: Value | N
 def state_from_rows(conn: Connection, key: str, end: dt.datetime, th: RfmThresholds,
                     meta: dict[str, Any], recency_sql: Any) -> ScopeState:
     """The cut points and segment sums of a scope as its rows now stand (after a full
-    refresh). ``recency_sql``: the scope's recency in days as SQL over ``rfm_scores``."""
+    refresh). ``recency_sql``: the scope's recency in days as SQL over ``rfm_scores``. One scan
+    of the scope (grouped by the three scores: at most 125 groups, which give the segment
+    sums and each score's count and largest value), then the cut points' classes counted
+    through the ``(scope, value)`` indexes."""
     s = rfm_scores.c
-    sums = {r.segment: [int(r.n), int(r.rec), int(r.freq), int(r.fen), int(r.r), int(r.f),
-                        int(r.m)]
-            for r in conn.execute(
-                select(s.segment, func.count().label("n"), func.sum(recency_sql).label("rec"),
-                       func.sum(s.frequency).label("freq"),
-                       func.sum(cast(s.monetary, BigInteger))
-                       .label("fen"),
-                       func.sum(s.r_score).label("r"), func.sum(s.f_score).label("f"),
-                       func.sum(s.m_score).label("m"))
-                .where(s.scope == key).group_by(s.segment))}
+    groups = conn.execute(
+        select(s.r_score, s.f_score, s.m_score, s.segment, func.count().label("n"),
+               func.sum(recency_sql).label("rec"), func.sum(s.frequency).label("freq"),
+               func.sum(cast(s.monetary, BigInteger)).label("fen"),
+               func.max(s.last_order_at).label("top_r"), func.max(s.frequency).label("top_f"),
+               func.max(s.monetary).label("top_m"))
+        .where(s.scope == key).group_by(s.r_score, s.f_score, s.m_score, s.segment)).all()
+    sums: dict[str, list[int]] = {}
+    per_score: dict[str, dict[int, tuple[int, Value]]] = {d: {} for d in DIMS}
+    for g in groups:
+        n_g = int(g.n)
+        _add(sums, g.segment, [n_g, int(g.rec), int(g.freq), int(g.fen), int(g.r_score) * n_g,
+                               int(g.f_score) * n_g, int(g.m_score) * n_g], 1)
+        for dim, level, top in (("r", g.r_score, g.top_r), ("f", g.f_score, g.top_f),
+                                ("m", g.m_score, g.top_m)):
+            count, best = per_score[dim].get(int(level), (0, None))
+            per_score[dim][int(level)] = (count + n_g, top if best is None else max(best, top))
     n = sum(v[0] for v in sums.values())
     cuts: dict[str, list[Cut] | None] = {}
     for dim in DIMS:
@@ -210,13 +220,10 @@ def state_from_rows(conn: Connection, key: str, end: dt.datetime, th: RfmThresho
         if n == 0:
             cuts[dim] = []
             continue
-        score_col = getattr(s, SCORE_COLUMNS[dim])
-        groups = {int(g): (int(c), x) for g, c, x in conn.execute(
-            select(score_col, func.count(), func.max(COLUMNS[dim]))
-            .where(s.scope == key).group_by(score_col))}
+        levels = per_score[dim]
         out = []
         for level in range(2, 6):
-            lower = [groups[g] for g in groups if g < level]
+            lower = [levels[g] for g in levels if g < level]
             upto = sum(c for c, _x in lower)
             top = max(x for _c, x in lower)
             lo, hi = value_class(dim, top, end)

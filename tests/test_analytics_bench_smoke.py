@@ -54,6 +54,7 @@ def test_a_tiny_analytics_run_prints_every_figure_next_to_its_anchor(
         label = f"{db}, 400 customers"
         for name in (f"RFM + lifecycle full refresh, cold ({label})",
                      f"RFM + lifecycle full refresh, next night ({label})",
+                     f"RFM + lifecycle full refresh, a quiet night ({label})",
                      f"BG/NBD fit ({label})",
                      f"BG/NBD parameters vs lifetimes, max relative difference ({label})",
                      f"rfm_summary p99 ({label})", f"lifecycle_summary p99 ({label})",
@@ -73,8 +74,52 @@ def test_a_tiny_analytics_run_prints_every_figure_next_to_its_anchor(
         assert cold["overall"] <= 400 and cold["rows_written"] == cold["scored_rows"]
         assert cold["stage_changes"] == cold["overall"]
         assert 0 < night["rows_written"] < night["scored_rows"]  # only what changed
+        quiet = by_name[f"RFM + lifecycle full refresh, a quiet night ({label})"]["notes"]
+        assert night["rfm_mode"] == quiet["rfm_mode"] == "changes"
+        assert night["lifecycle_mode"] == quiet["lifecycle_mode"] == "changes"
+        assert quiet["rows_written"] == 0 and quiet["scored_rows"] == night["scored_rows"]
         fit = by_name[f"BG/NBD parameters vs lifetimes, max relative difference ({label})"]
         assert fit["passed"], fit
     for f in doc["figures"]:
         assert f["anchor"] and f["anchor_value"] > 0, f
         assert f["value"] >= 0, f
+
+
+def test_analytics_reuse_builds_the_template_once_and_copies_it(tmp_path: Path) -> None:
+    """``--analytics-reuse``: the first run builds the kept template database, the second
+    copies it; both print the same refresh figures' row counts (the same data)."""
+    postgres = os.environ.get("PATRON_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    if postgres == "skip":
+        pytest.skip("PostgreSQL only")
+    from benchmarks.analytics import template_name
+    from sqlalchemy import create_engine, text
+
+    template = template_name(300)
+    admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+
+    drop()
+    try:
+        runs = []
+        for n in range(2):
+            out = tmp_path / str(n)
+            assert main(["--analytics-only", "--analytics-customers", "300",
+                         "--analytics-samples", "2", "--skip-sqlite", "--analytics-reuse",
+                         "--postgres-url", postgres, "--quiet", "--out", str(out)]) == 0
+            doc = json.loads((out / "latest.json").read_text())
+            runs.append({f["name"]: f["notes"] for f in doc["figures"]})
+            with admin.connect() as conn:
+                assert conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                    {"n": template}).first() is not None
+        name = "RFM + lifecycle full refresh, next night (PostgreSQL, 300 customers)"
+        first, second = runs[0][name], runs[1][name]
+        assert second["load_seconds"] == {"template": "copied"}
+        for key in ("scored_rows", "rows_written", "stage_changes", "orders"):
+            assert first[key] == second[key], key
+    finally:
+        drop()
+        admin.dispose()

@@ -434,6 +434,11 @@ def _walk(conn: Connection, view: View, dim: str, cut: Cut | None, target: int, 
     return Cut(lo, hi, upto - view.count(conn, dim, lo, hi), upto)
 
 
+def _moved(came: list[Value], left: list[Value], x: Value) -> int:
+    """How many more of a scope's values are <= x than before (both lists sorted)."""
+    return bisect.bisect_right(came, x) - bisect.bisect_right(left, x)
+
+
 def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -> list[Any]:
     """The scope's new cut points (walked on the values as they will be, nothing written yet);
     returns the conditions on ``rfm_scores`` of the rows whose value lies between an old and a
@@ -446,7 +451,6 @@ def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -
     his: dict[str, list[Value | None]] = {}
     ranges: list[Any] = []
     new_cuts: dict[str, list[Cut] | None] = {}
-    touched = set(work.old) | set(work.new)
     for dim in DIMS:
         col = COLUMNS[dim]
         fixed = threshold_his(dim, th, end)
@@ -458,16 +462,15 @@ def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -
             cuts = state.cuts[dim] or []
             old_his = [c.hi for c in cuts] if cuts else [None] * 4
             moved = []
-            left = [row.value(dim) for cid in touched if (row := work.old.get(cid)) is not None]
-            came = [row.value(dim) for cid in touched if (row := work.new.get(cid)) is not None]
+            left = sorted(row.value(dim) for row in work.old.values())
+            came = view.fresh[dim]
+
             for level, cut in zip(range(2, 6), cuts or [None] * 4, strict=True):
                 usable = cut
                 if cut is not None:
-                    b = (cut.below - sum(1 for x in left if x <= cut.lo)
-                         + sum(1 for x in came if x <= cut.lo))
-                    c = cut.upto - len(left) + len(came) if cut.hi is None else (
-                        cut.upto - sum(1 for x in left if x <= cut.hi)
-                        + sum(1 for x in came if x <= cut.hi))
+                    b = cut.below + _moved(came, left, cut.lo)
+                    c = (cut.upto - len(left) + len(came) if cut.hi is None
+                         else cut.upto + _moved(came, left, cut.hi))
                     usable = Cut(cut.lo, cut.hi, b, c)
                     if cut.hi is None and end != work.old_end:
                         usable = None  # the last day's class has split into days

@@ -44,6 +44,7 @@ from sqlalchemy import (
     true,
     type_coerce,
 )
+from sqlalchemy.schema import AddConstraint, DropConstraint
 from sqlalchemy.sql.elements import ColumnElement
 
 from patron.analytics import rfm_refresh
@@ -465,28 +466,42 @@ def _score_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThre
     return state.n, written
 
 
-def _drop_indexes_of_empty(conn: Connection, tables: list[Table]) -> list[Index]:
+def _drop_indexes_of_empty(conn: Connection, tables: list[Table], *,
+                           keys_too: tuple[Table, ...] = ()) -> list[Index | Table]:
     """The secondary indexes of those ``tables`` that are empty, dropped: a first refresh
     fills them with a million rows or more, and building an index once afterwards (one sort)
-    costs a fraction of inserting every row into it. Dropped and built in the refresh's
-    transaction (readers wait for it: there is nothing to read yet)."""
-    rebuilt: list[Index] = []
+    costs a fraction of inserting every row into it. On PostgreSQL the primary keys of the
+    ``keys_too`` among them go too (rows that do not arrive in key order; nothing refers to
+    those keys). Dropped and built in the refresh's transaction (readers wait for it: there
+    is nothing to read yet)."""
+    rebuilt: list[Index | Table] = []
     for table in tables:
         if conn.execute(select(literal(1)).select_from(table).limit(1)).first() is None:
+            if table in keys_too and conn.dialect.name == "postgresql":
+                rebuilt.append(table)
             rebuilt += sorted((i for i in table.indexes if not i.unique),
                               key=lambda i: str(i.name))
     if rebuilt and conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{REFRESH_WORK_MEM}'")
-    for index in rebuilt:
-        index.drop(conn)
+    for item in rebuilt:
+        if isinstance(item, Table):
+            conn.execute(DropConstraint(item.primary_key))
+        else:
+            item.drop(conn)
     return rebuilt
 
 
-def _create_indexes(conn: Connection, rebuilt: list[Index]) -> None:
-    for index in rebuilt:
-        index.create(conn)
-    if rebuilt and conn.dialect.name == "postgresql":
-        for name in sorted({str(i.table.name) for i in rebuilt}):  # type: ignore[union-attr]
+def _create_indexes(conn: Connection, rebuilt: list[Index | Table]) -> None:
+    tables = set()
+    for item in rebuilt:
+        if isinstance(item, Table):
+            conn.execute(AddConstraint(item.primary_key))
+            tables.add(item.name)
+        else:
+            item.create(conn)
+            tables.add(str(item.table.name))  # type: ignore[union-attr]
+    if conn.dialect.name == "postgresql":
+        for name in sorted(tables):
             conn.exec_driver_sql(f"ANALYZE {name}")
 
 
@@ -499,7 +514,7 @@ def _refresh_all_scopes(conn: Connection, scopes: list[Scope], as_of: dt.datetim
     partial = any(s.store_ids is not None for s in scopes)
     if partial:
         _build_store_totals(conn, as_of)
-    rebuilt = _drop_indexes_of_empty(conn, [rfm_scores])
+    rebuilt = _drop_indexes_of_empty(conn, [rfm_scores], keys_too=(rfm_scores,))
     empty = bool(rebuilt)
     written = {s.key: _refresh_scope(conn, s, as_of, th, now, empty=empty) for s in scopes}
     _create_indexes(conn, rebuilt)

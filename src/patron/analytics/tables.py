@@ -6,6 +6,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -27,11 +28,14 @@ analytics_settings = Table(
 # recomputes every row and writes only those that changed: recency is not stored (it grows by a
 # day every night for everyone) but read as the whole days from ``last_order_at`` to the end of
 # the scope's as-of day (``rfm_refreshes``). ``computed_at``: when the row last changed.
+# Keyed customer first: a nightly refresh reads and writes each touched customer's rows of
+# every scope, which then sit side by side (migration 0005; the key also serves reading one
+# customer's rows, so no other index on ``customer_id`` is kept up).
 rfm_scores = Table(
     "rfm_scores",
     metadata,
-    Column("scope", String(48), primary_key=True),
-    Column("customer_id", ForeignKey("customers.id"), primary_key=True),
+    Column("scope", String(48), nullable=False),
+    Column("customer_id", ForeignKey("customers.id"), nullable=False),
     Column("last_order_at", UTCDateTime, nullable=False),
     Column("frequency", Integer, nullable=False),
     Column("monetary", Money, nullable=False),
@@ -40,8 +44,8 @@ rfm_scores = Table(
     Column("m_score", SmallInteger, nullable=False),
     Column("segment", String(24), nullable=False),
     Column("computed_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("customer_id", "scope"),
     Index("ix_rfm_scores_scope_segment", "scope", "segment"),
-    Index("ix_rfm_scores_customer_id", "customer_id"),
     # A nightly refresh moves each quantile's cut point by walking these from where it was
     # (docs/analytics.md, "How it is computed"), instead of ranking the whole scope again.
     Index("ix_rfm_scores_scope_last_order_at", "scope", "last_order_at"),

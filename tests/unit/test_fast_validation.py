@@ -1,6 +1,7 @@
 """The fast check of plain order payloads against Pydantic: whatever it accepts, Pydantic
 accepts with the same values, and recording normalises it to the same order; whatever it
-leaves alone goes to Pydantic, which reports the reasons as before."""
+leaves alone goes to Pydantic, which reports the reasons as before. The one-pass check and
+normalisation gives exactly what the two steps give, or nothing."""
 
 import datetime as dt
 from decimal import Decimal
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from patron.orders import fast_validation as fv
-from patron.orders.fast_validation import plain_order
+from patron.orders.fast_validation import normalized_plain_order, plain_order
 from patron.orders.model import normalize_order
 from patron.orders.schemas import CustomerHint, OrderIn, OrderLineIn, PaymentIn
 
@@ -116,7 +117,7 @@ good_times = st.one_of(
                  ).map(lambda d: d.isoformat(sep=draw_sep(d))))
 orders = near_valid({
     "external_id": (True, good_text), "channel": (True, st.sampled_from(["pos", "meituan"])),
-    "store": (False, st.sampled_from(["SH01", " SH01 ", "", None])),
+    "store": (False, st.sampled_from(["SH01", " SH01 ", "NY01", "", None])),
     "purchased_at": (True, good_times), "identifiers": (False, good_identifiers),
     "customer": (False, customers), "lines": (False, st.lists(lines, max_size=3)),
     "payments": (False, st.lists(payments, max_size=2)), "discount": (False, good_money),
@@ -142,8 +143,29 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
+ZONES = {None: "Asia/Shanghai", "SH01": "Asia/Shanghai", "NY01": "America/New_York"}
+
+
+def _check_one_pass(payload, fast):
+    """normalized_plain_order equals normalize_order(plain_order(...)) whenever it gives an
+    order, and gives one whenever the two steps do without errors."""
+    for zones in (ZONES, {**ZONES, "SH01": "America/New_York"}):
+        one = normalized_plain_order(payload, store_tz=zones.get, now=NOW)
+        if fast is None:
+            assert one is None, payload
+            continue
+        two, errors = normalize_order(fast, store_tz=zones.get(fast.store or None), now=NOW)
+        if two is None:
+            assert one is None and errors, payload
+            continue
+        assert one is not None, payload
+        assert repr(one) == repr(two), payload
+        assert one.content_hash == two.content_hash
+
+
 def _check(payload):
     fast = plain_order(payload)
+    _check_one_pass(payload, fast)
     try:
         slow = OrderIn.model_validate(payload)
     except ValidationError:
@@ -184,6 +206,8 @@ def test_the_generator_and_file_import_shapes_take_the_fast_path():
     stream = OrderStream.for_orders(1000, ["S000", "S001"])
     bodies = [stream.order(n) for n in range(300)]
     assert all(plain_order(b) is not None for b in bodies)
+    assert all(normalized_plain_order(b, store_tz=lambda _s: "Asia/Shanghai",
+                                      now=dt.datetime.now(dt.UTC)) is not None for b in bodies)
     for b in bodies:
         _check(b)
     file_row = {"external_id": "F1", "channel": "pos", "store": "S000",
@@ -193,6 +217,7 @@ def test_the_generator_and_file_import_shapes_take_the_fast_path():
                 "lines": [{"sku": "LATTE", "quantity": "2", "unit_price": "28.00"}],
                 "payments": [{"method": "cash", "amount": "56.00"}]}
     assert plain_order(file_row) is not None
+    assert normalized_plain_order(file_row, store_tz=ZONES.get, now=NOW) is not None
     _check(file_row)
 
 

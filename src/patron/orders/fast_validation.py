@@ -10,6 +10,13 @@ None and the caller validates the payload with Pydantic, which then reports the 
 fast path decides nothing on its own: it is a subset of what Pydantic accepts, checked by
 ``tests/unit/test_fast_validation.py`` against Pydantic on generated payloads.
 
+:func:`normalized_plain_order` goes one step further for the ingestion path: it checks and
+normalises a plain payload in one pass, building the :class:`NormalizedOrder` directly (one
+object per order and per line instead of three), and returns None both for what
+:func:`plain_order` would leave to Pydantic and for an order that normalisation would refuse,
+so that the usual path reports the reasons. Whatever it returns equals what
+``normalize_order(plain_order(payload))`` gives (the same test checks it).
+
 The limits below are OrderIn's; a test fails when the schema and this module disagree.
 """
 
@@ -18,9 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from patron.customers.model import IdentifierError, normalize_identity
+from patron.orders.model import DEFAULT_TZ, Line, NormalizedOrder
 from patron.orders.schemas import PAYMENT_METHODS
 
 ORDER_KEYS = frozenset(("external_id", "channel", "store", "purchased_at", "identifiers",
@@ -238,3 +248,146 @@ def _customer(c: Any) -> dict[str, Any]:
             raise _NotPlain
         hint["birthday"] = birthday
     return hint
+
+
+# --- checked and normalised in one pass ------------------------------------------------------
+
+_FEN = Decimal("0.01")
+_DAY = dt.timedelta(days=1)
+_UTC = dt.UTC
+_zones: dict[str, ZoneInfo] = {}
+
+
+def normalized_plain_order(payload: Any, *, store_tz: Any, now: dt.datetime
+                           ) -> NormalizedOrder | None:
+    """``normalize_order(plain_order(payload), ...)`` when that is an order, in one pass; None
+    when :func:`plain_order` would give None or normalisation would refuse the order (then the
+    usual path, Pydantic and :func:`~patron.orders.model.normalize_order`, gives the reasons).
+
+    ``store_tz`` gives the time zone name for the payload's (stripped) store code, or for
+    None: the store is known only once the payload's text is read."""
+    if type(payload) is not dict or not ORDER_KEYS.issuperset(payload):
+        return None
+    try:
+        return _normalized(payload, store_tz, now)
+    except (_NotPlain, KeyError, ArithmeticError, ValueError, IdentifierError):
+        return None
+
+
+def _zone(name: str) -> ZoneInfo:
+    zone = _zones.get(name)
+    if zone is None:
+        zone = _zones[name] = ZoneInfo(name)
+    return zone
+
+
+def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> NormalizedOrder:
+    get = p.get
+    external_id = _text(p["external_id"], EXTERNAL_ID_MAX, required=True)
+    channel = _text(p["channel"], CHANNEL_MAX, required=True)
+    store = _optional_text(get("store"), STORE_MAX) or None
+    tz_name = store_tz(store) or DEFAULT_TZ
+    purchased = _datetime(p["purchased_at"])
+    zone = _zone(tz_name)
+    if purchased.tzinfo is None:
+        purchased = purchased.replace(tzinfo=zone)
+    purchased_at = purchased.astimezone(_UTC)  # OverflowError is an ArithmeticError
+    if purchased_at > now + _DAY or purchased_at.year < 2000:
+        raise _NotPlain  # refused: the usual path says why
+
+    identities = []
+    raw_ids = get("identifiers", _MISSING)
+    if raw_ids is not _MISSING:
+        if type(raw_ids) is not dict:
+            raise _NotPlain
+        seen_kinds: set[tuple[str, str]] = set()
+        for kind, raw in raw_ids.items():
+            if type(kind) is not str or type(raw) is not str or kind != kind.strip(_WHITESPACE):
+                raise _NotPlain
+            identity = normalize_identity(kind, raw.strip(_WHITESPACE), platform=channel)
+            pair = (identity.kind, identity.namespace)
+            if pair in seen_kinds:
+                continue
+            seen_kinds.add(pair)
+            identities.append(identity)
+
+    lines: list[Line] = []
+    gross = line_total = _ZERO
+    raw_lines = get("lines", _MISSING)
+    if raw_lines is not _MISSING:
+        if type(raw_lines) is not list or len(raw_lines) > MAX_LINES:
+            raise _NotPlain
+        for no, ln in enumerate(raw_lines, start=1):
+            if type(ln) is not dict or not LINE_KEYS.issuperset(ln):
+                raise _NotPlain
+            lget = ln.get
+            quantity = _number(ln["quantity"], _QUANTITY, _QUANTITY_INT_MAX)
+            if not quantity:
+                raise _NotPlain
+            sku = _text(ln["sku"], SKU_MAX, required=True)
+            name = _optional_text(lget("name"), LINE_NAME_MAX)
+            category = _optional_text(lget("category"), CATEGORY_MAX)
+            unit_price = _money(ln["unit_price"]).quantize(_FEN, rounding=ROUND_HALF_UP)
+            discount = (_money(ln["discount"]).quantize(_FEN, rounding=ROUND_HALF_UP)
+                        if "discount" in ln else _ZERO_FEN)
+            before = (quantity * unit_price).quantize(_FEN, rounding=ROUND_HALF_UP)
+            if discount > before:
+                raise _NotPlain
+            amount = before - discount
+            given = lget("amount")
+            if given is not None and _money(given).quantize(
+                    _FEN, rounding=ROUND_HALF_UP) != amount:
+                raise _NotPlain
+            gross += before
+            line_total += amount
+            lines.append(Line(no, sku, name, category, quantity, unit_price, discount, amount,
+                              int(quantity * 1000), int(unit_price * 100), int(discount * 100),
+                              int(amount * 100)))
+
+    discount = (_money(p["discount"]).quantize(_FEN, rounding=ROUND_HALF_UP)
+                if "discount" in p else _ZERO_FEN)
+    given_total = get("total")
+    if lines:
+        total = line_total - discount
+        if total < 0:
+            raise _NotPlain
+        if given_total is not None and _money(given_total).quantize(
+                _FEN, rounding=ROUND_HALF_UP) != total:
+            raise _NotPlain
+        all_discount = (gross - line_total) + discount
+    else:
+        if given_total is None:
+            raise _NotPlain
+        total = _money(given_total).quantize(_FEN, rounding=ROUND_HALF_UP)
+        gross = total + discount
+        all_discount = discount
+
+    payments = []
+    raw_payments = get("payments", _MISSING)
+    if raw_payments is not _MISSING:
+        if type(raw_payments) is not list or len(raw_payments) > MAX_PAYMENTS:
+            raise _NotPlain
+        paid = _ZERO
+        for pay in raw_payments:
+            if type(pay) is not dict or not PAYMENT_KEYS.issuperset(pay):
+                raise _NotPlain
+            method = pay["method"]
+            if type(method) is not str or method not in METHODS:
+                raise _NotPlain
+            amount = _money(pay["amount"]).quantize(_FEN, rounding=ROUND_HALF_UP)
+            paid += amount
+            payments.append((method, amount))
+        if payments and paid != total:
+            raise _NotPlain
+
+    customer = get("customer")
+    hint = _customer(customer) if customer is not None else {}
+    return NormalizedOrder(
+        external_id=external_id, channel=channel, store=store, purchased_at=purchased_at,
+        local_time=purchased_at.astimezone(zone), identities=identities, lines=lines,
+        payments=payments, gross=gross, discount=all_discount, total=total,
+        gross_fen=int(gross * 100), discount_fen=int(all_discount * 100),
+        total_fen=int(total * 100), customer_hint=hint)
+
+
+_ZERO_FEN = _ZERO.quantize(_FEN)

@@ -7,13 +7,15 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from patron.customers.model import IdentifierError, Identity, normalize_identity
 from patron.errors import FieldError
-from patron.orders.fast_validation import PlainOrder
 from patron.orders.schemas import OrderIn
+
+if TYPE_CHECKING:
+    from patron.orders.fast_validation import PlainOrder
 
 FEN = Decimal("0.01")
 DEFAULT_TZ = "Asia/Shanghai"
@@ -33,6 +35,12 @@ class Line:
     unit_price: Decimal
     discount: Decimal
     amount: Decimal
+    # The same amounts as the integers they are stored and digested as (thousandths, fen):
+    # computed once, read by the digest, the rows and the figures.
+    quantity_k: int
+    unit_price_fen: int
+    discount_fen: int
+    amount_fen: int
 
 
 @dataclass(slots=True)
@@ -48,6 +56,9 @@ class NormalizedOrder:
     gross: Decimal
     discount: Decimal
     total: Decimal
+    gross_fen: int
+    discount_fen: int
+    total_fen: int
     customer_hint: dict[str, Any] = field(default_factory=dict)
     _hash: str | None = None
 
@@ -84,17 +95,23 @@ class NormalizedOrder:
             int(self.purchased_at.timestamp()),
             tuple(sorted([f"{i.kind}:{i.namespace}:{i.value}" if i.namespace
                           else f"{i.kind}:{i.value}" for i in self.identities])),
-            tuple([(ln.sku, ln.category or None, _thousandths(ln.quantity),
-                    int(ln.unit_price * 100), int(ln.discount * 100), int(ln.amount * 100))
-                   for ln in self.lines]),
+            tuple([(ln.sku, ln.category or None, ln.quantity_k, ln.unit_price_fen,
+                    ln.discount_fen, ln.amount_fen) for ln in self.lines]),
             tuple(sorted([(m, int(a * 100)) for m, a in self.payments])),
-            int(self.discount * 100), int(self.total * 100),
+            self.discount_fen, self.total_fen,
         )
 
 
-def _thousandths(value: Decimal) -> int | str:
-    scaled = value * 1000
-    return int(scaled) if scaled == scaled.to_integral_value() else str(value.normalize())
+def fen_int(amount: Decimal) -> int:
+    """Money as the integer fen it is stored as. Every amount of a normalised order is already
+    quantized to the fen, so this is exact (and what the Money column type binds)."""
+    return int((amount * 100).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def thousandths(quantity: Decimal) -> int:
+    """A quantity as the integer thousandths it is stored as (what the Quantity type binds);
+    validated quantities have at most three decimals, so this is exact."""
+    return int((quantity * 1000).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def _num(value: Decimal) -> str:
@@ -199,8 +216,10 @@ def normalize_order(order: OrderIn | PlainOrder, *, store_tz: str | None = None,
                                      {"expected": str(amount)}))
         gross += before
         line_total += amount
-        lines.append(Line(i, ln.sku, ln.name, ln.category, ln.quantity, fen(ln.unit_price),
-                          fen(ln.discount), amount))
+        unit_price, line_discount = fen(ln.unit_price), fen(ln.discount)
+        lines.append(Line(i, ln.sku, ln.name, ln.category, ln.quantity, unit_price,
+                          line_discount, amount, thousandths(ln.quantity), fen_int(unit_price),
+                          fen_int(line_discount), fen_int(amount)))
 
     discount = fen(order.discount)
     if lines:
@@ -242,5 +261,8 @@ def normalize_order(order: OrderIn | PlainOrder, *, store_tz: str | None = None,
         gross=gross,
         discount=all_discount,
         total=total,
+        gross_fen=fen_int(gross),
+        discount_fen=fen_int(all_discount),
+        total_fen=fen_int(total),
         customer_hint=hint,
     ), []

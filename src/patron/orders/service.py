@@ -40,7 +40,7 @@ from patron.db import (
 from patron.errors import FieldError
 from patron.gc_pause import collection_paused
 from patron.orders import hooks
-from patron.orders.fast_validation import plain_order
+from patron.orders.fast_validation import normalized_plain_order, plain_order
 from patron.orders.model import (
     NormalizedOrder,
     canonical_content,
@@ -87,11 +87,6 @@ def _fen(amount: Decimal) -> int:
     """Money as the integer fen it is stored as. Every amount of a normalised order is already
     quantized to the fen, so this is exact (and what the Money column type binds)."""
     return int((amount * 100).to_integral_value(rounding=ROUND_HALF_UP))
-
-
-def _thousandths(quantity: Decimal) -> int:
-    """A quantity as the integer thousandths it is stored as (what the Quantity type binds)."""
-    return int((quantity * 1000).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def validation_errors(exc: ValidationError) -> list[FieldError]:
@@ -154,11 +149,20 @@ def _prepare(conn: Connection, ref: Reference, raw: Sequence[OrderIn | dict[str,
              actor: Actor, now: dt.datetime) -> list[_Item]:
     items = []
     default_tz = get_settings().default_timezone
+
+    def store_tz(code: str | None) -> str:
+        store = ref.store(code) if code else None
+        return store.timezone if store else default_tz
+
     for index, payload in enumerate(raw):
         item = _Item(index)
         items.append(item)
-        # Plain payloads (file rows, most batch bodies) are checked without Pydantic; anything
-        # the fast check cannot vouch for is validated, and its errors reported, by Pydantic.
+        # Plain payloads (file rows, most batch bodies) are checked and normalised in one pass
+        # without Pydantic; anything that pass cannot vouch for takes the usual path below.
+        fast = (normalized_plain_order(payload, store_tz=store_tz, now=now)
+                if type(payload) is dict else None)
+        if fast is not None and _admit(item, fast, ref, actor):
+            continue
         order_in = payload if isinstance(payload, OrderIn) else plain_order(payload)
         if order_in is None:
             try:
@@ -189,6 +193,25 @@ def _prepare(conn: Connection, ref: Reference, raw: Sequence[OrderIn | dict[str,
         scope = store.id if (channel.requires_store and store) else 0
         item.key = (channel.id, scope, normalized.external_id)
     return items
+
+
+def _admit(item: _Item, order: NormalizedOrder, ref: Reference, actor: Actor) -> bool:
+    """Take an order normalised by the one-pass check when its channel and store pass the
+    checks :func:`_prepare` makes; False leaves it to the usual path, which names the
+    reasons."""
+    channel = ref.channel(order.channel)
+    if channel is None or (actor.channel_codes is not None
+                           and channel.code not in actor.channel_codes):
+        return False
+    store = ref.store(order.store) if order.store else None
+    if (order.store and store is None) or (channel.requires_store and not order.store):
+        return False
+    if actor.store_ids is not None and (store is None or store.id not in actor.store_ids):
+        return False
+    item.order, item.channel, item.store = order, channel, store
+    item.key = (channel.id, store.id if (channel.requires_store and store) else 0,
+                order.external_id)
+    return True
 
 
 def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, source: str,
@@ -315,14 +338,13 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         it.order_id, it.customer_id = oid, cid
         order_rows.append((
             oid, it.key[0], it.key[1], o.external_id, it.store.id if it.store else None, cid,
-            when(o.purchased_at), _fen(o.gross), _fen(o.discount), _fen(o.total), len(o.lines),
+            when(o.purchased_at), o.gross_fen, o.discount_fen, o.total_fen, len(o.lines),
             identifiers_value(Sealed((oid,), [list(i.key) for i in o.identities])),
             o.content_hash, source, created_at))
         categories: dict[str, Decimal] = {}
         for ln in o.lines:
-            line_rows.append((oid, ln.line_no, ln.sku, ln.name, ln.category,
-                              _thousandths(ln.quantity), _fen(ln.unit_price), _fen(ln.discount),
-                              _fen(ln.amount)))
+            line_rows.append((oid, ln.line_no, ln.sku, ln.name, ln.category, ln.quantity_k,
+                              ln.unit_price_fen, ln.discount_fen, ln.amount_fen))
             if ln.category:
                 categories[ln.category] = categories.get(ln.category, Decimal(0)) + ln.amount
         for method, amount in o.payments:

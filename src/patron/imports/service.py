@@ -10,11 +10,16 @@ the bad rows go to ``import_errors``; one audit entry is written per job.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
+import gc
 import io
 import logging
+import multiprocessing
+import queue
 import re
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from patron.i18n import t
 from patron.imports.model import (
     ColumnMapping,
     FileOrder,
+    FileRow,
     HeaderError,
     Layout,
     RowError,
@@ -57,6 +63,12 @@ from patron.security.model import SYSTEM, Actor
 log = logging.getLogger(__name__)
 
 CHUNK_ORDERS = 2000
+# Files of at least this many rows are read in a second process while the first records
+# (see _ReaderProcess); smaller ones are read in-process, where starting it costs more than
+# it gains.
+PIPELINE_MIN_ROWS = 10_000
+# Chunks read ahead and waiting for the recording process: bounds the reader's memory.
+READ_AHEAD_CHUNKS = 2
 # A job with no committed chunk for this long has lost its process (a chunk takes seconds).
 STALE_AFTER = dt.timedelta(minutes=10)
 MAX_STORED_ERRORS = 10_000
@@ -409,6 +421,104 @@ def _data_rows(f: OrderFile, layout: Layout) -> Iterator[Any]:
             yield row
 
 
+def _built_chunks(f: OrderFile, layout: Layout, chunk_orders: int) -> Iterator[list[FileOrder]]:
+    """The file's orders, built from their rows, a chunk at a time (in this process)."""
+    groups = group_orders(_data_rows(f, layout))
+    while True:
+        chunk = list(islice(groups, chunk_orders))
+        if not chunk:
+            return
+        yield [build_order(rows, layout.datetime_format) for rows in chunk]
+
+
+def pipeline_available() -> bool:
+    """Whether a reader process can be started cheaply: forked, it inherits the loaded modules,
+    the file name and the mapping instead of importing and unpickling them (a spawned one
+    would take about a second to start, as long as a 5,000-order file takes to import)."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _packed(order: FileOrder) -> tuple[Any, ...]:
+    # Plain tuples pickle and unpickle several times faster than the dataclasses.
+    return (order.payload, [(r.number, r.values) for r in order.rows], order.line_rows,
+            order.errors)
+
+
+def _unpacked(packed: tuple[Any, ...]) -> FileOrder:
+    payload, rows, line_rows, errors = packed
+    return FileOrder([FileRow(number, values) for number, values in rows], payload, line_rows,
+                     errors)
+
+
+def _read_in_child(path: Path, filename: str, layout: Layout, chunk_orders: int,
+                   out: Any) -> None:
+    """The reader process: the file's chunks of built orders into ``out``, then ("end",), or
+    ("failed", message key) where the file turned out unreadable, ("crashed", traceback) on
+    anything else. A put blocks while READ_AHEAD_CHUNKS chunks wait."""
+    gc.disable()  # short-lived, and everything it allocates is freed by reference counting
+    try:
+        with OrderFile(path, filename) as f:
+            for chunk in _built_chunks(f, layout, chunk_orders):
+                out.put(("chunk", [_packed(o) for o in chunk]))
+        out.put(("end",))
+    except ImportFileError as exc:
+        out.put(("failed", exc.message))
+    except BaseException:  # the parent logs it and fails the job
+        out.put(("crashed", traceback.format_exc()))
+
+
+class _ReaderProcess:
+    """Reading, grouping and building a file's orders in a second process while this one
+    records the chunk before: parsing is pure Python and holds the GIL, so a thread would not
+    overlap it with the recording. Chunks come back in file order through a bounded queue;
+    what the reader fails on (an undecodable row midway) fails the job at the same point as
+    in-process reading, after the chunks before it were recorded."""
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, path: Path, filename: str, layout: Layout, chunk_orders: int) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._queue: Any = ctx.Queue(maxsize=READ_AHEAD_CHUNKS)
+        self._process = ctx.Process(target=_read_in_child, name="patron-import-reader",
+                                    args=(path, filename, layout, chunk_orders, self._queue),
+                                    daemon=True)
+
+    def __enter__(self) -> _ReaderProcess:
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process.is_alive():  # stopped early: the recording failed
+            self._process.kill()
+        self._process.join()
+        self._queue.close()
+
+    def chunks(self) -> Iterator[list[FileOrder]]:
+        while True:
+            message = self._next()
+            if message[0] == "chunk":
+                yield [_unpacked(o) for o in message[1]]
+            elif message[0] == "end":
+                return
+            elif message[0] == "failed":
+                raise ImportFileError(message[1])
+            else:
+                raise RuntimeError(f"the import's reader process failed:\n{message[1]}")
+
+    def _next(self) -> tuple[Any, ...]:
+        while True:
+            try:
+                return self._queue.get(timeout=self.POLL_SECONDS)  # type: ignore[no-any-return]
+            except queue.Empty:
+                if self._process.is_alive():
+                    continue
+            try:  # it may have exited right after its last put
+                return self._queue.get(timeout=self.POLL_SECONDS)  # type: ignore[no-any-return]
+            except queue.Empty:
+                raise RuntimeError("the import's reader process stopped, exit code "
+                                   f"{self._process.exitcode}") from None
+
+
 @dataclass(slots=True)
 class _Counters:
     rows_read: int = 0
@@ -420,10 +530,14 @@ class _Counters:
 
 def run_import(*, uow: UnitOfWork, actor: Actor, job_id: int, path: Path,
                progress: Callable[[ImportProgress], None] | None = None,
-               chunk_orders: int = CHUNK_ORDERS) -> ImportJobRead:
+               chunk_orders: int = CHUNK_ORDERS, pipeline: bool | None = None) -> ImportJobRead:
     """Import a started job's file. Each chunk of orders is one transaction; the job row shows
     the progress after each. A file that turns out unreadable midway fails the job (what was
-    recorded stays recorded, and a re-run skips it). Returns the finished job."""
+    recorded stays recorded, and a re-run skips it). Returns the finished job.
+
+    ``pipeline``: read the file in a second process while this one records (True), in this
+    process (False), or the first for files of ``PIPELINE_MIN_ROWS`` rows or more where a
+    process can be forked (None). The results are the same either way."""
     job = uow.c.execute(select(import_jobs).where(import_jobs.c.id == job_id)).one()
     mapping = None
     if job.mapping_id is not None:
@@ -441,18 +555,27 @@ def run_import(*, uow: UnitOfWork, actor: Actor, job_id: int, path: Path,
             _set_job(uow, job_id, status="running", rows_total=rows_total,
                      heartbeat_at=utcnow())
             uow.commit()
-            orders = group_orders(_data_rows(f, layout))
-            while True:
-                # Reading, grouping and recording a chunk allocate many short-lived objects:
-                # no cyclic collection in between (see patron.gc_pause).
-                with collection_paused():
-                    chunk = list(islice(orders, chunk_orders))
-                    if not chunk:
-                        break
-                    _import_chunk(uow, actor, job_id, layout, chunk, counts)
-                if progress:
-                    progress(ImportProgress(counts.rows_read, rows_total, counts.orders_created,
-                                            counts.orders_duplicate, counts.rows_rejected))
+            if pipeline is None:
+                pipeline = (rows_total or 0) >= PIPELINE_MIN_ROWS and pipeline_available()
+            with contextlib.ExitStack() as stack:
+                if pipeline:
+                    reader = stack.enter_context(
+                        _ReaderProcess(path, job.filename, layout, chunk_orders))
+                    chunks = reader.chunks()
+                else:
+                    chunks = _built_chunks(f, layout, chunk_orders)
+                while True:
+                    # Reading, grouping and recording a chunk allocate many short-lived
+                    # objects: no cyclic collection in between (see patron.gc_pause).
+                    with collection_paused():
+                        chunk = next(chunks, None)
+                        if chunk is None:
+                            break
+                        _import_chunk(uow, actor, job_id, layout, chunk, counts)
+                    if progress:
+                        progress(ImportProgress(counts.rows_read, rows_total,
+                                                counts.orders_created, counts.orders_duplicate,
+                                                counts.rows_rejected))
     except ImportFileError as exc:
         failure = exc.message
     except Exception:
@@ -493,8 +616,7 @@ def _set_job(uow: UnitOfWork, job_id: int, **values: Any) -> None:
 
 
 def _import_chunk(uow: UnitOfWork, actor: Actor, job_id: int, layout: Layout,
-                  groups: list[list[Any]], counts: _Counters) -> None:
-    built: list[FileOrder] = [build_order(rows, layout.datetime_format) for rows in groups]
+                  built: list[FileOrder], counts: _Counters) -> None:
     counts.rows_read += sum(len(o.rows) for o in built)
     sendable = [o for o in built if o.payload is not None]
     outcomes = record_orders(uow=uow, orders_in=[o.payload for o in sendable],  # type: ignore[misc]

@@ -184,10 +184,15 @@ def cell_text(value: Any) -> Any:
 
 def read_row(number: int, cells: Iterable[Any], layout: Layout) -> FileRow | None:
     """One data row in canonical columns, with the mapping's defaults; None for a blank row."""
-    cells = list(cells)
+    cells = cells if type(cells) is list else list(cells)
+    width = len(cells)
     values: dict[str, Any] = {}
     for canonical, index in layout.positions.items():
-        value = cell_text(cells[index]) if index < len(cells) else None
+        if index >= width:
+            continue
+        value = cells[index]
+        # Every cell of a CSV file is text: the common case without cell_text's type checks.
+        value = (value.strip() or None) if type(value) is str else cell_text(value)
         if value is not None:
             values[canonical] = value
     if not values:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -154,7 +153,8 @@ def keyed_digest(text: str) -> str:
     number against it (docs/data-protection.md#personal-data-at-rest)."""
     from patron.protection.keys import index_key
 
-    return hmac.new(index_key(), text.encode(), hashlib.sha256).hexdigest()
+    # hmac.digest: the same HMAC in one call to OpenSSL, about twice as fast as hmac.new.
+    return hmac.digest(index_key(), text.encode(), "sha256").hex()
 
 
 def differences(stored: dict[str, Any], sent: dict[str, Any]) -> list[dict[str, Any]]:

@@ -529,8 +529,8 @@ def _known_identities(conn: Connection, keys: list[tuple[str, str, str]]
     their blind indexes (the values are encrypted)."""
     if not keys:
         return []
-    by_index = {identity_index(v): v for _k, _n, v in keys}
     indexed = [(k, n, identity_index(v)) for k, n, v in keys]
+    by_index = {i[2]: key[2] for i, key in zip(indexed, keys, strict=True)}
     if conn.dialect.name == "postgresql":
         rows = conn.execute(_PG_KNOWN_IDENTITIES, {
             "k": [k[0] for k in indexed], "n": [k[1] for k in indexed],

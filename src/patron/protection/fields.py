@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import hmac
 import json
 import os
@@ -100,7 +99,9 @@ def blind(purpose: str, value: str) -> str:
 
 
 def _blind(key: bytes, purpose: str, value: str) -> str:
-    return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).hexdigest()[:32]
+    # hmac.digest: the same HMAC in one call to OpenSSL, about twice as fast as hmac.new
+    # (ingestion computes one per identifier of every order).
+    return hmac.digest(key, f"{purpose}\x00{value}".encode(), "sha256").hex()[:32]
 
 
 class Encrypted(TypeDecorator[str]):

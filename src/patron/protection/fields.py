@@ -53,7 +53,7 @@ class Sealed:
 
 
 def binding_text(values: tuple[Any, ...]) -> str:
-    return SEP.join("" if v is None else str(v) for v in values)
+    return SEP.join(["" if v is None else str(v) for v in values])
 
 
 @lru_cache(maxsize=8)
@@ -166,10 +166,15 @@ class EncryptedDate(Encrypted):
         return dt.date.fromisoformat(text)
 
 
+# What json.dumps(value, ensure_ascii=False, separators=(",", ":")) writes, without building
+# an encoder for every value (each order's identifiers are one).
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 class EncryptedJSON(Encrypted):
     cache_ok = True
     def to_text(self, value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _JSON_TEXT.encode(value)
 
     def from_text(self, text: str) -> Any:
         return json.loads(text)

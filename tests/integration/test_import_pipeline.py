@@ -27,6 +27,23 @@ pytestmark = pytest.mark.skipif(not service.pipeline_available(),
 KEPT = {"channels", "stores", "brands", "regions"}
 
 
+@pytest.fixture(autouse=True)
+def small_files_take_the_reader_too(monkeypatch):
+    monkeypatch.setattr(service, "PIPELINE_MIN_ROWS", 10)
+
+
+def count_readers(monkeypatch) -> list[int]:
+    started: list[int] = []
+    real = service._ReaderProcess.__enter__
+
+    def enter(self: Any) -> Any:
+        started.append(1)
+        return real(self)
+
+    monkeypatch.setattr(service._ReaderProcess, "__enter__", enter)
+    return started
+
+
 def rows_of_a_file() -> list[list[str]]:
     """Orders of repeat customers over several chunks, a two-line order, and bad rows in the
     middle of the file and of a chunk."""
@@ -94,9 +111,10 @@ def job_summary(job: Any) -> tuple[Any, ...]:
             [(e.row, e.column, e.reason, e.params, e.value, e.message) for e in job.errors])
 
 
-def test_pipelined_import_writes_and_reports_exactly_what_the_in_process_one_does(uow,
-                                                                                   tmp_path):
+def test_pipelined_import_writes_and_reports_exactly_what_the_in_process_one_does(
+        uow, tmp_path, monkeypatch):
     make_org(uow)
+    readers = count_readers(monkeypatch)
     path = write_csv(tmp_path / "orders.csv", HEADER, rows_of_a_file())
     results = {}
     for pipeline in (False, True):
@@ -107,6 +125,7 @@ def test_pipelined_import_writes_and_reports_exactly_what_the_in_process_one_doe
         again = import_file(uow, path, chunk_orders=7, pipeline=pipeline)
         results[pipeline] = (job_summary(first), contents, job_summary(again), snapshot(uow),
                              [(p.rows_read, p.orders_created, p.rows_rejected) for p in seen])
+    assert readers == [1, 1]  # the two pipelined imports, none of the others
     in_process, pipelined = results[False], results[True]
     assert pipelined == in_process
     first, contents, again, after_rerun, progress = pipelined
@@ -119,27 +138,22 @@ def test_pipelined_import_writes_and_reports_exactly_what_the_in_process_one_doe
     assert len(progress) == 8  # seven chunks of seven orders (44 in all), then the end
 
 
-def test_a_small_file_is_read_in_process_and_a_large_one_in_a_reader(uow, tmp_path,
-                                                                     monkeypatch):
+def test_a_reader_starts_only_when_asked_for_and_the_file_is_large(uow, tmp_path, monkeypatch):
     make_org(uow)
-    started: list[int] = []
-    real = service._ReaderProcess.__enter__
-
-    def enter(self: Any) -> Any:
-        started.append(1)
-        return real(self)
-
-    monkeypatch.setattr(service._ReaderProcess, "__enter__", enter)
+    started = count_readers(monkeypatch)
+    monkeypatch.setattr(service, "PIPELINE_MIN_ROWS", 10_000)
     path = write_csv(tmp_path / "orders.csv", HEADER, rows_of_a_file())
+    import_file(uow, path, pipeline=True)
+    monkeypatch.setattr(service, "PIPELINE_MIN_ROWS", 10)
     import_file(uow, path)
     assert started == []
-    monkeypatch.setattr(service, "PIPELINE_MIN_ROWS", 10)
-    job = import_file(uow, path)
+    job = import_file(uow, path, pipeline=True)
     assert started == [1]
     assert (job.orders_duplicate, job.rows_rejected) == (40, 4)
 
 
-def test_a_file_that_turns_unreadable_midway_fails_the_job_at_the_same_point(uow, tmp_path):
+def test_a_file_that_turns_unreadable_midway_fails_the_job_at_the_same_point(uow, tmp_path,
+                                                                             monkeypatch):
     make_org(uow)
     rows = [[f"U-{i}", "pos", "SH01", "2026-03-02 10:30", "", "", "LATTE", "", "1", "28", "", ""]
             for i in range(3000)]
@@ -147,7 +161,9 @@ def test_a_file_that_turns_unreadable_midway_fails_the_job_at_the_same_point(uow
     with open(path, "ab") as f:
         f.write("U-x,pos,SH01,2026-03-02 10:30,,,LATTE,,1,28,,\n".encode("gb18030")
                 + "门店".encode("gb18030") + b"\n")
+    readers = count_readers(monkeypatch)
     job = import_file(uow, path, chunk_orders=1000, pipeline=True)
+    assert readers == [1]
     assert (job.status, job.error, job.orders_created) == ("failed", "import_bad_encoding", 2000)
 
 

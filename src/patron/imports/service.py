@@ -63,9 +63,10 @@ from patron.security.model import SYSTEM, Actor
 log = logging.getLogger(__name__)
 
 CHUNK_ORDERS = 2000
-# Files of at least this many rows are read in a second process while the first records
-# (see _ReaderProcess); smaller ones are read in-process, where starting it costs more than
-# it gains.
+# With ``pipeline=True``, files of at least this many rows are read in a second process while
+# the first records (see _ReaderProcess); smaller ones are read in-process, where starting it
+# costs more than it gains. Not the default: on the shared 2-core machine it measured slower
+# (docs/benchmarks.md, "Imports").
 PIPELINE_MIN_ROWS = 10_000
 # Chunks read ahead and waiting for the recording process: bounds the reader's memory.
 READ_AHEAD_CHUNKS = 2
@@ -530,14 +531,14 @@ class _Counters:
 
 def run_import(*, uow: UnitOfWork, actor: Actor, job_id: int, path: Path,
                progress: Callable[[ImportProgress], None] | None = None,
-               chunk_orders: int = CHUNK_ORDERS, pipeline: bool | None = None) -> ImportJobRead:
+               chunk_orders: int = CHUNK_ORDERS, pipeline: bool = False) -> ImportJobRead:
     """Import a started job's file. Each chunk of orders is one transaction; the job row shows
     the progress after each. A file that turns out unreadable midway fails the job (what was
     recorded stays recorded, and a re-run skips it). Returns the finished job.
 
-    ``pipeline``: read the file in a second process while this one records (True), in this
-    process (False), or the first for files of ``PIPELINE_MIN_ROWS`` rows or more where a
-    process can be forked (None). The results are the same either way."""
+    ``pipeline``: read a file of ``PIPELINE_MIN_ROWS`` rows or more in a second process while
+    this one records, where a process can be forked; it pays only when a core is idle. The
+    results are the same either way."""
     job = uow.c.execute(select(import_jobs).where(import_jobs.c.id == job_id)).one()
     mapping = None
     if job.mapping_id is not None:
@@ -555,10 +556,8 @@ def run_import(*, uow: UnitOfWork, actor: Actor, job_id: int, path: Path,
             _set_job(uow, job_id, status="running", rows_total=rows_total,
                      heartbeat_at=utcnow())
             uow.commit()
-            if pipeline is None:
-                pipeline = (rows_total or 0) >= PIPELINE_MIN_ROWS and pipeline_available()
             with contextlib.ExitStack() as stack:
-                if pipeline:
+                if pipeline and (rows_total or 0) >= PIPELINE_MIN_ROWS and pipeline_available():
                     reader = stack.enter_context(
                         _ReaderProcess(path, job.filename, layout, chunk_orders))
                     chunks = reader.chunks()

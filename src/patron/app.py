@@ -245,6 +245,9 @@ def _include_optional(app: FastAPI) -> None:
                            ("patron.automations.api", "/api/v1"),
                            ("patron.campaigns.api", "/api/v1"),
                            ("patron.messaging.pages", ""),
+                           # /messages/templates, /messages/limits before /messages/{id}
+                           # (declared in that order inside the module)
+                           ("patron.messaging.staff_pages", ""),
                            # before the automation pages: /automations/new and
                            # /campaigns/new are not codes
                            ("patron.automations.editor", ""),

@@ -358,7 +358,9 @@ def _saved(conn: Connection, code: str, *, lock: bool = False) -> dict[str, Any]
     return dict(row) if row is not None else None
 
 
-def _check_template(values: Mapping[str, Any]) -> model.Template:
+def check_template(values: Mapping[str, Any]) -> model.Template:
+    """The template ``values`` describe, or ``ValidationFailed`` naming each refused field:
+    what saving checks (the template pages' preview checks the same without saving)."""
     t = model.Template(
         code=values["code"], variables=tuple(values.get("variables") or ()),
         body={"zh": values.get("body_zh"), "en": values.get("body_en")},
@@ -391,7 +393,7 @@ def create_template(*, uow: UnitOfWork, actor: Actor, values: Mapping[str, Any]
     refused here, naming the source and the variable. A built-in code may be saved to change
     its wording, with the same variables."""
     need(actor, "messages.manage")
-    t = _check_template(values)
+    t = check_template(values)
 
     def work() -> dict[str, Any]:
         conn = uow.c
@@ -432,7 +434,7 @@ def update_template(*, uow: UnitOfWork, actor: Actor, code: str, changes: Mappin
                if v is not None or k not in ("variables", "body_zh", "wechat_fields",
                                                  "wechat_kind")}
     values = {**row, **dict(changes), "code": code}
-    t = _check_template(values)
+    t = check_template(values)
     diff = {k: v for k, v in changes.items() if v != row[k]}
     if diff:
         if "variables" in diff:

@@ -53,6 +53,7 @@ NAV: tuple[tuple[str, str, str | tuple[str, ...]], ...] = (
     ("/loyalty", "web.nav.loyalty_admin", "loyalty.read"),
     ("/segments", "web.nav.segments", "segments.read"),
     ("/tags", "web.nav.tags", "tags.read"),
+    ("/messages", "web.nav.messages", "messages.read"),
     ("/cashier", "web.nav.cashier", "checkout.sell"),
     ("/loyalty/reports", "web.nav.loyalty_reports", "loyalty.read"),
     ("/admin/stores", "web.nav.stores", "admin.org"),

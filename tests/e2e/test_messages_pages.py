@@ -293,3 +293,11 @@ def test_cashiers_and_managers_have_no_messages_pages(client, users, role):
     for path in ("/messages", "/messages/templates", "/messages/limits", "/messages/1",
                  "/messages/templates/otp_login"):
         assert client.get(path).status_code == 403, (role, path)
+
+
+def test_the_campaign_and_automation_editors_link_to_a_new_template(client, users):
+    login(client, "owner")
+    for path in ("/campaigns/new", "/automations/new"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert 'href="/messages/templates/new" target="_blank"' in page.text, path

@@ -18,7 +18,8 @@ from tests.e2e.conftest import PASSWORD, login
 from tests.factories import order
 
 PAGES = ["/", "/customers", "/dashboards", "/analytics", "/imports", "/automations",
-         "/experiments", "/loyalty", "/segments", "/tags", "/cashier", "/loyalty/reports",
+         "/experiments", "/loyalty", "/segments", "/tags", "/messages", "/cashier",
+         "/loyalty/reports",
          "/admin/stores", "/admin/products", "/admin/channels", "/admin/users", "/admin/audit",
          "/privacy", "/admin/roles", "/admin/alerts", "/admin/export-requests"]
 
@@ -26,7 +27,7 @@ PAGES = ["/", "/customers", "/dashboards", "/analytics", "/imports", "/automatio
 ALLOWED = {
     "owner": set(PAGES),
     "analyst": {"/", "/customers", "/dashboards", "/analytics", "/automations", "/experiments",
-                "/loyalty", "/segments", "/tags", "/loyalty/reports"},
+                "/loyalty", "/segments", "/tags", "/messages", "/loyalty/reports"},
     "manager": {"/", "/customers", "/dashboards", "/analytics", "/imports", "/loyalty",
                 "/segments", "/tags", "/cashier", "/loyalty/reports"},
     # A cashier has exactly one page, the till, where signing in leads.

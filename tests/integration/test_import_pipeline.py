@@ -17,7 +17,7 @@ from patron.orders.tables import order_lines, order_payments, orders
 from patron.org.service import clear_reference_cache
 from patron.security.model import SYSTEM
 from tests.factories import make_org
-from tests.integration.test_import_orders import HEADER, import_file, write_csv
+from tests.integration.test_import_orders import HEADER, import_file, write_csv, write_xlsx
 
 pytestmark = pytest.mark.skipif(not service.pipeline_available(),
                                 reason="no fork: the import reads in-process")
@@ -111,11 +111,13 @@ def job_summary(job: Any) -> tuple[Any, ...]:
             [(e.row, e.column, e.reason, e.params, e.value, e.message) for e in job.errors])
 
 
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
 def test_pipelined_import_writes_and_reports_exactly_what_the_in_process_one_does(
-        uow, tmp_path, monkeypatch):
+        uow, tmp_path, monkeypatch, kind):
     make_org(uow)
     readers = count_readers(monkeypatch)
-    path = write_csv(tmp_path / "orders.csv", HEADER, rows_of_a_file())
+    write = write_csv if kind == "csv" else write_xlsx
+    path = write(tmp_path / f"orders.{kind}", HEADER, rows_of_a_file())
     results = {}
     for pipeline in (False, True):
         reset(uow)

@@ -285,6 +285,13 @@ def amount_text(value: Any) -> str:
 
 
 def _decimal(value: Any) -> Decimal | None:
+    if type(value) is str:
+        try:
+            # A number Decimal reads as it is has no currency sign or thousands separator
+            # for amount_text to remove: the same value, without cleaning the text first.
+            return Decimal(value)
+        except InvalidOperation:
+            pass
     try:
         return Decimal(amount_text(value))
     except (InvalidOperation, ValueError):

@@ -19,8 +19,8 @@ score can have changed are then the changed customers and those whose value lies
 old and a new cut point; they are re-scored and written when something differs, and the
 per-segment sums behind the stored summary are adjusted by what each written row took away
 and added. Recency needs no rewrite when time passes: the classes are fixed moments, and
-every day a whole day older adds one day to everyone's recency (the last day's buyers, whose
-recency was 0 whatever the hour, are counted one by one).
+every day a whole day older adds one day to everyone's recency (only purchases dated after the
+end of the last as-of day, whose recency was clamped to 0, are counted one by one).
 
 Everything else (a first refresh, changed thresholds, stores moving between regions or brands,
 an as-of moment earlier than the last, a day that is not 24 hours long, many changed customers)
@@ -302,13 +302,15 @@ class ScopeWork:
 
 def last_day_rows(conn: Connection, old_ends: dict[str, dt.datetime]
                   ) -> dict[str, list[tuple[str, dt.datetime]]]:
-    """Per scope, the segment and last purchase of the rows in the class of its old last day
-    (recency 0 at the last refresh, whatever the hour), read before anything is written: one
-    statement, a range of the ``(scope, last_order_at)`` index per scope."""
+    """Per scope, the segment and last purchase of the rows bought after the end of its old
+    as-of day (a till clock ahead: recency 0 at the last refresh, clamped), read before
+    anything is written: one statement, a range of the ``(scope, last_order_at)`` index per
+    scope, empty on most nights. (A purchase on the old last day itself had recency 0 and
+    has ``days`` now, exactly what shifting every row of the sums by ``days`` gives it.)"""
     s = rfm_scores.c
     out: dict[str, list[tuple[str, dt.datetime]]] = {key: [] for key in old_ends}
     parts = [select(s.scope, s.segment, s.last_order_at).where(
-        s.scope == key, s.last_order_at > old_end - DAY) for key, old_end in old_ends.items()]
+        s.scope == key, s.last_order_at > old_end) for key, old_end in old_ends.items()]
     if parts:
         for key, seg, last_at in conn.execute(union_all(*parts)):
             out[key].append((seg, last_at))
@@ -325,8 +327,8 @@ def prepare(key: str, state: ScopeState, old_end: dt.datetime, end: dt.datetime,
     if days:
         for part in state.sums.values():
             part[1] += days * part[0]
-        # The old last day's class had recency 0 whatever the hour (and purchases after the end
-        # of that day): each of those rows is aged by what its own purchase time says.
+        # Purchases after the end of the old as-of day had recency 0 (clamped): each of those
+        # rows is aged by what its own purchase time says.
         for seg, last_at in last_day:
             state.sums[seg][1] += recency(last_at, end) - days
     for cid in sorted(set(old) | set(new)):

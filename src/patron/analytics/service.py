@@ -336,12 +336,18 @@ _store_totals = Table(
 def _tune(conn: Connection) -> None:
     """A refresh sorts and hashes a million rows at a time: on PostgreSQL give this one
     transaction the memory to do it without spilling to disk (the default 4 MB is sized for
-    many small concurrent queries; refreshes run one at a time). A nightly refresh reads a few
-    thousand customers out of a million through indexes: the default random_page_cost (4, for
-    spinning disks) makes the planner hash whole tables against them instead, so the refresh
-    prices an index page as SSDs and a warm cache cost it."""
+    many small concurrent queries; refreshes run one at a time)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SET LOCAL work_mem = '{REFRESH_WORK_MEM}'")
+
+
+def _tune_for_few(conn: Connection) -> None:
+    """A nightly refresh reads a few thousand customers out of a million through indexes: the
+    default random_page_cost (4, for spinning disks) made the planner hash whole tables
+    (orders, figures, stages) against them instead, so from here on this transaction prices
+    an index page as SSDs and a warm cache cost it. (A full refresh reads whole tables and
+    keeps the default.)"""
+    if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
 
 
@@ -583,6 +589,7 @@ def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datet
     scored = max((st.n for st, _end in states.values()), default=0)
     if len(touched) > max(1000, rfm_refresh.FULL_SHARE * scored):
         return None
+    _tune_for_few(conn)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_touched.name}")
     _touched.create(conn)
     if touched:
@@ -945,6 +952,7 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
     rebuilt = [] if candidates is not None else _drop_indexes_of_empty(
         conn, [lifecycle_stages, lifecycle_transitions, lifecycle_intervals])
     if candidates is not None:
+        _tune_for_few(conn)
         _candidates.create(conn)
         if candidates:
             conn.execute(insert(_candidates), [{"customer_id": c} for c in sorted(candidates)])

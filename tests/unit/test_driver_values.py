@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql, sqlite
 
 from patron.db import Money, Quantity, UTCDateTime, driver_datetime
-from patron.orders.service import _fen, _thousandths
+from patron.orders.model import fen_int
+from patron.orders.model import thousandths as thousandths_of
+from patron.orders.service import _fen
 
 DIALECTS = [sqlite.dialect(), postgresql.psycopg.dialect()]
 aware = st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2100, 1, 1),
@@ -34,7 +36,8 @@ def test_driver_datetime_refuses_naive_times(dialect):
 def test_fen_is_what_money_binds(fen):
     amount = (Decimal(fen) / 100).quantize(Decimal("0.01"))
     for dialect in DIALECTS:
-        assert _fen(amount) == Money().dialect_impl(dialect).bind_processor(dialect)(amount)
+        bound = Money().dialect_impl(dialect).bind_processor(dialect)(amount)
+        assert _fen(amount) == fen_int(amount) == bound
 
 
 @given(thousandths=st.integers(min_value=1, max_value=10**12))
@@ -42,7 +45,7 @@ def test_thousandths_is_what_quantity_binds(thousandths):
     quantity = Decimal(thousandths) / 1000
     for dialect in DIALECTS:
         bound = Quantity().dialect_impl(dialect).bind_processor(dialect)(quantity)
-        assert _thousandths(quantity) == bound
+        assert thousandths_of(quantity) == bound
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)

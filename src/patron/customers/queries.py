@@ -175,9 +175,12 @@ def search_customers(conn: Connection, *, actor: Actor, q: str, limit: int = 20
     limit = max(1, min(int(limit), 100))
     scope = visible_clause(actor)
     candidates = sorted(_identifier_candidates(q))
-    exact_ids = [int(i) for i in conn.execute(
-        select(identities.c.customer_id).where(identity_in(candidates))
-        .order_by(identities.c.customer_id).limit(limit)).scalars()]
+    # A value matches at most one identity per kind and namespace: a handful of rows, sorted
+    # here. Asked for with ORDER BY customer_id LIMIT, PostgreSQL without fresh statistics (a
+    # bulk import before autovacuum's ANALYZE) walked the customer_id index and filtered every
+    # row: 42 ms at 300,000 identities, 156 ms after a million-order import.
+    exact_ids = sorted(int(i) for i in conn.execute(
+        select(identities.c.customer_id).where(identity_in(candidates))).scalars())[:limit]
     exact_ids += [int(i) for i in conn.execute(
         select(customers.c.id).where(customers.c.member_code == q.upper())).scalars()]
     found: list[int] = list(dict.fromkeys(exact_ids))

@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, overload
 
 from pydantic import ValidationError
@@ -46,6 +46,7 @@ from patron.orders.model import (
     canonical_content,
     differences,
     fen,
+    fen_int,
     normalize_order,
 )
 from patron.orders.schemas import OrderIn, OrderOutcome
@@ -81,12 +82,6 @@ class _Item:
     order_id: int | None = None
     customer_id: int | None = None
     diffs: list[dict[str, Any]] | None = None
-
-
-def _fen(amount: Decimal) -> int:
-    """Money as the integer fen it is stored as. Every amount of a normalised order is already
-    quantized to the fen, so this is exact (and what the Money column type binds)."""
-    return int((amount * 100).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def validation_errors(exc: ValidationError) -> list[FieldError]:
@@ -348,7 +343,7 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
             if ln.category:
                 categories[ln.category] = categories.get(ln.category, Decimal(0)) + ln.amount
         for method, amount in o.payments:
-            payment_rows.append((oid, method, _fen(amount)))
+            payment_rows.append((oid, method, fen_int(amount)))
         if cid is not None:
             deltas[cid].add_order(purchased_at=o.purchased_at, local_time=o.local_time,
                                   total=o.total, store_code=it.store.code if it.store else None,

@@ -144,7 +144,7 @@ def api_figures(res: dict[str, Any]) -> list[Figure]:
     out = [
         Figure(f"API orders/s ({tag})", orders.rate, "orders/s", f"{anchor} (req/s)",
                health.rate, target=f">= {API_RATE_TARGET:,.0f}/s, all 201",
-               passed=orders.rate >= API_RATE_TARGET and ok, notes=notes),
+               passed=orders.rate >= API_RATE_TARGET and ok, notes=notes, anchor_unit="req/s"),
         Figure(f"API order p50 ({tag})", orders.p50, "ms", f"{anchor} p50", health.p50,
                higher_is_better=False),
         Figure(f"API order p99 ({tag})", orders.p99, "ms", f"{anchor} p99", health.p99,

@@ -20,6 +20,8 @@ class Figure:
     For rates (``higher_is_better``) the ratio is value / anchor: the share of the anchor's rate
     Patron reaches. For latencies it is also value / anchor: how many times the anchor's time
     Patron takes. ``target`` is the goal in words; ``passed`` is None when there is none.
+    ``anchor_unit`` is the anchor's unit when it differs from the figure's (an API's orders/s
+    against ``GET /healthz``'s req/s); empty means the same unit.
     """
 
     name: str
@@ -31,6 +33,7 @@ class Figure:
     target: str = ""
     passed: bool | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    anchor_unit: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -67,7 +70,8 @@ def print_table(figures: list[Figure], console: Console | None = None) -> None:
     for f in figures:
         ratio = f.ratio
         result = "-" if f.passed is None else ("PASS" if f.passed else "FAIL")
-        table.add_row(f.name, _fmt(f.value, f.unit), f.anchor, _fmt(f.anchor_value, f.unit),
+        table.add_row(f.name, _fmt(f.value, f.unit), f.anchor,
+                      _fmt(f.anchor_value, f.anchor_unit or f.unit),
                       "-" if ratio is None else f"{ratio:.2f}", f.target or "-", result)
     console.print(table)
 

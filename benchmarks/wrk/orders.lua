@@ -25,7 +25,12 @@ local catalog = {
 local mobile_prefixes = {"38", "39", "50", "51", "52", "58", "59", "86", "87", "88", "35",
                          "36", "37"}
 local pay_methods = {"wechat_pay", "wechat_pay", "alipay", "alipay", "bank_card", "cash"}
-local start = 1735689600 -- 2025-01-01T00:00:00Z: every purchase is in the past
+-- A till sends a sale as it happens: nine orders in ten are dated at the moment of the request.
+-- The tenth arrives late, dated up to three days back, as a delivery platform's or an offline
+-- till's queued sale does (ingestion's late-order path: a purchase day between a customer's
+-- first and last). Every date is in the past, and after the imported orders (2025).
+local late_share = 0.1
+local late_seconds = 3 * 86400
 
 local thread_id = 0
 local counter = 0
@@ -56,6 +61,14 @@ local function identifiers_of(n, channel)
       table.insert(ids, string.format('"platform_buyer_id":"mt%d"', n))
    end
    return "{" .. table.concat(ids, ",") .. "}"
+end
+
+local function purchased_at()
+   local now = os.time() - 1 -- a second back: never ahead of the server's clock
+   if math.random() < late_share then
+      return now - math.random(60, late_seconds)
+   end
+   return now
 end
 
 function init(args)
@@ -93,7 +106,7 @@ function request()
       '{"external_id":"%s","channel":"%s","store":"S%03d","purchased_at":"%s",' ..
       '"identifiers":%s,"lines":[%s],"payments":[{"method":"%s","amount":"%s"}]}',
       external_id, channel, math.random(0, stores - 1),
-      os.date("!%Y-%m-%dT%H:%M:%S+00:00", start + (counter * 37 + thread_id) % (500 * 86400)),
+      os.date("!%Y-%m-%dT%H:%M:%S+00:00", purchased_at()),
       identifiers, table.concat(lines, ","), pay_methods[math.random(#pay_methods)],
       yuan(total))
    report.sent(external_id)

@@ -12,3 +12,59 @@ def test_migrated_schema_matches_the_tables(engine):
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diffs = compare_metadata(ctx, metadata)
     assert diffs == []
+
+
+def test_0006_adds_the_customer_language_to_existing_profiles_and_goes_back(db_url, tmp_path):
+    """On a fresh database of the test's kind: a profile written at 0005 has no language after
+    0006 (the default language), 0006 can be undone, and done again."""
+    import uuid
+
+    from alembic import command
+    from sqlalchemy import create_engine, inspect, text
+
+    from patron.migrate import alembic_config
+
+    admin = None
+    if db_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    else:
+        name = f"patron_mig_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(db_url.rsplit("/", 1)[0] + "/postgres",
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = db_url.rsplit("/", 1)[0] + f"/{name}"
+    engine = create_engine(url)
+
+    def migrate(step, revision: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+
+    def columns() -> set[str]:
+        with engine.connect() as conn:
+            return {c["name"] for c in inspect(conn).get_columns("customers")}
+
+    try:
+        migrate(command.upgrade, "0005")
+        assert "language" not in columns()
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO customers (id, is_member, custom_fields, created_at, "
+                              "updated_at) VALUES (1, false, '{}', :t, :t)"),
+                         {"t": "2026-01-01 00:00:00"})
+        migrate(command.upgrade, "0006")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT language FROM customers")).all() == [(None,)]
+        migrate(command.downgrade, "0005")
+        assert "language" not in columns()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM customers")).scalar() == 1
+        migrate(command.upgrade, "head")
+        assert "language" in columns()
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()

@@ -91,3 +91,33 @@ def test_definition_rules():
 def test_birthday_mask_keeps_month_and_day():
     assert mask_birthday(dt.date(1990, 5, 17)) == "****-05-17"
     assert mask_birthday(None) is None
+
+
+@pytest.mark.parametrize(("raw", "stored"), [
+    ("zh", "zh"), ("en", "en"), ("EN", "en"), ("zh-CN", "zh"), ("zh_Hans_CN", "zh"),
+    ("en-US", "en"), (" en ", "en"), ("", None), (None, None)])
+def test_a_language_is_stored_as_patrons_code(raw, stored):
+    from patron.customers.model import clean_language
+
+    assert clean_language(raw) == stored
+    assert clean_profile({"language": raw}) == {"language": stored}
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ("fr", "literal_error"), ("zh-", "literal_error"), ("chinese", "literal_error"),
+    ("e", "literal_error"), (7, "string_type"), (["en"], "string_type")])
+def test_a_language_patron_does_not_have_is_refused_naming_the_field(raw, reason):
+    with pytest.raises(ValidationFailed) as caught:
+        clean_profile({"language": raw})
+    (field,) = caught.value.fields
+    assert (field.field, field.reason) == ("language", reason)
+    if reason == "literal_error":
+        assert field.params == {"expected": "zh, en"}
+
+
+def test_a_merge_keeps_the_survivors_language_and_fills_a_missing_one():
+    from patron.customers.model import merged_profile
+
+    assert merged_profile({"language": "zh"}, {"language": "en"})["language"] == "zh"
+    assert merged_profile({"language": None}, {"language": "en"})["language"] == "en"
+    assert merged_profile({}, {})["language"] is None

@@ -17,12 +17,18 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from patron.customers.model import IdentifierError, normalize_email
+from patron.customers.model import (
+    IdentifierError,
+    LanguageError,
+    clean_language,
+    normalize_email,
+)
 from patron.customers.protect import profile_values
 from patron.customers.queries import active_field_defs, visible_customer
 from patron.customers.tables import custom_field_defs, customers
 from patron.db import UnitOfWork, utcnow
 from patron.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from patron.i18n import LANGUAGES
 from patron.security import audit
 from patron.security.model import Actor
 
@@ -33,8 +39,9 @@ MAX_TEXT = 500
 MAX_OPTIONS = 100
 # Profile fields a person may edit; phone and member code are identifiers and change only
 # through orders and merges, where identity resolution keeps them unique.
-EDITABLE = ("name", "gender", "birthday", "email", "custom_fields")
+EDITABLE = ("name", "gender", "birthday", "email", "language", "custom_fields")
 GENDERS = ("F", "M", "U")
+_LANGUAGE_PARAMS = {"expected": ", ".join(LANGUAGES)}
 
 
 def _fail(field_name: str, reason: str, **params: Any) -> ValidationFailed:
@@ -167,6 +174,11 @@ def clean_profile(changes: Mapping[str, Any]) -> dict[str, Any]:
                     out["email"] = normalize_email(str(raw))
                 except IdentifierError as exc:
                     errors.append(FieldError("email", exc.reason))
+        elif key == "language":
+            try:
+                out["language"] = clean_language(raw)
+            except LanguageError as exc:
+                errors.append(FieldError("language", exc.reason, _LANGUAGE_PARAMS))
     if errors:
         raise ValidationFailed("validation_failed", fields=errors)
     return out
@@ -311,9 +323,10 @@ def deactivate_custom_field(*, uow: UnitOfWork, actor: Actor, field_id: int) -> 
 
 def update_customer(*, uow: UnitOfWork, actor: Actor, customer_id: int,
                     changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Edit standard profile fields (name, gender, birthday, email) and custom fields. Every
-    problem is reported at once, each naming its field; nothing is written unless all pass.
-    The audit entry names the changed fields, not their values (they are personal data)."""
+    """Edit standard profile fields (name, gender, birthday, email, language) and custom
+    fields. Every problem is reported at once, each naming its field; nothing is written unless
+    all pass. The audit entry names the changed fields, not their values (they are personal
+    data), except the language, which is not: its old and new values are kept."""
     _need(actor, "customers.write")
     conn = uow.c
     current = visible_customer(conn, actor, customer_id)
@@ -345,8 +358,49 @@ def update_customer(*, uow: UnitOfWork, actor: Actor, customer_id: int,
             values["custom_fields"] = custom
         conn.execute(update(customers).where(customers.c.id == customer_id)
                      .values(**profile_values(customer_id, values), updated_at=utcnow()))
+        details: dict[str, Any] = {"fields": changed, "custom_fields": custom_changed}
+        if "language" in changed:
+            details["language"] = {"from": current["language"], "to": profile["language"]}
         audit.record(conn, actor, "customer.updated", entity="customer", entity_id=customer_id,
-                     details={"fields": changed,
-                              "custom_fields": custom_changed})
+                     details=details)
     uow.commit()
     return {"id": customer_id, "changed": changed, "custom_fields_changed": custom_changed}
+
+
+def change_language_in(conn: Connection, *, actor: Actor, customer_id: int,
+                       language: Any, source: str) -> str | None:
+    """Set a customer's message language (None: the default) inside the caller's transaction,
+    for callers that are not staff editing the profile (the member on the self-service page).
+    The caller has established that ``actor`` may; a bad value is a 422 naming ``language``.
+    Audited as ``customer.updated`` when it changes. Returns the language stored."""
+    try:
+        value = clean_language(language)
+    except LanguageError as exc:
+        raise _fail("language", exc.reason, **_LANGUAGE_PARAMS) from exc
+    current = conn.execute(select(customers.c.language, customers.c.merged_into_id).where(
+        customers.c.id == customer_id)).first()
+    if current is None:
+        raise NotFound("customer_not_found")
+    if current.merged_into_id is not None:
+        raise Conflict("customer_merged", params={"survivor_id": current.merged_into_id})
+    if current.language != value:
+        conn.execute(update(customers).where(customers.c.id == customer_id)
+                     .values(language=value, updated_at=utcnow()))
+        audit.record(conn, actor, "customer.updated", entity="customer", entity_id=customer_id,
+                     details={"fields": ["language"], "custom_fields": [], "source": source,
+                              "language": {"from": current.language, "to": value}})
+    return value
+
+
+def set_customer_language(*, uow: UnitOfWork, actor: Actor, customer_id: int, language: Any,
+                          source: str = "staff") -> dict[str, Any]:
+    """Staff set only the message language (the customer page's form): unlike
+    :func:`update_customer` it does not ask for required custom fields left empty, which that
+    form cannot fill."""
+    _need(actor, "customers.write")
+    conn = uow.c
+    visible_customer(conn, actor, customer_id)
+    value = change_language_in(conn, actor=actor, customer_id=customer_id, language=language,
+                               source=source)
+    uow.commit()
+    return {"id": customer_id, "language": value}

@@ -176,7 +176,39 @@ class UnionFind:
 
 
 PROFILE_FIELDS = ("name", "gender", "birthday", "phone", "email", "member_code", "is_member",
-                  "registration_store_id", "registration_channel_id")
+                  "registration_store_id", "registration_channel_id", "language")
+
+# The languages a customer's messages may be written in: Patron's own (patron.i18n), by the
+# same codes. A language tag with a region or script (zh-CN, zh-Hans, en-US, en_GB) is taken as
+# its language; anything else is refused rather than guessed.
+LANGUAGE_RE = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*$")
+
+
+class LanguageError(ValueError):
+    """Not one of Patron's languages; ``reason`` is a message key."""
+
+    def __init__(self, reason: str = "literal_error") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def clean_language(raw: Any) -> str | None:
+    """A customer's language as stored: one of ``patron.i18n.LANGUAGES``, or None (the
+    default language) for None or an empty text. Raises ``LanguageError``."""
+    from patron.i18n import LANGUAGES
+
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise LanguageError("string_type")
+    text = raw.strip()
+    if not text:
+        return None
+    m = LANGUAGE_RE.match(text)
+    code = m.group(1).lower() if m else None
+    if code not in LANGUAGES:
+        raise LanguageError("literal_error")
+    return code
 
 
 def merged_profile(survivor: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:

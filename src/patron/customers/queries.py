@@ -549,6 +549,8 @@ def get_customer(conn: Connection, *, actor: Actor, customer_id: int) -> dict[st
         "email": mask_email(c["email"]),
         "registration_store": codes.get(c["registration_store_id"] or 0),
         "registration_channel": channel_codes.get(c["registration_channel_id"] or 0),
+        # None: messages go out in PATRON_DEFAULT_LANGUAGE (docs/messaging.md#languages)
+        "language": c["language"],
         "created_at": c["created_at"],
         "updated_at": c["updated_at"],
         "identities": idents,

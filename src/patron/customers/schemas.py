@@ -22,6 +22,9 @@ class CustomerUpdate(Strict):
     gender: Literal["F", "M", "U"] | None = None
     birthday: dt.date | None = None
     email: str | None = Field(default=None, max_length=200)
+    # One of Patron's languages (zh, en; zh-CN and en-US are taken as zh and en), checked by
+    # the service so that a refusal names the field; null: the default language.
+    language: str | None = Field(default=None, max_length=16)
     custom_fields: dict[str, Any] | None = None
 
 

@@ -40,6 +40,10 @@ customers = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # Set when this profile was merged into another; its identities and orders moved there.
     Column("merged_into_id", ForeignKey("customers.id"), nullable=True, index=True),
+    # The language messages to the customer are written in (one of patron.i18n.LANGUAGES);
+    # NULL: PATRON_DEFAULT_LANGUAGE (docs/messaging.md#languages). Not personal data: kept in
+    # clear, emptied by an erasure like every column not kept.
+    Column("language", String(8), nullable=True),
     Index("ix_customers_name_index", "name_index"),
     Index("ix_customers_surname_index", "surname_index"),
     Index("ix_customers_birth_md", "birth_md"),

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 LANGUAGES = ("zh", "en")
+# Each language by its own name, as language pickers show them whatever the page's language.
+LANGUAGE_NAMES = {"zh": "中文", "en": "English"}
 _DIR = Path(__file__).parent
 
 

@@ -26,7 +26,7 @@ from patron.config import get_settings
 from patron.db import UnitOfWork, get_engine
 from patron.deps import UowDep, client_ip, declare_guard, public, rate_limited
 from patron.errors import Forbidden, NotFound, PatronError, Unauthorized
-from patron.i18n import t
+from patron.i18n import LANGUAGE_NAMES, LANGUAGES, t
 from patron.selfservice import service
 from patron.selfservice.service import MemberSession
 from patron.web.render import (
@@ -299,7 +299,8 @@ def home(request: Request, member: MemberDep) -> Response:
         can_enrol = bool(service.enrolable_programs(uow.c, member))
     return render(request, "selfservice/home.html",
                   {**data, "coupons": coupons, "stored_value": card_money, "memberships": mine,
-                   "can_enrol": can_enrol, "notice": request.query_params.get("done")},
+                   "can_enrol": can_enrol, "notice": request.query_params.get("done"),
+                   "language_options": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES]},
                   member=member)
 
 
@@ -370,6 +371,21 @@ async def enrol_submit(request: Request, member: MemberDep, uow: UowDep) -> Resp
                        "errors": errors, "error": error, "form": values},
                       member=member, status_code=exc.status)
     return redirect(f"/m/home?member={joined['id']}&done=enrolled")
+
+
+@router.post("/language")
+async def language_submit(request: Request, member: MemberDep, uow: UowDep) -> Response:
+    form = await posted_form(request)
+    member_id = _member_param_of(form)
+    service.change_language(uow=uow, session=member,
+                            language=str(form.get("language") or "") or None)
+    suffix = f"member={member_id}&" if member_id is not None else ""
+    return redirect(f"/m/home?{suffix}done=language_saved#language")
+
+
+def _member_param_of(form: FormData) -> int | None:
+    raw = str(form.get("member") or "")
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
 
 
 @router.post("/consents")

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, literal, or_, sel
 from patron.config import get_settings
 from patron.customers.model import IdentifierError, mask_phone, normalize_identity
 from patron.customers.protect import identity_is
-from patron.customers.tables import identities
+from patron.customers.tables import customers, identities
 from patron.db import UnitOfWork, allocate_ids, utcnow
 from patron.errors import FieldError, NotFound, TooManyAttempts, Unauthorized, ValidationFailed
 from patron.loyalty import queries as loyalty_queries
@@ -334,7 +334,9 @@ def overview(conn: Connection, *, session: MemberSession, member_id: int | None 
             "progress": _progress(qualification, tiers, summary["tier"]),
             "next_tier": _next_tier(qualification, tiers),
             "consents": consents_view(summary["consents"]) + [_personalisation_view(
-                conn, int(member["customer_id"]))]}
+                conn, int(member["customer_id"]))],
+            "language": conn.execute(select(customers.c.language).where(
+                customers.c.id == int(member["customer_id"]))).scalar()}
 
 
 def _personalisation_view(conn: Connection, customer_id: int) -> dict[str, Any]:
@@ -642,3 +644,19 @@ def change_consent(*, uow: UnitOfWork, session: MemberSession, member_id: int, k
                      version=version)
     return loyalty.record_consent(uow=uow, actor=session.actor(), member_id=int(member["id"]),
                                   body=body, now=now)
+
+
+def change_language(*, uow: UnitOfWork, session: MemberSession, language: str | None
+                    ) -> str | None:
+    """The member chooses the language of the messages Patron sends them (None: the default
+    language), for the profile behind their memberships; audited as ``customer.updated``."""
+    from patron.customers.custom_fields import change_language_in
+    from patron.messaging.service import live_customer
+
+    member = own_member(uow.c, session, None)
+    customer_id = live_customer(uow.c, int(member["customer_id"]))
+    assert customer_id is not None
+    value = change_language_in(uow.c, actor=session.actor(), customer_id=customer_id,
+                               language=language, source="self_service")
+    uow.commit()
+    return value

@@ -12,13 +12,14 @@ from sqlalchemy import Connection, inspect, select
 from patron.analytics.predictions_api import customer_prediction
 from patron.analytics.preferences import preferences_for
 from patron.analytics.service import customer_analytics
+from patron.customers import custom_fields as fields_service
 from patron.customers import queries
 from patron.customers import service as customer_service
 from patron.customers.tables import customers
 from patron.db import UnitOfWork, get_engine
 from patron.deps import RecentAuth, UowDep
 from patron.errors import FieldError, NotFound, ValidationFailed
-from patron.i18n import t
+from patron.i18n import LANGUAGE_NAMES, LANGUAGES, t
 from patron.orders.tables import order_lines
 from patron.org.tables import channels, stores
 from patron.security.model import Actor
@@ -224,7 +225,8 @@ def _insights(conn: Connection, actor: Actor, customer_id: int) -> dict[str, Any
 
 
 def _customer_page(request: Request, actor: Actor, customer_id: int, *,
-                   revealed: dict[str, str] | None = None) -> Response:
+                   revealed: dict[str, str] | None = None,
+                   profile_errors: dict[str, str] | None = None) -> Response:
     lang = page_language(request, actor)
     params = request.query_params
     errors: dict[str, str] = {}
@@ -261,7 +263,9 @@ def _customer_page(request: Request, actor: Actor, customer_id: int, *,
         "category_options": [(c, c) for c in categories], "page": page,
         "has_next": page * TIMELINE_PAGE_SIZE < timeline["total"],
         "undone": undone, "loyalty": loyalty, **insights,
-    }, actor=actor, status_code=422 if errors else 200)
+        "profile_errors": profile_errors or {}, "done": params.get("done"),
+        "language_options": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
+    }, actor=actor, status_code=422 if errors or profile_errors else 200)
 
 
 def _customer_id(raw: str) -> int:
@@ -285,6 +289,22 @@ async def reveal(request: Request, customer_id: str, uow: UowDep,
     field = str(form.get("field") or "")
     value = queries.reveal_personal_data(uow=uow, actor=actor, customer_id=cid, field=field)
     return _customer_page(request, actor, cid, revealed={field: value})
+
+
+@router.post("/customers/{customer_id}/language")
+async def set_language(request: Request, customer_id: str, uow: UowDep,
+                       actor: Annotated[Actor, Depends(need("customers.write"))]) -> Response:
+    """The language the customer's messages are written in (blank: the default); audited."""
+    form = await posted_form(request)
+    cid = _customer_id(customer_id)
+    try:
+        fields_service.set_customer_language(uow=uow, actor=actor, customer_id=cid,
+                                             language=str(form.get("language") or "") or None)
+    except ValidationFailed as exc:
+        uow.rollback()
+        return _customer_page(request, actor, cid, profile_errors=_field_errors(
+            exc, page_language(request, actor)))
+    return redirect(f"/customers/{cid}?done=language#profile")
 
 
 @router.post("/customers/merges/{merge_id}/undo")

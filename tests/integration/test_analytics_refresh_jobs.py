@@ -296,3 +296,52 @@ def test_a_dated_request_fails_a_dead_runners_job_without_waiting_for_a_lock(eng
     assert (utcnow() - started).total_seconds() < 10  # (SQLite's busy timeout is 30 s)
     assert job_row(engine, dead).status == "failed"
     jobs.run_job(engine, job["id"], ANALYST)
+
+
+def test_on_postgresql_the_lifecycle_refresh_runs_while_the_rfm_refresh_is_under_way(
+        engine, shop, monkeypatch):
+    """Two connections, one core each: the lifecycle refresh does not wait for RFM's
+    transaction on PostgreSQL; on SQLite (one writer) it runs after it, in its own step."""
+    from patron.analytics import service
+
+    lifecycle_done = threading.Event()
+    real_rfm, real_lifecycle = service.refresh_rfm, service.refresh_lifecycle
+    seen = {}
+
+    def lifecycle(**kw):
+        out = real_lifecycle(**kw)
+        lifecycle_done.set()
+        return out
+
+    def rfm(**kw):
+        # RFM's transaction is open (its first statement has run) when the lifecycle ends.
+        kw["uow"].c.execute(select(func.count()).select_from(rfm_scores)).scalar_one()
+        seen["lifecycle_finished_during_rfm"] = lifecycle_done.wait(
+            30 if engine.dialect.name == "postgresql" else 0.5)
+        return real_rfm(**kw)
+
+    monkeypatch.setattr(service, "refresh_rfm", rfm)
+    monkeypatch.setattr(service, "refresh_lifecycle", lifecycle)
+    with UnitOfWork(engine) as uow:
+        job, _ = jobs.request_refresh(uow=uow, actor=ANALYST, as_of=AS_OF)
+    out = jobs.run_job(engine, job["id"], ANALYST)
+    assert out["status"] == "done"
+    assert seen["lifecycle_finished_during_rfm"] is (engine.dialect.name == "postgresql")
+    steps = out["result"]["steps"]
+    assert steps["lifecycle"]["status"] == "done"
+    assert sum(steps["lifecycle"]["stages"].values()) == count(engine, lifecycle_stages) > 0
+    assert steps["rfm"]["customers"] == count(engine, rfm_scores, rfm_scores.c.scope == "overall")
+
+
+def test_a_lifecycle_refresh_failing_alongside_rfm_fails_its_own_step(engine, shop, monkeypatch):
+    from patron.analytics import service
+
+    def broken(**kw):
+        raise RuntimeError("lock timeout")
+
+    monkeypatch.setattr(service, "refresh_lifecycle", broken)
+    out = service.refresh_rfm_and_lifecycle  # the same pair outside a job
+    with pytest.raises(RuntimeError, match="lock timeout"):
+        out(engine, actor=SYSTEM, as_of=AS_OF)
+    # RFM committed in its own transaction all the same
+    assert count(engine, rfm_scores) > 0

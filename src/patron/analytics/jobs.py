@@ -86,18 +86,32 @@ def _local_day(moment: dt.datetime) -> dt.date:
     return service.local_date(moment)
 
 
-def _rfm(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
-    # Every scope in one step: the per-store totals behind the store, region and brand scopes
-    # are built once per refresh (on SQLite a step holds the write lock, so the job's progress
-    # cannot be written from inside one).
-    out = service.refresh_rfm(uow=uow, actor=actor, as_of=as_of, scope="all")
-    return {"customers": out["scopes"].get("overall", 0), "scopes": len(out["scopes"]),
-            "scored_rows": sum(out["scopes"].values())}
+class _RfmAndLifecycle:
+    """The ``rfm`` and ``lifecycle`` steps of one job. On PostgreSQL the ``rfm`` step starts
+    the lifecycle refresh on a connection of its own before its own work
+    (:class:`service.Alongside`: they write different tables, so both cores work), and the
+    ``lifecycle`` step waits for it and reports it (its error fails that step, as when it runs
+    alone). On SQLite the lifecycle refresh runs in its own step, after RFM."""
 
+    def __init__(self) -> None:
+        self.alongside: service.Alongside | None = None
 
-def _lifecycle(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
-    out = service.refresh_lifecycle(uow=uow, actor=actor, as_of=as_of)
-    return {k: out[k] for k in ("changed", "transitions", "stages")}
+    def rfm(self, uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
+        self.alongside = service.Alongside(uow.engine, actor, as_of)
+        self.alongside.start()
+        # Every scope in one step: the per-store totals behind the store, region and brand
+        # scopes are built once per refresh (on SQLite a step holds the write lock, so the
+        # job's progress cannot be written from inside one).
+        out = service.refresh_rfm(uow=uow, actor=actor, as_of=as_of, scope="all")
+        return {"customers": out["scopes"].get("overall", 0), "scopes": len(out["scopes"]),
+                "scored_rows": sum(out["scopes"].values())}
+
+    def lifecycle(self, uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
+        alongside, self.alongside = self.alongside, None
+        if alongside is None or alongside.as_of != as_of:
+            alongside = service.Alongside(uow.engine, actor, as_of)
+        out = alongside.result(uow)
+        return {k: out[k] for k in ("changed", "transitions", "stages")}
 
 
 def _clv(uow: UnitOfWork, actor: Actor, as_of: dt.datetime) -> dict[str, Any]:
@@ -141,7 +155,8 @@ def plan_steps() -> list[Step]:
     """Every step of a full refresh, in order: later steps read what earlier ones wrote (churn
     features use the CLV model's probability of being active; rule tags read the scores; the
     day's segment sizes and tag counts come last)."""
-    return [Step("rfm", _rfm), Step("lifecycle", _lifecycle), Step("clv", _clv),
+    pair = _RfmAndLifecycle()
+    return [Step("rfm", pair.rfm), Step("lifecycle", pair.lifecycle), Step("clv", _clv),
             Step("churn", _churn), _rules("category"), _rules("sku"),
             Step("recommendations", _recommendations), Step("dashboards", _dashboards),
             Step("tags", _rule_tags), Step("segment_sizes", _segment_sizes)]

@@ -102,7 +102,11 @@ class Cut:
 
 
 def score(x: Value, his: list[Value | None]) -> int:
-    return 1 + sum(1 for h in his if h is not None and x > h)
+    out = 1
+    for h in his:
+        if h is not None and x > h:
+            out += 1
+    return out
 
 
 def threshold_his(dim: str, th: RfmThresholds, end: dt.datetime) -> list[Value] | None:
@@ -186,21 +190,37 @@ def _count(conn: Connection, key: str, dim: str, lo: Value | None, hi: Value | N
     return int(conn.execute(select(func.count()).where(*conds)).scalar_one())
 
 
-def state_from_rows(conn: Connection, key: str, end: dt.datetime, th: RfmThresholds,
-                    meta: dict[str, Any], recency_sql: Any) -> ScopeState:
-    """The cut points and segment sums of a scope as its rows now stand (after a full
-    refresh). ``recency_sql``: the scope's recency in days as SQL over ``rfm_scores``. One scan
-    of the scope (grouped by the three scores: at most 125 groups, which give the segment
-    sums and each score's count and largest value), then the cut points' classes counted
-    through the ``(scope, value)`` indexes."""
+def score_groups(conn: Connection, keys: list[str], recency_sql: Any
+                 ) -> dict[str, list[Any]]:
+    """Per scope of ``keys``, its rows grouped by the three scores and the segment (at most
+    125 groups each): count, sums of recency (``recency_sql``: days as SQL over
+    ``rfm_scores``), frequency and monetary, and the largest value of each dimension. One
+    statement; a single scope reads its range of the ``(scope, ...)`` indexes, several scopes
+    (every scope after a full refresh: the whole table) one scan of the table."""
     s = rfm_scores.c
-    groups = conn.execute(
-        select(s.r_score, s.f_score, s.m_score, s.segment, func.count().label("n"),
-               func.sum(recency_sql).label("rec"), func.sum(s.frequency).label("freq"),
-               func.sum(cast(s.monetary, BigInteger)).label("fen"),
-               func.max(s.last_order_at).label("top_r"), func.max(s.frequency).label("top_f"),
-               func.max(s.monetary).label("top_m"))
-        .where(s.scope == key).group_by(s.r_score, s.f_score, s.m_score, s.segment)).all()
+    where = s.scope == keys[0] if len(keys) == 1 else s.scope.in_(keys)
+    out: dict[str, list[Any]] = {key: [] for key in keys}
+    for g in conn.execute(
+            select(s.scope, s.r_score, s.f_score, s.m_score, s.segment, func.count().label("n"),
+                   func.sum(recency_sql).label("rec"), func.sum(s.frequency).label("freq"),
+                   func.sum(cast(s.monetary, BigInteger)).label("fen"),
+                   func.max(s.last_order_at).label("top_r"),
+                   func.max(s.frequency).label("top_f"), func.max(s.monetary).label("top_m"))
+            .where(where).group_by(s.scope, s.r_score, s.f_score, s.m_score, s.segment)):
+        out[g.scope].append(g)
+    return out
+
+
+def state_from_rows(conn: Connection, key: str, end: dt.datetime, th: RfmThresholds,
+                    meta: dict[str, Any], recency_sql: Any, groups: list[Any] | None = None
+                    ) -> ScopeState:
+    """The cut points and segment sums of a scope as its rows now stand (after a full
+    refresh). ``recency_sql``: the scope's recency in days as SQL over ``rfm_scores``.
+    ``groups``: the scope's :func:`score_groups` (read here when not given), which give the
+    segment sums and each score's count and largest value; then the cut points' classes are
+    counted through the ``(scope, value)`` indexes."""
+    if groups is None:
+        groups = score_groups(conn, [key], recency_sql)[key]
     sums: dict[str, list[int]] = {}
     per_score: dict[str, dict[int, tuple[int, Value]]] = {d: {} for d in DIMS}
     for g in groups:
@@ -248,6 +268,9 @@ def clear_changed_customers(conn: Connection) -> None:
     conn.execute(delete(rfm_changed_customers))
 
 
+_ATTR = {"r": "last_at", "f": "frequency", "m": "monetary"}
+
+
 @dataclass
 class Row:
     last_at: dt.datetime
@@ -262,7 +285,7 @@ class Row:
         return self.last_at, self.frequency, self.monetary
 
     def value(self, dim: str) -> Value:
-        return {"r": self.last_at, "f": self.frequency, "m": self.monetary}[dim]
+        return getattr(self, _ATTR[dim])
 
     def contribution(self, end: dt.datetime) -> list[int]:
         return [1, recency(self.last_at, end), self.frequency, _fen(self.monetary), self.r,
@@ -544,7 +567,7 @@ def _rescore(row: Row, his: dict[str, list[Value | None]]) -> bool:
 _PG_WRITE = text("""
 INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, monetary, r_score,
                         f_score, m_score, segment, computed_at)
-SELECT e->>0, (e->>1)::bigint, (e->>2)::timestamptz, (e->>3)::int, (e->>4)::bigint,
+SELECT e->>1, (e->>0)::bigint, (e->>2)::timestamptz, (e->>3)::int, (e->>4)::bigint,
        (e->>5)::smallint, (e->>6)::smallint, (e->>7)::smallint, e->>8, CAST(:now AS timestamptz)
 FROM json_array_elements(CAST(:rows AS json)) AS e
 ON CONFLICT (scope, customer_id) DO UPDATE SET
@@ -556,7 +579,7 @@ ON CONFLICT (scope, customer_id) DO UPDATE SET
 _SQLITE_WRITE = text("""
 INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, monetary, r_score,
                         f_score, m_score, segment, computed_at)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+SELECT json_extract(value, '$[1]'), json_extract(value, '$[0]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
        json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
        :now
@@ -576,10 +599,12 @@ def _stamp(conn: Connection, moment: dt.datetime) -> str:
 
 
 def write_rows(conn: Connection, works: list[ScopeWork], now: dt.datetime) -> None:
-    """Every scope's rows to write in one statement, and the rows that left the scopes."""
-    rows = [[w.key, cid, _stamp(conn, row.last_at), row.frequency, _fen(row.monetary), row.r,
-             row.f, row.m, row.segment]
-            for w in sorted(works, key=lambda w: w.key) for cid, row in sorted(w.write.items())]
+    """Every scope's rows to write in one statement, and the rows that left the scopes. In
+    key order (customer, then scope): a touched customer's rows of every scope are written
+    one after the other, on the same page of the key."""
+    rows = sorted([cid, w.key, _stamp(conn, row.last_at), row.frequency, _fen(row.monetary),
+                   row.r, row.f, row.m, row.segment]
+                  for w in works for cid, row in w.write.items())
     if rows:
         sql = _PG_WRITE if conn.dialect.name == "postgresql" else _SQLITE_WRITE
         conn.execute(sql, {"rows": orjson.dumps(rows).decode(), "now": _stamp(conn, now)})
@@ -591,5 +616,5 @@ def write_rows(conn: Connection, works: list[ScopeWork], now: dt.datetime) -> No
 
 __all__ = ["SEGMENTS", "ScopeState", "ScopeWork", "Row", "prepare", "plan", "candidates",
            "finish", "write_rows", "last_day_rows",
-           "state_from_rows", "take_changed_customers", "clear_changed_customers",
+           "state_from_rows", "score_groups", "take_changed_customers", "clear_changed_customers",
            "stats_from_sums", "state_meta", "recency"]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
+import time
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
@@ -404,17 +406,21 @@ _RFM_VALUES = ("last_order_at", "frequency", "monetary", "r_score", "f_score", "
 
 
 def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThresholds,
-                   now: dt.datetime, *, empty: bool = False) -> int | None:
+                   now: dt.datetime, *, empty: bool = False, count: int | None = None
+                   ) -> int | None:
     """Score every customer of the scope; write the rows that are new or changed and delete
     those of customers no longer in it. Returns the rows written, None when the scope had
-    none (all were written). ``empty``: the table is known to be empty."""
+    none (all were written). ``empty``: the table is known to be empty; ``count``: the
+    scope's customers when known."""
     src = _rfm_source(conn, scope)
     days = _whole_days(conn, _moment(conn, end_of_local_day(as_of)), src.c.last_at)
     base = select(src.c.customer_id, src.c.last_at, days.label("recency_days"),
                   src.c.frequency, src.c.monetary).subquery("base")
     # Counted beforehand: a window over the whole scope makes PostgreSQL keep every row, and a
     # scalar subquery is planned once per score.
-    n = literal(max(1, int(conn.execute(select(func.count()).select_from(src)).scalar_one())))
+    if count is None:
+        count = int(conn.execute(select(func.count()).select_from(src)).scalar_one())
+    n = literal(max(1, count))
     r = (_threshold_score(base.c.recency_days, th.recency_days, recency=True)
          if th.recency_days else
          _score(func.rank().over(order_by=base.c.recency_days.desc()), n))
@@ -460,13 +466,15 @@ def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmTh
 
 
 def _score_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThresholds,
-                 now: dt.datetime, written: int | None) -> tuple[int, int]:
+                 now: dt.datetime, written: int | None, groups: list[Any] | None = None
+                 ) -> tuple[int, int]:
     """A fully refreshed scope's cut points and sums recorded; (customers, rows written: all
-    of them when ``written`` is None, a first refresh)."""
+    of them when ``written`` is None, a first refresh). ``groups``: its score groups when
+    read for every scope at once (:func:`rfm_refresh.score_groups`)."""
     end = end_of_local_day(as_of)
     state = rfm_refresh.state_from_rows(
         conn, scope.key, end, th, _state_meta(th, scope),
-        _whole_days(conn, _moment(conn, end), rfm_scores.c.last_order_at))
+        _whole_days(conn, _moment(conn, end), rfm_scores.c.last_order_at), groups)
     written = state.n if written is None else written
     _save_refresh(conn, scope.key, as_of, now, state, written)
     return state.n, written
@@ -520,13 +528,26 @@ def _refresh_all_scopes(conn: Connection, scopes: list[Scope], as_of: dt.datetim
     partial = any(s.store_ids is not None for s in scopes)
     if partial:
         _build_store_totals(conn, as_of)
+    counts: dict[int, int] = {}
+    if partial:
+        # Every store scope's customers in one pass (a count per store scope was a query each).
+        t = _store_totals.c
+        counts = {int(sid): int(n) for sid, n in conn.execute(
+            select(t.store_id, func.count()).group_by(t.store_id))}
     rebuilt = _drop_indexes_of_empty(conn, [rfm_scores], keys_too=(rfm_scores,))
     empty = bool(rebuilt)
-    written = {s.key: _refresh_scope(conn, s, as_of, th, now, empty=empty) for s in scopes}
+    written = {s.key: _refresh_scope(
+        conn, s, as_of, th, now, empty=empty,
+        count=counts.get(s.store_ids[0], 0) if s.store_ids is not None
+        and len(s.store_ids) == 1 else None) for s in scopes}
     _create_indexes(conn, rebuilt)
     if partial:
         _drop_store_totals(conn)
-    return {s.key: _score_scope(conn, s, as_of, th, now, written[s.key]) for s in scopes}
+    groups = rfm_refresh.score_groups(
+        conn, [s.key for s in scopes],
+        _whole_days(conn, _moment(conn, end_of_local_day(as_of)), rfm_scores.c.last_order_at))
+    return {s.key: _score_scope(conn, s, as_of, th, now, written[s.key], groups[s.key])
+            for s in scopes}
 
 
 def _state_meta(th: RfmThresholds, scope: Scope) -> dict[str, Any]:
@@ -1285,10 +1306,75 @@ def customer_analytics(conn: Connection, *, actor: Actor, customer_id: int) -> d
     }
 
 
+class Alongside:
+    """The lifecycle refresh run on a connection of its own while the RFM refresh runs on the
+    caller's, on PostgreSQL: the two read the same figures and write different tables (each
+    its own transaction and advisory lock), so the database works on both at once, one core
+    each. On SQLite (one writer at a time) the lifecycle refresh runs after RFM, when asked for.
+
+    ``start`` begins it (PostgreSQL only); ``result`` waits for it, or runs it now when it was
+    not started, and returns its result or raises its error. Once only."""
+
+    def __init__(self, engine: Any, actor: Actor, as_of: dt.datetime | None) -> None:
+        self.engine, self.actor, self.as_of = engine, actor, as_of
+        self._thread: threading.Thread | None = None
+        self._out: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self.seconds = 0.0  # how long the lifecycle refresh itself took
+
+    def start(self) -> None:
+        if self.engine.dialect.name != "postgresql" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="patron-lifecycle-refresh",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, uow: UnitOfWork | None = None) -> None:
+        started = time.perf_counter()
+        try:
+            if uow is not None:
+                self._out = refresh_lifecycle(uow=uow, actor=self.actor, as_of=self.as_of)
+                return
+            with UnitOfWork(self.engine) as own:
+                self._out = refresh_lifecycle(uow=own, actor=self.actor, as_of=self.as_of)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+            self._error = exc
+        finally:
+            self.seconds = time.perf_counter() - started
+
+    def result(self, uow: UnitOfWork | None = None) -> dict[str, Any]:
+        """``uow``: the transaction to run it in when it was not started (default its own)."""
+        if self._thread is None:
+            self._run(uow)
+        else:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._out is not None
+        return self._out
+
+
+def refresh_rfm_and_lifecycle(engine: Any, *, actor: Actor, as_of: dt.datetime | None = None
+                              ) -> dict[str, Any]:
+    """Every RFM scope and the lifecycle stages, each in its own transaction; on PostgreSQL
+    the two at once on two connections (:class:`Alongside`)."""
+    _need_refresher(actor)
+    moment = _as_of(as_of)
+    life = Alongside(engine, actor, moment)
+    life.start()
+    try:
+        with UnitOfWork(engine) as uow:
+            rfm = refresh_rfm(uow=uow, actor=actor, as_of=moment, scope="all")
+    finally:
+        lifecycle = life.result()
+    return {"rfm": rfm, "lifecycle": lifecycle}
+
+
 def refresh_all(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | None = None
                 ) -> dict[str, Any]:
-    """What the scheduler and ``POST /analytics/refresh`` run: every RFM scope, then the
-    lifecycle stages (two transactions)."""
+    """What ``POST /analytics/refresh`` runs: every RFM scope, then the lifecycle stages (two
+    transactions). (The refresh job runs the two at once on PostgreSQL:
+    :func:`refresh_rfm_and_lifecycle`.)"""
     rfm = refresh_rfm(uow=uow, actor=actor, as_of=as_of, scope="all")
     lifecycle = refresh_lifecycle(uow=uow, actor=actor, as_of=as_of)
     return {"rfm": rfm, "lifecycle": lifecycle}

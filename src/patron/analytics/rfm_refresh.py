@@ -261,7 +261,7 @@ def take_changed_customers(conn: Connection) -> set[int]:
     refresh)."""
     return {int(c) for c in conn.execute(
         delete(rfm_changed_customers).returning(rfm_changed_customers.c.customer_id)
-    ).scalars()}
+    ).scalars().all()}
 
 
 def clear_changed_customers(conn: Connection) -> None:
@@ -335,7 +335,7 @@ def last_day_rows(conn: Connection, old_ends: dict[str, dt.datetime]
     parts = [select(s.scope, s.segment, s.last_order_at).where(
         s.scope == key, s.last_order_at > old_end) for key, old_end in old_ends.items()]
     if parts:
-        for key, seg, last_at in conn.execute(union_all(*parts)):
+        for key, seg, last_at in conn.execute(union_all(*parts)).all():
             out[key].append((seg, last_at))
     return out
 
@@ -402,8 +402,8 @@ class View:
         ascending, and whether they are all there are."""
         col = COLUMNS[dim]
         conds = self.rows() if after is None else self.rows(col > after)
-        stored = list(conn.execute(select(col).where(*conds).order_by(col)
-                                   .limit(limit)).scalars())
+        stored = conn.execute(select(col).where(*conds).order_by(col)
+                              .limit(limit)).scalars().all()
         fresh = self.fresh[dim]
         fresh = fresh[0 if after is None else bisect.bisect_right(fresh, after):]
         complete = len(stored) < limit
@@ -416,8 +416,8 @@ class View:
         """The largest ``limit`` or more values up to ``upto``, descending, and whether they
         are all there are."""
         col = COLUMNS[dim]
-        stored = list(conn.execute(select(col).where(*self.rows(col <= upto))
-                                   .order_by(col.desc()).limit(limit)).scalars())
+        stored = conn.execute(select(col).where(*self.rows(col <= upto))
+                              .order_by(col.desc()).limit(limit)).scalars().all()
         fresh = self.fresh[dim]
         fresh = fresh[:bisect.bisect_right(fresh, upto)]
         complete = len(stored) < limit
@@ -523,7 +523,7 @@ def candidates(conn: Connection, works: list[ScopeWork], conds: list[Any]) -> No
     if not conds:
         return
     by_key = {w.key: w for w in works}
-    for r in conn.execute(select(rfm_scores).where(or_(*conds))):
+    for r in conn.execute(select(rfm_scores).where(or_(*conds))).all():
         work = by_key[r.scope]
         cid = int(r.customer_id)
         if cid not in work.new and cid not in work.old:

@@ -437,9 +437,11 @@ def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmTh
                   scored.c.last_at, scored.c.frequency, scored.c.monetary,
                   scored.c.r_score, scored.c.f_score, scored.c.m_score,
                   _segment_case(scored.c.r_score, scored.c.f_score, scored.c.m_score)
-                  .label("segment"), literal(now, UTCDateTime).label("computed_at")
-                  # in key order: the primary key and the customer index fill page by page
-                  ).order_by(scored.c.customer_id)
+                  .label("segment"), literal(now, UTCDateTime).label("computed_at"))
+    if not empty:
+        # in key order: the primary key fills page by page (into an empty table the key is
+        # built afterwards, by a sort of its own: no sort of each scope's rows first)
+        rows = rows.order_by(scored.c.customer_id)
     columns = ["scope", "customer_id", *_RFM_VALUES, "computed_at"]
     s = rfm_scores.c
     first = None if empty else conn.execute(
@@ -620,7 +622,7 @@ def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datet
     only = select(_touched.c.customer_id)
     s = rfm_scores.c
     old: dict[str, dict[int, rfm_refresh.Row]] = {}
-    for r in conn.execute(select(rfm_scores).where(s.customer_id.in_(only))):
+    for r in conn.execute(select(rfm_scores).where(s.customer_id.in_(only))).all():
         old.setdefault(r.scope, {})[int(r.customer_id)] = rfm_refresh._row(r)
     new = _touched_values(conn, scopes, as_of, only)
     last_day = rfm_refresh.last_day_rows(conn, {k: old_end for k, (_st, old_end)
@@ -659,7 +661,7 @@ def _touched_values(conn: Connection, scopes: list[Scope], as_of: dt.datetime, o
         src = _rfm_source(conn, scope, only=only)
         out[scope.key] = {int(r.customer_id): rfm_refresh.Row(r.last_at, int(r.frequency),
                                                               Decimal(r.monetary))
-                          for r in conn.execute(select(src))}
+                          for r in conn.execute(select(src)).all()}
     partial = [s for s in scopes if s.store_ids is not None]
     if not partial:
         return out
@@ -670,7 +672,7 @@ def _touched_values(conn: Connection, scopes: list[Scope], as_of: dt.datetime, o
                    type_coerce(func.sum(o.total_amount - o.refunded_amount), Money))
             .where(o.store_id.is_not(None), o.customer_id.in_(only), _live(o.customer_id),
                    o.purchased_at <= _moment(conn, as_of))
-            .group_by(o.store_id, o.customer_id)):
+            .group_by(o.store_id, o.customer_id)).all():
         per_store.setdefault(int(store_id), []).append(
             (int(cid), last_at, int(frequency), Decimal(monetary)))
     for scope in partial:

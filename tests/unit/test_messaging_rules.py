@@ -145,3 +145,20 @@ def test_gateway_signatures_are_checked_in_constant_time_within_five_minutes():
     assert not model.signature_ok("other", ts, b"{}", sig, now=now)
     assert not model.signature_ok("s3cret", ts, b"{}", sig, now=now + dt.timedelta(minutes=6))
     assert not model.signature_ok("", ts, b"{}", sig, now=now)
+
+
+def test_the_language_used_is_the_wanted_one_else_the_default_else_what_the_template_has():
+    both = Template(code="b", variables=(), body={"zh": "中文", "en": "English"},
+                    subject={"zh": "主题"})
+    zh_only = Template(code="z", variables=(), body={"zh": "只有中文"})
+    en_only = Template(code="e", variables=(), body={"en": "English only"})
+    assert model.language_for(both, "en", "zh") == "en"
+    assert model.language_for(zh_only, "en", "zh") == "zh"
+    assert model.language_for(en_only, "zh", "en") == "en"
+    assert model.language_for(en_only, "zh", "zh") == "en"  # the default lacks it too
+    out = model.render(zh_only, channel="sms", lang="en", fallback="zh", purpose="otp",
+                       variables={}, unsubscribe_url=None)
+    assert (out.lang, out.body) == ("zh", "只有中文")
+    # a subject missing in the language written falls back with the body's rule
+    assert model.render(both, channel="email", lang="en", fallback="zh", purpose="otp",
+                        variables={}, unsubscribe_url=None).subject == "主题"

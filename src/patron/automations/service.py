@@ -441,7 +441,7 @@ def _preview(conn: Connection, auto: dict[str, Any], definition: Definition,
              arm: str) -> dict[str, Any]:
     from patron.automations.actions import context
     from patron.messaging import model as messaging_model
-    from patron.messaging.service import load_template
+    from patron.messaging.service import customer_language, load_template
 
     steps_out: list[dict[str, Any]] = []
     coupon: dict[str, Any] | None = None
@@ -459,12 +459,15 @@ def _preview(conn: Connection, auto: dict[str, Any], definition: Definition,
             assert tpl is not None
             ctx = context(conn, customer_id=customer_id, member_id=member_id,
                           automation_name=auto["name"], coupon=coupon)
+            default = get_settings().default_language
             rendered = messaging_model.render(
-                tpl, channel=step.channel, lang=get_settings().default_language,
+                tpl, channel=step.channel,
+                lang=customer_language(conn, customer_id) or default, fallback=default,
                 purpose="marketing", variables={n: ctx.get(n, "") for n in tpl.variables},
                 unsubscribe_url="(unsubscribe link)")
             item["message"] = {"channel": step.channel, "template": step.template,
-                               "subject": rendered.subject, "body": rendered.body}
+                               "lang": rendered.lang, "subject": rendered.subject,
+                               "body": rendered.body}
         elif step.action == "grant_points":
             item["points"] = step.points
         steps_out.append(item)

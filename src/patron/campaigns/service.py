@@ -363,14 +363,16 @@ def preview(conn: Connection, *, actor: Actor, code: str, sample: int = PREVIEW_
             lang: str | None = None) -> dict[str, Any]:
     """Who the campaign would reach now and what they would receive, writing nothing: the
     audience, its split by arm, the cost against the budget, and a sample of rendered
-    messages (the coupon code shown as a placeholder)."""
+    messages (the coupon code shown as a placeholder), each in its recipient's language as
+    it would be sent, or all in ``lang`` when given (the pages show the reader's)."""
     need(actor, "campaigns.read")
     from patron.automations.actions import context
     from patron.automations.engine import program_of
     from patron.messaging import model as messaging_model
-    from patron.messaging.service import load_template
+    from patron.messaging.service import customer_language, load_template
 
     row = _row(conn, code)
+    default = get_settings().default_language
     program = program_of(conn, int(row["program_id"]))
     rows = list(conn.execute(audience.matching(conn, int(program["id"]), row["segment"])))
     arms = arms_of(row)
@@ -396,11 +398,12 @@ def preview(conn: Connection, *, actor: Actor, code: str, sample: int = PREVIEW_
                       else None)
         ctx["campaign"] = row["name"]
         rendered = messaging_model.render(
-            tpl, channel=row["channel"], lang=lang or get_settings().default_language,
-            purpose="marketing", variables={n: ctx.get(n, "") for n in tpl.variables},
+            tpl, channel=row["channel"], lang=lang or customer_language(conn, cid) or default,
+            fallback=default, purpose="marketing",
+            variables={n: ctx.get(n, "") for n in tpl.variables},
             unsubscribe_url="(unsubscribe link)")
-        samples.append({"customer_id": cid, "arm": arm, "subject": rendered.subject,
-                        "body": rendered.body})
+        samples.append({"customer_id": cid, "arm": arm, "lang": rendered.lang,
+                        "subject": rendered.subject, "body": rendered.body})
     return {"campaign": code, "audience": len(rows), "arms": dict(sorted(by_arm.items())),
             "messages": sending, "estimated_cost": str(unit * sending),
             "budget_messages": row["budget_messages"],

@@ -133,15 +133,26 @@ def variable_errors(t: Template, variables: Mapping[str, Any]) -> list[FieldErro
     return errors
 
 
+def language_for(t: Template, wanted: str, fallback: str | None = None) -> str:
+    """The language a message is written in: ``wanted`` when the template has a body in it,
+    else ``fallback`` (the default language) when it has that, else the first of LANGS it has
+    (a saved template always has Chinese)."""
+    for lang in (wanted, fallback, *LANGS):
+        if lang and t.body.get(lang):
+            return lang
+    return wanted
+
+
 def render(t: Template, *, channel: str, lang: str, purpose: str, variables: Mapping[str, Any],
-           unsubscribe_url: str | None) -> Rendered:
-    """The message's text in ``lang`` (the template's other language when it has none in
-    ``lang``); marketing on SMS and email ends with how to unsubscribe."""
-    if not t.body.get(lang):
-        lang = "zh" if lang != "zh" else "en"
+           unsubscribe_url: str | None, fallback: str | None = None) -> Rendered:
+    """The message's text in ``lang``, or when the template has no text in it, in
+    ``fallback`` (:func:`language_for`; ``Rendered.lang`` says which); marketing on SMS and
+    email ends with how to unsubscribe."""
+    lang = language_for(t, lang, fallback)
     context = {**variables, "unsubscribe_url": unsubscribe_url or ""}
     body = _render(str(t.body[lang]), context)
-    subject_src = t.subject.get(lang) or t.subject.get("zh") or t.subject.get("en")
+    subject_src = (t.subject.get(lang) or (t.subject.get(fallback) if fallback else None)
+                   or t.subject.get("zh") or t.subject.get("en"))
     subject = _render(str(subject_src), context) if subject_src else None
     if purpose == "marketing":
         footer = FOOTERS.get((channel, lang))

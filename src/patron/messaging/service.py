@@ -54,13 +54,22 @@ def enqueue_in(conn: Connection, *, customer_id: int | None, channel: str, templ
     sent). ``dedupe_key``: unique per purpose; queueing the same message under the same key
     again returns the first id, a different message under it is a 409
     (``message_dedupe_key_reused``). ``program_id``: the loyalty program whose membership's
-    consent counts (otherwise any of the customer's). ``lang``: ``zh`` or ``en`` (default
-    PATRON_DEFAULT_LANGUAGE). ``expires_at``: not sent after (one-time codes: 10 minutes).
+    consent counts (otherwise any of the customer's). ``lang``: ``zh`` or ``en`` to force a
+    language; without it, the customer's own (:func:`customer_language`), else
+    PATRON_DEFAULT_LANGUAGE. When the template has no text in that language the message is
+    written in the default language (docs/messaging.md#languages); the message row records
+    the language used. ``expires_at``: not sent after (one-time codes: 10 minutes).
 
     A template or variables that do not fit raise ``ValidationFailed`` before anything is
     written; the caller's transaction is left usable either way."""
     now = now or utcnow()
-    lang = lang or get_settings().default_language
+    default = get_settings().default_language
+    # What the caller asked for, as before profiles had a language: a replay of the same
+    # message is the same request even if the customer changed language in between.
+    asked = lang or default
+    if lang is None and customer_id is not None:
+        lang = customer_language(conn, customer_id)
+    lang = lang or default
     errors: list[FieldError] = []
     if channel not in model.CHANNELS:
         errors.append(FieldError("channel", "literal_error",
@@ -88,14 +97,14 @@ def enqueue_in(conn: Connection, *, customer_id: int | None, channel: str, templ
         expires_at = now + model.OTP_LIFETIME
     digest = request_hash({"customer_id": customer_id, "channel": channel, "template": template,
                            "variables": dict(variables), "to": to, "program_id": program_id,
-                           "lang": lang})
+                           "lang": asked})
     existing = _by_key(conn, purpose, dedupe_key)
     if existing is not None:
         return _replayed(existing, digest)
     message_id = allocate_ids(conn, messages, 1)[0]
     try:
-        rendered = model.render(tpl, channel=channel, lang=lang, purpose=purpose,
-                                variables=variables,
+        rendered = model.render(tpl, channel=channel, lang=lang, fallback=default,
+                                purpose=purpose, variables=variables,
                                 unsubscribe_url=(unsubscribe_url(conn, message_id)
                                                  if purpose == "marketing" else None))
     except model.RenderError as exc:
@@ -103,7 +112,8 @@ def enqueue_in(conn: Connection, *, customer_id: int | None, channel: str, templ
             FieldError("variables", "message_render_failed", {"detail": str(exc)})]) from exc
     ins = upsert(conn, messages).values(
         id=message_id, customer_id=customer_id, program_id=program_id, channel=channel,
-        template=template, lang=lang, variables=Sealed((message_id,), dict(variables)),
+        template=template, lang=rendered.lang,
+        variables=Sealed((message_id,), dict(variables)),
         purpose=purpose, dedupe_key=dedupe_key, request_hash=digest,
         to_address=Sealed((message_id,), to), subject=Sealed((message_id,), rendered.subject),
         body=Sealed((message_id,), rendered.body),
@@ -130,6 +140,23 @@ def _replayed(row: Any, digest: str) -> int:
 
 
 # --- what the worker needs ----------------------------------------------------------------------
+
+def customer_language(conn: Connection, customer_id: int | None) -> str | None:
+    """The language the customer asked to be written to in (their profile's, the survivor's
+    when the profile was merged since), or None: the default language."""
+    from patron.i18n import LANGUAGES
+
+    seen = 0
+    while customer_id is not None and seen < 20:
+        row = conn.execute(select(customers.c.language, customers.c.merged_into_id).where(
+            customers.c.id == customer_id)).first()
+        if row is None:
+            return None
+        if row.merged_into_id is None:
+            return row.language if row.language in LANGUAGES else None
+        customer_id, seen = int(row.merged_into_id), seen + 1
+    return None
+
 
 def live_customer(conn: Connection, customer_id: int | None) -> int | None:
     """The profile a message is for now: a profile merged since points to its survivor."""

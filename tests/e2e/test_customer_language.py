@@ -147,3 +147,56 @@ def test_an_erasure_resets_the_language(client, users, shopper):
     assert r.status_code == 200, r.text
     assert stored_language(shopper) is None
     assert client.get(f"/api/v1/customers/{shopper}").json()["language"] is None
+
+
+def test_an_order_for_a_new_customer_may_carry_their_language(client, pos_key, db_url):
+    h = {"Authorization": f"Bearer {pos_key}", "Accept-Language": "en"}
+    r = client.post("/api/v1/orders", headers=h, json=order(
+        "L-1", identifiers={"phone": "13800138000"}, customer={"language": "en-US"}))
+    assert r.status_code == 201, r.text
+    first = int(r.json()["customer_id"])
+    assert stored_language(first) == "en"
+    # a hint for a customer Patron knows changes nothing of the profile
+    again = client.post("/api/v1/orders", headers=h, json=order(
+        "L-2", identifiers={"phone": "13800138000"}, customer={"language": "zh"}))
+    assert again.status_code == 201 and stored_language(first) == "en"
+    bad = client.post("/api/v1/orders", headers=h, json=order(
+        "L-3", identifiers={"phone": "13800138001"}, customer={"language": "fr"}))
+    assert bad.status_code == 422, bad.text
+    (field,) = bad.json()["error"]["fields"]
+    assert (field["field"], field["message"]) == ("customer.language",
+                                                 "Must be one of: zh, en.")
+    batch = client.post("/api/v1/orders/batch", headers=h, json={"orders": [
+        order("L-4", identifiers={"phone": "13800138002"}, customer={"language": "zh"}),
+        order("L-5", identifiers={"phone": "13800138003"}, customer={"language": 5})]})
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert [x["status"] for x in results] == ["created", "rejected"]
+    assert stored_language(int(results[0]["customer_id"])) == "zh"
+    assert results[1]["errors"][0]["field"] == "customer.language"
+
+
+def test_an_enrolment_may_carry_the_members_language(client, users):
+    from tests.e2e.test_loyalty_api import ENROL, PROGRAM
+
+    login(client, "owner")
+    assert client.post("/api/v1/loyalty/programs", json=PROGRAM).status_code == 201
+    bad = client.post("/api/v1/loyalty/programs/BB/members?lang=en",
+                      json={**ENROL, "language": "fr"})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["fields"][0]["field"] == "language"
+    m = client.post("/api/v1/loyalty/programs/BB/members", json={**ENROL, "language": "en"})
+    assert m.status_code == 201, m.text
+    cid = int(m.json()["customer_id"])
+    assert stored_language(cid) == "en"
+    (entry,) = language_audits(cid)
+    assert entry["source"] == "enrolment" and entry["language"] == {"from": None, "to": "en"}
+    # a profile that has a language keeps it when it enrols
+    known = client.post("/api/v1/orders", json=order(
+        "K-1", identifiers={"phone": "13900001111"}, customer={"language": "zh"}))
+    assert known.status_code == 201, known.text
+    joined = client.post("/api/v1/loyalty/programs/BB/members",
+                         json={**ENROL, "phone": "13900001111", "language": "en"})
+    assert joined.status_code == 201, joined.text
+    assert int(joined.json()["customer_id"]) == int(known.json()["customer_id"])
+    assert stored_language(int(known.json()["customer_id"])) == "zh"

@@ -204,3 +204,19 @@ def test_later_rows_of_an_order_may_leave_its_order_columns_blank():
         ["A1", "pos", "BJ01", "2026-03-02 10:30", "", "", "LATTE", "", "", "1", "28", ""],
     ])
     assert [[r.number for r in g] for g in group_orders(rows)] == [[2, 3], [4]]
+
+
+def test_a_language_column_as_exports_write_it_becomes_patrons_code():
+    _, rows = rows_of(["order_id", "channel", "purchased_at", "total", "phone", "language"],
+                      [["A1", "app", "2026-03-02 10:30", "10", "13800138000", "英文"],
+                       ["A2", "app", "2026-03-02 10:30", "10", "13800138001", "zh-CN"],
+                       ["A3", "app", "2026-03-02 10:30", "10", "13800138002", "klingon"]])
+    orders = [build_order(group) for group in group_orders(rows)]
+    languages = [OrderIn.model_validate(o.payload).customer.language for o in orders[:2]]
+    assert languages == ["en", "zh"]
+    bad = orders[2]
+    assert locate(bad, "customer.language") == (4, "language")
+    (error,) = outcome_errors(bad, [{"field": "customer.language", "reason": "literal_error",
+                                     "params": {"expected": "zh, en"}}])
+    # not personal data: the refused value is shown
+    assert (error.column, error.value) == ("language", "klingon")

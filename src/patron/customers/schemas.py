@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from patron.customers.model import LanguageError, clean_language
+from patron.i18n import LANGUAGES
 
 FieldType = Literal["text", "number", "date", "choice", "multi_choice"]
+
+
+def _language(raw: str) -> str | None:
+    try:
+        return clean_language(raw)
+    except LanguageError as exc:
+        raise PydanticCustomError("literal_error", "Input should be one of {expected}",
+                                  {"expected": ", ".join(LANGUAGES)}) from exc
+
+
+# A customer's message language in a request (an order's customer, an enrolment): one of
+# Patron's languages, a tag with a region taken as its language, "" for none.
+LanguageCode = Annotated[str, Field(max_length=16), AfterValidator(_language)]
 
 
 class Strict(BaseModel):

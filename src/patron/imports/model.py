@@ -25,18 +25,23 @@ IDENTIFIER_COLUMNS = (
     "phone", "member_code", "wechat_openid", "wechat_unionid", "alipay_user_id",
     "platform_buyer_id", "email",
 )
-PROFILE_COLUMNS = ("customer_name", "gender", "birthday")
+PROFILE_COLUMNS = ("customer_name", "gender", "birthday", "language")
 LINE_COLUMNS = ("sku", "product_name", "category", "quantity", "unit_price", "line_discount")
 CANONICAL_COLUMNS = ORDER_COLUMNS + IDENTIFIER_COLUMNS + PROFILE_COLUMNS + LINE_COLUMNS
 # Required in the file; the channel may instead come from a mapping's constant default.
 REQUIRED_COLUMNS = ("order_id", "channel")
 # Cells of these columns are personal data: an error names the column but does not keep them.
-PERSONAL_COLUMNS = frozenset(IDENTIFIER_COLUMNS + PROFILE_COLUMNS)
+# (The message language is not: a refused one is shown.)
+PERSONAL_COLUMNS = frozenset(IDENTIFIER_COLUMNS + PROFILE_COLUMNS) - {"language"}
 
 # Where a field of an order payload comes from in the file.
 _LINE_FIELDS = {"sku": "sku", "name": "product_name", "category": "category",
                 "quantity": "quantity", "unit_price": "unit_price", "discount": "line_discount"}
-_CUSTOMER_FIELDS = {"name": "customer_name", "gender": "gender", "birthday": "birthday"}
+_CUSTOMER_FIELDS = {"name": "customer_name", "gender": "gender", "birthday": "birthday",
+                    "language": "language"}
+# Language cells as exports write them, besides Patron's codes and tags (zh, en-US).
+_LANGUAGE_NAMES = {"中文": "zh", "简体中文": "zh", "汉语": "zh", "英文": "en", "英语": "en",
+                   "chinese": "zh", "english": "en"}
 _GENDERS = {"F": "F", "M": "M", "U": "U", "女": "F", "男": "M", "未知": "U"}
 _DATETIME_FORMATS = ("%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d")
 _SAMPLE_TIME = dt.datetime(2026, 12, 31, 23, 59, 58)
@@ -344,6 +349,9 @@ def build_order(rows: list[FileRow], datetime_format: str | None = None) -> File
             customer["birthday"] = parse_date(first["birthday"])
         except ValueError:
             order.errors.append(RowError(rows[0].number, "birthday", "date_parsing"))
+    if first.get("language") is not None:
+        language = str(first["language"]).strip()
+        customer["language"] = _LANGUAGE_NAMES.get(language.lower(), language)
     if customer:
         payload["customer"] = customer
 

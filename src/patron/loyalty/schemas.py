@@ -17,6 +17,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from patron.customers.schemas import LanguageCode
+
 Factor = Annotated[Decimal, Field(gt=0, le=100, max_digits=8, decimal_places=3)]
 Key = Annotated[str, Field(min_length=1, max_length=64)]
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.:]+$")]
@@ -201,6 +203,8 @@ Source = Literal["pos", "mini_program", "app", "online_mall", "web", "api", "sel
 class EnrolIn(Strict):
     phone: str = Field(min_length=1, max_length=32)
     name: str | None = Field(default=None, max_length=120)
+    # The language of Patron's messages to the member: set on a profile that has none.
+    language: LanguageCode | None = None
     store: str | None = Field(default=None, max_length=32)
     source: Source = "api"
     privacy: PrivacyConsentIn

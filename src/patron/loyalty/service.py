@@ -20,7 +20,7 @@ from patron.customers import service as customers_service
 from patron.customers.model import IdentifierError
 from patron.customers.protect import identity_is
 from patron.customers.queries import visible_customer
-from patron.customers.tables import identities
+from patron.customers.tables import customers, identities
 from patron.db import UnitOfWork, utcnow
 from patron.errors import (
     Conflict,
@@ -434,6 +434,12 @@ def enrol_in(conn: Connection, *, actor: Actor, program_code: str, body: EnrolIn
         loyalty_members.c.customer_id == customer_id)).scalar()
     if existing is not None:
         return member_out(conn, _member(conn, actor, int(existing), visible=False)), False
+    if body.language is not None and conn.execute(select(customers.c.language).where(
+            customers.c.id == customer_id)).scalar() is None:
+        from patron.customers.custom_fields import change_language_in
+
+        change_language_in(conn, actor=actor, customer_id=customer_id, language=body.language,
+                           source="enrolment")
     code = _unused_code(conn, program["code_prefix"])
     tiers = load_tiers(conn, [int(program["id"])])[int(program["id"])]
     base = qualifying_tier(tiers, basis=program["tier_basis"], growth=0, spend=Decimal(0))
@@ -503,7 +509,6 @@ def record_consent(*, uow: UnitOfWork, actor: Actor, member_id: int, body: Conse
 
 def member_out(conn: Connection, m: dict[str, Any]) -> dict[str, Any]:
     from patron.customers.model import mask_name, mask_phone
-    from patron.customers.tables import customers
 
     program = _program_by_id(conn, int(m["program_id"]))
     person = conn.execute(select(customers.c.name, customers.c.phone).where(

@@ -29,7 +29,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from patron.customers.model import IdentifierError, normalize_identity
+from patron.customers.model import (
+    IdentifierError,
+    LanguageError,
+    clean_language,
+    normalize_identity,
+)
 from patron.orders.model import DEFAULT_TZ, Line, NormalizedOrder
 from patron.orders.schemas import PAYMENT_METHODS
 
@@ -38,7 +43,7 @@ ORDER_KEYS = frozenset(("external_id", "channel", "store", "purchased_at", "iden
 LINE_KEYS = frozenset(("sku", "name", "category", "quantity", "unit_price", "discount",
                        "amount"))
 PAYMENT_KEYS = frozenset(("method", "amount"))
-CUSTOMER_KEYS = frozenset(("name", "gender", "birthday"))
+CUSTOMER_KEYS = frozenset(("name", "gender", "birthday", "language"))
 GENDERS = frozenset(("F", "M", "U"))
 METHODS = frozenset(PAYMENT_METHODS)
 
@@ -247,6 +252,16 @@ def _customer(c: Any) -> dict[str, Any]:
         if type(birthday) is not dt.date:
             raise _NotPlain
         hint["birthday"] = birthday
+    language = c.get("language")
+    if language is not None:
+        if type(language) is not str:
+            raise _NotPlain
+        try:
+            language = clean_language(language)
+        except LanguageError:
+            raise _NotPlain from None  # the schema names the field and the reason
+        if language is not None:
+            hint["language"] = language
     return hint
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from patron.customers.schemas import LanguageCode
+
 PAYMENT_METHODS = ("cash", "bank_card", "wechat_pay", "alipay", "stored_value", "points",
                    "coupon", "other")
 PaymentMethod = Literal["cash", "bank_card", "wechat_pay", "alipay", "stored_value", "points",
@@ -26,6 +28,8 @@ class CustomerHint(Strict):
     name: str | None = Field(default=None, max_length=120)
     gender: Literal["F", "M", "U"] | None = None
     birthday: dt.date | None = None
+    # The language of the messages Patron sends the customer (docs/customers.md#language).
+    language: LanguageCode | None = None
 
 
 class OrderLineIn(Strict):

@@ -554,6 +554,7 @@ def _new_customer_row(cid: int, it: _Item, owner: dict[tuple[str, str, str], int
         **profile_values(cid, {"name": hint.get("name"), "birthday": hint.get("birthday"),
                                "phone": by_kind.get("phone"), "email": by_kind.get("email")}),
         "gender": hint.get("gender"),
+        "language": hint.get("language"),
         "member_code": by_kind.get("member_code"),
         "is_member": "member_code" in by_kind,
         "registration_store_id": it.store.id if it.store else None,

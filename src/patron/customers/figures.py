@@ -295,8 +295,13 @@ def _earlier_days(conn: Connection, wanted: dict[int, set[dt.date]],
 
 def _write(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     if conn.dialect.name == "postgresql":
-        # orjson writes aware datetimes as ISO 8601, which the statement casts back.
-        conn.execute(_PG_WRITE, {"rows": orjson.dumps(rows).decode()})
+        # orjson writes aware datetimes as ISO 8601, which the statement casts back. The
+        # counters go apart, one JSON document per line (orjson never writes a raw newline):
+        # every ``->>`` of a json element parses the whole element again, and with the
+        # counters inside it that was about half of the statement's time.
+        conn.execute(_PG_WRITE, {
+            "rows": orjson.dumps([r[:8] for r in rows]).decode(),
+            "counters": "\n".join([orjson.dumps(r[8]).decode() for r in rows])})
         return
     when = driver_datetime(conn.dialect)  # what UTCDateTime binds, without its processors
 
@@ -339,15 +344,17 @@ CROSS JOIN LATERAL (
 LEFT JOIN stores s ON s.id = o.store_id
 """)
 
-# The rows are locked: totals and counters are written as computed. Refunds are the returns'
+# The rows are locked: totals and counters are written as computed; the n-th line of
+# :counters goes with the n-th element of :rows (ROWS FROM pairs them by position). Refunds are the returns'
 # (an additive update elsewhere), so net spend is derived from the stored refunds.
 _PG_WRITE = text("""
 INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
                               net_spend, first_order_at, last_order_at, first_purchase_day,
                               last_purchase_day, counters)
 SELECT (e->>0)::bigint, (e->>1)::int, (e->>2)::int, (e->>3)::bigint, 0, (e->>3)::bigint,
-       (e->>4)::timestamptz, (e->>5)::timestamptz, (e->>6)::date, (e->>7)::date, e->8
-FROM json_array_elements(CAST(:rows AS json)) AS e
+       (e->>4)::timestamptz, (e->>5)::timestamptz, (e->>6)::date, (e->>7)::date, CAST(c AS json)
+FROM ROWS FROM (json_array_elements(CAST(:rows AS json)),
+                string_to_table(CAST(:counters AS text), E'\\n')) AS r(e, c)
 ON CONFLICT (customer_id) DO UPDATE SET
   order_count = excluded.order_count,
   purchase_days = excluded.purchase_days,

@@ -12,6 +12,7 @@ from patron.orders.service import record_orders
 from patron.security.model import SYSTEM
 from patron.security.tables import audit_log
 from tests.e2e.conftest import login
+from tests.e2e.test_customers_api import data_dir  # noqa: F401  (fixture)
 from tests.e2e.test_selfservice_pages import csrf as member_csrf
 from tests.e2e.test_selfservice_pages import shop, sign_in  # noqa: F401  (fixture)
 from tests.e2e.test_web_pages import errors_in, post_form
@@ -200,3 +201,18 @@ def test_an_enrolment_may_carry_the_members_language(client, users):
     assert joined.status_code == 201, joined.text
     assert int(joined.json()["customer_id"]) == int(known.json()["customer_id"])
     assert stored_language(int(known.json()["customer_id"])) == "zh"
+
+
+def test_the_list_and_the_export_show_the_language(client, users, shopper):
+    import csv
+    import io
+
+    login(client, "owner")
+    client.patch(f"/api/v1/customers/{shopper}", json={"language": "en"})
+    (item,) = client.get("/api/v1/customers").json()["items"]
+    assert item["language"] == "en"
+    r = client.get("/api/v1/exports/customers.csv")
+    assert r.status_code == 200, r.text
+    # the first line is the export's watermark
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig").split("\n", 1)[1])))
+    assert [row["language"] for row in rows if row["id"] == str(shopper)] == ["en"]

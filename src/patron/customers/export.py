@@ -47,7 +47,7 @@ BATCH = 1000
 
 CUSTOMER_COLUMNS = ("id", "member_code", "is_member", "name", "gender", "birthday", "phone",
                     "email", "registration_store", "created_at", "order_count", "net_spend",
-                    "last_order_at")
+                    "last_order_at", "language")
 ORDER_COLUMNS = ("id", "external_id", "channel", "store", "purchased_at_local", "customer_id",
                  "member_code", "customer_name", "customer_phone", "gross_amount",
                  "discount_amount", "total_amount", "refunded_amount", "line_count")
@@ -224,7 +224,7 @@ def export_customers(*, uow: UnitOfWork, actor: Actor,
                 r["email"] if plain else mask_email(r["email"]),
                 codes.get(r["registration_store_id"] or 0), r["created_at"],
                 r["order_count"] or 0, r["net_spend"] if r["net_spend"] is not None else "0.00",
-                r["last_order_at"])])
+                r["last_order_at"], r["language"])])
             count += 1
     _record(uow, actor, "customers", fmt, {**f.as_audit(), **dict(among_audit or {})}, count,
             unmasked, path, purpose)

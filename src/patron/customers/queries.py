@@ -131,6 +131,7 @@ def _summary(row: Mapping[str, Any], store_codes: dict[int, str]) -> dict[str, A
         "phone": mask_phone(row["phone"]),
         "email": mask_email(row["email"]),
         "gender": row["gender"],
+        "language": row["language"],
         "registration_store": store_codes.get(row["registration_store_id"] or 0),
         "created_at": row["created_at"],
         "order_count": int(row["order_count"] or 0),

@@ -189,3 +189,25 @@ def test_a_login_code_is_in_the_profiles_language_else_the_pages(engine):
     codes = [m for m in outbox(engine) if m["template"] == "otp_login"]
     assert [m["lang"] for m in codes] == ["en", "en", "zh"]
     assert codes[0]["body"].startswith("Your sign-in code is")
+
+
+def test_a_merge_fills_a_missing_language_and_its_undo_gives_it_back(engine):
+    from patron.customers.service import undo_merge
+
+    club = setup_program(engine, members=2)
+    survivor, merged = sorted(int(m["customer_id"]) for m in club["members"])
+    speak(engine, merged, "en")
+    with UnitOfWork(engine) as uow:
+        merge_id = merge_customers(uow=uow, survivor_id=survivor, merged_id=merged,
+                                   reason="same person", actor=ALICE)
+
+    def languages() -> tuple:
+        with UnitOfWork(engine, readonly=True) as uow:
+            rows = dict(uow.c.execute(select(customers.c.id, customers.c.language).where(
+                customers.c.id.in_([survivor, merged]))).all())
+        return rows[survivor], rows[merged]
+
+    assert languages()[0] == "en"
+    with UnitOfWork(engine) as uow:
+        undo_merge(uow=uow, merge_id=merge_id, actor=ALICE)
+    assert languages() == (None, "en")

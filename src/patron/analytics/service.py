@@ -1047,11 +1047,18 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_stage_changes.name}")
     _stage_changes.create(conn)
     ch = _stage_changes.c
+    few = only is not None and conn.dialect.name == "postgresql"
+    if few:
+        # The candidates' stages through the key, not a hash of every stage: at a million
+        # customers PostgreSQL hashed all of them (0.9 s of a 1.9 s statement) to join 15k.
+        conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
     conn.execute(insert(_stage_changes).from_select(
         ["customer_id", "from_stage", "to_stage", "last_order_at", "due_day"],
         select(d.customer_id, d.previous, d.stage, d.last_order_at, d.due_day)
         .where(or_(d.previous.is_(None), d.previous != d.stage,
                    d.previous_due.is_distinct_from(d.due_day)))))
+    if few:
+        conn.exec_driver_sql("SET LOCAL enable_hashjoin = on")
     moved = ch.from_stage.is_(None) | (ch.from_stage != ch.to_stage)
     flows = {(f, t_): int(n) for f, t_, n in conn.execute(
         select(ch.from_stage, ch.to_stage, func.count()).where(moved)

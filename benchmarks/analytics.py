@@ -20,8 +20,10 @@ by Patron's own rebuild (``patron.customers.figures.rebuild``, in slices of cust
 Figures:
 
 * ``RFM + lifecycle full refresh``: ``refresh_rfm(scope="all")`` (overall from the figures,
-  every store, region and brand from the orders) then ``refresh_lifecycle``, as of the end of
-  ``END_DAY``, each in its transaction, writing every score and stage: first on empty tables
+  every store, region and brand from the orders) and ``refresh_lifecycle``, as of the end of
+  ``END_DAY``, each in its transaction, as a refresh job runs them (on PostgreSQL at once on
+  two connections, ``service.Alongside``; the figure is the wall time of both, the notes
+  give each one's own), writing every score and stage: first on empty tables
   (cold), then the next night's (as of a day later, continuing from the first: only the
   customers whose figures changed, those whose quantile moved and those whose stage is due
   are read and written; ``rfm_mode``/``lifecycle_mode`` in the notes say ``changes``).

@@ -126,12 +126,6 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA cache_size=-65536")
-        # Copy the WAL back into the database every 16,384 pages (64 MB, the cache's size)
-        # instead of every 1,000: a 2,000-order import chunk dirties about 5,000 pages spread
-        # over the figures, identities and customer indexes, so at 1,000 every chunk paid a
-        # checkpoint of all of them; with a longer WAL a page dirtied by several chunks in a
-        # row is copied once (commit of such a chunk at 200,000 orders: 155 -> 90-115 ms).
-        cur.execute("PRAGMA wal_autocheckpoint=16384")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 

@@ -576,6 +576,17 @@ _touched = Table("tmp_rfm_touched", _scratch,
                  Column("customer_id", BigInteger, primary_key=True), prefixes=["TEMPORARY"])
 
 
+def _fill_ids(conn: Connection, table: Table, ids: set[int]) -> None:
+    """Customer ids into a temporary table: on PostgreSQL one statement with the ids as one
+    array parameter (a row per id through ``executemany`` took 190 ms for 7k ids)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            f"INSERT INTO {table.name} (customer_id) "  # noqa: S608 - our own table name
+            "SELECT unnest(%(ids)s::bigint[]) ORDER BY 1", {"ids": sorted(ids)})
+        return
+    conn.execute(insert(table), [{"customer_id": c} for c in sorted(ids)])
+
+
 def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datetime,
                           th: RfmThresholds, now: dt.datetime, changed: set[int]
                           ) -> dict[str, tuple[int, int]] | None:
@@ -616,7 +627,7 @@ def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datet
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_touched.name}")
     _touched.create(conn)
     if touched:
-        conn.execute(insert(_touched), [{"customer_id": c} for c in sorted(touched)])
+        _fill_ids(conn, _touched, touched)
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {_touched.name}")
     only = select(_touched.c.customer_id)
@@ -978,7 +989,7 @@ def refresh_lifecycle(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | Non
         _tune_for_few(conn)
         _candidates.create(conn)
         if candidates:
-            conn.execute(insert(_candidates), [{"customer_id": c} for c in sorted(candidates)])
+            _fill_ids(conn, _candidates, candidates)
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"ANALYZE {_candidates.name}")
         only = select(_candidates.c.customer_id)

@@ -79,6 +79,20 @@ def points_value(points: int, points_per_yuan: int) -> int:
     return points * 100 // points_per_yuan
 
 
+def points_deduction_value(points: int, points_per_yuan: int) -> int:
+    """The money a refund keeps back for ``points`` it could not take back, in fen: the
+    redemption value rounded **up** to the fen. Points that pay are valued rounded down, so a
+    member who spends points and then returns the purchase that earned them never comes out
+    ahead; the member loses less than a fen at most."""
+    return -(-points * 100 // points_per_yuan)
+
+
+def points_deductible(money: int, points_per_yuan: int) -> int:
+    """The most points whose deduction value (:func:`points_deduction_value`) fits in ``money``
+    fen."""
+    return max(0, money) * points_per_yuan // 100
+
+
 def max_redeemable(spendable: int, payable: int, points_per_yuan: int) -> int:
     """The most points a basket can take: no more than the member can spend, and no more than
     make the payable amount (so that it never goes negative)."""

@@ -30,6 +30,8 @@ from patron.checkout.model import (
     TierBenefits,
     in_birthday_month,
     max_redeemable,
+    points_deductible,
+    points_deduction_value,
     points_value,
     price,
     refund_share,
@@ -46,7 +48,7 @@ from patron.db import UnitOfWork, utcnow
 from patron.errors import Conflict, FieldError, NotFound, PatronError, ValidationFailed
 from patron.loyalty import persist
 from patron.loyalty import service as loyalty
-from patron.loyalty.earning import preview_earning
+from patron.loyalty.earning import preview_earning, settle_refund_deduction
 from patron.loyalty.model import tier_at
 from patron.loyalty.schemas import AdjustIn, RedeemIn
 from patron.loyalty.schemas import HoldIn as PointsHoldIn
@@ -857,9 +859,22 @@ def refund_in(conn: Connection, *, actor: Actor, checkout_id: int, body: RefundI
         "returned_at": returned_at.isoformat(), "full": body.full,
         "lines": [{"line_no": ln.line_no, "quantity": ln.quantity} for ln in body.lines],
         "reason": body.reason})
-    recorded = record_return_in(conn, ret=ret, actor=actor, now=now)
+    e = loyalty_order_earnings.c
+    written_off_before = conn.execute(select(e.points_written_off).where(
+        e.order_id == row["order_id"])).scalar()
+    recorded = record_return_in(conn, ret=ret, actor=actor, now=now,
+                                settles_points_in_money=True)
     if recorded["status"] != "created":
         raise Conflict("return_exists")
+    earning = conn.execute(select(e.points_written_off, e.program_id).where(
+        e.order_id == row["order_id"])).first()
+    policy = None if earning is None else conn.execute(
+        select(loyalty_programs.c.clawback_policy)
+        .where(loyalty_programs.c.id == earning.program_id)).scalar_one()
+    # Under deduct_from_refund the return left written off the points it could not take back;
+    # this refund settles them below, after giving back the points that paid.
+    unrecovered = (int(earning.points_written_off) - int(written_off_before or 0)
+                   if policy == "deduct_from_refund" else 0)
     amount = int(Decimal(recorded["amount"]) * 100)
     total = int(row["total"] * 100)
     refunded_before = int(row["refunded"] * 100)
@@ -886,6 +901,14 @@ def refund_in(conn: Connection, *, actor: Actor, checkout_id: int, body: RefundI
                                                 idempotency_key=f"checkout-refund-{refund_id}",
                                                 amount=_yuan(stored_back), store=store_code,
                                                 reference=order.external_id), now=now)
+    rate = _rate(conn, row)
+    # What the till would give back in money: the rest went back as points and stored value.
+    to_tenders = max(0, amount - stored_back - (points_value(points_back, rate)
+                                                if points_back else 0))
+    deduction = settle_refund_deduction(
+        conn, actor=actor, order_id=int(row["order_id"]), return_id=int(recorded["return_id"]),
+        points=unrecovered, deductible=points_deductible(to_tenders, rate), now=now)
+    deducted_fen = points_deduction_value(deduction.deducted, rate)
     conn.execute(update(checkout_commits).where(checkout_commits.c.id == checkout_id).values(
         refunded=checkout_commits.c.refunded + _yuan(amount),
         points_returned=checkout_commits.c.points_returned + points_back,
@@ -897,9 +920,17 @@ def refund_in(conn: Connection, *, actor: Actor, checkout_id: int, body: RefundI
               "amount_fen": amount, "points_returned": points_back,
               "stored_value_returned_fen": stored_back,
               "points_clawed_total": int(clawed or 0),
-              # What the till gives back in money: the rest went back as points and stored value.
-              "refund_to_tenders_fen": max(0, amount - stored_back - (
-                  points_value(points_back, _rate(conn, row)) if points_back else 0)),
+              # The points this refund could not take back (deduct_from_refund): taken from
+              # the points given back, deducted from the money, or owed when it ran out.
+              "points_deduction": {"points": unrecovered,
+                                   "from_points": deduction.from_points,
+                                   "deducted": deduction.deducted,
+                                   "deducted_fen": deducted_fen,
+                                   "owed": deduction.owed,
+                                   "points_per_yuan": rate},
+              "refund_before_deduction_fen": to_tenders,
+              # What the till gives back in money.
+              "refund_to_tenders_fen": to_tenders - deducted_fen,
               "balance": None if row["member_id"] is None else _balance(conn,
                                                                        int(row["member_id"])),
               "created_at": now.isoformat(), "replayed": False}
@@ -907,7 +938,10 @@ def refund_in(conn: Connection, *, actor: Actor, checkout_id: int, body: RefundI
     audit.record(conn, actor, "checkout.refunded", entity="order", entity_id=row["order_id"],
                  details={"checkout_id": checkout_id, "refund_id": refund_id,
                           "key": body.idempotency_key, "amount_fen": amount,
-                          "points_returned": points_back})
+                          "points_returned": points_back,
+                          "points_deducted": deduction.deducted,
+                          "deducted_fen": deducted_fen, "points_owed": deduction.owed,
+                          "refund_to_tenders_fen": to_tenders - deducted_fen})
     return result
 
 

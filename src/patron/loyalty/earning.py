@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -289,6 +290,16 @@ def _expired_from_lot(conn: Connection, lot_id: int) -> int:
     return -int(gone)
 
 
+def _policy(program: Any, ret: RecordedReturn) -> str:
+    """``deduct_from_refund`` needs a caller that refunds the money (the POS checkout): a return
+    recorded on its own (``POST /returns``, an import) carries no money to deduct from, and the
+    points it cannot take back are owed."""
+    policy = str(program["clawback_policy"])
+    if policy == "deduct_from_refund" and not ret.settles_points_in_money:
+        return "owe"
+    return policy
+
+
 def claw_back_for_return(conn: Connection, ret: RecordedReturn, *, actor: Actor,
                          now: dt.datetime) -> int:
     """Take back the points and growth earned on the returned lines, in proportion to the
@@ -328,7 +339,7 @@ def claw_back_for_return(conn: Connection, ret: RecordedReturn, *, actor: Actor,
                      cause=("return", str(ret.return_id)), lot=lot,
                      expired_on_lot=_expired_from_lot(conn, int(lot_id)) if lot_id else 0,
                      excused_before=int(row["points_excused"]),
-                     policy=program["clawback_policy"], now=now, order_id=ret.order_id)
+                     policy=_policy(program, ret), now=now, order_id=ret.order_id)
     persist.save(conn, [w], program_of={member_id: int(program["id"])}, actor=actor.name,
                  now=now)
     persist.finish_expired_holds(conn, expired_holds, now)
@@ -342,3 +353,48 @@ def claw_back_for_return(conn: Connection, ret: RecordedReturn, *, actor: Actor,
                          points_written_off=row["points_written_off"] + out.written_off,
                          growth_clawed=row["growth_clawed"] + out.growth))
     return out.clawed
+
+
+@dataclass(frozen=True, slots=True)
+class RefundDeduction:
+    """How a refund settled the points its return could not take back."""
+
+    from_points: int  # taken from the member's points after all (the points paid, given back)
+    deducted: int  # converted to money and deducted from the refund
+    owed: int  # the refund's money could not cover them: a debt, as under ``owe``
+
+
+def settle_refund_deduction(conn: Connection, *, actor: Actor, order_id: int, return_id: int,
+                            points: int, deductible: int, now: dt.datetime) -> RefundDeduction:
+    """Settle ``points`` a return of ``order_id`` could not take back under the program's
+    ``deduct_from_refund`` policy (left written off on the order's earning row by
+    :func:`claw_back_for_return`, in the same transaction). First from the member's available
+    points (a refund gives back the points that paid before it settles), then up to
+    ``deductible`` points deducted from the refund's money, the rest owed. Only the points that
+    are deducted stay written off on the earning row; the others count as clawed back."""
+    if points <= 0:
+        return RefundDeduction(0, 0, 0)
+    row = conn.execute(select(loyalty_order_earnings).where(
+        loyalty_order_earnings.c.order_id == order_id)).mappings().one()
+    member_id = int(row["member_id"])
+    members = persist.lock_members(conn, [member_id])
+    wallets, expired_holds = persist.catch_up(conn, members, now=now, keys=persist.temp_keys())
+    w = wallets[member_id]
+    from_points = min(points, max(0, w.available))
+    deducted = min(points - from_points, max(0, deductible))
+    to_ledger = points - deducted
+    owed = 0
+    if to_ledger:
+        out = w.clawback(to_ledger, 0, cause=("return", str(return_id)), lot=None,
+                         expired_on_lot=0, excused_before=0, policy="owe", now=now,
+                         order_id=order_id)
+        owed = out.owed
+        e = loyalty_order_earnings.c
+        conn.execute(update(loyalty_order_earnings).where(e.order_id == order_id).values(
+            points_clawed=e.points_clawed + out.clawed,
+            points_written_off=e.points_written_off - to_ledger))
+    # Saved even when nothing is clawed: catching up may have expired lots or holds.
+    persist.save(conn, [w], program_of={member_id: int(row["program_id"])}, actor=actor.name,
+                 now=now)
+    persist.finish_expired_holds(conn, expired_holds, now)
+    return RefundDeduction(to_ledger - owed, deducted, owed)

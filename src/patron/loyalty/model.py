@@ -35,7 +35,9 @@ CONSENT_KINDS = ("privacy", *MARKETING_CHANNELS)
 CONSENT_SOURCES = ("pos", "mini_program", "app", "online_mall", "web", "api", "self_service",
                    "phone", "paper")
 EXPIRY_MODES = ("rolling_months", "end_of_next_year")
-CLAWBACK_POLICIES = ("owe", "write_off")
+# deduct_from_refund: the points a refund cannot take back are deducted from its money
+# (docs/loyalty.md, "Refunds and clawback").
+CLAWBACK_POLICIES = ("owe", "write_off", "deduct_from_refund")
 TIER_BASES = ("growth", "spend_12m")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_EXCLUDED_PAYMENTS = ("points", "stored_value")
@@ -636,7 +638,8 @@ class Wallet:
         From the order's own lot first (pending or available). What was already spent from it
         is taken from the member's other available points, soonest-expiring first; what expired
         is excused (the member lost it already); what is still missing becomes a debt
-        (``owe``) or is written off (``write_off``)."""
+        (``owe``) or is written off (``write_off``, and ``deduct_from_refund``, whose caller
+        settles those points at once: see ``earning.settle_refund_deduction``)."""
         out = ClawbackOutcome()
         if growth > 0:
             g = min(growth, self.growth)

@@ -155,7 +155,7 @@ class ProgramSettings(Strict):
     reminder_days: int | None = Field(default=None, ge=0, le=90)
     hold_minutes: int | None = Field(default=None, ge=1, le=10080)
     redeem_points_per_yuan: int | None = Field(default=None, ge=1, le=100000)
-    clawback_policy: Literal["owe", "write_off"] | None = None
+    clawback_policy: Literal["owe", "write_off", "deduct_from_refund"] | None = None
     tier_basis: Literal["growth", "spend_12m"] | None = None
     tier_grace_days: int | None = Field(default=None, ge=0, le=3660)
     tier_max_downgrade: int | None = Field(default=None, ge=1, le=20)

@@ -81,6 +81,9 @@ class RecordedReturn:
     lines: tuple[ReturnedLine, ...]
     order_total: Decimal
     full: bool  # the whole order has now been refunded
+    # The caller refunds the money itself and settles the points a return cannot take back
+    # (the POS checkout's refund, under the program's ``deduct_from_refund`` clawback policy).
+    settles_points_in_money: bool = False
 
 
 @cache

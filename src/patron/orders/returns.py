@@ -40,9 +40,13 @@ def record_return(*, uow: UnitOfWork, ret: ReturnIn, actor: Actor) -> dict[str, 
 
 
 def record_return_in(conn: Connection, *, ret: ReturnIn, actor: Actor,
-                     now: dt.datetime | None = None) -> dict[str, Any]:
+                     now: dt.datetime | None = None,
+                     settles_points_in_money: bool = False) -> dict[str, Any]:
     """:func:`record_return` inside the caller's open transaction (the POS checkout's refund
-    gives back stored value and coupons in the same transaction): never commits."""
+    gives back stored value and coupons in the same transaction): never commits.
+    ``settles_points_in_money``: the caller deducts from the refund's money the points the
+    return cannot take back, when the program's clawback policy says so (the loyalty area
+    leaves them to it, written off until it settles them in the same transaction)."""
     ref = Reference(conn)
     channel = ref.channel(ret.channel)
     store = ref.store(ret.store)
@@ -153,6 +157,7 @@ def record_return_in(conn: Connection, *, ret: ReturnIn, actor: Actor,
         customer_id=None if order["customer_id"] is None else int(order["customer_id"]),
         returned_at=returned_at, amount=total, order_total=order["total_amount"],
         full=order["refunded_amount"] + total >= order["total_amount"],
+        settles_points_in_money=settles_points_in_money,
         lines=tuple(hooks.ReturnedLine(int(lines[no]["id"]), no, q, a)
                     for no, q, a in wanted if no in lines)), actor=actor, now=now)
     audit.record(conn, actor, "return.recorded", entity="order", entity_id=order["id"],

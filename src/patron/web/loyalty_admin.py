@@ -63,7 +63,8 @@ SETTINGS = ("name", "status", "timezone", "expiry_mode", "expiry_months", "pendi
             "tier_basis", "tier_grace_days", "tier_max_downgrade", "privacy_version")
 NEW_ONLY = ("code", "brand", "code_prefix")
 CHOICES = {"status": ("active", "closed"), "expiry_mode": ("rolling_months", "end_of_next_year"),
-           "clawback_policy": ("owe", "write_off"), "tier_basis": ("growth", "spend_12m")}
+           "clawback_policy": ("owe", "write_off", "deduct_from_refund"),
+           "tier_basis": ("growth", "spend_12m")}
 
 
 # --- scope and page frame -----------------------------------------------------------------------

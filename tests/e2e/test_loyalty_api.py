@@ -194,6 +194,24 @@ def test_bad_input_names_the_field_and_the_reason_in_the_callers_language(client
     assert client.get("/api/v1/loyalty/programs/NOPE").status_code == 404
 
 
+def test_the_clawback_policy_deduct_from_refund_is_chosen_per_program_and_validated(
+        client, program):
+    r = client.patch("/api/v1/loyalty/programs/BB?lang=en",
+                     json={"clawback_policy": "deduct_from_money"})
+    assert r.status_code == 422
+    (f,) = r.json()["error"]["fields"]
+    assert f["field"] == "clawback_policy"
+    assert "deduct_from_refund" in f["message"], f
+    assert client.get("/api/v1/loyalty/programs/BB").json()["clawback_policy"] == "owe"
+    r = client.patch("/api/v1/loyalty/programs/BB", json={"clawback_policy": "deduct_from_refund"})
+    assert r.status_code == 200, r.text
+    assert client.get("/api/v1/loyalty/programs/BB").json()["clawback_policy"] == (
+        "deduct_from_refund")
+    entries = client.get("/api/v1/audit",
+                         params={"action": "loyalty.program_updated"}).json()["items"]
+    assert entries[0]["details"]["changes"]["clawback_policy"] == "deduct_from_refund"
+
+
 def test_consent_withdrawn_over_http_is_kept_in_history(client, member):
     login(client, "cashier")
     r = client.post(f"/api/v1/loyalty/members/{member['id']}/consents",

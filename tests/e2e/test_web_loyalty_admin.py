@@ -5,6 +5,7 @@ published on the page changes what an order earns."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import re
 from pathlib import Path
@@ -154,6 +155,31 @@ def test_owner_creates_a_program_and_bad_input_comes_back_beside_each_field(
     r = post_form(owner, "/loyalty/programs/new", {
         "code": "BB2", "brand": "B1", "name": "x", "privacy_version": "v1"})
     assert r.status_code == 422 and "已有会员计划" in r.text
+
+
+def test_owner_chooses_to_deduct_spent_points_from_refunds_in_both_languages(
+        owner, program, db_url):
+    page = owner.get("/loyalty/programs/BB")
+    assert 'value="deduct_from_refund"' in page.text
+    assert catalog("zh")["web.loyalty_admin.clawback.deduct_from_refund"] in page.text
+    english = owner.get("/loyalty/programs/BB?lang=en")
+    assert html.escape(catalog("en")["web.loyalty_admin.clawback.deduct_from_refund"]) in (
+        english.text)
+    owner.cookies.delete("patron_lang")
+    fields = {"name": "Bean Club", "status": "active", "privacy_version": "2026-01",
+              "timezone": "Asia/Shanghai", "expiry_mode": "rolling_months",
+              "expiry_months": "12", "pending_days": "0", "reminder_days": "15",
+              "hold_minutes": "20", "redeem_points_per_yuan": "100", "tier_basis": "growth",
+              "tier_grace_days": "365", "tier_max_downgrade": "1"}
+    r = post_form(owner, "/loyalty/programs/BB", {**fields, "clawback_policy": "refund_it"})
+    assert r.status_code == 422 and "clawback_policy" in errors_in(r.text)
+    assert program_row(db_url, "BB")["clawback_policy"] == "owe"
+    r = post_form(owner, "/loyalty/programs/BB",
+                  {**fields, "clawback_policy": "deduct_from_refund"})
+    assert r.status_code == 303, r.text[:500]
+    assert program_row(db_url, "BB")["clawback_policy"] == "deduct_from_refund"
+    (entry,) = audited(db_url, "loyalty.program_updated")
+    assert entry["details"]["changes"]["clawback_policy"] == "deduct_from_refund"
 
 
 def test_owner_edits_the_settings_and_the_change_is_audited(owner, program, db_url):

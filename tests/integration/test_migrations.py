@@ -68,3 +68,78 @@ def test_0006_adds_the_customer_language_to_existing_profiles_and_goes_back(db_u
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
+
+
+def test_0008_lets_a_program_deduct_spent_points_from_refunds_and_goes_back(db_url, tmp_path):
+    """On a fresh database of the test's kind with a program and a member (whose row refers to
+    it): 0008 accepts ``deduct_from_refund`` and still refuses an unknown policy; undone, the
+    program goes back to ``owe`` and the old constraint is in force again; done again."""
+    import uuid
+
+    import pytest
+    from alembic import command
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    from patron.db import UnitOfWork, get_engine
+    from patron.migrate import alembic_config
+    from tests.factories import make_org
+    from tests.loyalty_factories import enrol, make_program
+
+    admin = None
+    if db_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    else:
+        name = f"patron_mig_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(db_url.rsplit("/", 1)[0] + "/postgres",
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = db_url.rsplit("/", 1)[0] + f"/{name}"
+    engine = get_engine(url)
+
+    def migrate(step, revision: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+
+    def set_policy(policy: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE loyalty_programs SET clawback_policy = :p"), {"p": policy})
+
+    def policy() -> str:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT clawback_policy FROM loyalty_programs")).scalar_one()
+
+    try:
+        migrate(command.upgrade, "0007")
+        with UnitOfWork(engine) as uow:
+            make_org(uow)
+            make_program(uow)
+            enrol(uow)
+        # PostgreSQL refuses the longer value for the column's length before the constraint.
+        with pytest.raises((IntegrityError, DataError)):
+            set_policy("deduct_from_refund")
+        migrate(command.upgrade, "0008")
+        set_policy("deduct_from_refund")
+        assert policy() == "deduct_from_refund"
+        with pytest.raises(IntegrityError):
+            set_policy("keep_the_points")
+        with engine.connect() as conn:  # the member still refers to its program
+            assert conn.execute(text("SELECT count(*) FROM loyalty_members JOIN "
+                                     "loyalty_programs ON loyalty_programs.id = "
+                                     "loyalty_members.program_id")).scalar_one() == 1
+        migrate(command.downgrade, "0007")
+        assert policy() == "owe"
+        with pytest.raises((IntegrityError, DataError)):
+            set_policy("deduct_from_refund")
+        migrate(command.upgrade, "head")
+        set_policy("deduct_from_refund")
+        assert policy() == "deduct_from_refund"
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()

@@ -14,6 +14,8 @@ from patron.checkout.model import (
     TierBenefits,
     in_birthday_month,
     max_redeemable,
+    points_deductible,
+    points_deduction_value,
     points_value,
     price,
     refund_share,
@@ -107,3 +109,31 @@ def test_the_birthday_month():
     assert in_birthday_month(dt.date(1990, 11, 3), dt.date(2026, 11, 25))
     assert not in_birthday_month(dt.date(1990, 12, 3), dt.date(2026, 11, 25))
     assert not in_birthday_month(None, dt.date(2026, 11, 25))
+
+
+def test_points_deducted_from_a_refund_are_valued_rounded_up_never_in_the_members_favour():
+    # 30 points per yuan: one point is 3.33... fen.
+    assert points_deduction_value(10, 30) == 34 and points_value(10, 30) == 33
+    assert points_deduction_value(30, 30) == 100 == points_value(30, 30)  # exact: no rounding
+    assert points_deduction_value(0, 30) == 0
+    assert points_deduction_value(95, 100) == 95
+    for rate in (1, 7, 30, 100, 333, 100000):
+        for pts in range(0, 400):
+            exact = Decimal(pts) * 100 / rate
+            deducted = points_deduction_value(pts, rate)
+            # At least the points' value, less than a fen more: the member loses under a fen.
+            assert exact <= deducted < exact + 1
+            # Paying with the points and refunding them never gains the member money.
+            assert deducted >= points_value(pts, rate)
+
+
+def test_the_money_covers_the_most_whole_points_whose_value_fits():
+    assert points_deductible(90, 1) == 0  # 0.90 cannot pay a point worth a yuan
+    assert points_deductible(6390, 1) == 63
+    assert points_deductible(100, 30) == 30
+    assert points_deductible(-5, 30) == 0
+    for rate in (1, 7, 30, 100, 333):
+        for money in range(0, 500, 7):
+            n = points_deductible(money, rate)
+            assert points_deduction_value(n, rate) <= money
+            assert points_deduction_value(n + 1, rate) > money

@@ -73,6 +73,38 @@ def test_a_cashiers_sale_from_quote_to_refund(client, member):
             "return.recorded", "loyalty.redeem"} <= actions
 
 
+def test_buy_spend_the_points_refund_over_http_the_points_value_comes_off_the_money(
+        client, member):
+    """The program deducts spent points from refunds: the till is told to give back the money
+    less what the points the member spent were worth (100 points a yuan: 95 points, 0.95)."""
+    r = client.patch("/api/v1/loyalty/programs/BB", json={"clawback_policy": "deduct_from_refund"})
+    assert r.status_code == 200, r.text
+    login(client, "cashier")
+    code = member["member_code"]
+    c = client.post("/api/v1/checkout/commits", json=sale(
+        code, "till1-0002", "SH01-0002", payments=[{"method": "cash", "amount_fen": 6390}]))
+    assert c.status_code == 201, c.text
+    done = c.json()
+    assert done["points"]["earned"] == 95
+    spend = client.post(f"/api/v1/loyalty/members/{member['id']}/redeem",
+                        json={"idempotency_key": "spend-all", "points": 895, "store": "SH01"})
+    assert spend.status_code == 201, spend.text
+    body = {"idempotency_key": "rf-2", "full": True, "reason": "returned"}
+    r = client.post(f"/api/v1/checkout/commits/{done['checkout_id']}/refunds", json=body)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["points_deduction"] == {"points": 95, "from_points": 0, "deducted": 95,
+                                       "deducted_fen": 95, "owed": 0, "points_per_yuan": 100}
+    assert (out["refund_before_deduction_fen"], out["refund_to_tenders_fen"]) == (6390, 6295)
+    assert out["balance"]["owed"] == 0 and out["balance"]["available"] == 0
+    again = client.post(f"/api/v1/checkout/commits/{done['checkout_id']}/refunds", json=body)
+    assert again.status_code == 200 and again.json() == {**out, "replayed": True}
+    login(client, "owner")
+    (entry,) = client.get("/api/v1/audit",
+                          params={"action": "checkout.refunded"}).json()["items"]
+    assert (entry["details"]["points_deducted"], entry["details"]["deducted_fen"]) == (95, 95)
+
+
 def test_the_role_table(client, member, users):
     code = member["member_code"]
     quote = {"store": "SH01", "lines": LINES, "member": {"member_code": code}}

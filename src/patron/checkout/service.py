@@ -860,21 +860,28 @@ def refund_in(conn: Connection, *, actor: Actor, checkout_id: int, body: RefundI
         "lines": [{"line_no": ln.line_no, "quantity": ln.quantity} for ln in body.lines],
         "reason": body.reason})
     e = loyalty_order_earnings.c
-    written_off_before = conn.execute(select(e.points_written_off).where(
-        e.order_id == row["order_id"])).scalar()
+    before = conn.execute(select(e.points_written_off, e.program_id).where(
+        e.order_id == row["order_id"])).first()
+    policy = None
+    if before is not None:
+        # Shared lock on PostgreSQL: the policy cannot change between this read and the
+        # return's clawback (an administrator's change waits for the refund; refunds do not
+        # wait for each other). SQLite has one writer.
+        q = select(loyalty_programs.c.clawback_policy).where(
+            loyalty_programs.c.id == before.program_id)
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update(read=True)
+        policy = conn.execute(q).scalar_one()
     recorded = record_return_in(conn, ret=ret, actor=actor, now=now,
                                 settles_points_in_money=True)
     if recorded["status"] != "created":
         raise Conflict("return_exists")
-    earning = conn.execute(select(e.points_written_off, e.program_id).where(
-        e.order_id == row["order_id"])).first()
-    policy = None if earning is None else conn.execute(
-        select(loyalty_programs.c.clawback_policy)
-        .where(loyalty_programs.c.id == earning.program_id)).scalar_one()
-    # Under deduct_from_refund the return left written off the points it could not take back;
-    # this refund settles them below, after giving back the points that paid.
-    unrecovered = (int(earning.points_written_off) - int(written_off_before or 0)
-                   if policy == "deduct_from_refund" else 0)
+    unrecovered = 0
+    if before is not None and policy == "deduct_from_refund":
+        # The return left written off the points it could not take back; this refund settles
+        # them below, after giving back the points that paid.
+        unrecovered = int(conn.execute(select(e.points_written_off).where(
+            e.order_id == row["order_id"])).scalar_one()) - int(before.points_written_off)
     amount = int(Decimal(recorded["amount"]) * 100)
     total = int(row["total"] * 100)
     refunded_before = int(row["refunded"] * 100)

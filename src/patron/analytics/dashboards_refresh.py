@@ -141,7 +141,7 @@ def _capped(amount: str, cap: str) -> str:
 
 def create_temp_tables(conn: Connection) -> None:
     suffix = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
-    for target, source in zip(TOUCHED_ROWS, ROWS, strict=True):
+    for target, source in zip((*TOUCHED_ROWS, *NEW_ROWS), (*ROWS, *ROWS), strict=True):
         conn.execute(text(f"DROP TABLE IF EXISTS {target}"))
         as_select = f"AS SELECT * FROM {source} WHERE 1 = 0"
         conn.execute(text(f"CREATE TEMPORARY TABLE {target}{suffix} {as_select}"))
@@ -156,7 +156,7 @@ def create_temp_tables(conn: Connection) -> None:
 
 
 def drop_temp_tables(conn: Connection) -> None:
-    for name in ("dash_touched", "dash_touched_days", "dash_fine", *TOUCHED_ROWS):
+    for name in ("dash_touched", "dash_touched_days", "dash_fine", *TOUCHED_ROWS, *NEW_ROWS):
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
 
 
@@ -233,13 +233,14 @@ _ACTIVITY_MARKS = _marks_sql((("all", "", "sid, ch"), ("store", "sid", "ch"),
 _CATEGORY_MARKS = _marks_sql((("category", "cat", "sid, ch"),))
 
 
-def insert_activity(conn: Connection, where: str, default_tz: str) -> None:
+def insert_activity(conn: Connection, where: str, default_tz: str,
+                    target: str = "dashboard_activity") -> None:
     day, params = local_day_sql(conn, default_tz)
     customers_filter = "" if where == ALL_CUSTOMERS else f"AND o.{where}"
     rn, p1, p2, final = _ACTIVITY_MARKS
     mark_columns = ", ".join(f"{k}_{m}" for k, _ in ACTIVITY_KINDS for m in ("p1", "p2", "c"))
     conn.execute(text(f"""
-INSERT INTO dashboard_activity (customer_id, day, store_id, channel_id, month, mstart, region_id,
+INSERT INTO {target} (customer_id, day, store_id, channel_id, month, mstart, region_id,
   brand_id, member, orders, sales, refunds, {mark_columns})
 WITH o AS (
   SELECT o.customer_id AS cid, {day} AS d, COALESCE(o.store_id, 0) AS sid, o.channel_id AS ch,
@@ -264,12 +265,13 @@ ORDER BY q.d
 """), params)
 
 
-def insert_category_activity(conn: Connection, where: str, default_tz: str) -> None:
+def insert_category_activity(conn: Connection, where: str, default_tz: str,
+                             target: str = "dashboard_category_activity") -> None:
     day, params = local_day_sql(conn, default_tz)
     customers_filter = "" if where == ALL_CUSTOMERS else f"AND o.{where}"
     rn, p1, p2, final = _CATEGORY_MARKS
     conn.execute(text(f"""
-INSERT INTO dashboard_category_activity (customer_id, day, category, store_id, channel_id,
+INSERT INTO {target} (customer_id, day, category, store_id, channel_id,
   month, mstart, region_id, brand_id, member, orders, quantity, amount, refunds, category_p1,
   category_p2, category_c)
 WITH l AS (
@@ -318,6 +320,44 @@ def _upsert(table: str, keys: str, values: str, select_sql: str, extra: str = ""
 
 ROWS = ("dashboard_activity", "dashboard_category_activity")
 TOUCHED_ROWS = ("dash_rows", "dash_category_rows")
+NEW_ROWS = ("dash_new_rows", "dash_new_category_rows")
+
+
+def compute_new_rows(conn: Connection, default_tz: str) -> None:
+    """The candidate customers' rows as their orders make them now, into temporary tables."""
+    for target in NEW_ROWS:
+        conn.execute(text(f"DELETE FROM {target}"))
+    insert_activity(conn, TOUCHED, default_tz, target=NEW_ROWS[0])
+    insert_category_activity(conn, TOUCHED, default_tz, target=NEW_ROWS[1])
+    if conn.dialect.name == "postgresql":
+        for target in NEW_ROWS:
+            conn.execute(text(f"ANALYZE {target}"))
+
+
+def keep_changed(conn: Connection) -> int:
+    """Narrow the candidates to the customers whose rows differ from the stored ones.
+
+    The candidates are found by time with a margin (orders committed late), so most of them
+    are usually already counted as they are: their contributions would be taken away and
+    added back unchanged. Comparing every column of their rows, old against new, leaves only
+    the customers whose rows really change; returns how many."""
+    differing = []
+    for stored, new in zip(ROWS, NEW_ROWS, strict=True):
+        old = f"SELECT * FROM {stored} WHERE {TOUCHED}"
+        differing.append(f"SELECT customer_id FROM (SELECT * FROM {new} EXCEPT {old}) a")
+        differing.append(f"SELECT customer_id FROM ({old} EXCEPT SELECT * FROM {new}) b")
+    conn.execute(text(f"DELETE FROM dash_touched WHERE id NOT IN ("
+                      f"{' UNION '.join(differing)})"))
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ANALYZE dash_touched"))
+    return int(conn.execute(text("SELECT COUNT(*) FROM dash_touched")).scalar_one())
+
+
+def insert_new_rows(conn: Connection) -> None:
+    """The changed customers' new rows (``compute_new_rows``) into the rollup's own tables."""
+    for target, source in zip(ROWS, NEW_ROWS, strict=True):
+        conn.execute(text(f"INSERT INTO {target} SELECT * FROM {source} WHERE {TOUCHED} "
+                          "ORDER BY day"))
 
 
 def copy_touched_rows(conn: Connection) -> None:

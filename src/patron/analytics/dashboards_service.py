@@ -113,7 +113,9 @@ def refresh_dashboards(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | No
 
     Incremental when a previous refresh exists and the stores (region, brand, time zone) did
     not change: only customers whose orders, returns or profile changed since the previous
-    refresh's ``as_of`` (less an hour's margin) and the days of changed guest orders are
+    refresh's ``as_of`` (less an hour's margin) are candidates; their rows are recomputed and
+    compared with the stored ones, and only those that differ have their contributions taken
+    away and added back (``customers`` counts them); the days of changed guest orders are
     recomputed. ``full`` (or a first run) rebuilds everything. ``as_of`` (default now) is the
     moment this refresh stands for: the next one looks for changes from there.
     Returns scalars only: mode, customers and guest days recomputed, milliseconds."""
@@ -159,26 +161,28 @@ def refresh_dashboards(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | No
             dashboard_activity.c.customer_id)))).scalar_one())
         guest_days = -1
     else:
+        if touched and conn.dialect.name == "postgresql":
+            # Many short statements: compiling each to machine code costs more than it saves.
+            conn.execute(text("SET LOCAL jit = off"))
         if touched:
-            if conn.dialect.name == "postgresql":
-                # Many short statements: compiling each to machine code costs more than it
-                # saves.
-                conn.execute(text("SET LOCAL jit = off"))
+            with build.timed(steps, "customer rows"):
+                build.compute_new_rows(conn, default_tz)
+            with build.timed(steps, "changes"):
+                touched = build.keep_changed(conn)
+        if touched:
             with build.timed(steps, "customer rows"):
                 build.copy_touched_rows(conn)
             build.add_contributions(conn, build.ALL_CUSTOMERS, -1, steps, build.TOUCHED_ROWS)
             with build.timed(steps, "customer rows"):
                 build.delete_rows(conn, build.TOUCHED)
-                build.insert_activity(conn, build.TOUCHED, default_tz)
-            with build.timed(steps, "category rows"):
-                build.insert_category_activity(conn, build.TOUCHED, default_tz)
-            with build.timed(steps, "customer rows"):
+                build.insert_new_rows(conn)
                 build.copy_touched_rows(conn)
             build.add_contributions(conn, build.ALL_CUSTOMERS, 1, steps, build.TOUCHED_ROWS)
         with build.timed(steps, "guests"):
             if guest_days:
                 build.rebuild_guest_days(conn, default_tz, every_day=False)
-            build.drop_empty_cells(conn)
+            if touched:
+                build.drop_empty_cells(conn)
     structure_now = build.structure_signature(conn)
     if mode == "full" or last is None or (last.signature or {}).get("structure") != structure_now:
         with build.timed(steps, "structure"):

@@ -345,8 +345,9 @@ LEFT JOIN stores s ON s.id = o.store_id
 """)
 
 # The rows are locked: totals and counters are written as computed; the n-th line of
-# :counters goes with the n-th element of :rows (ROWS FROM pairs them by position). Refunds are the returns'
-# (an additive update elsewhere), so net spend is derived from the stored refunds.
+# :counters goes with the n-th element of :rows (ROWS FROM pairs them by position). Refunds
+# are the returns' (an additive update elsewhere), so net spend is derived from the stored
+# refunds.
 _PG_WRITE = text("""
 INSERT INTO customer_figures (customer_id, order_count, purchase_days, total_spend, refunded,
                               net_spend, first_order_at, last_order_at, first_purchase_day,

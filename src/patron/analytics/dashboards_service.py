@@ -170,13 +170,9 @@ def refresh_dashboards(*, uow: UnitOfWork, actor: Actor, as_of: dt.datetime | No
             with build.timed(steps, "changes"):
                 touched = build.keep_changed(conn)
         if touched:
-            with build.timed(steps, "customer rows"):
-                build.copy_touched_rows(conn)
             build.add_contributions(conn, build.ALL_CUSTOMERS, -1, steps, build.TOUCHED_ROWS)
             with build.timed(steps, "customer rows"):
-                build.delete_rows(conn, build.TOUCHED)
-                build.insert_new_rows(conn)
-                build.copy_touched_rows(conn)
+                build.store_new_rows(conn)
             build.add_contributions(conn, build.ALL_CUSTOMERS, 1, steps, build.TOUCHED_ROWS)
         with build.timed(steps, "guests"):
             if guest_days:

@@ -1,10 +1,48 @@
 """The migrations build exactly the schema the tables describe, on both databases."""
 
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
 
 import patron.tables  # noqa: F401
 from patron.db import metadata
+from patron.migrate import alembic_config
+
+
+@pytest.fixture
+def fresh_url(db_url, tmp_path) -> Iterator[str]:
+    """An empty database of the test's kind (a file, or a database created on the test's
+    PostgreSQL server and dropped afterwards), for migrating step by step."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'm.sqlite3'}"
+        return
+    name = f"patron_mig_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(db_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield db_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _migrator(engine, url: str) -> Callable[..., None]:
+    """``migrate(command.upgrade | command.downgrade, revision)`` on the engine's database."""
+
+    def migrate(step, revision: str) -> None:
+        with engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+
+    return migrate
 
 
 def test_migrated_schema_matches_the_tables(engine):
@@ -14,33 +52,13 @@ def test_migrated_schema_matches_the_tables(engine):
     assert diffs == []
 
 
-def test_0006_adds_the_customer_language_to_existing_profiles_and_goes_back(db_url, tmp_path):
+def test_0006_adds_the_customer_language_to_existing_profiles_and_goes_back(fresh_url):
     """On a fresh database of the test's kind: a profile written at 0005 has no language after
     0006 (the default language), 0006 can be undone, and done again."""
-    import uuid
+    from sqlalchemy import inspect
 
-    from alembic import command
-    from sqlalchemy import create_engine, inspect, text
-
-    from patron.migrate import alembic_config
-
-    admin = None
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
-    else:
-        name = f"patron_mig_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(db_url.rsplit("/", 1)[0] + "/postgres",
-                              isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = db_url.rsplit("/", 1)[0] + f"/{name}"
-    engine = create_engine(url)
-
-    def migrate(step, revision: str) -> None:
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            step(cfg, revision)
+    engine = create_engine(fresh_url)
+    migrate = _migrator(engine, fresh_url)
 
     def columns() -> set[str]:
         with engine.connect() as conn:
@@ -64,45 +82,20 @@ def test_0006_adds_the_customer_language_to_existing_profiles_and_goes_back(db_u
         assert "language" in columns()
     finally:
         engine.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
 
 
-def test_0008_lets_a_program_deduct_spent_points_from_refunds_and_goes_back(db_url, tmp_path):
+def test_0008_lets_a_program_deduct_spent_points_from_refunds_and_goes_back(fresh_url):
     """On a fresh database of the test's kind with a program and a member (whose row refers to
     it): 0008 accepts ``deduct_from_refund`` and still refuses an unknown policy; undone, the
     program goes back to ``owe`` and the old constraint is in force again; done again."""
-    import uuid
-
-    import pytest
-    from alembic import command
-    from sqlalchemy import create_engine, text
     from sqlalchemy.exc import DataError, IntegrityError
 
     from patron.db import UnitOfWork, get_engine
-    from patron.migrate import alembic_config
     from tests.factories import make_org
     from tests.loyalty_factories import enrol, make_program
 
-    admin = None
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
-    else:
-        name = f"patron_mig_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(db_url.rsplit("/", 1)[0] + "/postgres",
-                              isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = db_url.rsplit("/", 1)[0] + f"/{name}"
-    engine = get_engine(url)
-
-    def migrate(step, revision: str) -> None:
-        with engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            step(cfg, revision)
+    engine = get_engine(fresh_url)
+    migrate = _migrator(engine, fresh_url)
 
     def set_policy(policy: str) -> None:
         with engine.begin() as conn:
@@ -139,7 +132,3 @@ def test_0008_lets_a_program_deduct_spent_points_from_refunds_and_goes_back(db_u
         assert policy() == "deduct_from_refund"
     finally:
         engine.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()

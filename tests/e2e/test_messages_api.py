@@ -57,6 +57,21 @@ def test_a_template_with_an_unknown_variable_is_refused_when_saved_in_the_caller
     assert owner.get("/api/v1/messages/templates/welcome").status_code == 404
 
 
+def test_a_template_cannot_take_the_new_template_pages_address_as_its_code(owner):
+    """/messages/templates/new is the form for a new template: a template coded ``new`` could
+    never be opened from the staff pages, so it is refused, naming the field, and not saved."""
+    r = owner.post("/api/v1/messages/templates?lang=en", json={**GOOD, "code": "new"})
+    assert r.status_code == 422
+    (field,) = r.json()["error"]["fields"]
+    assert (field["field"], field["reason"]) == ("code", "message_template_code_reserved")
+    assert field["message"].startswith("'new' is the address of the new-template page")
+    r = owner.post("/api/v1/messages/templates?lang=zh", json={**GOOD, "code": "new"})
+    assert r.json()["error"]["fields"][0]["message"].startswith("“new”是新建模板页面的地址")
+    assert owner.get("/api/v1/messages/templates/new").status_code == 404
+    assert owner.post("/api/v1/messages/templates",
+                      json={**GOOD, "code": "new-members"}).status_code == 201
+
+
 def test_an_owner_creates_changes_and_deletes_a_template(owner):
     r = owner.post("/api/v1/messages/templates", json=GOOD)
     assert r.status_code == 201 and r.json()["version"] == 1

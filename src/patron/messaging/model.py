@@ -40,6 +40,9 @@ JITTER = 0.2
 OTP_LIFETIME = dt.timedelta(minutes=10)
 
 CODE_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,63}$")
+# Words the template pages use as addresses (/messages/templates/new): a template of that code
+# could never be opened, so a new template may not take it.
+RESERVED_CODES = frozenset({"new"})
 VARIABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
 # Replies to an SMS that withdraw SMS marketing consent (Chinese carriers' conventions and

@@ -420,6 +420,9 @@ def create_template(*, uow: UnitOfWork, actor: Actor, values: Mapping[str, Any]
     refused here, naming the source and the variable. A built-in code may be saved to change
     its wording, with the same variables."""
     need(actor, "messages.manage")
+    if values.get("code") in model.RESERVED_CODES:
+        raise ValidationFailed("validation_failed", fields=[
+            FieldError("code", "message_template_code_reserved", {"code": values["code"]})])
     t = check_template(values)
 
     def work() -> dict[str, Any]:

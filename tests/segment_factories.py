@@ -84,6 +84,7 @@ class Customer:
     tags: set[str] = field(default_factory=set)
     orders: list[Order] = field(default_factory=list)
     rfm: dict[str, tuple[int, int, int, str]] = field(default_factory=dict)
+    language: str | None = None
     stage: str | None = None
     p_alive: float | None = None
     clv: int | None = None  # fen
@@ -189,13 +190,15 @@ def generate(uow: UnitOfWork, *, count: int = 80, seed: int = 7) -> World:
             member_code=rng.choice([None, f"M{i:06d}"]), gender=rng.choice([None, "F", "M", "U"]),
             is_member=rng.random() < 0.5, birthday=born,
             created_at=_rand_time(rng, 800), reg_store=rng.choice([None, *STORES]),
-            reg_channel=rng.choice([None, *CHANNELS]), custom=custom)
+            reg_channel=rng.choice([None, *CHANNELS]), custom=custom,
+            # by number, not drawn: the draws of every other field stay as they were
+            language=(None, "zh", "en")[i % 3])
         people.append(c)
         conn.execute(insert(customers).values(
             id=c.id, **profile_values(c.id, {"name": c.name, "birthday": c.birthday,
                                              "phone": c.phone, "email": c.email}),
-            gender=c.gender, member_code=c.member_code, is_member=c.is_member,
-            registration_store_id=store_ids.get(c.reg_store or ""),
+            gender=c.gender, language=c.language, member_code=c.member_code,
+            is_member=c.is_member, registration_store_id=store_ids.get(c.reg_store or ""),
             registration_channel_id=channel_ids.get(c.reg_channel or ""),
             custom_fields=c.custom, created_at=c.created_at, updated_at=c.created_at))
         for kind in m.IDENTITY_KINDS:

@@ -41,6 +41,8 @@ def test_a_nested_definition_round_trips_as_json() -> None:
      "conditions.0", "op_not_for_type"),
     ({"conditions": [{"type": "profile", "field": "gender", "op": "in", "value": ["X"]}]},
      "conditions.0", "choice_unknown"),
+    ({"conditions": [{"type": "profile", "field": "language", "op": "in", "value": ["fr"]}]},
+     "conditions.0", "choice_unknown"),
     ({"conditions": [{"type": "purchases", "measure": "orders", "op": "gte", "value": 1,
                       "window": {"last_days": 7, "from": "2026-01-01", "to": "2026-01-02"}}]},
      "conditions.0.window", "window_ambiguous"),

@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from patron import i18n as _i18n
+
 MAX_DEPTH = 6
 MAX_CONDITIONS = 200
 MAX_LIST = 500
@@ -43,7 +45,7 @@ BOOL_OPS: tuple[str, ...] = ("is_true", "is_false")
 PROFILE_FIELDS: dict[str, str] = {
     "name": "text", "phone": "text", "email": "text", "member_code": "text",
     "gender": "choice", "is_member": "bool", "birthday": "date", "created_at": "date",
-    "age": "number",
+    "age": "number", "language": "choice",
 }
 # Name, phone, email and birthday are encrypted at rest (docs/data-protection.md): the database
 # can test them only through their blind indexes (a whole name, a surname, a whole phone or
@@ -58,6 +60,9 @@ PROFILE_OPS: dict[str, tuple[str, ...]] = {
     "age": ("is_set", "is_not_set"),
 }
 GENDERS = ("F", "M", "U")
+# A customer's message language (customers.language; unset: the default language): Patron's
+# own languages, by the same codes.
+LANGUAGES: tuple[str, ...] = tuple(_i18n.LANGUAGES)
 OPS_BY_KIND: dict[str, tuple[str, ...]] = {
     "text": TEXT_OPS, "choice": CHOICE_OPS, "bool": BOOL_OPS, "date": DATE_OPS,
     "number": (*NUMBER_OPS, "is_set", "is_not_set"),
@@ -180,20 +185,21 @@ def _in_range(value: Any, low: Decimal, high: Decimal) -> None:
 # --- conditions -----------------------------------------------------------------------------
 
 class ProfileCondition(_Strict):
-    """A profile field: text, choice (gender), yes/no (is_member), date (birthday,
-    created_at: local dates) or number (age in whole years at the as-of day)."""
+    """A profile field: text, choice (gender, message language), yes/no (is_member), date
+    (birthday, created_at: local dates) or number (age in whole years at the as-of day)."""
 
     type: Literal["profile"]
     field: Literal["name", "phone", "email", "member_code", "gender", "is_member", "birthday",
-                   "created_at", "age"]
+                   "created_at", "age", "language"]
     op: str
     value: Any = None
 
     @model_validator(mode="after")
     def _op_fits(self) -> ProfileCondition:
         kind = PROFILE_FIELDS[self.field]
-        check_op_value(kind, self.op, self.value, choices=GENDERS if self.field == "gender"
-                       else None, allowed=PROFILE_OPS.get(self.field))
+        choices = {"gender": GENDERS, "language": LANGUAGES}.get(self.field)
+        check_op_value(kind, self.op, self.value, choices=choices,
+                       allowed=PROFILE_OPS.get(self.field))
         return self
 
 

@@ -43,15 +43,15 @@ log = logging.getLogger("patron.segments.replica")
 
 FILE_NAME = "audience.duckdb"
 # Bumped whenever the copied tables or columns change: a replica of another format is ignored.
-FORMAT = 3
+FORMAT = 4
 BATCH_ROWS = 100_000
 
 # The tables and columns the segment compiler reads (patron.segments.compile, the store-scope
 # clause patron.customers.queries.visible_clause and privacy.service.personalisation_opted_out).
 TABLES: dict[str, tuple[str, ...]] = {
     "customers": ("id", "merged_into_id", "registration_store_id", "registration_channel_id",
-                  "member_code", "gender", "is_member", "created_at", "custom_fields",
-                  "birth_md", "name_index", "surname_index",
+                  "member_code", "gender", "language", "is_member", "created_at",
+                  "custom_fields", "birth_md", "name_index", "surname_index",
                   "name", "phone", "email", "birthday"),
     "customer_figures": ("customer_id", "order_count", "net_spend", "last_order_at",
                          "counters"),

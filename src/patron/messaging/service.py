@@ -141,33 +141,33 @@ def _replayed(row: Any, digest: str) -> int:
 
 # --- what the worker needs ----------------------------------------------------------------------
 
+def _live(conn: Connection, customer_id: int | None) -> tuple[int | None, str | None]:
+    """The profile a message is for now (a profile merged since points to its survivor) and
+    that profile's stored language: one read per profile on the way."""
+    seen = 0
+    while customer_id is not None and seen < 20:
+        row = conn.execute(select(customers.c.merged_into_id, customers.c.language).where(
+            customers.c.id == customer_id)).first()
+        if row is None:
+            return customer_id, None
+        if row.merged_into_id is None:
+            return customer_id, row.language
+        customer_id, seen = int(row.merged_into_id), seen + 1
+    return customer_id, None
+
+
 def customer_language(conn: Connection, customer_id: int | None) -> str | None:
     """The language the customer asked to be written to in (their profile's, the survivor's
     when the profile was merged since), or None: the default language."""
     from patron.i18n import LANGUAGES
 
-    seen = 0
-    while customer_id is not None and seen < 20:
-        row = conn.execute(select(customers.c.language, customers.c.merged_into_id).where(
-            customers.c.id == customer_id)).first()
-        if row is None:
-            return None
-        if row.merged_into_id is None:
-            return row.language if row.language in LANGUAGES else None
-        customer_id, seen = int(row.merged_into_id), seen + 1
-    return None
+    language = _live(conn, customer_id)[1]
+    return language if language in LANGUAGES else None
 
 
 def live_customer(conn: Connection, customer_id: int | None) -> int | None:
     """The profile a message is for now: a profile merged since points to its survivor."""
-    seen = 0
-    while customer_id is not None and seen < 20:
-        merged_into = conn.execute(select(customers.c.merged_into_id).where(
-            customers.c.id == customer_id)).scalar()
-        if merged_into is None:
-            return customer_id
-        customer_id, seen = int(merged_into), seen + 1
-    return customer_id
+    return _live(conn, customer_id)[0]
 
 
 def consent_rows(conn: Connection, customer_id: int, kind: str,

@@ -655,7 +655,8 @@ def change_language(*, uow: UnitOfWork, session: MemberSession, language: str | 
 
     member = own_member(uow.c, session, None)
     customer_id = live_customer(uow.c, int(member["customer_id"]))
-    assert customer_id is not None
+    if customer_id is None:
+        raise NotFound("customer_not_found")
     value = change_language_in(uow.c, actor=session.actor(), customer_id=customer_id,
                                language=language, source="self_service")
     uow.commit()

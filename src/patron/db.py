@@ -244,12 +244,14 @@ def allocate_ids_many(conn: Connection, wanted: list[tuple[Any, int]]) -> list[l
     if not asked:
         return out
     if conn.dialect.name == "postgresql":
-        # The sequence is looked up once per table, not once per id.
+        # The sequence is looked up once per table, not once per id: without OFFSET 0 the
+        # planner flattens the subquery and calls pg_get_serial_sequence (a catalog lookup)
+        # for every id (2,000 ids: about 9 ms against 4).
         parts, params = [], {}
         for i, table, count in asked:
             parts.append(f"SELECT {i} AS k, nextval(s.seq) AS id FROM (SELECT CAST("  # noqa: S608
-                         f"pg_get_serial_sequence(:t{i}, 'id') AS regclass) AS seq) AS s, "
-                         f"generate_series(1, :n{i})")
+                         f"pg_get_serial_sequence(:t{i}, 'id') AS regclass) AS seq OFFSET 0) "
+                         f"AS s, generate_series(1, :n{i})")
             params[f"t{i}"], params[f"n{i}"] = table.name, count
         for k, new_id in conn.execute(cached_text(" UNION ALL ".join(parts)), params):
             out[int(k)].append(int(new_id))

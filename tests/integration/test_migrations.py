@@ -45,10 +45,24 @@ def _migrator(engine, url: str) -> Callable[..., None]:
     return migrate
 
 
+# On PostgreSQL orders, their lines and payments reference their parents through checks run
+# once per statement instead of foreign keys (migration 0009, decision 0017); the tables still
+# declare the keys, which SQLite keeps.
+CHECKED_PER_STATEMENT = {("orders", "fk_orders_customer_id_customers"),
+                         ("orders", "fk_orders_channel_id_channels"),
+                         ("orders", "fk_orders_store_id_stores"),
+                         ("order_lines", "fk_order_lines_order_id_orders"),
+                         ("order_payments", "fk_order_payments_order_id_orders")}
+
+
 def test_migrated_schema_matches_the_tables(engine):
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diffs = compare_metadata(ctx, metadata)
+    if engine.dialect.name == "postgresql":
+        missing = {(d[1].table.name, d[1].name) for d in diffs if d[0] == "add_fk"}
+        assert missing == CHECKED_PER_STATEMENT
+        diffs = [d for d in diffs if d[0] != "add_fk"]
     assert diffs == []
 
 
@@ -130,5 +144,57 @@ def test_0008_lets_a_program_deduct_spent_points_from_refunds_and_goes_back(fres
         migrate(command.upgrade, "head")
         set_policy("deduct_from_refund")
         assert policy() == "deduct_from_refund"
+    finally:
+        engine.dispose()
+
+
+def test_0009_checks_the_order_references_per_statement_on_postgresql_and_goes_back(fresh_url):
+    """On PostgreSQL 0009 replaces the foreign keys of orders, order lines and payments by
+    checks run once per statement (a payment of a missing order and an order of a missing
+    customer are still refused), and undoing it brings the foreign keys back; on SQLite it
+    changes nothing and the foreign keys stay."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import IntegrityError
+
+    engine = create_engine(fresh_url)
+    migrate = _migrator(engine, fresh_url)
+    postgres = engine.dialect.name == "postgresql"
+    keys_of = {name for _table, name in CHECKED_PER_STATEMENT}
+
+    def keys() -> set[str]:
+        with engine.connect() as conn:
+            found = inspect(conn)
+            return {fk["name"] for t in ("orders", "order_lines", "order_payments")
+                    for fk in found.get_foreign_keys(t)}
+
+    def orphans_refused() -> None:
+        if not postgres:
+            return  # SQLite checks foreign keys only with the pragma, which Patron's engine sets
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("INSERT INTO order_payments (order_id, method, amount) "
+                              "VALUES (424242, 'cash', 100)"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO orders (id, channel_id, scope_store_id, external_id, customer_id, "
+                "purchased_at, gross_amount, discount_amount, total_amount, refunded_amount, "
+                "line_count, identifiers, content_hash, source, created_at) SELECT 1, id, 0, "
+                "'X1', 424242, now(), 0, 0, 0, 0, 0, '[]', 'h', 'api', now() FROM channels "
+                "LIMIT 1"))
+
+    try:
+        migrate(command.upgrade, "0008")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO channels (code, name, kind, requires_store) "
+                              "VALUES ('pos', 'POS', 'store', false)"))
+        assert keys_of <= keys()
+        migrate(command.upgrade, "0009")
+        assert (keys() & keys_of) == (set() if postgres else keys_of)
+        orphans_refused()
+        migrate(command.downgrade, "0008")
+        assert keys_of <= keys()
+        orphans_refused()
+        migrate(command.upgrade, "head")
+        assert (keys() & keys_of) == (set() if postgres else keys_of)
+        orphans_refused()
     finally:
         engine.dispose()

@@ -197,9 +197,14 @@ def read_row(number: int, cells: Iterable[Any], layout: Layout) -> FileRow | Non
             continue
         value = cells[index]
         # Every cell of a CSV file is text: the common case without cell_text's type checks.
-        value = (value.strip() or None) if type(value) is str else cell_text(value)
-        if value is not None:
-            values[canonical] = value
+        if type(value) is str:
+            value = value.strip()
+            if value:
+                values[canonical] = value
+        else:
+            value = cell_text(value)
+            if value is not None:
+                values[canonical] = value
     if not values:
         return None
     for canonical, constant in layout.defaults.items():
@@ -234,9 +239,12 @@ def _continues(order: list[FileRow], row: FileRow) -> bool:
     """Whether a row adds a line to the order before it: the same order id, and the same
     channel and store, or those left blank the way many exports write an order's later rows."""
     first, this = order[0].values, row.values
-    if this.get("order_id") is None or this.get("order_id") != first.get("order_id"):
+    order_id = this.get("order_id")
+    if order_id is None or order_id != first.get("order_id"):
         return False
-    return all(this.get(c) is None or this.get(c) == first.get(c) for c in ("channel", "store"))
+    channel, store = this.get("channel"), this.get("store")
+    return ((channel is None or channel == first.get("channel"))
+            and (store is None or store == first.get("store")))
 
 
 def group_orders(rows: Iterable[FileRow]) -> Iterator[list[FileRow]]:
@@ -357,20 +365,27 @@ def build_order(rows: list[FileRow], datetime_format: str | None = None) -> File
 
     lines = []
     for row in rows:
-        v = row.values
-        if not any(v.get(c) is not None for c in LINE_COLUMNS):
+        # The cells of LINE_COLUMNS, each read once (this loop runs for every line of a file).
+        get = row.values.get
+        sku, quantity, unit_price = get("sku"), get("quantity"), get("unit_price")
+        name, category, discount = get("product_name"), get("category"), get("line_discount")
+        if (sku is None and quantity is None and unit_price is None and name is None
+                and category is None and discount is None):
             continue
-        line: dict[str, Any] = {"sku": v.get("sku"), "quantity": v.get("quantity"),
-                                "unit_price": v.get("unit_price")}
-        for canonical, value in (("name", v.get("product_name")),
-                                 ("category", v.get("category")),
-                                 ("discount", v.get("line_discount"))):
-            if value is not None:
-                line[canonical] = value
-        for key in ("quantity", "unit_price", "discount"):
-            if line.get(key) is not None:
-                line[key] = amount_text(line[key])
-        lines.append({k: val for k, val in line.items() if val is not None})
+        line: dict[str, Any] = {}
+        if sku is not None:
+            line["sku"] = sku
+        if quantity is not None:
+            line["quantity"] = amount_text(quantity)
+        if unit_price is not None:
+            line["unit_price"] = amount_text(unit_price)
+        if name is not None:
+            line["name"] = name
+        if category is not None:
+            line["category"] = category
+        if discount is not None:
+            line["discount"] = amount_text(discount)
+        lines.append(line)
         order.line_rows.append(row.number)
     if lines:
         payload["lines"] = lines

@@ -125,7 +125,7 @@ class OrderFile:
         binary = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
         self._close.append(binary.close)
         text = io.TextIOWrapper(binary, encoding=encoding, newline="")
-        return ((number, cells) for number, cells in enumerate(csv.reader(text), start=1))
+        return enumerate(csv.reader(text), start=1)
 
     def _xlsx_rows(self) -> Iterator[tuple[int, list[Any]]]:
         # calamine reads a sheet ~7x faster than openpyxl but holds all of it in memory (about

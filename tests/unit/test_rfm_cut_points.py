@@ -30,10 +30,11 @@ def test_cut_points_score_as_the_rank_rule_with_ties():
     for _ in range(300):
         n = rng.randint(1, 40)
         freq = [rng.choice([1, 1, 1, 2, 2, 3, 5, 8]) for _ in range(n)]
-        money = [Decimal(rng.choice([0, 1000, 1000, 2550, 9999])) / 100 for _ in range(n)]
+        money = [rng.choice([0, 1000, 1000, 2550, 9999]) for _ in range(n)]  # fen
         his_f, his_m = cut_his("f", freq), cut_his("m", money)
         assert [score(x, his_f) for x in freq] == quantile_scores(freq)
-        assert [score(x, his_m) for x in money] == quantile_scores([float(m) for m in money])
+        assert [score(x, his_m) for x in money] == quantile_scores(
+            [float(Decimal(m) / 100) for m in money])
 
 
 def test_recency_cut_points_are_whole_days_and_the_last_day_holds_later_purchases():
@@ -69,6 +70,6 @@ def test_owner_thresholds_as_bounds_score_as_the_model():
     for count in range(0, 20):
         assert score(count, f) == value_score_by_thresholds(count, th.frequency)
     for fen in (0, 9999, 10000, 50049, 50050, 100000, 499999, 500000, 900000):
-        yuan = Decimal(fen) / 100
-        assert score(yuan, m) == value_score_by_thresholds(float(yuan), th.monetary)
+        yuan = Decimal(fen) / 100  # the cut points are in fen, the owner's in yuan
+        assert score(fen, m) == value_score_by_thresholds(float(yuan), th.monetary)
     assert threshold_his("f", RfmThresholds(), END) is None

@@ -35,6 +35,8 @@ import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -48,6 +50,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    type_coerce,
     union_all,
 )
 
@@ -58,8 +61,10 @@ STATE_VERSION = 1
 DAY = dt.timedelta(days=1)
 CENT = Decimal("0.01")
 DIMS = ("r", "f", "m")
+# Monetary values are integer fen here (the column's own integers, read and bound without the
+# Money type's Decimal conversions: a night handles a few hundred thousand of them).
 COLUMNS = {"r": rfm_scores.c.last_order_at, "f": rfm_scores.c.frequency,
-           "m": rfm_scores.c.monetary}
+           "m": type_coerce(rfm_scores.c.monetary, BigInteger)}
 SCORE_COLUMNS = {"r": "r_score", "f": "f_score", "m": "m_score"}
 # More changed customers than this share of the scored ones: the full refresh is cheaper.
 FULL_SHARE = 0.2
@@ -76,16 +81,14 @@ def _fen(value: Decimal) -> int:
 
 # --- value classes and cut points -----------------------------------------------------------
 
-Value = Any  # datetime (r), int (f), Decimal yuan (m)
+Value = Any  # datetime (r), int (f), int fen (m)
 
 
 def value_class(dim: str, x: Value, end: dt.datetime) -> tuple[Value, Value | None]:
     """``(lo, hi]``: the values tied with ``x``. For recency ``hi`` is None for the last day's
     class (recency 0), which also holds purchases after the end of the as-of day."""
-    if dim == "f":
+    if dim != "r":  # orders, fen
         return x - 1, x
-    if dim == "m":
-        return x - CENT, x
     days = recency(x, end)
     if days == 0:
         return end - DAY, None
@@ -117,7 +120,7 @@ def threshold_his(dim: str, th: RfmThresholds, end: dt.datetime) -> list[Value] 
     if dim == "f" and th.frequency:
         return [math.ceil(c) - 1 for c in th.frequency]
     if dim == "m" and th.monetary:
-        return [Decimal(_fen(Decimal(str(c))) - 1) / 100 for c in th.monetary]
+        return [_fen(Decimal(str(c))) - 1 for c in th.monetary]
     return None
 
 
@@ -126,8 +129,8 @@ def _encode(dim: str, value: Value | None) -> Any:
         return None
     if dim == "r":
         return value.astimezone(dt.UTC).isoformat()
-    if dim == "m":
-        return str(value)
+    if dim == "m":  # yuan, as the state has always held them
+        return str((Decimal(value) / 100).quantize(CENT))
     return int(value)
 
 
@@ -137,7 +140,7 @@ def _decode(dim: str, value: Any) -> Value | None:
     if dim == "r":
         return dt.datetime.fromisoformat(value)
     if dim == "m":
-        return Decimal(value)
+        return _fen(Decimal(value))
     return int(value)
 
 
@@ -205,7 +208,8 @@ def score_groups(conn: Connection, keys: list[str], recency_sql: Any
                    func.sum(recency_sql).label("rec"), func.sum(s.frequency).label("freq"),
                    func.sum(cast(s.monetary, BigInteger)).label("fen"),
                    func.max(s.last_order_at).label("top_r"),
-                   func.max(s.frequency).label("top_f"), func.max(s.monetary).label("top_m"))
+                   func.max(s.frequency).label("top_f"),
+                   func.max(COLUMNS["m"]).label("top_m"))
             .where(where).group_by(s.scope, s.r_score, s.f_score, s.m_score, s.segment)):
         out[g.scope].append(g)
     return out
@@ -269,13 +273,14 @@ def clear_changed_customers(conn: Connection) -> None:
 
 
 _ATTR = {"r": "last_at", "f": "frequency", "m": "monetary"}
+VALUE_OF = {d: attrgetter(a) for d, a in _ATTR.items()}
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     last_at: dt.datetime
     frequency: int
-    monetary: Decimal
+    monetary: int  # fen
     r: int = 1
     f: int = 1
     m: int = 1
@@ -288,7 +293,7 @@ class Row:
         return getattr(self, _ATTR[dim])
 
     def contribution(self, end: dt.datetime) -> list[int]:
-        return [1, recency(self.last_at, end), self.frequency, _fen(self.monetary), self.r,
+        return [1, recency(self.last_at, end), self.frequency, self.monetary, self.r,
                 self.f, self.m]
 
 
@@ -298,9 +303,14 @@ def _add(sums: dict[str, list[int]], segment: str, part: list[int], sign: int) -
         into[i] += sign * v
 
 
+# What a refresh reads of a stored row (not ``computed_at``; monetary in fen).
+ROW_COLUMNS = (rfm_scores.c.scope, rfm_scores.c.customer_id, rfm_scores.c.last_order_at,
+               rfm_scores.c.frequency, COLUMNS["m"].label("monetary"), rfm_scores.c.r_score,
+               rfm_scores.c.f_score, rfm_scores.c.m_score, rfm_scores.c.segment)
+
+
 def _row(r: Any) -> Row:
-    return Row(r.last_order_at, int(r.frequency), Decimal(r.monetary), int(r.r_score),
-               int(r.f_score), int(r.m_score), r.segment)
+    return Row(r[2], r[3], r[4], r[5], r[6], r[7], r[8])
 
 
 @dataclass
@@ -472,7 +482,7 @@ def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -
     n = state.n - sum(1 for cid in work.old if cid not in work.new) + sum(
         1 for cid in work.new if cid not in work.old)
     view = View(work.key, untouched,
-                {d: sorted(row.value(d) for row in work.new.values()) for d in DIMS})
+                {d: sorted(map(VALUE_OF[d], work.new.values())) for d in DIMS})
     his: dict[str, list[Value | None]] = {}
     ranges: list[Any] = []
     new_cuts: dict[str, list[Cut] | None] = {}
@@ -487,7 +497,7 @@ def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -
             cuts = state.cuts[dim] or []
             old_his = [c.hi for c in cuts] if cuts else [None] * 4
             moved = []
-            left = sorted(row.value(dim) for row in work.old.values())
+            left = sorted(map(VALUE_OF[dim], work.old.values()))
             came = view.fresh[dim]
 
             for level, cut in zip(range(2, 6), cuts or [None] * 4, strict=True):
@@ -523,9 +533,9 @@ def candidates(conn: Connection, works: list[ScopeWork], conds: list[Any]) -> No
     if not conds:
         return
     by_key = {w.key: w for w in works}
-    for r in conn.execute(select(rfm_scores).where(or_(*conds))).all():
-        work = by_key[r.scope]
-        cid = int(r.customer_id)
+    for r in conn.execute(select(*ROW_COLUMNS).where(or_(*conds))).all():
+        work = by_key[r[0]]
+        cid = r[1]
         if cid not in work.new and cid not in work.old:
             work.others[cid] = _row(r)
 
@@ -555,7 +565,8 @@ def finish(work: ScopeWork) -> None:
 
 def _rescore(row: Row, his: dict[str, list[Value | None]]) -> bool:
     """Score ``row`` by the cut points; whether anything changed."""
-    r, f, m = (score(row.value(d), his[d]) for d in DIMS)
+    r, f, m = score(row.last_at, his["r"]), score(row.frequency, his["f"]), score(
+        row.monetary, his["m"])
     segment = segment_for(r, f, m)
     changed = (r, f, m, segment) != (row.r, row.f, row.m, row.segment)
     row.r, row.f, row.m, row.segment = r, f, m, segment
@@ -591,6 +602,10 @@ ON CONFLICT (scope, customer_id) DO UPDATE SET
 """)
 
 
+def _same(moment: dt.datetime) -> dt.datetime:
+    return moment
+
+
 def _stamp(conn: Connection, moment: dt.datetime) -> str:
     utc = moment.astimezone(dt.UTC)
     if conn.dialect.name == "postgresql":
@@ -602,11 +617,14 @@ def write_rows(conn: Connection, works: list[ScopeWork], now: dt.datetime) -> No
     """Every scope's rows to write in one statement, and the rows that left the scopes. In
     key order (customer, then scope): a touched customer's rows of every scope are written
     one after the other, on the same page of the key."""
-    rows = sorted([cid, w.key, _stamp(conn, row.last_at), row.frequency, _fen(row.monetary),
-                   row.r, row.f, row.m, row.segment]
-                  for w in works for cid, row in w.write.items())
-    if rows:
-        sql = _PG_WRITE if conn.dialect.name == "postgresql" else _SQLITE_WRITE
+    keys = sorted((cid, w.key, row) for w in works for cid, row in w.write.items())
+    if keys:
+        if conn.dialect.name == "postgresql":  # orjson writes the UTC moments as ISO 8601
+            sql, stamp = _PG_WRITE, _same
+        else:
+            sql, stamp = _SQLITE_WRITE, partial(_stamp, conn)
+        rows = [[cid, key, stamp(row.last_at), row.frequency, row.monetary, row.r, row.f,
+                 row.m, row.segment] for cid, key, row in keys]
         conn.execute(sql, {"rows": orjson.dumps(rows).decode(), "now": _stamp(conn, now)})
     s = rfm_scores.c
     for w in works:

@@ -633,8 +633,9 @@ def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datet
     only = select(_touched.c.customer_id)
     s = rfm_scores.c
     old: dict[str, dict[int, rfm_refresh.Row]] = {}
-    for r in conn.execute(select(rfm_scores).where(s.customer_id.in_(only))).all():
-        old.setdefault(r.scope, {})[int(r.customer_id)] = rfm_refresh._row(r)
+    for r in conn.execute(select(*rfm_refresh.ROW_COLUMNS).where(
+            s.customer_id.in_(only))).all():
+        old.setdefault(r[0], {})[r[1]] = rfm_refresh._row(r)
     new = _touched_values(conn, scopes, as_of, only)
     last_day = rfm_refresh.last_day_rows(conn, {k: old_end for k, (_st, old_end)
                                                  in states.items()})
@@ -670,22 +671,22 @@ def _touched_values(conn: Connection, scopes: list[Scope], as_of: dt.datetime, o
     overall = [s for s in scopes if s.store_ids is None]
     for scope in overall:
         src = _rfm_source(conn, scope, only=only)
-        out[scope.key] = {int(r.customer_id): rfm_refresh.Row(r.last_at, int(r.frequency),
-                                                              Decimal(r.monetary))
-                          for r in conn.execute(select(src)).all()}
+        out[scope.key] = {cid: rfm_refresh.Row(last_at, frequency, fen)
+                          for cid, last_at, frequency, fen in conn.execute(
+                              select(src.c.customer_id, src.c.last_at, src.c.frequency,
+                                     type_coerce(src.c.monetary, BigInteger))).all()}
     partial = [s for s in scopes if s.store_ids is not None]
     if not partial:
         return out
     o = orders.c
-    per_store: dict[int, list[tuple[int, Any, int, Decimal]]] = {}
+    per_store: dict[int, list[tuple[int, Any, int, int]]] = {}
     for store_id, cid, last_at, frequency, monetary in conn.execute(
             select(o.store_id, o.customer_id, func.max(o.purchased_at), func.count(),
-                   type_coerce(func.sum(o.total_amount - o.refunded_amount), Money))
+                   type_coerce(func.sum(o.total_amount - o.refunded_amount), BigInteger))
             .where(o.store_id.is_not(None), o.customer_id.in_(only), _live(o.customer_id),
                    o.purchased_at <= _moment(conn, as_of))
             .group_by(o.store_id, o.customer_id)).all():
-        per_store.setdefault(int(store_id), []).append(
-            (int(cid), last_at, int(frequency), Decimal(monetary)))
+        per_store.setdefault(store_id, []).append((cid, last_at, frequency, int(monetary)))
     for scope in partial:
         rows = out[scope.key]
         for store_id in scope.store_ids or ():

@@ -60,7 +60,8 @@ def run(db: BenchDatabase, stream: OrderStream, count: int, *, chunk: int = CHUN
     md = MetaData()
     raw_orders = bare_copy(orders, "bench_raw_orders", md)
     raw_lines = bare_copy(order_lines, "bench_raw_order_lines", md)
-    md.create_all(engine)
+    raw_engine = get_engine(db.raw_url)
+    md.create_all(raw_engine)
 
     real_s = raw_s = 0.0
     statuses: Counter[str] = Counter()
@@ -83,7 +84,7 @@ def run(db: BenchDatabase, stream: OrderStream, count: int, *, chunk: int = CHUN
 
         def raw(order_rows: list[dict[str, Any]] = order_rows,
                 line_rows: list[dict[str, Any]] = line_rows) -> None:
-            with engine.begin() as conn:
+            with raw_engine.begin() as conn:
                 conn.execute(insert(raw_orders), order_rows)
                 conn.execute(insert(raw_lines), line_rows)
 

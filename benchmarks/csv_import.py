@@ -62,6 +62,8 @@ def run(db: BenchDatabase, stream: OrderStream, start: int, count: int, workdir:
     md = MetaData()
     raw_orders = bare_copy(orders, "bench_raw_orders", md)
     raw_lines = bare_copy(order_lines, "bench_raw_order_lines", md)
+    raw_engine = get_engine(db.raw_url)
+    md.create_all(raw_engine)
     now = utcnow()
     state = {"done": 0, "raw_s": 0.0}
 
@@ -78,7 +80,7 @@ def run(db: BenchDatabase, stream: OrderStream, start: int, count: int, workdir:
             order_rows.append(o)
             line_rows.extend(ls)
         t0 = time.perf_counter()
-        with engine.begin() as conn:
+        with raw_engine.begin() as conn:
             conn.execute(insert(raw_orders), order_rows)
             conn.execute(insert(raw_lines), line_rows)
         state["raw_s"] += time.perf_counter() - t0

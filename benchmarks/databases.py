@@ -29,6 +29,14 @@ class BenchDatabase:
     url: str
     channel_ids: dict[str, int]
     store_ids: dict[str, int]
+    # Where the raw anchor's bare tables live. On SQLite a database file of their own, opened
+    # by the same ``get_engine`` (the same pragmas): each side writes and checkpoints its own
+    # WAL, so neither pays for the other's pages. On PostgreSQL the same database.
+    raw_url: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.raw_url:
+            self.raw_url = self.url
 
     @property
     def store_codes(self) -> list[str]:
@@ -57,10 +65,14 @@ def _prepare(kind: str, url: str) -> BenchDatabase:
 def sqlite_database(directory: Path) -> Iterator[BenchDatabase]:
     path = directory / "bench.sqlite3"
     url = f"sqlite:///{path}"
+    raw_url = f"sqlite:///{directory / 'bench-raw.sqlite3'}"
     try:
-        yield _prepare("sqlite", url)
+        db = _prepare("sqlite", url)
+        db.raw_url = raw_url
+        yield db
     finally:
         get_engine(url).dispose()
+        get_engine(raw_url).dispose()
 
 
 @contextlib.contextmanager

@@ -126,6 +126,16 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA cache_size=-65536")
+        # Checkpoint when the WAL passes 16,384 pages (64 MB) instead of SQLite's 1,000: a
+        # 2,000-order import chunk dirties about 5,000 pages (figures rows, index leaves), and
+        # with the default every chunk's commit copied all of them back into the database
+        # file; with a longer WAL a page dirtied by several commits in a row is copied once.
+        # Durability is the WAL's as before (synchronous=NORMAL: a committed transaction
+        # survives a crash of the process, the last ones may be lost on power loss, the
+        # database is never left inconsistent). The WAL file keeps its largest size between
+        # checkpoints; journal_size_limit truncates it back to 64 MB after a longer one.
+        cur.execute("PRAGMA wal_autocheckpoint=16384")
+        cur.execute("PRAGMA journal_size_limit=67108864")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 

@@ -165,9 +165,9 @@ class WalCheckpointer:
     commits come, so that the writer does not: with only the automatic checkpoint, the commit
     that takes the WAL past the mark copies every page in it (and syncs twice) before it
     returns, and an import chunk that dirties thousands of pages paid for that on its own time.
-    SQLite's documentation describes this arrangement (a checkpoint in another thread, the
-    automatic one as a backstop); the automatic checkpoint stays on, so a writer still
-    checkpoints when this thread falls behind, and then finds little left to copy.
+    SQLite's documentation on WAL mentions checkpoints run in a separate thread; the automatic
+    checkpoint stays on as a backstop, so a writer still checkpoints when this thread falls
+    behind, and then finds little left to copy.
 
     A ``PASSIVE`` checkpoint waits for nobody and blocks nobody: readers and the writer go on,
     it copies what no reader still needs. It changes nothing of durability: a committed
@@ -175,7 +175,7 @@ class WalCheckpointer:
     commit pokes the engine's checkpointer; its thread checkpoints every ``PERIOD`` seconds and
     ends after ``IDLE_ROUNDS`` of them without a commit (the last ones catch the commit that
     poked last: the event comes before the commit lands). It opens a connection per checkpoint
-    and never creates the file, so an idle engine holds no thread and no file."""
+    and never creates the file, so an idle engine holds no thread and no file (decision 0018)."""
 
     PERIOD = 0.1
     IDLE_ROUNDS = 3

@@ -48,11 +48,14 @@ def _migrator(engine, url: str) -> Callable[..., None]:
 # On PostgreSQL orders, their lines and payments reference their parents through checks run
 # once per statement instead of foreign keys (migration 0009, decision 0017); the tables still
 # declare the keys, which SQLite keeps.
-CHECKED_PER_STATEMENT = {("orders", "fk_orders_customer_id_customers"),
-                         ("orders", "fk_orders_channel_id_channels"),
-                         ("orders", "fk_orders_store_id_stores"),
-                         ("order_lines", "fk_order_lines_order_id_orders"),
-                         ("order_payments", "fk_order_payments_order_id_orders")}
+CHECKED_BY_0009 = {("orders", "fk_orders_customer_id_customers"),
+                   ("orders", "fk_orders_channel_id_channels"),
+                   ("orders", "fk_orders_store_id_stores"),
+                   ("order_lines", "fk_order_lines_order_id_orders"),
+                   ("order_payments", "fk_order_payments_order_id_orders")}
+CHECKED_BY_0010 = {("identities", "fk_identities_customer_id_customers"),
+                   ("customer_figures", "fk_customer_figures_customer_id_customers")}
+CHECKED_PER_STATEMENT = CHECKED_BY_0009 | CHECKED_BY_0010
 
 
 def test_migrated_schema_matches_the_tables(engine):
@@ -159,7 +162,7 @@ def test_0009_checks_the_order_references_per_statement_on_postgresql_and_goes_b
     engine = create_engine(fresh_url)
     migrate = _migrator(engine, fresh_url)
     postgres = engine.dialect.name == "postgresql"
-    keys_of = {name for _table, name in CHECKED_PER_STATEMENT}
+    keys_of = {name for _table, name in CHECKED_BY_0009}
 
     def keys() -> set[str]:
         with engine.connect() as conn:
@@ -191,6 +194,53 @@ def test_0009_checks_the_order_references_per_statement_on_postgresql_and_goes_b
         assert (keys() & keys_of) == (set() if postgres else keys_of)
         orphans_refused()
         migrate(command.downgrade, "0008")
+        assert keys_of <= keys()
+        orphans_refused()
+        migrate(command.upgrade, "0009")
+        assert (keys() & keys_of) == (set() if postgres else keys_of)
+        orphans_refused()
+    finally:
+        engine.dispose()
+
+
+def test_0010_checks_identities_and_figures_per_statement_on_postgresql_and_goes_back(
+        fresh_url):
+    """On PostgreSQL 0010 replaces the foreign keys of identities and figures to customers by
+    checks run once per statement (an identity or a figures row of a missing customer is still
+    refused), and undoing it brings the foreign keys back; SQLite keeps them throughout."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import IntegrityError
+
+    engine = create_engine(fresh_url)
+    migrate = _migrator(engine, fresh_url)
+    postgres = engine.dialect.name == "postgresql"
+    keys_of = {name for _table, name in CHECKED_BY_0010}
+
+    def keys() -> set[str]:
+        with engine.connect() as conn:
+            found = inspect(conn)
+            return {fk["name"] for t in ("identities", "customer_figures")
+                    for fk in found.get_foreign_keys(t)}
+
+    def orphans_refused() -> None:
+        if not postgres:
+            return  # SQLite checks foreign keys only with the pragma, which Patron's engine sets
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("INSERT INTO customer_figures (customer_id, counters) "
+                              "VALUES (424242, '{}')"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("INSERT INTO identities (kind, namespace, value, value_index, "
+                              "customer_id, created_at) VALUES ('phone', '', 'x', 'i', 424242, "
+                              "now())"))
+
+    try:
+        migrate(command.upgrade, "0009")
+        assert keys_of <= keys()
+        orphans_refused()
+        migrate(command.upgrade, "0010")
+        assert (keys() & keys_of) == (set() if postgres else keys_of)
+        orphans_refused()
+        migrate(command.downgrade, "0009")
         assert keys_of <= keys()
         orphans_refused()
         migrate(command.upgrade, "head")

@@ -151,3 +151,28 @@ def test_a_parent_without_orders_can_be_deleted(uow):
     uow.commit()
     assert uow.c.execute(text("DELETE FROM channels WHERE code = 'spare'")).rowcount == 1
     uow.commit()
+
+
+@pytest.mark.parametrize("table", ["identities", "customer_figures"])
+def test_a_customers_identities_and_figures_refer_to_it(uow, table):
+    [oid] = _recorded(uow, "R1")
+    uow.commit()
+    cid = uow.c.execute(select(orders.c.customer_id).where(orders.c.id == oid)).scalar_one()
+    column = "customer_id"
+    with pytest.raises(IntegrityError):
+        uow.c.execute(text(f"UPDATE {table} SET {column} = 424242"))  # noqa: S608
+    uow.rollback()
+    copy = {"identities": "INSERT INTO identities (kind, namespace, value, value_index, "
+                          "customer_id, created_at) SELECT kind, 'other', value, value_index, "
+                          "424242, created_at FROM identities",
+            "customer_figures": "INSERT INTO customer_figures (customer_id, counters) "
+                                "VALUES (424242, '{}')"}[table]
+    with pytest.raises(IntegrityError):
+        uow.c.execute(text(copy))
+    uow.rollback()
+    uow.c.execute(text("DELETE FROM orders WHERE id = :o"), {"o": oid})
+    with pytest.raises(IntegrityError):  # its identities and figures still refer to it
+        uow.c.execute(text("DELETE FROM customers WHERE id = :c"), {"c": cid})
+    uow.rollback()
+    assert uow.c.execute(text(f"SELECT count(*) FROM {table} "  # noqa: S608
+                              "WHERE customer_id = :c"), {"c": cid}).scalar_one() >= 1

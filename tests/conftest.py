@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 # Cheap password hashing in tests (set before patron.security.service builds its hasher).
@@ -37,6 +38,12 @@ os.environ.setdefault("PATRON_BACKUP_KEYS", "tb1:qE3wO7p2kX9zL4mN8bV1cR6tY0uI5oP
 from patron import migrate
 from patron.db import UnitOfWork, dispose_engines, get_engine, metadata
 from patron.org.service import clear_reference_cache, ensure_default_channels
+
+# No per-example deadline: it is a timing assertion, and on a shared 2-core machine running the
+# suite in two workers an example that takes 200 ms says nothing about the code. Hypothesis
+# still reports examples that are slow, and every property keeps its own example count.
+hypothesis_settings.register_profile("patron", deadline=None)
+hypothesis_settings.load_profile("patron")
 
 # The security figures printed at the end of a run (issue 6, section 7).
 pytest_plugins = ["tests.security_figures"]

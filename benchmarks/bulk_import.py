@@ -72,7 +72,8 @@ def run(db: BenchDatabase, stream: OrderStream, count: int, *, chunk: int = CHUN
         order_rows, line_rows = [], []
         for i, body in enumerate(bodies):
             o, ls = raw_rows(body, order_id=start + i + 1, channel_ids=db.channel_ids,
-                             store_ids=db.store_ids, now=now)
+                             store_ids=db.store_ids, now=now,
+                             customer_id=stream.raw_customer_id(start + i))
             order_rows.append(o)
             line_rows.extend(ls)
 

@@ -76,7 +76,8 @@ def run(db: BenchDatabase, stream: OrderStream, start: int, count: int, workdir:
         for n in range(int(lo), int(hi)):
             body = stream.order(start + n, prefix=prefix)
             o, ls = raw_rows(body, order_id=raw_id_base + n + 1, channel_ids=db.channel_ids,
-                             store_ids=db.store_ids, now=now)
+                             store_ids=db.store_ids, now=now,
+                             customer_id=stream.raw_customer_id(start + n))
             order_rows.append(o)
             line_rows.extend(ls)
         t0 = time.perf_counter()

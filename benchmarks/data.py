@@ -90,6 +90,14 @@ class OrderStream:
         rng = random.Random(self.seed * 1_000_003 + n)
         return self._pick_customer(rng)
 
+    def raw_customer_id(self, n: int) -> int | None:
+        """A customer id for order ``n``'s raw anchor row: the customer's number + 1, None for
+        a walk-in. Patron numbers profiles in order of first purchase, the generator by how
+        regular the customer is; either way a regular's orders land among the old ids of the
+        index and a newcomer's at its end."""
+        cust = self.customer_of(n)
+        return None if cust is None else cust.number + 1
+
     def _pick_customer(self, rng: random.Random) -> Customer | None:
         if rng.random() < 0.10:
             return None  # an anonymous walk-in
@@ -144,10 +152,12 @@ class OrderStream:
 
 
 def raw_rows(body: dict[str, Any], *, order_id: int, channel_ids: dict[str, int],
-             store_ids: dict[str, int], now: dt.datetime
+             store_ids: dict[str, int], now: dt.datetime, customer_id: int | None = None
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The same order as plain ``orders`` and ``order_lines`` rows (same columns, same values
-    where it matters), for the raw-insert anchor. No validation, no identity resolution."""
+    where it matters), for the raw-insert anchor. No validation, no identity resolution: the
+    caller gives the customer id (:meth:`OrderStream.raw_customer_id`), so that the rows
+    reach the ``(customer_id, purchased_at)`` index where Patron's do."""
     lines = []
     gross = Decimal(0)
     total = Decimal(0)
@@ -164,7 +174,7 @@ def raw_rows(body: dict[str, Any], *, order_id: int, channel_ids: dict[str, int]
     scope = store_id if body["channel"] == "pos" else 0
     order = {
         "id": order_id, "channel_id": channel_ids[body["channel"]], "scope_store_id": scope,
-        "external_id": body["external_id"], "store_id": store_id, "customer_id": None,
+        "external_id": body["external_id"], "store_id": store_id, "customer_id": customer_id,
         "purchased_at": dt.datetime.fromisoformat(body["purchased_at"]),
         "gross_amount": gross, "discount_amount": gross - total, "total_amount": total,
         "line_count": len(lines),

@@ -51,6 +51,9 @@ def test_a_checkpoint_never_creates_a_missing_database(tmp_path):
 
 
 def test_a_memory_database_has_no_checkpointer():
+    # Threads of earlier tests' file databases end 0.3 s after their last commit; this
+    # worker runs one test at a time, so none starts while this one runs.
+    assert _wait(lambda: not _checkpointer_threads()), "an earlier test's thread did not end"
     engine = make_engine("sqlite://")
     try:
         with engine.begin() as conn:

@@ -4,7 +4,10 @@ page asks to confirm (and kept when the answer is no)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -34,9 +37,20 @@ def _saved(db_url: str, code: str) -> dict | None:
 
 
 def _type(browser, name: str, text: str) -> None:
-    box = browser.find_element(By.NAME, name)
-    box.clear()
-    box.send_keys(text)
+    """Type into the named field, finding it again if a preview's answer replaced the form
+    while we typed (the element is then stale or no longer in the document)."""
+    for attempt in range(5):
+        try:
+            box = browser.find_element(By.NAME, name)
+            box.clear()
+            box.send_keys(text)
+            if box.get_attribute("value") == text:
+                return
+        except WebDriverException:
+            if attempt == 4:
+                raise
+        time.sleep(0.2)
+    assert browser.find_element(By.NAME, name).get_attribute("value") == text
 
 
 def test_an_owner_creates_and_deletes_a_template_by_clicking(
@@ -62,8 +76,13 @@ def test_an_owner_creates_and_deletes_a_template_by_clicking(
     _type(browser, "sample_name", "小王")
     _type(browser, "sample_gift", "一杯咖啡")
     browser.find_element(By.ID, "preview-button").click()
-    preview = wait_for(browser, '#preview .preview[data-lang="zh"] pre')
-    assert preview.text == "小王，生日快乐！送您 一杯咖啡。"
+    # The first preview's element may still be on the page when this click's answer replaces
+    # it: read the text afresh until the new preview shows (a stale element is retried).
+    selector = '#preview .preview[data-lang="zh"] pre'
+    expected = "小王，生日快乐！送您 一杯咖啡。"
+    WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, selector).text == expected)
+    assert browser.find_element(By.CSS_SELECTOR, selector).text == expected
     screenshot(browser, tmp_path, "messages-template-preview")
     assert _saved(db_url, "birthday_wish") is None
     browser.find_element(By.ID, "save").click()

@@ -55,6 +55,7 @@ class FigureDelta:
     last_order_at: dt.datetime | None = None
     days: set[dt.date] = field(default_factory=set)
     counters: Counters = field(default_factory=dict)
+    spend_fen: int = 0  # spend added by add_recorded, in fen (total_spend holds add_order's)
 
     def add_order(self, *, purchased_at: dt.datetime, local_time: dt.datetime, total: Decimal,
                   store_code: str | None, channel_code: str,
@@ -75,6 +76,33 @@ class FigureDelta:
             _bump(c, "store", store_code, spend)
         for category, amount in category_amounts.items():
             _bump(c, "category", category, _fen(amount))
+
+
+    def add_recorded(self, purchased_at: dt.datetime, local_time: dt.datetime, total_fen: int,
+                     store_code: str | None, channel_code: str,
+                     category_fen: dict[str, int]) -> None:
+        """:meth:`add_order` with the amounts in fen, as recording has them already (no
+        Decimal arithmetic per order)."""
+        self.order_count += 1
+        self.spend_fen += total_fen
+        first = self.first_order_at
+        if first is None or purchased_at < first:
+            self.first_order_at = purchased_at
+        last = self.last_order_at
+        if last is None or purchased_at > last:
+            self.last_order_at = purchased_at
+        self.days.add(local_time.date())
+        c = self.counters
+        _bump(c, "channel", channel_code, total_fen)
+        _bump(c, "hour", f"{local_time.hour:02d}", total_fen)
+        _bump(c, "weekday", str(local_time.isoweekday()), total_fen)
+        if store_code:
+            _bump(c, "store", store_code, total_fen)
+        for category, amount in category_fen.items():
+            _bump(c, "category", category, amount)
+
+    def spend_in_fen(self) -> int:
+        return self.spend_fen + _fen(self.total_spend)
 
 
 def _bump(counters: Counters, dim: str, key: str, spend: int, count: int = 1) -> None:
@@ -139,8 +167,10 @@ class _Stored:
     order_count: int
     purchase_days: int
     total_spend: int  # fen
-    first_order_at: dt.datetime | None
-    last_order_at: dt.datetime | None
+    # On SQLite the stored text as it is ('YYYY-MM-DD HH:MM:SS.ffffff' in UTC, which sorts as
+    # the times do): compared and written back as text, never parsed.
+    first_order_at: dt.datetime | str | None
+    last_order_at: dt.datetime | str | None
     first_day: dt.date | None  # the earliest and latest local purchase dates
     last_day: dt.date | None
     counters: Counters
@@ -185,19 +215,26 @@ def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta], *,
     known = _earlier_days(conn, wanted, chunk_order_ids)
     for cid, between in wanted.items():
         new_days[cid] += len(between - known.get(cid, set()))
+    # SQLite: the chunk's times as the text they are stored as, compared with the stored text.
+    as_stored = (driver_datetime(conn.dialect) if conn.dialect.name != "postgresql"
+                 else None)
     rows = []
     for cid in ids:
         d = deltas[cid]
         s = stored.get(cid)
         first_day, last_day = min(d.days), max(d.days)
+        first_at: Any = d.first_order_at
+        last_at: Any = d.last_order_at
+        if as_stored is not None:
+            first_at, last_at = as_stored(first_at), as_stored(last_at)
         if s is None:
-            rows.append((cid, d.order_count, new_days[cid], _fen(d.total_spend),
-                         d.first_order_at, d.last_order_at, first_day, last_day, d.counters))
+            rows.append((cid, d.order_count, new_days[cid], d.spend_in_fen(),
+                         first_at, last_at, first_day, last_day, d.counters))
             continue
         rows.append((cid, s.order_count + d.order_count, s.purchase_days + new_days[cid],
-                     s.total_spend + _fen(d.total_spend),
-                     _earliest(s.first_order_at, d.first_order_at),
-                     _latest(s.last_order_at, d.last_order_at),
+                     s.total_spend + d.spend_in_fen(),
+                     _earliest(s.first_order_at, first_at),
+                     _latest(s.last_order_at, last_at),
                      _earliest(s.first_day, first_day), _latest(s.last_day, last_day),
                      add_counters(s.counters, d.counters)))
     _write(conn, rows)
@@ -233,9 +270,8 @@ def _lock_and_read(conn: Connection, ids: list[int]) -> dict[int, _Stored]:
                 for r in rows}
     out = {}
     for r in conn.execute(_SQLITE_READ, {"ids": orjson.dumps(ids).decode()}):
-        out[int(r[0])] = _Stored(int(r[1]), int(r[2]), int(r[3]), _sqlite_time(r[4]),
-                                 _sqlite_time(r[5]), _sqlite_date(r[6]), _sqlite_date(r[7]),
-                                 _loads(r[8]))
+        out[int(r[0])] = _Stored(int(r[1]), int(r[2]), int(r[3]), r[4], r[5],
+                                 _sqlite_date(r[6]), _sqlite_date(r[7]), _loads(r[8]))
     return out
 
 
@@ -303,13 +339,9 @@ def _write(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
             "rows": orjson.dumps([r[:8] for r in rows]).decode(),
             "counters": "\n".join([orjson.dumps(r[8]).decode() for r in rows])})
         return
-    when = driver_datetime(conn.dialect)  # what UTCDateTime binds, without its processors
-
-    def stamp(value: dt.datetime | None) -> str | None:
-        return None if value is None else when(value)
-
+    # The times are text already (apply_deltas): what UTCDateTime binds on SQLite.
     sqlite_executemany(conn, _SQLITE_WRITE, [
-        (cid, n, days, spend, stamp(first), stamp(last), first_day.isoformat(),
+        (cid, n, days, spend, first, last, first_day.isoformat(),
          last_day.isoformat(), orjson.dumps(counters).decode())
         for cid, n, days, spend, first, last, first_day, last_day, counters in rows])
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from patron.customers.tables import identities
-from patron.protection.fields import Sealed, blind
+from patron.protection.fields import Sealed, blind, blind_many
 
 PERSONAL = ("name", "phone", "email", "birthday")
 _SPACES = re.compile(r"\s+")
@@ -25,8 +25,17 @@ def identity_index(value: str) -> str:
     return blind("identity", value)
 
 
-def identity_row(*, kind: str, namespace: str, value: str, **extra: Any) -> dict[str, Any]:
-    index = identity_index(value)
+def identity_indexes(values: list[str]) -> list[str]:
+    """:func:`identity_index` of each value (the key looked up once: ingestion indexes every
+    identifier of a chunk)."""
+    return blind_many("identity", values)
+
+
+def identity_row(*, kind: str, namespace: str, value: str, index: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    """An identity's row; ``index``: its value's blind index when the caller has it already."""
+    if index is None:
+        index = identity_index(value)
     return {"kind": kind, "namespace": namespace, "value_index": index,
             "value": Sealed((kind, namespace, index), value), **extra}
 

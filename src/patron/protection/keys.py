@@ -143,8 +143,25 @@ def _parsed(purpose: str, text: str) -> Keyring:
     return parse_keyring(purpose, text)
 
 
+# The last keyring and index key handed out, with the settings object they came from: every
+# sealed value and every blind index asks for one (ingestion several per order), and going
+# through _configured and the parsing cache each time cost a third of a blind index. A new
+# settings object (get_settings.cache_clear()) misses and takes the long way, as before.
+_last_data: tuple[object, Keyring] | None = None
+_last_index: tuple[object, bytes] | None = None
+
+
 def data_keyring() -> Keyring:
-    return _parsed("data", _configured("data"))
+    global _last_data
+    from patron.config import get_settings
+
+    settings = get_settings()
+    last = _last_data
+    if last is not None and last[0] is settings:
+        return last[1]
+    ring = _parsed("data", _configured("data"))
+    _last_data = (settings, ring)
+    return ring
 
 
 def backup_keyring() -> Keyring:
@@ -152,7 +169,16 @@ def backup_keyring() -> Keyring:
 
 
 def index_key() -> bytes:
-    return _index_key(_configured("index"))
+    global _last_index
+    from patron.config import get_settings
+
+    settings = get_settings()
+    last = _last_index
+    if last is not None and last[0] is settings:
+        return last[1]
+    key = _index_key(_configured("index"))
+    _last_index = (settings, key)
+    return key
 
 
 @lru_cache(maxsize=4)

@@ -265,3 +265,26 @@ def test_the_limits_are_the_schema_s():
         meta = model.model_fields[field].metadata
         assert any(getattr(m, "max_digits", None) == digits for m in meta), (model, field)
         assert any(getattr(m, "decimal_places", None) == places for m in meta), (model, field)
+
+
+def test_repeated_line_amounts_give_the_same_order_as_the_first_time():
+    fv._amounts_cache.clear()
+    body = {"external_id": "A1", "channel": "pos", "purchased_at": "2026-03-02T10:30:00+08:00",
+            "lines": [{"sku": "X", "quantity": "1.5", "unit_price": "2.35", "discount": "0.50"},
+                      {"sku": "Y", "quantity": "1", "unit_price": "2"}]}
+    first = normalized_plain_order(body, store_tz=ZONES.get, now=NOW)
+    assert len(fv._amounts_cache) == 2
+    again = normalized_plain_order(body, store_tz=ZONES.get, now=NOW)  # from the cache
+    assert first is not None and repr(again) == repr(first)
+    _check(body)
+    # The same numbers as other types are checked afresh, never answered from the texts' entry.
+    for other in ({"sku": "Y", "quantity": 1, "unit_price": "2"},
+                  {"sku": "Y", "quantity": 1.0, "unit_price": "2"},
+                  {"sku": "Y", "quantity": True, "unit_price": "2"},
+                  {"sku": "Y", "quantity": "1", "unit_price": "2", "discount": None}):
+        _check({**body, "lines": [other]})
+    # A refused line is not kept: it is refused again.
+    bad = {**body, "lines": [{"sku": "X", "quantity": "1", "unit_price": "2", "discount": "3"}]}
+    assert normalized_plain_order(bad, store_tz=ZONES.get, now=NOW) is None
+    assert normalized_plain_order(bad, store_tz=ZONES.get, now=NOW) is None
+    assert len(fv._amounts_cache) == 2

@@ -296,6 +296,33 @@ def _zone(name: str) -> ZoneInfo:
     return zone
 
 
+# A line's amounts depend only on the texts of its quantity, unit price and discount, and a
+# shop's lines repeat the same few (the catalogue's prices, quantities of 1, 2, 3): the
+# checked values are kept by those texts, so that a repeated line costs a dictionary lookup
+# instead of two regular expressions, three Decimals, five roundings and four conversions.
+# Only valid amounts are kept (an invalid one raises before it is stored); the cache is
+# emptied when full. Prices and quantities are not personal data.
+_AMOUNTS_CACHE_SIZE = 4096
+_amounts_cache: dict[tuple[str, str, Any], tuple[Any, ...]] = {}
+
+
+def _line_amounts(raw_q: Any, raw_p: Any, raw_d: Any) -> tuple[Any, ...]:
+    """(quantity, unit price, discount, amount before the discount, amount, quantity in
+    thousandths, unit price, discount and amount in fen) of a line, or _NotPlain."""
+    quantity = _number(raw_q, _QUANTITY, _QUANTITY_INT_MAX)
+    if not quantity:
+        raise _NotPlain
+    unit_price = _money(raw_p).quantize(_FEN, rounding=ROUND_HALF_UP)
+    discount = (_money(raw_d).quantize(_FEN, rounding=ROUND_HALF_UP)
+                if raw_d is not _MISSING else _ZERO_FEN)
+    before = (quantity * unit_price).quantize(_FEN, rounding=ROUND_HALF_UP)
+    if discount > before:
+        raise _NotPlain
+    amount = before - discount
+    return (quantity, unit_price, discount, before, amount, int(quantity * 1000),
+            int(unit_price * 100), int(discount * 100), int(amount * 100))
+
+
 def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> NormalizedOrder:
     get = p.get
     external_id = _text(p["external_id"], EXTERNAL_ID_MAX, required=True)
@@ -336,19 +363,21 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
             if type(ln) is not dict or not LINE_KEYS.issuperset(ln):
                 raise _NotPlain
             lget = ln.get
-            quantity = _number(ln["quantity"], _QUANTITY, _QUANTITY_INT_MAX)
-            if not quantity:
-                raise _NotPlain
             sku = _text(ln["sku"], SKU_MAX, required=True)
             name = _optional_text(lget("name"), LINE_NAME_MAX)
             category = _optional_text(lget("category"), CATEGORY_MAX)
-            unit_price = _money(ln["unit_price"]).quantize(_FEN, rounding=ROUND_HALF_UP)
-            discount = (_money(ln["discount"]).quantize(_FEN, rounding=ROUND_HALF_UP)
-                        if "discount" in ln else _ZERO_FEN)
-            before = (quantity * unit_price).quantize(_FEN, rounding=ROUND_HALF_UP)
-            if discount > before:
-                raise _NotPlain
-            amount = before - discount
+            raw_q, raw_p, raw_d = ln["quantity"], ln["unit_price"], lget("discount", _MISSING)
+            if type(raw_q) is str and type(raw_p) is str and (
+                    raw_d is _MISSING or type(raw_d) is str):
+                amounts = _amounts_cache.get((raw_q, raw_p, raw_d))
+                if amounts is None:
+                    amounts = _line_amounts(raw_q, raw_p, raw_d)
+                    if len(_amounts_cache) >= _AMOUNTS_CACHE_SIZE:
+                        _amounts_cache.clear()
+                    _amounts_cache[(raw_q, raw_p, raw_d)] = amounts
+            else:
+                amounts = _line_amounts(raw_q, raw_p, raw_d)
+            quantity, unit_price, discount, before, amount = amounts[:5]
             given = lget("amount")
             if given is not None and _money(given).quantize(
                     _FEN, rounding=ROUND_HALF_UP) != amount:
@@ -356,8 +385,7 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
             gross += before
             line_total += amount
             lines.append(Line(no, sku, name, category, quantity, unit_price, discount, amount,
-                              int(quantity * 1000), int(unit_price * 100), int(discount * 100),
-                              int(amount * 100)))
+                              *amounts[5:]))
 
     discount = (_money(p["discount"]).quantize(_FEN, rounding=ROUND_HALF_UP)
                 if "discount" in p else _ZERO_FEN)

@@ -191,3 +191,21 @@ def test_record_orders_runs_with_the_collector_paused(uow, monkeypatch):
     assert out[0].status == "created"
     assert seen == [False]
     assert gc.isenabled()
+
+
+def test_the_same_value_under_another_kind_or_platform_is_another_identity(uow):
+    # Identities are found by their value's blind index, which is the same whatever the kind
+    # or platform: only the kind and platform asked for may match.
+    make_org(uow)
+    first = record_orders(uow=uow, orders_in=[
+        order("P1", channel="meituan", store=None, identifiers={"platform_buyer_id": "u77"})],
+        source="api", actor=SYSTEM)
+    later = record_orders(uow=uow, orders_in=[
+        order("P2", channel="eleme", store=None, identifiers={"platform_buyer_id": "u77"}),
+        order("P3", channel="meituan", store=None, identifiers={"platform_buyer_id": "u77"}),
+        order("P4", identifiers={"member_code": "u77"})], source="api", actor=SYSTEM)
+    assert [o.status for o in later] == ["created"] * 3
+    assert later[1].customer_id == first[0].customer_id
+    assert len({first[0].customer_id, later[0].customer_id, later[2].customer_id}) == 3
+    assert count(uow, identities) == 3
+    assert figures.compare(uow.c) == []

@@ -94,8 +94,8 @@ class FigureDelta:
         self.days.add(local_time.date())
         c = self.counters
         _bump(c, "channel", channel_code, total_fen)
-        _bump(c, "hour", f"{local_time.hour:02d}", total_fen)
-        _bump(c, "weekday", str(local_time.isoweekday()), total_fen)
+        _bump(c, "hour", _HOURS[local_time.hour], total_fen)
+        _bump(c, "weekday", _WEEKDAYS[local_time.isoweekday()], total_fen)
         if store_code:
             _bump(c, "store", store_code, total_fen)
         for category, amount in category_fen.items():
@@ -103,6 +103,10 @@ class FigureDelta:
 
     def spend_in_fen(self) -> int:
         return self.spend_fen + _fen(self.total_spend)
+
+
+_HOURS = tuple(f"{h:02d}" for h in range(24))  # the counters' keys: "08", "1" (Monday)
+_WEEKDAYS = tuple(str(d) for d in range(8))
 
 
 def _bump(counters: Counters, dim: str, key: str, spend: int, count: int = 1) -> None:

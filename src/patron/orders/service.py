@@ -32,7 +32,6 @@ from patron.db import (
     UnitOfWork,
     allocate_ids_many,
     bulk_insert_many,
-    column_binder,
     driver_datetime,
     utcnow,
 )
@@ -52,7 +51,6 @@ from patron.orders.schemas import OrderIn, OrderOutcome, trusted_outcome
 from patron.orders.tables import order_lines, order_payments, orders
 from patron.org.service import ChannelRef, Reference, StoreRef
 from patron.org.tables import channels, stores
-from patron.protection.fields import Sealed
 from patron.security import audit
 from patron.security.model import Actor
 from patron.webhooks import service as webhooks
@@ -324,8 +322,7 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
 
     when = driver_datetime(conn.dialect)
     created_at = when(now)
-    identifiers_value = column_binder(orders.c.identifiers, conn.dialect)
-    assert identifiers_value is not None
+    seal_identifiers = orders.c.identifiers.type.seal  # what Sealed((id,), ...) binds as
     order_rows, line_rows, payment_rows = [], [], []
     deltas: dict[int, figs.FigureDelta] = defaultdict(figs.FigureDelta)
     for it, oid in zip(fresh, order_ids, strict=True):
@@ -336,7 +333,7 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         order_rows.append((
             oid, it.key[0], it.key[1], o.external_id, it.store.id if it.store else None, cid,
             when(o.purchased_at), o.gross_fen, o.discount_fen, o.total_fen, len(o.lines),
-            identifiers_value(Sealed((oid,), [list(i.key) for i in o.identities])),
+            seal_identifiers((oid,), [list(i.key) for i in o.identities]),
             o.content_hash, source, created_at))
         categories: dict[str, int] = {}  # spend per category in fen
         for ln in o.lines:

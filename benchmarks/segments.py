@@ -60,7 +60,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
          {"type": "consent", "channel": "sms"}]},
      """SELECT count(*) FROM customers c WHERE c.merged_into_id IS NULL
         AND EXISTS (SELECT 1 FROM rfm_scores r WHERE r.customer_id = c.id
-                    AND r.scope = 'overall' AND r.segment IN ('champions', 'loyal'))
+                    AND r.scope = 'overall' AND r.last_order_at > {d3}
+                    AND r.frequency + r.monetary / 100 >= 7)
         AND EXISTS (SELECT 1 FROM loyalty_members m JOIN loyalty_consents k
                     ON k.member_id = m.id WHERE m.customer_id = c.id AND k.kind = 'sms'
                     AND k.granted AND k.id = (SELECT max(k2.id) FROM loyalty_consents k2
@@ -214,14 +215,17 @@ def load(conn: Connection, count: int, progress: Callable[[str], None]) -> None:
         CASE id % 4 WHEN 0 THEN 'coffee' WHEN 1 THEN 'tea' WHEN 2 THEN 'bakery' ELSE 'snack' END,
         1000, total_amount, 0, total_amount, CASE WHEN id % 97 = 0 THEN 1000 ELSE 0 END
         FROM orders""")
-    segs = ("'champions'", "'loyal'", "'potential_loyalists'", "'new'", "'promising'",
-            "'need_attention'", "'about_to_sleep'", "'at_risk'", "'cant_lose_them'",
-            "'hibernating'", "'lost'")
-    seg_case = "CASE n % 11 " + " ".join(f"WHEN {i} THEN {s}" for i, s in enumerate(segs)) + " END"
+    # Scores are computed from the scope's cut points (patron.analytics.rfm_read): a last
+    # purchase 5 - r days ago, f orders and m yuan score (r, f, m) with these cut points.
     run("rfm scores", f"""INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency,
-        monetary, r_score, f_score, m_score, segment, computed_at)
-        SELECT 'overall', n, {now}, 1, 0, 1 + n % 5, 1 + (n / 5) % 5, 1 + (n / 25) % 5,
-        {seg_case}, {now} FROM bench_numbers WHERE n % 10 <> 0""")
+        monetary, computed_at)
+        SELECT 'overall', n, {ts('4 - n % 5')}, 1 + (n / 5) % 5, 100 * (1 + (n / 25) % 5),
+        {now} FROM bench_numbers WHERE n % 10 <> 0""")
+    cuts = ", ".join([*(ts(str(6 - k)) for k in range(2, 6)), *(str(k - 1) for k in range(2, 6)),
+                      *(str(100 * (k - 1)) for k in range(2, 6))])
+    names = ", ".join(f"{d_}_cut{k}" for d_ in "rfm" for k in range(2, 6))
+    run("rfm cut points", f"""INSERT INTO rfm_refreshes (scope, as_of, computed_at, customers,
+        changed, {names}) SELECT 'overall', {now}, {now}, {count}, 0, {cuts}""")
     stages = ("'new'", "'active'", "'dormant'", "'churn_risk'", "'churned'", "'reactivated'")
     stage_case = "CASE n % 6 " + " ".join(f"WHEN {i} THEN {s}" for i, s in enumerate(stages)) \
         + " END"
@@ -284,7 +288,7 @@ def _anchor_sql(sql: str, dialect: str) -> str:
     else:
         extract = "COALESCE(json_extract(f.counters, '$.hour.\"{h}\"[0]'), 0)"
     morning = " + ".join(extract.format(h=f"{h:02d}") for h in slot_hours("morning"))
-    return sql.format(now=q["now"], d30=since(30), d31=since(31), d90=since(90),
+    return sql.format(now=q["now"], d3=since(3), d30=since(30), d31=since(31), d90=since(90),
                       birthdays=", ".join(map(str, sorted(birthday_keys(today, 30)))),
                       morning=morning)
 

@@ -19,7 +19,8 @@ from sqlalchemy import insert, select
 
 from patron.analytics.churn_tables import churn_model_runs, customer_churn_scores
 from patron.analytics.clv_tables import clv_model_runs, customer_predictions
-from patron.analytics.tables import lifecycle_stages, rfm_scores
+from patron.analytics.model import segment_for
+from patron.analytics.tables import lifecycle_stages, rfm_refreshes, rfm_scores
 from patron.customers.protect import identity_row, normalize_name, profile_values, surname_of
 from patron.customers.tables import (
     custom_field_defs,
@@ -51,6 +52,13 @@ SKUS = {"coffee": ("LATTE", "MOCHA"), "tea": ("OOLONG",), "bakery": ("CROISSANT"
 TAGS = ("vip", "student", "coffee_only")
 PROGRAMS = {"BB": ("B1", ("SILVER", "GOLD")), "CC": ("B2", ("BASIC",))}
 SCOPES = ("overall", "store:SH01")
+DAY = dt.timedelta(days=1)
+# Every scope's cut points (patron.analytics.rfm_read): a last purchase RFM_DAY0 + r days,
+# r orders and r yuan score r.
+RFM_DAY0 = dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC)
+RFM_CUTS = {**{f"r_cut{k}": RFM_DAY0 + (k - 1) * DAY for k in (2, 3, 4, 5)},
+            **{f"f_cut{k}": k - 1 for k in (2, 3, 4, 5)},
+            **{f"m_cut{k}": (k - 1) * 100 for k in (2, 3, 4, 5)}}
 
 
 @dataclass
@@ -121,6 +129,9 @@ def generate(uow: UnitOfWork, *, count: int = 80, seed: int = 7) -> World:
     rng = random.Random(seed)
     conn = uow.c
     now = AS_OF
+    conn.execute(insert(rfm_refreshes), [
+        {"scope": scope, "as_of": now, "computed_at": now, "customers": 0, "changed": 0,
+         **RFM_CUTS} for scope in SCOPES])
     brand_ids = {code: conn.execute(insert(brands).values(code=code, name=code)
                                     .returning(brands.c.id)).scalar_one()
                  for code in ("B1", "B2")}
@@ -256,13 +267,13 @@ def generate(uow: UnitOfWork, *, count: int = 80, seed: int = 7) -> World:
                 last_order_at=c.last_order_at, counters={"hour": hours}))
             for scope in SCOPES:
                 if rng.random() < 0.8:
+                    # Scores are computed from the scope's cut points (RFM_CUTS): values
+                    # chosen to score (r, f, m).
                     r, f_, mm = rng.randint(1, 5), rng.randint(1, 5), rng.randint(1, 5)
-                    seg = m.RFM_SEGMENTS[rng.randrange(len(m.RFM_SEGMENTS))]
-                    c.rfm[scope] = (r, f_, mm, seg)
+                    c.rfm[scope] = (r, f_, mm, segment_for(r, f_, mm))
                     conn.execute(insert(rfm_scores).values(
-                        scope=scope, customer_id=c.id, last_order_at=c.last_order_at,
-                        frequency=c.order_count, monetary=Decimal(0), r_score=r, f_score=f_,
-                        m_score=mm, segment=seg, computed_at=now))
+                        scope=scope, customer_id=c.id, last_order_at=RFM_DAY0 + r * DAY,
+                        frequency=f_, monetary=Decimal(mm), computed_at=now))
             c.stage = rng.choice(m.LIFECYCLE_STAGES)
             conn.execute(insert(lifecycle_stages).values(customer_id=c.id, stage=c.stage,
                                                          since=TODAY, updated_at=now))

@@ -16,9 +16,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from patron.analytics import churn_service, clv_service, crosssell_service, jobs, service
+from patron.analytics import churn_service, clv_service, crosssell_service, jobs, rfm_read, service
 from patron.analytics.clv_tables import customer_predictions
-from patron.analytics.tables import lifecycle_stages, rfm_scores
+from patron.analytics.tables import lifecycle_stages
 from patron.app import create_app
 from patron.db import UnitOfWork
 from patron.errors import ValidationFailed
@@ -30,6 +30,9 @@ from patron.security.model import SYSTEM
 from tests.factories import make_org, order
 from tests.integration.test_clv_cli import patron
 from tests.integration.test_clv_service import random_history
+
+# rfm_scores with the scores and segment computed from each scope's cut points
+SCORED = rfm_read.scored()
 
 CST = dt.timezone(dt.timedelta(hours=8))
 NOW = dt.datetime(2026, 6, 30, 12, 0, tzinfo=CST)
@@ -89,8 +92,8 @@ def test_a_customer_with_one_purchase_is_scored_staged_predicted_and_recommended
     crosssell_service.refresh_rules(uow=uow, actor=SYSTEM, level="sku")
     crosssell_service.refresh_recommendations(uow=uow, actor=SYSTEM, as_of=TODAY)
 
-    rfm = uow.c.execute(select(rfm_scores).where(rfm_scores.c.customer_id == one,
-                                                 rfm_scores.c.scope == "overall")).one()
+    rfm = uow.c.execute(select(SCORED).where(SCORED.c.customer_id == one,
+                                                 SCORED.c.scope == "overall")).one()
     assert (rfm.frequency, rfm.f_score) == (1, 1)
     assert service.recency_days(rfm.last_order_at, NOW) == 10
     assert rfm.segment in ("new", "promising", "potential_loyalists", "about_to_sleep")
@@ -131,7 +134,7 @@ def test_a_store_where_nobody_bought_twice_gets_a_clear_message_from_the_models(
     # RFM and lifecycle still score everyone: all one-time buyers tie at F = 1
     out = service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=NOW)
     assert out["scopes"] == {"overall": 29}
-    assert {r.f_score for r in uow.c.execute(select(rfm_scores.c.f_score))} == {1}
+    assert {r.f_score for r in uow.c.execute(select(SCORED.c.f_score))} == {1}
     life = service.refresh_lifecycle(uow=uow, actor=SYSTEM, as_of=NOW)
     assert life["stages"]["new"] == 10  # bought within 30 days; the rest judged by 30 days
     assert life["population_interval_days"] == 30.0
@@ -153,8 +156,8 @@ def test_a_refund_larger_than_the_order_is_refused_and_a_full_refund_scores_zero
     record_return(uow=uow, ret=full, actor=SYSTEM)
     uow.commit()
     service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=NOW, scope="all")
-    refunded = uow.c.execute(select(rfm_scores).where(
-        rfm_scores.c.scope == "overall", rfm_scores.c.customer_id == out_customer)).one()
+    refunded = uow.c.execute(select(SCORED).where(
+        SCORED.c.scope == "overall", SCORED.c.customer_id == out_customer)).one()
     assert (refunded.frequency, refunded.monetary, refunded.m_score) == (1, Decimal("0.00"), 1)
     result = clv_service.refresh_predictions(uow=uow, actor=SYSTEM, as_of=TODAY)
     assert result["customers"] == 152
@@ -172,14 +175,14 @@ def test_orders_dated_in_the_future_are_refused_beyond_a_day_and_count_as_today(
     soon = out[1].customer_id
 
     service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=NOW, scope="all")
-    row = uow.c.execute(select(rfm_scores).where(rfm_scores.c.customer_id == soon,
-                                                 rfm_scores.c.scope == "overall")).one()
+    row = uow.c.execute(select(SCORED).where(SCORED.c.customer_id == soon,
+                                                 SCORED.c.scope == "overall")).one()
     # bought "after" the as-of moment: today, never negative
     assert service.recency_days(row.last_order_at, NOW) == 0
     assert service.customer_analytics(uow.c, actor=SYSTEM, customer_id=soon)["rfm"][
         "recency_days"] == 0
-    assert uow.c.execute(select(rfm_scores).where(
-        rfm_scores.c.customer_id == soon, rfm_scores.c.scope == "store:SH01")).first() is None
+    assert uow.c.execute(select(SCORED).where(
+        SCORED.c.customer_id == soon, SCORED.c.scope == "store:SH01")).first() is None
     life = service.refresh_lifecycle(uow=uow, actor=SYSTEM, as_of=NOW)
     assert uow.c.execute(select(lifecycle_stages.c.stage).where(
         lifecycle_stages.c.customer_id == soon)).scalar_one() == "new"
@@ -263,7 +266,7 @@ def test_a_calibration_date_before_the_first_order_is_refused_with_the_first_dat
     with UnitOfWork(uow.engine) as other:
         refused(lambda: jobs.request_refresh(uow=other, actor=SYSTEM, as_of=moment),
                 "analytics_as_of_before_first_purchase", "as_of")
-    assert uow.c.execute(select(rfm_scores)).first() is None  # nothing half-written
+    assert uow.c.execute(select(SCORED)).first() is None  # nothing half-written
 
 
 def test_the_commands_exit_2_with_a_message_for_dates_before_the_first_order(db_url, uow, shop):

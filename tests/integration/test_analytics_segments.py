@@ -8,14 +8,17 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from patron.analytics import service
+from patron.analytics import rfm_read, service
 from patron.analytics.model import quantile_scores, segment_for
-from patron.analytics.tables import lifecycle_transitions, rfm_scores
+from patron.analytics.tables import lifecycle_transitions
 from patron.errors import Forbidden, NotFound, ValidationFailed
 from patron.orders.service import record_orders
 from patron.security.model import SYSTEM, Actor
 from patron.security.tables import audit_log
 from tests.factories import make_org, order
+
+# rfm_scores with the scores and segment computed from each scope's cut points
+SCORED = rfm_read.scored()
 
 CST = dt.timezone(dt.timedelta(hours=8))
 AS_OF = dt.datetime(2026, 6, 1, 12, 0, tzinfo=CST)
@@ -58,7 +61,7 @@ def shop(uow):
 
 def scores(uow, scope="overall"):
     return {r.customer_id: r for r in uow.c.execute(
-        select(rfm_scores).where(rfm_scores.c.scope == scope))}
+        select(SCORED).where(SCORED.c.scope == scope))}
 
 
 def test_overall_scores_follow_the_rank_rule_with_ties(uow, shop):
@@ -87,7 +90,7 @@ def test_overall_scores_follow_the_rank_rule_with_ties(uow, shop):
 def test_refresh_replaces_the_scope_and_is_audited(uow, shop):
     service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF)
     service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF + dt.timedelta(days=30))
-    assert uow.c.execute(select(func.count()).select_from(rfm_scores)).scalar_one() == 5
+    assert uow.c.execute(select(func.count()).select_from(SCORED)).scalar_one() == 5
     later = AS_OF + dt.timedelta(days=30)
     assert service.customer_analytics(uow.c, actor=SYSTEM, customer_id=shop["big"])[
         "rfm"]["recency_days"] == 32

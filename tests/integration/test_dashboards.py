@@ -514,10 +514,14 @@ def test_structure_by_segment_and_stage(uow, shop):
     got = ds.structure(uow.c, actor=SYSTEM)
     assert got["customers"] == 4
     expected = {(r.segment, r.stage): n for r, n in []}
-    rows = uow.c.execute(text(
-        "SELECT r.segment, l.stage, COUNT(*) FROM rfm_scores r JOIN lifecycle_stages l "
-        "ON l.customer_id = r.customer_id WHERE r.scope = 'overall' "
-        "GROUP BY r.segment, l.stage")).all()
+    from patron.analytics import rfm_read
+    from patron.analytics.tables import lifecycle_stages
+
+    r = rfm_read.scored()
+    rows = uow.c.execute(
+        select(r.c.segment, lifecycle_stages.c.stage, func.count())
+        .join(lifecycle_stages, lifecycle_stages.c.customer_id == r.c.customer_id)
+        .where(r.c.scope == "overall").group_by(r.c.segment, lifecycle_stages.c.stage)).all()
     expected = {(seg, stage): int(n) for seg, stage, n in rows}
     found = {(s["segment"], st): n for s in got["segments"] for st, n in s["stages"].items()
              if n}

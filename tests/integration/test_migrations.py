@@ -248,3 +248,58 @@ def test_0010_checks_identities_and_figures_per_statement_on_postgresql_and_goes
         orphans_refused()
     finally:
         engine.dispose()
+
+
+def test_0011_keeps_every_stored_score_as_cut_points_and_goes_back(fresh_url):
+    """Rows scored at 0010 (quantiles and a dimension whose lowest score nobody has) keep
+    their scores and segment after 0011, computed from the scope's cut points; undone, the
+    columns are back with the same values; done again."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from patron.analytics import rfm_read
+    from patron.analytics.model import segment_for
+    from patron.db import get_engine
+
+    engine = get_engine(fresh_url)
+    migrate = _migrator(engine, fresh_url)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    # (customer, days after t0, orders, fen, r, f, m): f never scores 1 (owner thresholds)
+    rows = [(1, 1, 1, 500, 1, 2, 1), (2, 5, 2, 900, 2, 2, 3), (3, 5, 7, 100, 2, 4, 1),
+            (4, 9, 9, 2000, 5, 5, 5)]
+
+    def stored() -> list[tuple[int, int, int, int, str]]:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(
+                "SELECT customer_id, r_score, f_score, m_score, segment FROM rfm_scores "
+                "ORDER BY customer_id"))]
+
+    try:
+        migrate(command.upgrade, "0010")
+        stamp = "2026-01-01 00:00:00" if engine.dialect.name == "sqlite" else t0
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO rfm_refreshes (scope, as_of, computed_at, customers, changed) "
+                "VALUES ('overall', :t, :t, 4, 4)"), {"t": stamp})
+            for cid, days, n, fen, r, f, m in rows:
+                seg = segment_for(r, f, m)
+                conn.execute(text(
+                    "INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, "
+                    "monetary, r_score, f_score, m_score, segment, computed_at) VALUES "
+                    "('overall', :c, :at, :n, :fen, :r, :f, :m, :seg, :t)"),
+                    {"c": cid, "at": t0 + dt.timedelta(days=days) if stamp == t0
+                     else f"2026-01-{1 + days:02d} 00:00:00.000000", "n": n, "fen": fen,
+                     "r": r, "f": f, "m": m, "seg": seg, "t": stamp})
+        before = stored()
+        migrate(command.upgrade, "0011")
+        sc = rfm_read.scored()
+        with engine.connect() as conn:
+            got = [(int(r.customer_id), int(r.r_score), int(r.f_score), int(r.m_score),
+                    r.segment) for r in conn.execute(select(sc).order_by(sc.c.customer_id))]
+        assert got == before
+        migrate(command.downgrade, "0010")
+        assert stored() == before
+        migrate(command.upgrade, "head")
+    finally:
+        engine.dispose()

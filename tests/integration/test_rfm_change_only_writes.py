@@ -8,12 +8,15 @@ import datetime as dt
 
 from sqlalchemy import func, select
 
-from patron.analytics import service
-from patron.analytics.tables import rfm_refreshes, rfm_scores
+from patron.analytics import rfm_read, service
+from patron.analytics.tables import rfm_refreshes
 from patron.customers.service import merge_customers
 from patron.orders.service import record_orders
 from patron.security.model import SYSTEM, Actor
 from tests.factories import make_org, order
+
+# rfm_scores with the scores and segment computed from each scope's cut points
+SCORED = rfm_read.scored()
 
 CST = dt.timezone(dt.timedelta(hours=8))
 AS_OF = dt.datetime(2026, 6, 1, 12, 0, tzinfo=CST)
@@ -33,7 +36,7 @@ def visits(uow, name, phone, store, ago):
 
 def rows(uow, scope="overall"):
     return {r.customer_id: r for r in uow.c.execute(
-        select(rfm_scores).where(rfm_scores.c.scope == scope))}
+        select(SCORED).where(SCORED.c.scope == scope))}
 
 
 def test_a_quiet_night_writes_nothing_and_recency_still_grows(uow):
@@ -90,8 +93,8 @@ def test_a_new_purchase_rewrites_its_customer_and_a_merged_profile_leaves(uow):
     assert out["scopes"]["overall"] == 3
     assert 2 <= out["written"]["overall"] <= 3  # a and c; b only if its quantile moved
     assert rows(uow, "store:BJ01").keys() == {c}
-    assert uow.c.execute(select(func.count()).select_from(rfm_scores).where(
-        rfm_scores.c.customer_id == d)).scalar_one() == 0
+    assert uow.c.execute(select(func.count()).select_from(SCORED).where(
+        SCORED.c.customer_id == d)).scalar_one() == 0
     view = service.customer_analytics(uow.c, actor=SYSTEM, customer_id=a)
     assert view["rfm"]["recency_days"] == 0 and view["rfm"]["frequency"] == 3
     assert view["rfm"]["computed_at"] == new[a].computed_at

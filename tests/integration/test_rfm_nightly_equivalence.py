@@ -11,8 +11,9 @@ import random
 
 from sqlalchemy import select
 
-from patron.analytics import service
+from patron.analytics import rfm_read, service
 from patron.analytics.model import (
+    SEGMENTS,
     quantile_scores,
     recency_score_by_thresholds,
     segment_for,
@@ -25,6 +26,9 @@ from patron.orders.schemas import ReturnIn
 from patron.orders.service import record_orders
 from patron.security.model import SYSTEM
 from tests.factories import make_org, order
+
+# rfm_scores with the scores and segment computed from each scope's cut points
+SCORED = rfm_read.scored()
 
 CST = dt.timezone(dt.timedelta(hours=8))
 DAY0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=CST)
@@ -93,8 +97,10 @@ class Shop:
 def snapshot(conn):
     rows = {(r.scope, r.customer_id): (r.last_order_at, r.frequency, r.monetary, r.r_score,
                                        r.f_score, r.m_score, r.segment)
-            for r in conn.execute(select(rfm_scores))}
-    refreshes = {r.scope: (r.as_of, r.customers, r.segments, r.state)
+            for r in conn.execute(select(SCORED))}
+    refreshes = {r.scope: (r.as_of, r.customers, r.segments, r.state,
+                           tuple(getattr(r, c) for d in rfm_read.DIMS
+                                 for c in rfm_read.CUT_COLUMNS[d]))
                  for r in conn.execute(select(rfm_refreshes))}
     return rows, refreshes
 
@@ -128,7 +134,24 @@ def check(uow, as_of: dt.datetime, *, mode: str = "changes") -> dict:
             assert [v[4] for v in got] == quantile_scores([v[1] for v in got])
         assert [v[5] for v in got] == quantile_scores([float(v[2]) for v in got])
         assert all(v[6] == segment_for(v[3], v[4], v[5]) for v in got)
-        live = service._segment_stats(uow.c, key, as_of, None)
+        # A segment as value ranges between the cut points (the segment page, the drill-down,
+        # the export) and as the segment compiler writes it (cut points read in SQL) holds the
+        # rows the computed segment names; so does a score's level.
+        cuts = rfm_read.cuts_of(service._scope_refresh(uow.c, key))
+        ids = [cid for (scope, cid) in sorted(rows) if scope == key]
+        for seg in SEGMENTS:
+            expected = {cid for cid, v in zip(ids, got, strict=True) if v[6] == seg}
+            for c in (cuts, rfm_read.scalar_cuts(key)):
+                assert set(uow.c.execute(select(rfm_scores.c.customer_id).where(
+                    rfm_scores.c.scope == key, rfm_read.segment_condition([seg], c)))
+                    .scalars()) == expected, (key, seg)
+        for i, dim in enumerate(rfm_read.DIMS):
+            for level in range(1, 6):
+                expected = {cid for cid, v in zip(ids, got, strict=True) if v[3 + i] == level}
+                assert set(uow.c.execute(select(rfm_scores.c.customer_id).where(
+                    rfm_scores.c.scope == key,
+                    rfm_read.levels_condition(dim, [level], cuts[dim]))).scalars()) == expected
+        live = service._segment_stats(uow.c, key, service._scope_refresh(uow.c, key), None)
         stored = refreshes[key][2] or {}
         assert stored.keys() == live.keys()
         for seg, values in live.items():
@@ -173,8 +196,13 @@ def test_the_nightly_refresh_equals_a_full_recomputation_after_every_kind_of_cha
     # A rush of big spenders moves every cut point a long way.
     for k in range(62, 90):
         shop.buy(k, 9, now_day=9, amount="999")
+    before = {k: v for k, v in snapshot(uow.c)[0].items() if k[0] == "overall"}
     out = check(uow, midday(9))
-    assert out["written"]["overall"] > 28  # the newcomers and those their arrival re-ranked
+    # Only the newcomers' values are written: those their arrival re-ranked are scored on
+    # read from the moved cut points.
+    assert out["written"]["overall"] == 28
+    after = {k: v for k, v in snapshot(uow.c)[0].items() if k[0] == "overall"}
+    assert sum(1 for k, v in before.items() if after[k][3:] != v[3:]) > 0  # re-ranked
 
 
 def test_owner_thresholds_start_afresh_and_then_continue(uow):

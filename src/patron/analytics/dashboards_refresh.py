@@ -581,15 +581,26 @@ def structure_signature(conn: Connection) -> int:
 
 
 def rebuild_structure(conn: Connection) -> None:
+    """Customers per scope, segment (computed from each scope's cut points:
+    ``patron.analytics.rfm_read``), stage and membership."""
+    from sqlalchemy import case, func, insert, select
+
+    from patron.analytics import rfm_read
+    from patron.analytics.dashboards_tables import dashboard_structure
+    from patron.analytics.tables import lifecycle_stages
+    from patron.customers.tables import customers
+
     conn.execute(text("DELETE FROM dashboard_structure"))
-    conn.execute(text("""
-INSERT INTO dashboard_structure (scope, segment, stage, member, customers)
-SELECT r.scope, r.segment, COALESCE(l.stage, 'none'),
-       CASE WHEN c.is_member THEN 1 ELSE 0 END, COUNT(*)
-FROM rfm_scores r JOIN customers c ON c.id = r.customer_id
-LEFT JOIN lifecycle_stages l ON l.customer_id = r.customer_id
-GROUP BY r.scope, r.segment, COALESCE(l.stage, 'none'), CASE WHEN c.is_member THEN 1 ELSE 0 END
-"""))
+    r = rfm_read.scored()
+    stage = func.coalesce(lifecycle_stages.c.stage, "none")
+    member = case((customers.c.is_member, 1), else_=0)
+    conn.execute(insert(dashboard_structure).from_select(
+        ["scope", "segment", "stage", "member", "customers"],
+        select(r.c.scope, r.c.segment, stage, member, func.count())
+        .select_from(r.join(customers, customers.c.id == r.c.customer_id)
+                     .outerjoin(lifecycle_stages,
+                                lifecycle_stages.c.customer_id == r.c.customer_id))
+        .group_by(r.c.scope, r.c.segment, stage, member)))
 
 
 def store_signature(conn: Connection, default_tz: str) -> list[Any]:

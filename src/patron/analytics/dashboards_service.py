@@ -48,6 +48,7 @@ from sqlalchemy import (
 
 from patron.analytics import dashboards as rules
 from patron.analytics import dashboards_refresh as build
+from patron.analytics import rfm_read
 from patron.analytics import service as analytics
 from patron.analytics.dashboards import (
     BY,
@@ -76,7 +77,7 @@ from patron.analytics.dashboards_tables import (
     promotions,
 )
 from patron.analytics.model import SEGMENTS, STAGES
-from patron.analytics.tables import lifecycle_stages, rfm_scores
+from patron.analytics.tables import lifecycle_stages, rfm_refreshes, rfm_scores
 from patron.config import get_settings
 from patron.customers.model import mask_name, mask_phone
 from patron.customers.tables import customers
@@ -1066,7 +1067,9 @@ def cell_customers(conn: Connection, cell: Cell) -> Select[Any]:
         r = rfm_scores.c
         conds: list[Any] = [r.scope == cell.filters.scope]
         if cell.segment:
-            conds.append(r.segment == cell.segment)
+            cuts = rfm_read.cuts_of(conn.execute(select(rfm_refreshes).where(
+                rfm_refreshes.c.scope == cell.filters.scope)).first())
+            conds.append(rfm_read.segment_condition([cell.segment], cuts))
         if cell.filters.member:
             conds.append(customers.c.is_member.is_(cell.filters.member == "member"))
         q = (select(r.customer_id.label("customer_id"), r.frequency.label("orders"),

@@ -14,13 +14,15 @@ A refresh after the previous one (``refresh``) takes the customers whose figures
 moments, computes their values in every scope from their figures and their own orders, writes
 the values that changed, moves ``B`` and ``C`` of every cut point by what those customers left
 and brought, and walks the scope's index from the old cut point to the new ``K_s``-th value
-when it no longer falls in the class (a few rows: the index on ``(scope, value)``). Rows whose
-score can have changed are then the changed customers and those whose value lies between an
-old and a new cut point; they are re-scored and written when something differs, and the
-per-segment sums behind the stored summary are adjusted by what each written row took away
-and added. Recency needs no rewrite when time passes: the classes are fixed moments, and
-every day a whole day older adds one day to everyone's recency (only purchases dated after the
-end of the last as-of day, whose recency was clamped to 0, are counted one by one).
+when it no longer falls in the class (a few rows: the index on ``(scope, value)``). Scores are
+not stored (``rfm_read`` computes them from the cut points kept with the scope's refresh row):
+only the changed values are written. Rows whose score can have changed are the changed
+customers and those whose value lies between an old and a new cut point; they are read and
+re-scored, and the per-segment sums behind the stored summary are adjusted by what each
+re-scored row took away and added. Recency needs no rewrite when time passes: the classes are
+fixed moments, and every day a whole day older adds one day to everyone's recency (only
+purchases dated after the end of the last as-of day, whose recency was clamped to 0, are
+counted one by one).
 
 Everything else (a first refresh, changed thresholds, stores moving between regions or brands,
 an as-of moment earlier than the last, a day that is not 24 hours long, many changed customers)
@@ -44,7 +46,6 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     and_,
-    cast,
     delete,
     func,
     or_,
@@ -115,8 +116,8 @@ def score(x: Value, his: list[Value | None]) -> int:
 def threshold_his(dim: str, th: RfmThresholds, end: dt.datetime) -> list[Value] | None:
     """The owner's cut points as "better than" bounds, the same comparisons as the SQL of
     ``service._threshold_score``; None when the dimension is scored by quantiles."""
-    if dim == "r" and th.recency_days:
-        return [end - (int(c) + 1) * DAY for c in th.recency_days]
+    if dim == "r" and th.recency_days:  # ascending, as every dimension's (rfm_read)
+        return sorted(end - (int(c) + 1) * DAY for c in th.recency_days)
     if dim == "f" and th.frequency:
         return [math.ceil(c) - 1 for c in th.frequency]
     if dim == "m" and th.monetary:
@@ -193,38 +194,14 @@ def _count(conn: Connection, key: str, dim: str, lo: Value | None, hi: Value | N
     return int(conn.execute(select(func.count()).where(*conds)).scalar_one())
 
 
-def score_groups(conn: Connection, keys: list[str], recency_sql: Any
-                 ) -> dict[str, list[Any]]:
-    """Per scope of ``keys``, its rows grouped by the three scores and the segment (at most
-    125 groups each): count, sums of recency (``recency_sql``: days as SQL over
-    ``rfm_scores``), frequency and monetary, and the largest value of each dimension. One
-    statement; a single scope reads its range of the ``(scope, ...)`` indexes, several scopes
-    (every scope after a full refresh: the whole table) one scan of the table."""
-    s = rfm_scores.c
-    where = s.scope == keys[0] if len(keys) == 1 else s.scope.in_(keys)
-    out: dict[str, list[Any]] = {key: [] for key in keys}
-    for g in conn.execute(
-            select(s.scope, s.r_score, s.f_score, s.m_score, s.segment, func.count().label("n"),
-                   func.sum(recency_sql).label("rec"), func.sum(s.frequency).label("freq"),
-                   func.sum(cast(s.monetary, BigInteger)).label("fen"),
-                   func.max(s.last_order_at).label("top_r"),
-                   func.max(s.frequency).label("top_f"),
-                   func.max(COLUMNS["m"]).label("top_m"))
-            .where(where).group_by(s.scope, s.r_score, s.f_score, s.m_score, s.segment)):
-        out[g.scope].append(g)
-    return out
-
-
 def state_from_rows(conn: Connection, key: str, end: dt.datetime, th: RfmThresholds,
-                    meta: dict[str, Any], recency_sql: Any, groups: list[Any] | None = None
-                    ) -> ScopeState:
+                    meta: dict[str, Any], groups: list[Any]) -> ScopeState:
     """The cut points and segment sums of a scope as its rows now stand (after a full
-    refresh). ``recency_sql``: the scope's recency in days as SQL over ``rfm_scores``.
-    ``groups``: the scope's :func:`score_groups` (read here when not given), which give the
-    segment sums and each score's count and largest value; then the cut points' classes are
-    counted through the ``(scope, value)`` indexes."""
-    if groups is None:
-        groups = score_groups(conn, [key], recency_sql)[key]
+    refresh). ``groups``: the scope's rows grouped by the three scores and the segment, as
+    the full refresh ranked them (``service``: count, sums of recency, frequency and fen,
+    largest value of each dimension), which give the segment sums and each score's count
+    and largest value; then the cut points' classes are counted through the
+    ``(scope, value)`` indexes."""
     sums: dict[str, list[int]] = {}
     per_score: dict[str, dict[int, tuple[int, Value]]] = {d: {} for d in DIMS}
     for g in groups:
@@ -255,6 +232,19 @@ def state_from_rows(conn: Connection, key: str, end: dt.datetime, th: RfmThresho
             out.append(Cut(lo, hi, upto - inside, upto if hi is not None else n))
         cuts[dim] = out
     return ScopeState(n, cuts, sums, meta)
+
+
+def his_of(state: ScopeState, th: RfmThresholds, end: dt.datetime
+           ) -> dict[str, list[Value | None]]:
+    """The scope's cut points as "better than" bounds per dimension (what the refresh row's
+    cut columns hold: ``rfm_read``)."""
+    out: dict[str, list[Value | None]] = {}
+    for dim in DIMS:
+        fixed = threshold_his(dim, th, end)
+        cuts = state.cuts.get(dim)
+        out[dim] = (list(fixed) if fixed is not None
+                    else [c.hi for c in cuts] if cuts else [None] * 4)
+    return out
 
 
 # --- the nightly path -----------------------------------------------------------------------
@@ -305,12 +295,12 @@ def _add(sums: dict[str, list[int]], segment: str, part: list[int], sign: int) -
 
 # What a refresh reads of a stored row (not ``computed_at``; monetary in fen).
 ROW_COLUMNS = (rfm_scores.c.scope, rfm_scores.c.customer_id, rfm_scores.c.last_order_at,
-               rfm_scores.c.frequency, COLUMNS["m"].label("monetary"), rfm_scores.c.r_score,
-               rfm_scores.c.f_score, rfm_scores.c.m_score, rfm_scores.c.segment)
+               rfm_scores.c.frequency, COLUMNS["m"].label("monetary"))
 
 
 def _row(r: Any) -> Row:
-    return Row(r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+    """A stored row: its values (its scores are the old cut points', :func:`_rescore`)."""
+    return Row(r[2], r[3], r[4])
 
 
 @dataclass
@@ -322,6 +312,7 @@ class ScopeWork:
     end: dt.datetime
     old: dict[int, Row]  # the changed customers' rows as they were
     new: dict[int, Row]  # their values now (customers still in the scope)
+    old_his: dict[str, list[Value | None]]  # the cut points the stored rows are scored by
     write: dict[int, Row] = field(default_factory=dict)
     gone: list[int] = field(default_factory=list)
     written: int = 0
@@ -334,36 +325,46 @@ class ScopeWork:
 
 
 def last_day_rows(conn: Connection, old_ends: dict[str, dt.datetime]
-                  ) -> dict[str, list[tuple[str, dt.datetime]]]:
+                  ) -> dict[str, list[Row]]:
     """Per scope, the segment and last purchase of the rows bought after the end of its old
     as-of day (a till clock ahead: recency 0 at the last refresh, clamped), read before
     anything is written: one statement, a range of the ``(scope, last_order_at)`` index per
     scope, empty on most nights. (A purchase on the old last day itself had recency 0 and
     has ``days`` now, exactly what shifting every row of the sums by ``days`` gives it.)"""
     s = rfm_scores.c
-    out: dict[str, list[tuple[str, dt.datetime]]] = {key: [] for key in old_ends}
-    parts = [select(s.scope, s.segment, s.last_order_at).where(
+    out: dict[str, list[Row]] = {key: [] for key in old_ends}
+    parts = [select(*ROW_COLUMNS).where(
         s.scope == key, s.last_order_at > old_end) for key, old_end in old_ends.items()]
     if parts:
-        for key, seg, last_at in conn.execute(union_all(*parts)).all():
-            out[key].append((seg, last_at))
+        for r in conn.execute(union_all(*parts)).all():
+            out[r[0]].append(_row(r))
     return out
 
 
+def old_his(state: ScopeState, th: RfmThresholds, old_end: dt.datetime
+            ) -> dict[str, list[Value | None]]:
+    """The cut points the stored rows are scored by (those of the last refresh)."""
+    return his_of(state, th, old_end)
+
+
 def prepare(key: str, state: ScopeState, old_end: dt.datetime, end: dt.datetime,
-            old: dict[int, Row], new: dict[int, Row],
-            last_day: list[tuple[str, dt.datetime]]) -> ScopeWork:
-    """Shift the sums to the new as-of day and keep what changed (before anything is written).
-    ``last_day``: the scope's rows of :func:`last_day_rows`."""
-    work = ScopeWork(key, state, old_end, end, old, new)
+            old: dict[int, Row], new: dict[int, Row], last_day: list[Row],
+            th: RfmThresholds) -> ScopeWork:
+    """Shift the sums to the new as-of day and keep the values that changed (before anything
+    is written). ``last_day``: the scope's rows of :func:`last_day_rows`."""
+    his = old_his(state, th, old_end)
+    work = ScopeWork(key, state, old_end, end, old, new, his)
+    for row in old.values():
+        _rescore(row, his)
     days = (end - old_end) // DAY
     if days:
         for part in state.sums.values():
             part[1] += days * part[0]
         # Purchases after the end of the old as-of day had recency 0 (clamped): each of those
         # rows is aged by what its own purchase time says.
-        for seg, last_at in last_day:
-            state.sums[seg][1] += recency(last_at, end) - days
+        for row in last_day:
+            _rescore(row, his)
+            state.sums[row.segment][1] += recency(row.last_at, end) - days
     for cid in sorted(set(old) | set(new)):
         before, after = old.get(cid), new.get(cid)
         if before is not None and (after is None or after.values() != before.values()):
@@ -371,9 +372,6 @@ def prepare(key: str, state: ScopeState, old_end: dt.datetime, end: dt.datetime,
         if after is None:
             work.gone.append(cid)
         elif before is None or after.values() != before.values():
-            if before is not None:
-                after.r, after.f, after.m, after.segment = (before.r, before.f, before.m,
-                                                            before.segment)
             work.write[cid] = after
     return work
 
@@ -489,13 +487,12 @@ def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -
     for dim in DIMS:
         col = COLUMNS[dim]
         fixed = threshold_his(dim, th, end)
+        before_his = work.old_his[dim]
         if fixed is not None:
-            old_his: list[Value | None] = list(threshold_his(dim, th, work.old_end) or [])
             new_cuts[dim] = None
             his[dim] = list(fixed)
         else:
             cuts = state.cuts[dim] or []
-            old_his = [c.hi for c in cuts] if cuts else [None] * 4
             moved = []
             left = sorted(map(VALUE_OF[dim], work.old.values()))
             came = view.fresh[dim]
@@ -515,7 +512,7 @@ def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -
                 moved.append(_walk(conn, view, dim, usable, target, n, end))
             new_cuts[dim] = moved
             his[dim] = [c.hi for c in moved] if moved else [None] * 4
-        for a, b in zip(old_his, his[dim], strict=True):
+        for a, b in zip(before_his, his[dim], strict=True):
             if a == b:
                 continue
             low = b if a is None else a if b is None else min(a, b)
@@ -529,7 +526,8 @@ def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -
 
 def candidates(conn: Connection, works: list[ScopeWork], conds: list[Any]) -> None:
     """The rows of every scope whose value lies between an old and a new cut point, in one
-    statement, handed to their scope's work (customers it touched are re-scored anyway)."""
+    statement, handed to their scope's work with their old scores (customers it touched are
+    re-scored anyway). They are read, not written: their segment may change the sums."""
     if not conds:
         return
     by_key = {w.key: w for w in works}
@@ -537,12 +535,15 @@ def candidates(conn: Connection, works: list[ScopeWork], conds: list[Any]) -> No
         work = by_key[r[0]]
         cid = r[1]
         if cid not in work.new and cid not in work.old:
-            work.others[cid] = _row(r)
+            row = _row(r)
+            _rescore(row, work.old_his)
+            work.others[cid] = row
 
 
 def finish(work: ScopeWork) -> None:
-    """The touched customers and the candidates re-scored by the new cut points; the rows whose
-    scores or segment differ are written, and the sums adjusted."""
+    """The touched customers and the candidates re-scored by the new cut points and the sums
+    adjusted by the rows whose segment or scores moved; only new values are written (scores
+    are computed on read from the cut points)."""
     state, end, his = work.state, work.end, work.his
     others = work.others
     for cid, after in work.new.items():
@@ -551,12 +552,11 @@ def finish(work: ScopeWork) -> None:
             _add(state.sums, after.segment, after.contribution(end), 1)
         else:  # the same values as before: like any other row
             others[cid] = work.old[cid]
-    for cid, row in others.items():
+    for row in others.values():
         before = row.contribution(end), row.segment
         if _rescore(row, his):
             _add(state.sums, before[1], before[0], -1)
             _add(state.sums, row.segment, row.contribution(end), 1)
-            work.write[cid] = row
     state.n = work.n
     state.cuts = work.new_cuts
     state.sums = {seg: v for seg, v in state.sums.items() if v[0]}
@@ -576,29 +576,25 @@ def _rescore(row: Row, his: dict[str, list[Value | None]]) -> bool:
 # --- bulk writes ----------------------------------------------------------------------------
 
 _PG_WRITE = text("""
-INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, monetary, r_score,
-                        f_score, m_score, segment, computed_at)
+INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, monetary,
+                        computed_at)
 SELECT e->>1, (e->>0)::bigint, (e->>2)::timestamptz, (e->>3)::int, (e->>4)::bigint,
-       (e->>5)::smallint, (e->>6)::smallint, (e->>7)::smallint, e->>8, CAST(:now AS timestamptz)
+       CAST(:now AS timestamptz)
 FROM json_array_elements(CAST(:rows AS json)) AS e
 ON CONFLICT (scope, customer_id) DO UPDATE SET
   last_order_at = excluded.last_order_at, frequency = excluded.frequency,
-  monetary = excluded.monetary, r_score = excluded.r_score, f_score = excluded.f_score,
-  m_score = excluded.m_score, segment = excluded.segment, computed_at = excluded.computed_at
+  monetary = excluded.monetary, computed_at = excluded.computed_at
 """)
 
 _SQLITE_WRITE = text("""
-INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, monetary, r_score,
-                        f_score, m_score, segment, computed_at)
+INSERT INTO rfm_scores (scope, customer_id, last_order_at, frequency, monetary,
+                        computed_at)
 SELECT json_extract(value, '$[1]'), json_extract(value, '$[0]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-       json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
-       :now
+       json_extract(value, '$[3]'), json_extract(value, '$[4]'), :now
 FROM json_each(:rows) WHERE true
 ON CONFLICT (scope, customer_id) DO UPDATE SET
   last_order_at = excluded.last_order_at, frequency = excluded.frequency,
-  monetary = excluded.monetary, r_score = excluded.r_score, f_score = excluded.f_score,
-  m_score = excluded.m_score, segment = excluded.segment, computed_at = excluded.computed_at
+  monetary = excluded.monetary, computed_at = excluded.computed_at
 """)
 
 
@@ -623,8 +619,8 @@ def write_rows(conn: Connection, works: list[ScopeWork], now: dt.datetime) -> No
             sql, stamp = _PG_WRITE, _same
         else:
             sql, stamp = _SQLITE_WRITE, partial(_stamp, conn)
-        rows = [[cid, key, stamp(row.last_at), row.frequency, row.monetary, row.r, row.f,
-                 row.m, row.segment] for cid, key, row in keys]
+        rows = [[cid, key, stamp(row.last_at), row.frequency, row.monetary]
+                for cid, key, row in keys]
         conn.execute(sql, {"rows": orjson.dumps(rows).decode(), "now": _stamp(conn, now)})
     s = rfm_scores.c
     for w in works:
@@ -634,5 +630,5 @@ def write_rows(conn: Connection, works: list[ScopeWork], now: dt.datetime) -> No
 
 __all__ = ["SEGMENTS", "ScopeState", "ScopeWork", "Row", "prepare", "plan", "candidates",
            "finish", "write_rows", "last_day_rows",
-           "state_from_rows", "score_groups", "take_changed_customers", "clear_changed_customers",
+           "state_from_rows", "his_of", "take_changed_customers", "clear_changed_customers",
            "stats_from_sums", "state_meta", "recency"]

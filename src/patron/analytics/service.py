@@ -49,11 +49,10 @@ from sqlalchemy import (
 from sqlalchemy.schema import AddConstraint, DropConstraint
 from sqlalchemy.sql.elements import ColumnElement
 
-from patron.analytics import rfm_refresh
+from patron.analytics import rfm_read, rfm_refresh
 from patron.analytics.model import (
     DEFAULT_POPULATION_INTERVAL,
     LAPSED,
-    SEGMENT_GRID,
     SEGMENTS,
     STAGES,
     LifecycleThresholds,
@@ -313,12 +312,7 @@ def _threshold_score(value: Any, cuts: tuple[float, ...], *, recency: bool) -> A
     return literal(1) + sum((case((value >= c, 1), else_=0) for c in cuts), literal(0))
 
 
-def _segment_case(r: Any, f: Any, m: Any) -> ColumnElement[Any]:
-    """SQL for :func:`patron.analytics.model.segment_for`, generated from the grid."""
-    cell = r * 10 + (f + m + 1) // 2
-    whens = [(cell == row * 10 + col, name)
-             for row, names in SEGMENT_GRID.items() for col, name in enumerate(names, start=1)]
-    return case(*whens, else_="lost")
+_segment_case = rfm_read.segment_sql
 
 
 # Orders aggregated per store and customer once per refresh; every store, region and brand
@@ -401,47 +395,43 @@ def _rfm_source(conn: Connection, scope: Scope, *, only: Any = None) -> Any:
             .group_by(t.customer_id)).subquery("src")
 
 
-_RFM_VALUES = ("last_order_at", "frequency", "monetary", "r_score", "f_score", "m_score",
-               "segment")
+_RFM_VALUES = ("last_order_at", "frequency", "monetary")
 
 
-def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThresholds,
-                   now: dt.datetime, *, empty: bool = False, count: int | None = None
-                   ) -> int | None:
-    """Score every customer of the scope; write the rows that are new or changed and delete
-    those of customers no longer in it. Returns the rows written, None when the scope had
-    none (all were written). ``empty``: the table is known to be empty; ``count``: the
-    scope's customers when known."""
+def _scores_sql(days: Any, frequency: Any, monetary: Any, n: Any, th: RfmThresholds,
+                partition: Any = None) -> tuple[Any, Any, Any]:
+    """The three scores of a scope's rows in SQL: by owner thresholds, or by rank among the
+    scope's ``n`` rows (``partition``: the scope column when several scopes are ranked at
+    once)."""
+    by = {} if partition is None else {"partition_by": partition}
+    r = (_threshold_score(days, th.recency_days, recency=True) if th.recency_days else
+         _score(func.rank().over(order_by=days.desc(), **by), n))
+    f = (_threshold_score(frequency, th.frequency, recency=False) if th.frequency else
+         _score(func.rank().over(order_by=frequency, **by), n))
+    # yuan: the comparison binds them through the column's Money type
+    m = (_threshold_score(monetary, tuple(Decimal(str(v)) for v in th.monetary),
+                          recency=False)
+         if th.monetary else _score(func.rank().over(order_by=monetary, **by), n))
+    return r, f, m
+
+
+def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, now: dt.datetime,
+                   *, empty: bool = False, count: int | None = None) -> tuple[int, int | None]:
+    """Every customer's values in the scope: write the rows that are new or changed and
+    delete those of customers no longer in it (scores are computed on read from the cut
+    points, :mod:`patron.analytics.rfm_read`). Returns the scope's customers and the rows
+    written, None when the scope had none (all were written). ``empty``: the table is known
+    to be empty; ``count``: the scope's customers when known."""
     src = _rfm_source(conn, scope)
-    days = _whole_days(conn, _moment(conn, end_of_local_day(as_of)), src.c.last_at)
-    base = select(src.c.customer_id, src.c.last_at, days.label("recency_days"),
-                  src.c.frequency, src.c.monetary).subquery("base")
-    # Counted beforehand: a window over the whole scope makes PostgreSQL keep every row, and a
-    # scalar subquery is planned once per score.
     if count is None:
         count = int(conn.execute(select(func.count()).select_from(src)).scalar_one())
-    n = literal(max(1, count))
-    r = (_threshold_score(base.c.recency_days, th.recency_days, recency=True)
-         if th.recency_days else
-         _score(func.rank().over(order_by=base.c.recency_days.desc()), n))
-    f = (_threshold_score(base.c.frequency, th.frequency, recency=False) if th.frequency else
-         _score(func.rank().over(order_by=base.c.frequency), n))
-    # yuan: the comparison binds them through the column's Money type
-    m = (_threshold_score(base.c.monetary, tuple(Decimal(str(v)) for v in th.monetary),
-                          recency=False)
-         if th.monetary else _score(func.rank().over(order_by=base.c.monetary), n))
-    scored = select(base.c.customer_id, base.c.last_at, base.c.frequency,
-                    base.c.monetary, r.label("r_score"), f.label("f_score"),
-                    m.label("m_score")).subquery("scored")
-    rows = select(literal(scope.key).label("scope"), scored.c.customer_id,
-                  scored.c.last_at, scored.c.frequency, scored.c.monetary,
-                  scored.c.r_score, scored.c.f_score, scored.c.m_score,
-                  _segment_case(scored.c.r_score, scored.c.f_score, scored.c.m_score)
-                  .label("segment"), literal(now, UTCDateTime).label("computed_at"))
+    rows = select(literal(scope.key).label("scope"), src.c.customer_id, src.c.last_at,
+                  src.c.frequency, src.c.monetary,
+                  literal(now, UTCDateTime).label("computed_at"))
     if not empty:
         # in key order: the primary key fills page by page (into an empty table the key is
         # built afterwards, by a sort of its own: no sort of each scope's rows first)
-        rows = rows.order_by(scored.c.customer_id)
+        rows = rows.order_by(src.c.customer_id)
     columns = ["scope", "customer_id", *_RFM_VALUES, "computed_at"]
     s = rfm_scores.c
     first = None if empty else conn.execute(
@@ -464,21 +454,51 @@ def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmTh
         written = int(conn.execute(
             select(func.count()).where(s.scope == scope.key,
                                        s.computed_at == _moment(conn, now))).scalar_one())
-    return written
+    return count, written
+
+
+def _score_groups(conn: Connection, counts: dict[str, int], as_of: dt.datetime,
+                  th: RfmThresholds) -> dict[str, list[Any]]:
+    """Every scope of ``counts`` ranked (each among its own rows), its rows grouped by the
+    three scores and the segment (at most 125 groups per scope): count, sums of recency,
+    frequency and monetary (fen), the largest value of each dimension. One statement, one
+    scan of the scopes' rows (the whole table after a refresh of every scope)."""
+    s = rfm_scores.c
+    keys = list(counts)
+    days = _whole_days(conn, _moment(conn, end_of_local_day(as_of)), s.last_order_at)
+    where = s.scope == keys[0] if len(keys) == 1 else s.scope.in_(keys)
+    n = (literal(max(1, counts[keys[0]])) if len(keys) == 1 else
+         case({k: max(1, v) for k, v in counts.items()}, value=s.scope))
+    fen = type_coerce(s.monetary, BigInteger)
+    r, f, m = _scores_sql(days, s.frequency, s.monetary, n, th,
+                          partition=None if len(keys) == 1 else s.scope)
+    scored = select(s.scope, days.label("rec"), s.last_order_at, s.frequency,
+                    fen.label("fen"), r.label("r_score"), f.label("f_score"),
+                    m.label("m_score")).where(where).subquery("scored")
+    c = scored.c
+    out: dict[str, list[Any]] = {key: [] for key in keys}
+    for g in conn.execute(
+            select(c.scope, c.r_score, c.f_score, c.m_score,
+                   _segment_case(c.r_score, c.f_score, c.m_score).label("segment"),
+                   func.count().label("n"), func.sum(c.rec).label("rec"),
+                   func.sum(c.frequency).label("freq"), func.sum(c.fen).label("fen"),
+                   func.max(c.last_order_at).label("top_r"),
+                   func.max(c.frequency).label("top_f"), func.max(c.fen).label("top_m"))
+            .group_by(c.scope, c.r_score, c.f_score, c.m_score)):
+        out[g.scope].append(g)
+    return out
 
 
 def _score_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThresholds,
-                 now: dt.datetime, written: int | None, groups: list[Any] | None = None
-                 ) -> tuple[int, int]:
+                 now: dt.datetime, written: int | None, groups: list[Any]) -> tuple[int, int]:
     """A fully refreshed scope's cut points and sums recorded; (customers, rows written: all
-    of them when ``written`` is None, a first refresh). ``groups``: its score groups when
-    read for every scope at once (:func:`rfm_refresh.score_groups`)."""
+    of them when ``written`` is None, a first refresh). ``groups``: its score groups
+    (:func:`_score_groups`)."""
     end = end_of_local_day(as_of)
-    state = rfm_refresh.state_from_rows(
-        conn, scope.key, end, th, _state_meta(th, scope),
-        _whole_days(conn, _moment(conn, end), rfm_scores.c.last_order_at), groups)
+    state = rfm_refresh.state_from_rows(conn, scope.key, end, th, _state_meta(th, scope),
+                                        groups)
     written = state.n if written is None else written
-    _save_refresh(conn, scope.key, as_of, now, state, written)
+    _save_refresh(conn, scope.key, as_of, now, state, written, th)
     return state.n, written
 
 
@@ -538,17 +558,15 @@ def _refresh_all_scopes(conn: Connection, scopes: list[Scope], as_of: dt.datetim
             select(t.store_id, func.count()).group_by(t.store_id))}
     rebuilt = _drop_indexes_of_empty(conn, [rfm_scores], keys_too=(rfm_scores,))
     empty = bool(rebuilt)
-    written = {s.key: _refresh_scope(
-        conn, s, as_of, th, now, empty=empty,
+    done = {s.key: _refresh_scope(
+        conn, s, as_of, now, empty=empty,
         count=counts.get(s.store_ids[0], 0) if s.store_ids is not None
         and len(s.store_ids) == 1 else None) for s in scopes}
     _create_indexes(conn, rebuilt)
     if partial:
         _drop_store_totals(conn)
-    groups = rfm_refresh.score_groups(
-        conn, [s.key for s in scopes],
-        _whole_days(conn, _moment(conn, end_of_local_day(as_of)), rfm_scores.c.last_order_at))
-    return {s.key: _score_scope(conn, s, as_of, th, now, written[s.key], groups[s.key])
+    groups = _score_groups(conn, {key: n for key, (n, _w) in done.items()}, as_of, th)
+    return {s.key: _score_scope(conn, s, as_of, th, now, done[s.key][1], groups[s.key])
             for s in scopes}
 
 
@@ -557,19 +575,22 @@ def _state_meta(th: RfmThresholds, scope: Scope) -> dict[str, Any]:
 
 
 def _save_refresh(conn: Connection, key: str, as_of: dt.datetime, now: dt.datetime,
-                  state: rfm_refresh.ScopeState, written: int) -> None:
-    _save_refreshes(conn, [(key, state, written)], as_of, now)
+                  state: rfm_refresh.ScopeState, written: int, th: RfmThresholds) -> None:
+    _save_refreshes(conn, [(key, state, written)], as_of, now, th)
 
 
 def _save_refreshes(conn: Connection, done: list[tuple[str, rfm_refresh.ScopeState, int]],
-                    as_of: dt.datetime, now: dt.datetime) -> None:
-    """Each scope's refresh row (as-of, customers, rows written, summary, state): one delete
-    and one insert for all of them."""
+                    as_of: dt.datetime, now: dt.datetime, th: RfmThresholds) -> None:
+    """Each scope's refresh row (as-of, customers, rows written, summary, state, and the cut
+    points every reader scores by): one delete and one insert for all of them."""
+    end = end_of_local_day(as_of)
     conn.execute(delete(rfm_refreshes).where(rfm_refreshes.c.scope.in_([k for k, *_ in done])))
     conn.execute(insert(rfm_refreshes), [
         {"scope": key, "as_of": as_of, "computed_at": now, "customers": state.n,
          "changed": written, "segments": rfm_refresh.stats_from_sums(state.sums),
-         "state": state.to_json()} for key, state, written in done])
+         "state": state.to_json(),
+         **rfm_read.cut_values(rfm_refresh.his_of(state, th, end))}
+        for key, state, written in done])
 
 
 _touched = Table("tmp_rfm_touched", _scratch,
@@ -644,7 +665,7 @@ def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datet
         state, old_end = states[scope.key]
         works.append(rfm_refresh.prepare(scope.key, state, old_end, end,
                                          old.get(scope.key, {}), new.get(scope.key, {}),
-                                         last_day[scope.key]))
+                                         last_day[scope.key], th))
     # Nothing is written before every cut point has moved: the walks read the stored rows of
     # the customers not touched and merge the touched ones' new values, so that each row is
     # written once, with its final values and scores.
@@ -657,7 +678,7 @@ def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datet
     rfm_refresh.write_rows(conn, works, now)
     for scope, work in zip(scopes, works, strict=True):
         work.state.meta = _state_meta(th, scope)
-    _save_refreshes(conn, [(w.key, w.state, w.written) for w in works], as_of, now)
+    _save_refreshes(conn, [(w.key, w.state, w.written) for w in works], as_of, now, th)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_touched.name}")
     return {w.key: (w.state.n, w.written) for w in works}
 
@@ -1160,11 +1181,13 @@ def recency_days(last_order_at: dt.datetime, as_of: dt.datetime) -> int:
 _STATS = ("customers", "recency", "freq", "money", "r", "f", "m")
 
 
-def _segment_stats(conn: Connection, key: str, as_of: dt.datetime | None,
+def _segment_stats(conn: Connection, key: str, refresh: Any,
                    actor: Actor | None) -> dict[str, list[float]]:
     """Per segment of a scope: customers and the average recency (days to the end of the
-    as-of day), frequency, monetary (fen) and scores, among the customers the actor sees."""
-    s = rfm_scores.c
+    as-of day), frequency, monetary (fen) and scores, among the customers the actor sees
+    (scored by the scope's cut points)."""
+    as_of = refresh.as_of if refresh is not None else None
+    s = rfm_read.scored(rfm_read.cuts_of(refresh), scope=key).c
     recency = _whole_days(conn, _moment(conn, end_of_local_day(as_of or utcnow())),
                           s.last_order_at)
     rows = conn.execute(_visible_only(
@@ -1173,7 +1196,7 @@ def _segment_stats(conn: Connection, key: str, as_of: dt.datetime | None,
                func.avg(cast(s.monetary, Integer)).label("money"),
                func.avg(s.r_score).label("r"), func.avg(s.f_score).label("f"),
                func.avg(s.m_score).label("m"))
-        .where(s.scope == key), s.customer_id, actor)
+        , s.customer_id, actor)
         .group_by(s.segment)).all()
     return {r.segment: [int(r.customers), *(float(getattr(r, k)) for k in _STATS[1:])]
             for r in rows}
@@ -1190,8 +1213,7 @@ def rfm_summary(conn: Connection, *, actor: Actor, scope: str = "overall") -> di
     if actor.store_ids is None and refresh is not None and refresh.segments is not None:
         stats = refresh.segments
     else:
-        stats = _segment_stats(conn, key, refresh.as_of if refresh is not None else None,
-                               actor)
+        stats = _segment_stats(conn, key, refresh, actor)
     total = sum(int(v[0]) for v in stats.values())
     lang = actor.language
     segments = []
@@ -1222,30 +1244,36 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
     key = parse_scope(conn, scope).key
     page, page_size = max(1, int(page)), max(1, min(int(page_size), MAX_PAGE_SIZE))
     s = rfm_scores.c
-    members = _visible_only(select(s.customer_id).where(s.scope == key, s.segment == segment),
-                            s.customer_id, actor)
+    refresh = _scope_refresh(conn, key)
+    cuts = rfm_read.cuts_of(refresh)
+    # The segment's cells as value ranges over the (scope, value) indexes, not a score
+    # computed for every row of the scope.
+    members = _visible_only(select(s.customer_id).where(
+        s.scope == key, rfm_read.segment_condition([segment], cuts)), s.customer_id, actor)
     total = conn.execute(select(func.count()).select_from(members.subquery())).scalar_one()
-    recency = _recency_sql(conn, _scope_refresh(conn, key)).label("recency_days")
+    recency = _recency_sql(conn, refresh).label("recency_days")
     # The page is chosen among the scores first; only its customers are read.
     order = (s.monetary.desc(), s.frequency.desc(), s.customer_id)
-    chosen = (members.add_columns(recency, s.frequency, s.monetary, s.r_score, s.f_score,
-                                  s.m_score).order_by(*order)
+    chosen = (members.add_columns(recency, s.last_order_at, s.frequency, s.monetary,
+                                  type_coerce(s.monetary, BigInteger).label("fen"))
+              .order_by(*order)
               .limit(page_size).offset((page - 1) * page_size)).subquery("chosen")
     rows = conn.execute(
         select(customers.c.id, customers.c.member_code, customers.c.is_member,
-               customers.c.name, customers.c.phone, chosen.c.recency_days, chosen.c.frequency,
-               chosen.c.monetary, chosen.c.r_score, chosen.c.f_score, chosen.c.m_score)
+               customers.c.name, customers.c.phone, chosen.c.recency_days,
+               chosen.c.last_order_at, chosen.c.frequency, chosen.c.monetary, chosen.c.fen)
         .join(customers, customers.c.id == chosen.c.customer_id)
         .order_by(chosen.c.monetary.desc(), chosen.c.frequency.desc(),
                   chosen.c.customer_id)).all()
+    scored = [(r, rfm_read.scores((r.last_order_at, r.frequency, r.fen), cuts)) for r in rows]
     return {
         "scope": key, "segment": segment, "label": _label("segment", segment, actor.language),
         "total": int(total), "page": page, "page_size": page_size,
         "items": [{"id": int(r.id), "member_code": r.member_code, "is_member": bool(r.is_member),
                    "name": mask_name(r.name), "phone": mask_phone(r.phone),
                    "recency_days": int(r.recency_days), "frequency": int(r.frequency),
-                   "monetary": r.monetary, "r": int(r.r_score), "f": int(r.f_score),
-                   "m": int(r.m_score)} for r in rows],
+                   "monetary": r.monetary, "r": sc[0], "f": sc[1], "m": sc[2]}
+                  for r, sc in scored],
     }
 
 
@@ -1291,16 +1319,20 @@ def customer_analytics(conn: Connection, *, actor: Actor, customer_id: int) -> d
     visible_customer(conn, actor, customer_id)
     lang = actor.language
     s, rr = rfm_scores.c, rfm_refreshes.c
-    scores = [{"scope": r.scope, "segment": r.segment,
-               "label": _label("segment", r.segment, lang), "r": int(r.r_score),
-               "f": int(r.f_score), "m": int(r.m_score),
-               "recency_days": recency_days(r.last_order_at, r.as_of or r.computed_at),
-               "frequency": int(r.frequency), "monetary": r.monetary,
-               "computed_at": r.refreshed_at or r.computed_at}
-              for r in conn.execute(
-                  select(rfm_scores, rr.as_of, rr.computed_at.label("refreshed_at"))
-                  .outerjoin(rfm_refreshes, rr.scope == s.scope)
-                  .where(s.customer_id == customer_id).order_by(s.scope))]
+    scores = []
+    for r in conn.execute(
+            select(rfm_scores, type_coerce(s.monetary, BigInteger).label("fen"), rr.as_of,
+                   rr.computed_at.label("refreshed_at"),
+                   *(rr[c] for d in rfm_read.DIMS for c in rfm_read.CUT_COLUMNS[d]))
+            .outerjoin(rfm_refreshes, rr.scope == s.scope)
+            .where(s.customer_id == customer_id).order_by(s.scope)):
+        sc = rfm_read.scores((r.last_order_at, r.frequency, r.fen), rfm_read.cuts_of(r))
+        scores.append({"scope": r.scope, "segment": sc[3],
+                       "label": _label("segment", sc[3], lang), "r": sc[0], "f": sc[1],
+                       "m": sc[2],
+                       "recency_days": recency_days(r.last_order_at, r.as_of or r.computed_at),
+                       "frequency": int(r.frequency), "monetary": r.monetary,
+                       "computed_at": r.refreshed_at or r.computed_at})
     current = conn.execute(select(lifecycle_stages).where(
         lifecycle_stages.c.customer_id == customer_id)).first()
     tr = lifecycle_transitions.c

@@ -6,7 +6,6 @@ from sqlalchemy import (
     Index,
     Integer,
     PrimaryKeyConstraint,
-    SmallInteger,
     String,
     Table,
 )
@@ -23,10 +22,14 @@ analytics_settings = Table(
     Column("updated_by", String(120), nullable=False),
 )
 
-# One row per customer and scope ("overall", "store:SH01", "region:EAST", "brand:B1"). A refresh
-# recomputes every row and writes only those that changed: recency is not stored (it grows by a
-# day every night for everyone) but read as the whole days from ``last_order_at`` to the end of
-# the scope's as-of day (``rfm_refreshes``). ``computed_at``: when the row last changed.
+# One row per customer and scope ("overall", "store:SH01", "region:EAST", "brand:B1"): the
+# customer's values there. A refresh recomputes every row and writes only those whose values
+# changed: recency is not stored (it grows by a day every night for everyone) but read as the
+# whole days from ``last_order_at`` to the end of the scope's as-of day (``rfm_refreshes``),
+# and neither are the scores and segment, computed on read from the scope's cut points
+# (``rfm_refreshes.r_cut2`` ...; patron.analytics.rfm_read, migration 0011): a day's buyers
+# move the cut points, which re-scored some 24k unchanged rows a night at a million
+# customers. ``computed_at``: when the row's values last changed.
 # No foreign key to ``customers`` (nor in the lifecycle tables below): every row is derived
 # from a customer's figures or orders, customers are never deleted, and checking each of the
 # millions of rows a first refresh writes cost a quarter of its time (migration 0007).
@@ -41,13 +44,8 @@ rfm_scores = Table(
     Column("last_order_at", UTCDateTime, nullable=False),
     Column("frequency", Integer, nullable=False),
     Column("monetary", Money, nullable=False),
-    Column("r_score", SmallInteger, nullable=False),
-    Column("f_score", SmallInteger, nullable=False),
-    Column("m_score", SmallInteger, nullable=False),
-    Column("segment", String(24), nullable=False),
     Column("computed_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("customer_id", "scope"),
-    Index("ix_rfm_scores_scope_segment", "scope", "segment"),
     # A nightly refresh moves each quantile's cut point by walking these from where it was
     # (docs/analytics.md, "How it is computed"), instead of ranking the whole scope again.
     Index("ix_rfm_scores_scope_last_order_at", "scope", "last_order_at"),
@@ -71,6 +69,12 @@ rfm_refreshes = Table(
     # thresholds and stores it was computed with, each quantile's cut points with the number
     # of customers below and up to them, and per segment the sums behind the averages.
     Column("state", JSONType, nullable=True),
+    # The scope's scores as cut points: a value scores 1 + the number of these it is strictly
+    # above (NULL: nobody scores that high). Recency as moments (a later purchase is better),
+    # monetary in fen. Written with every refresh, read by every reader of scores and segments.
+    *(Column(f"{d}_cut{level}", t, nullable=True)
+      for d, t in (("r", UTCDateTime), ("f", Integer), ("m", BigInteger))
+      for level in (2, 3, 4, 5)),
 )
 
 # Customers whose figures changed since the last refresh of every RFM scope: a trigger on

@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
+from patron.analytics import rfm_read
 from patron.analytics.churn_tables import customer_churn_scores
 from patron.analytics.clv_tables import customer_predictions
 from patron.analytics.tables import lifecycle_stages, rfm_scores
@@ -452,15 +453,28 @@ def _stored_value(ctx: _Context, n: m.StoredValueCondition) -> ColumnElement[boo
 
 
 def _rfm_score(ctx: _Context, n: m.RfmScoreCondition) -> ColumnElement[bool]:
-    col = rfm_scores.c[f"{n.score}_score"]
-    sub = select(rfm_scores.c.customer_id).where(rfm_scores.c.scope == n.scope,
-                                                 _num_sql(n.op, n.value, col))
+    # Scores are computed from the scope's cut points (patron.analytics.rfm_read): the
+    # levels the test accepts become value ranges between cut points.
+    levels = [level for level in range(1, 6) if _num_test(n.op, n.value, level)]
+    sub = select(rfm_scores.c.customer_id).where(
+        rfm_scores.c.scope == n.scope,
+        rfm_read.levels_condition(n.score, levels, rfm_read.scalar_cuts(n.scope)[n.score]))
     return _in(sub)
 
 
+def _num_test(op: str, value: Any, x: int) -> bool:
+    """:func:`_num_sql`'s test in Python."""
+    if op == "between":
+        return Decimal(value[0]) <= x <= Decimal(value[1])
+    v = Decimal(value)
+    return {"eq": x == v, "neq": x != v, "gt": x > v, "gte": x >= v, "lt": x < v,
+            "lte": x <= v}[op]
+
+
 def _rfm_segment(ctx: _Context, n: m.RfmSegmentCondition) -> ColumnElement[bool]:
-    sub = select(rfm_scores.c.customer_id).where(rfm_scores.c.scope == n.scope,
-                                                 rfm_scores.c.segment.in_(list(n.segments)))
+    sub = select(rfm_scores.c.customer_id).where(
+        rfm_scores.c.scope == n.scope,
+        rfm_read.segment_condition(n.segments, rfm_read.scalar_cuts(n.scope)))
     return _in(sub) if n.op == "in" else _not_in(sub)
 
 

@@ -43,7 +43,7 @@ log = logging.getLogger("patron.segments.replica")
 
 FILE_NAME = "audience.duckdb"
 # Bumped whenever the copied tables or columns change: a replica of another format is ignored.
-FORMAT = 4
+FORMAT = 5
 BATCH_ROWS = 100_000
 
 # The tables and columns the segment compiler reads (patron.segments.compile, the store-scope
@@ -59,7 +59,9 @@ TABLES: dict[str, tuple[str, ...]] = {
                "refunded_amount"),
     "order_lines": ("order_id", "category", "sku", "quantity", "returned_quantity"),
     "identities": ("customer_id", "kind", "value_index"),
-    "rfm_scores": ("scope", "customer_id", "r_score", "f_score", "m_score", "segment"),
+    # scores computed from each scope's cut points (patron.analytics.rfm_read)
+    "rfm_scores": ("scope", "customer_id", "last_order_at", "frequency", "monetary"),
+    "rfm_refreshes": ("scope", *(f"{d}_cut{level}" for d in "rfm" for level in (2, 3, 4, 5))),
     "lifecycle_stages": ("customer_id", "stage"),
     "customer_predictions": ("customer_id", "probability_alive", "clv_12m"),
     "customer_churn_scores": ("customer_id", "probability"),

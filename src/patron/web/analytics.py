@@ -26,9 +26,9 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import Connection, select
 from starlette.datastructures import FormData
 
-from patron.analytics import churn_service, crosssell_service, jobs, reports, service
+from patron.analytics import churn_service, crosssell_service, jobs, reports, rfm_read, service
 from patron.analytics.model import SEGMENTS, STAGES
-from patron.analytics.tables import rfm_scores
+from patron.analytics.tables import rfm_refreshes, rfm_scores
 from patron.customers import export
 from patron.db import UnitOfWork, get_engine, utcnow
 from patron.deps import RecentAuth, UowDep
@@ -277,9 +277,12 @@ async def segment_export(request: Request, segment: str, uow: UowDep,
             FieldError("format", "literal_error", {"expected": "csv, xlsx"})])
     key = _check_scope(uow.c, actor, str(form.get("scope") or "overall"), lang)
     s = rfm_scores.c
+    cuts = rfm_read.cuts_of(uow.c.execute(select(rfm_refreshes).where(
+        rfm_refreshes.c.scope == key)).first())
     path = export.export_customers(
         uow=uow, actor=actor, filters=None, fmt="xlsx" if fmt == "xlsx" else "csv",
-        among=select(s.customer_id).where(s.scope == key, s.segment == name),
+        among=select(s.customer_id).where(s.scope == key,
+                                          rfm_read.segment_condition([name], cuts)),
         among_audit={"rfm_scope": key, "rfm_segment": name})
     return FileResponse(path, media_type=EXPORT_MEDIA[fmt],
                         filename=f"{name}-{key.replace(':', '-')}-{path.name}")

@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import insert, select
 
-from patron.analytics import crosssell_service, jobs, service
+from patron.analytics import crosssell_service, jobs, rfm_read, service
 from patron.analytics.churn_tables import churn_model_runs, customer_churn_scores
 from patron.analytics.clv_tables import clv_model_runs, customer_predictions
 from patron.analytics.tables import rfm_scores
@@ -215,8 +215,9 @@ def test_segment_export_goes_through_the_audited_customer_export(client, refresh
     assert r.headers["content-type"].startswith("text/csv")
     lines = list(csv.DictReader(r.content.decode("utf-8-sig").splitlines()[1:]))  # watermark
     with UnitOfWork(get_engine(refreshed), readonly=True) as uow:
-        ids = set(uow.c.execute(select(rfm_scores.c.customer_id).where(
-            rfm_scores.c.scope == "overall", rfm_scores.c.segment == biggest)).scalars())
+        scored = rfm_read.scored()  # the segment computed from the scope's cut points
+        ids = set(uow.c.execute(select(scored.c.customer_id).where(
+            scored.c.scope == "overall", scored.c.segment == biggest)).scalars())
         entry = uow.c.execute(select(audit_log).where(audit_log.c.action == "customers.exported")
                               ).mappings().one()
     assert {int(row["id"]) for row in lines} == ids and len(lines) == 30

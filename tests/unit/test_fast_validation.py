@@ -288,3 +288,23 @@ def test_repeated_line_amounts_give_the_same_order_as_the_first_time():
     assert normalized_plain_order(bad, store_tz=ZONES.get, now=NOW) is None
     assert normalized_plain_order(bad, store_tz=ZONES.get, now=NOW) is None
     assert len(fv._amounts_cache) == 2
+
+
+def test_repeated_line_texts_are_checked_like_the_first_time():
+    fv._texts_cache.clear()
+    line = {"sku": " X ", "name": "Latte ", "category": None, "quantity": "1", "unit_price": "2"}
+    body = {"external_id": "A1", "channel": "pos", "purchased_at": "2026-03-02T10:30:00+08:00",
+            "lines": [line, dict(line)]}
+    first = normalized_plain_order(body, store_tz=ZONES.get, now=NOW)
+    assert first is not None and first.lines[1].sku == "X" and first.lines[1].name == "Latte"
+    assert len(fv._texts_cache) == 1
+    _check(body)
+
+    class Text(str):
+        pass
+
+    for other in ({**line, "sku": Text(" X ")}, {**line, "name": ["Latte "]},
+                  {**line, "sku": ""}, {**line, "name": 5}):
+        _check({**body, "lines": [other]})
+        assert normalized_plain_order({**body, "lines": [other]}, store_tz=ZONES.get,
+                                      now=NOW) is None

@@ -304,6 +304,15 @@ def _zone(name: str) -> ZoneInfo:
 # emptied when full. Prices and quantities are not personal data.
 _AMOUNTS_CACHE_SIZE = 4096
 _amounts_cache: dict[tuple[str, str, Any], tuple[Any, ...]] = {}
+# The same for a line's product texts (sku, name, category as sent -> as checked): only
+# strings and None are kept, so a key never matches a value of another type.
+_texts_cache: dict[tuple[Any, Any, Any], tuple[str, str | None, str | None]] = {}
+_TEXT_TYPES = (str, type(None))
+
+
+def _line_texts(sku: Any, name: Any, category: Any) -> tuple[str, str | None, str | None]:
+    return (_text(sku, SKU_MAX, required=True), _optional_text(name, LINE_NAME_MAX),
+            _optional_text(category, CATEGORY_MAX))
 
 
 def _line_amounts(raw_q: Any, raw_p: Any, raw_d: Any) -> tuple[Any, ...]:
@@ -363,9 +372,18 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
             if type(ln) is not dict or not LINE_KEYS.issuperset(ln):
                 raise _NotPlain
             lget = ln.get
-            sku = _text(ln["sku"], SKU_MAX, required=True)
-            name = _optional_text(lget("name"), LINE_NAME_MAX)
-            category = _optional_text(lget("category"), CATEGORY_MAX)
+            raw_sku, raw_name, raw_category = ln["sku"], lget("name"), lget("category")
+            if (type(raw_sku) is str and type(raw_name) in _TEXT_TYPES
+                    and type(raw_category) in _TEXT_TYPES):
+                texts = _texts_cache.get((raw_sku, raw_name, raw_category))
+                if texts is None:
+                    texts = _line_texts(raw_sku, raw_name, raw_category)
+                    if len(_texts_cache) >= _AMOUNTS_CACHE_SIZE:
+                        _texts_cache.clear()
+                    _texts_cache[(raw_sku, raw_name, raw_category)] = texts
+            else:
+                texts = _line_texts(raw_sku, raw_name, raw_category)
+            sku, name, category = texts
             raw_q, raw_p, raw_d = ln["quantity"], ln["unit_price"], lget("discount", _MISSING)
             if type(raw_q) is str and type(raw_p) is str and (
                     raw_d is _MISSING or type(raw_d) is str):

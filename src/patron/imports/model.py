@@ -10,7 +10,7 @@ column, the way the user sees them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -210,6 +210,27 @@ def read_row(number: int, cells: Iterable[Any], layout: Layout) -> FileRow | Non
     for canonical, constant in layout.defaults.items():
         values.setdefault(canonical, constant)
     return FileRow(number, values)
+
+
+def text_row_reader(layout: Layout) -> Callable[[int, list[str]], FileRow | None]:
+    """:func:`read_row` for rows whose every cell is text (a CSV file's): the same rows, one
+    comprehension per row instead of a type check per cell."""
+    pairs = tuple(layout.positions.items())
+    defaults = tuple(layout.defaults.items())
+
+    def read(number: int, cells: list[str]) -> FileRow | None:
+        try:
+            values = {canonical: value for canonical, index in pairs
+                      if (value := cells[index].strip())}
+        except IndexError:  # a row shorter than the header
+            return read_row(number, cells, layout)
+        if not values:
+            return None
+        for canonical, constant in defaults:
+            values.setdefault(canonical, constant)
+        return FileRow(number, values)
+
+    return read
 
 
 @dataclass(slots=True)

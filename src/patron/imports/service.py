@@ -13,6 +13,7 @@ import codecs
 import contextlib
 import csv
 import datetime as dt
+import functools
 import gc
 import io
 import logging
@@ -47,6 +48,7 @@ from patron.imports.model import (
     outcome_errors,
     read_row,
     resolve_header,
+    text_row_reader,
 )
 from patron.imports.schemas import (
     ColumnMappingCreate,
@@ -416,8 +418,11 @@ def _layout(f: OrderFile, mapping: ColumnMapping | None) -> Layout:
 
 
 def _data_rows(f: OrderFile, layout: Layout) -> Iterator[Any]:
+    # Every cell of a CSV file is text: read without a type check per cell.
+    read = text_row_reader(layout) if f.kind == "csv" else functools.partial(
+        read_row, layout=layout)
     for number, cells in f.rows():
-        row = read_row(number, cells, layout)
+        row = read(number, cells)
         if row is not None:
             yield row
 
@@ -616,39 +621,55 @@ def _set_job(uow: UnitOfWork, job_id: int, **values: Any) -> None:
 
 def _import_chunk(uow: UnitOfWork, actor: Actor, job_id: int, layout: Layout,
                   built: list[FileOrder], counts: _Counters) -> None:
-    counts.rows_read += sum(len(o.rows) for o in built)
+    """Record a chunk and, in the same transaction, its bad rows and the job's progress: the
+    job's counts never disagree with what was committed, and a chunk costs one commit."""
     sendable = [o for o in built if o.payload is not None]
-    outcomes = record_orders(uow=uow, orders_in=[o.payload for o in sendable],  # type: ignore[misc]
-                             source="import", actor=actor, audit_each=False) if sendable else []
-    errors: list[RowError] = []
-    for o in built:
-        if o.payload is None:
-            errors.extend(o.errors)
-            counts.rows_rejected += len(o.rows)
-    for o, outcome in zip(sendable, outcomes, strict=True):
-        if outcome.status == "created":
-            counts.orders_created += 1
-        elif outcome.status == "duplicate":
-            counts.orders_duplicate += 1
-        elif outcome.status == "conflict":
-            counts.rows_rejected += len(o.rows)
-            errors.append(RowError(o.first_row, "order_id", "import_order_conflict", {
-                "fields": ", ".join(d["field"] for d in outcome.differences)},
-                value=outcome.external_id))
-        else:
-            counts.rows_rejected += len(o.rows)
-            errors.extend(outcome_errors(o, outcome.errors))
-    room = MAX_STORED_ERRORS - counts.errors_stored
-    if errors and room > 0:
-        errors.sort(key=lambda e: e.row)
-        uow.c.execute(insert(import_errors), [
-            {"job_id": job_id, "row_number": e.row, "column": (layout.column_name(e.column)
-                                                                or None),
-             "reason": e.reason, "params": {k: str(v) for k, v in e.params.items()},
-             "value": e.value} for e in errors[:room]])
-        counts.errors_stored += min(room, len(errors))
-    _set_job(uow, job_id, heartbeat_at=utcnow(), **_counter_values(counts))
-    uow.commit()
+    settled: list[_Counters] = []
+
+    def settle(conn: Any, outcomes: list[Any]) -> None:
+        # Runs again if record_orders retries the chunk: it starts from ``counts`` each time.
+        after = _Counters(**{f: getattr(counts, f) for f in _Counters.__slots__})
+        after.rows_read += sum(len(o.rows) for o in built)
+        errors: list[RowError] = []
+        for o in built:
+            if o.payload is None:
+                errors.extend(o.errors)
+                after.rows_rejected += len(o.rows)
+        for o, outcome in zip(sendable, outcomes, strict=True):
+            if outcome.status == "created":
+                after.orders_created += 1
+            elif outcome.status == "duplicate":
+                after.orders_duplicate += 1
+            elif outcome.status == "conflict":
+                after.rows_rejected += len(o.rows)
+                errors.append(RowError(o.first_row, "order_id", "import_order_conflict", {
+                    "fields": ", ".join(d["field"] for d in outcome.differences)},
+                    value=outcome.external_id))
+            else:
+                after.rows_rejected += len(o.rows)
+                errors.extend(outcome_errors(o, outcome.errors))
+        room = MAX_STORED_ERRORS - after.errors_stored
+        if errors and room > 0:
+            errors.sort(key=lambda e: e.row)
+            conn.execute(insert(import_errors), [
+                {"job_id": job_id, "row_number": e.row,
+                 "column": layout.column_name(e.column) or None,
+                 "reason": e.reason, "params": {k: str(v) for k, v in e.params.items()},
+                 "value": e.value} for e in errors[:room]])
+            after.errors_stored += min(room, len(errors))
+        conn.execute(update(import_jobs).where(import_jobs.c.id == job_id).values(
+            heartbeat_at=utcnow(), **_counter_values(after)))
+        settled[:] = [after]
+
+    if sendable:
+        record_orders(uow=uow, orders_in=[o.payload for o in sendable],  # type: ignore[misc]
+                      source="import", actor=actor, audit_each=False, before_commit=settle)
+    else:
+        settle(uow.c, [])
+        uow.commit()
+    after = settled[0]
+    for name in _Counters.__slots__:
+        setattr(counts, name, getattr(after, name))
 
 
 def _job_read(row: Any, lang: str, errors: list[Any], errors_stored: int) -> ImportJobRead:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, overload
 
@@ -92,12 +92,16 @@ def validation_errors(exc: ValidationError) -> list[FieldError]:
 
 def record_orders(*, uow: UnitOfWork, orders_in: Sequence[OrderIn | dict[str, Any]], source: str,
                   actor: Actor, now: dt.datetime | None = None, audit_each: bool = True,
-                  request_ips: Sequence[str | None] | None = None) -> list[OrderOutcome]:
+                  request_ips: Sequence[str | None] | None = None,
+                  before_commit: Callable[[Connection, list[OrderOutcome]], None] | None = None,
+                  ) -> list[OrderOutcome]:
     """Record a chunk of orders in one transaction and say what happened to each.
 
     With ``audit_each`` every created order gets its own audit entry (``request_ips`` gives
     each order's caller address when the chunk gathers several requests); bulk paths (file
     import, the generator) pass False and write one entry for the whole job.
+    ``before_commit`` writes the caller's own record of the chunk (a file import's progress
+    and bad rows) in the same transaction; it runs again if the chunk is retried.
     """
     with collection_paused():
         for attempt in range(MAX_ATTEMPTS):
@@ -105,6 +109,8 @@ def record_orders(*, uow: UnitOfWork, orders_in: Sequence[OrderIn | dict[str, An
                 outcomes = record_orders_in(uow.c, orders_in, source=source, actor=actor,
                                             now=now or utcnow(), audit_each=audit_each,
                                             request_ips=request_ips)
+                if before_commit is not None:
+                    before_commit(uow.c, outcomes)
                 uow.commit()
                 return outcomes
             except (IntegrityError, DBAPIError) as exc:

@@ -310,6 +310,14 @@ _texts_cache: dict[tuple[Any, Any, Any], tuple[str, str | None, str | None]] = {
 _TEXT_TYPES = (str, type(None))
 
 
+def _kept(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    """``value`` kept in ``cache`` under ``key`` (the cache emptied first when full)."""
+    if len(cache) >= _AMOUNTS_CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _line_texts(sku: Any, name: Any, category: Any) -> tuple[str, str | None, str | None]:
     return (_text(sku, SKU_MAX, required=True), _optional_text(name, LINE_NAME_MAX),
             _optional_text(category, CATEGORY_MAX))
@@ -377,10 +385,8 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
                     and type(raw_category) in _TEXT_TYPES):
                 texts = _texts_cache.get((raw_sku, raw_name, raw_category))
                 if texts is None:
-                    texts = _line_texts(raw_sku, raw_name, raw_category)
-                    if len(_texts_cache) >= _AMOUNTS_CACHE_SIZE:
-                        _texts_cache.clear()
-                    _texts_cache[(raw_sku, raw_name, raw_category)] = texts
+                    texts = _kept(_texts_cache, (raw_sku, raw_name, raw_category),
+                                  _line_texts(raw_sku, raw_name, raw_category))
             else:
                 texts = _line_texts(raw_sku, raw_name, raw_category)
             sku, name, category = texts
@@ -389,10 +395,8 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
                     raw_d is _MISSING or type(raw_d) is str):
                 amounts = _amounts_cache.get((raw_q, raw_p, raw_d))
                 if amounts is None:
-                    amounts = _line_amounts(raw_q, raw_p, raw_d)
-                    if len(_amounts_cache) >= _AMOUNTS_CACHE_SIZE:
-                        _amounts_cache.clear()
-                    _amounts_cache[(raw_q, raw_p, raw_d)] = amounts
+                    amounts = _kept(_amounts_cache, (raw_q, raw_p, raw_d),
+                                    _line_amounts(raw_q, raw_p, raw_d))
             else:
                 amounts = _line_amounts(raw_q, raw_p, raw_d)
             quantity, unit_price, discount, before, amount = amounts[:5]

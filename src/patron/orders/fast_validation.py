@@ -310,11 +310,14 @@ _texts_cache: dict[tuple[Any, Any, Any], tuple[str, str | None, str | None]] = {
 _TEXT_TYPES = (str, type(None))
 
 
-def _kept(cache: dict[Any, Any], key: Any, value: Any) -> Any:
-    """``value`` kept in ``cache`` under ``key`` (the cache emptied first when full)."""
-    if len(cache) >= _AMOUNTS_CACHE_SIZE:
-        cache.clear()
-    cache[key] = value
+def _cached(cache: dict[Any, Any], check: Any, *raw: Any) -> Any:
+    """``check(*raw)``, kept in ``cache`` under ``raw`` (the cache emptied first when full)."""
+    value = cache.get(raw)
+    if value is None:
+        value = check(*raw)
+        if len(cache) >= _AMOUNTS_CACHE_SIZE:
+            cache.clear()
+        cache[raw] = value
     return value
 
 
@@ -383,20 +386,14 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
             raw_sku, raw_name, raw_category = ln["sku"], lget("name"), lget("category")
             if (type(raw_sku) is str and type(raw_name) in _TEXT_TYPES
                     and type(raw_category) in _TEXT_TYPES):
-                texts = _texts_cache.get((raw_sku, raw_name, raw_category))
-                if texts is None:
-                    texts = _kept(_texts_cache, (raw_sku, raw_name, raw_category),
-                                  _line_texts(raw_sku, raw_name, raw_category))
+                texts = _cached(_texts_cache, _line_texts, raw_sku, raw_name, raw_category)
             else:
                 texts = _line_texts(raw_sku, raw_name, raw_category)
             sku, name, category = texts
             raw_q, raw_p, raw_d = ln["quantity"], ln["unit_price"], lget("discount", _MISSING)
             if type(raw_q) is str and type(raw_p) is str and (
                     raw_d is _MISSING or type(raw_d) is str):
-                amounts = _amounts_cache.get((raw_q, raw_p, raw_d))
-                if amounts is None:
-                    amounts = _kept(_amounts_cache, (raw_q, raw_p, raw_d),
-                                    _line_amounts(raw_q, raw_p, raw_d))
+                amounts = _cached(_amounts_cache, _line_amounts, raw_q, raw_p, raw_d)
             else:
                 amounts = _line_amounts(raw_q, raw_p, raw_d)
             quantity, unit_price, discount, before, amount = amounts[:5]

@@ -7,7 +7,13 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patron.customers.figures import FigureDelta, _window, add_counters, ranked
+from patron.customers.figures import (
+    FigureDelta,
+    RecordedFigures,
+    _window,
+    add_counters,
+    ranked,
+)
 
 UTC = dt.UTC
 
@@ -65,3 +71,35 @@ def test_an_order_on_a_local_date_lies_within_that_dates_window(at):
     assert start <= instant < end
     start, end = _window(at.date() + dt.timedelta(days=3))
     assert not start <= instant < end
+
+
+recorded_orders = st.lists(st.tuples(
+    st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 1, 1),
+                 timezones=st.just(UTC)),
+    st.integers(0, 10**6),
+    st.sampled_from([None, "SH01", "BJ02"]),
+    st.sampled_from(["pos", "tmall"]),
+    st.dictionaries(st.sampled_from(["coffee", "bakery", "tea"]), st.integers(0, 10**5),
+                    max_size=3)), min_size=1, max_size=6)
+
+
+@given(counter_maps, recorded_orders)
+def test_recorded_orders_count_into_stored_counters_as_their_own_deltas_would(stored, orders):
+    # Recording counts a chunk's orders straight into the stored counters: the same counters
+    # as adding the counters FigureDelta.add_order builds for those orders, and the same totals.
+    import copy
+
+    zone = ZoneInfo("Asia/Shanghai")
+    recorded, delta = RecordedFigures(), FigureDelta()
+    for at, fen, store, channel, categories in orders:
+        local = at.astimezone(zone)
+        recorded.add(at, local, fen, store, channel, categories)
+        delta.add_order(purchased_at=at, local_time=local, total=Decimal(fen) / 100,
+                        store_code=store, channel_code=channel,
+                        category_amounts={k: Decimal(v) / 100 for k, v in categories.items()})
+    assert recorded.counted_into(copy.deepcopy(stored)) == add_counters(
+        copy.deepcopy(stored), delta.counters)
+    assert recorded.counted_into({}) == delta.counters
+    assert (recorded.order_count, recorded.spend_fen, recorded.days) == (
+        delta.order_count, int(delta.total_spend * 100), delta.days)
+    assert (recorded.first_at, recorded.last_at) == (delta.first_order_at, delta.last_order_at)

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, delete, select, text
 
 from patron.config import get_settings
 from patron.customers.tables import customer_figures
-from patron.db import UTCDateTime, driver_datetime, sqlite_executemany
+from patron.db import UTCDateTime, sqlite_executemany
 from patron.orders.tables import order_lines, orders
 from patron.org.tables import channels, stores
 
@@ -55,7 +55,6 @@ class FigureDelta:
     last_order_at: dt.datetime | None = None
     days: set[dt.date] = field(default_factory=set)
     counters: Counters = field(default_factory=dict)
-    spend_fen: int = 0  # spend added by add_recorded, in fen (total_spend holds add_order's)
 
     def add_order(self, *, purchased_at: dt.datetime, local_time: dt.datetime, total: Decimal,
                   store_code: str | None, channel_code: str,
@@ -78,31 +77,62 @@ class FigureDelta:
             _bump(c, "category", category, _fen(amount))
 
 
-    def add_recorded(self, purchased_at: dt.datetime, local_time: dt.datetime, total_fen: int,
-                     store_code: str | None, channel_code: str,
-                     category_fen: dict[str, int]) -> None:
-        """:meth:`add_order` with the amounts in fen, as recording has them already (no
-        Decimal arithmetic per order)."""
+class RecordedFigures:
+    """What a chunk's newly recorded orders add to one customer's figures. The totals are
+    kept as the orders come; each order's counter keys are kept as they are and added to the
+    customer's stored counters once (:func:`apply_deltas`), instead of building the chunk's
+    own counters first and merging them into the stored ones after. The amounts are in fen
+    and the purchase times in the form the driver stores them (:func:`patron.db.driver_datetime`: on
+    SQLite the UTC text, which sorts as the times do), so nothing is converted per customer.
+    """
+
+    __slots__ = ("order_count", "spend_fen", "first_at", "last_at", "days", "orders")
+
+    def __init__(self) -> None:
+        self.order_count = 0
+        self.spend_fen = 0
+        self.first_at: Any = None
+        self.last_at: Any = None
+        self.days: set[dt.date] = set()
+        # (channel, hour key, weekday key, store or None, total in fen, {category: fen})
+        self.orders: list[tuple[str, str, str, str | None, int, dict[str, int]]] = []
+
+    def add(self, stored_at: Any, local_time: dt.datetime, total_fen: int,
+            store_code: str | None, channel_code: str, category_fen: dict[str, int]) -> None:
         self.order_count += 1
         self.spend_fen += total_fen
-        first = self.first_order_at
-        if first is None or purchased_at < first:
-            self.first_order_at = purchased_at
-        last = self.last_order_at
-        if last is None or purchased_at > last:
-            self.last_order_at = purchased_at
+        first = self.first_at
+        if first is None or stored_at < first:
+            self.first_at = stored_at
+        last = self.last_at
+        if last is None or stored_at > last:
+            self.last_at = stored_at
         self.days.add(local_time.date())
-        c = self.counters
-        _bump(c, "channel", channel_code, total_fen)
-        _bump(c, "hour", _HOURS[local_time.hour], total_fen)
-        _bump(c, "weekday", _WEEKDAYS[local_time.isoweekday()], total_fen)
-        if store_code:
-            _bump(c, "store", store_code, total_fen)
-        for category, amount in category_fen.items():
-            _bump(c, "category", category, amount)
+        self.orders.append((channel_code, _HOURS[local_time.hour],
+                            _WEEKDAYS[local_time.isoweekday()], store_code, total_fen,
+                            category_fen))
 
-    def spend_in_fen(self) -> int:
-        return self.spend_fen + _fen(self.total_spend)
+    def counted_into(self, counters: Counters) -> Counters:
+        """``counters`` with this chunk's orders counted in (changed and returned): what
+        adding the counters :meth:`FigureDelta.add_order` would count for the same orders
+        gives."""
+        for channel, hour, weekday, store, spend, categories in self.orders:
+            for dim, key in (("channel", channel), ("hour", hour), ("weekday", weekday)):
+                keys = counters.get(dim)
+                if keys is None:
+                    counters[dim] = {key: [1, spend]}
+                    continue
+                slot = keys.get(key)
+                if slot is None:
+                    keys[key] = [1, spend]
+                else:
+                    slot[0] += 1
+                    slot[1] += spend
+            if store:
+                _bump(counters, "store", store, spend)
+            for category, amount in categories.items():
+                _bump(counters, "category", category, amount)
+        return counters
 
 
 _HOURS = tuple(f"{h:02d}" for h in range(24))  # the counters' keys: "08", "1" (Monday)
@@ -180,10 +210,10 @@ class _Stored:
     counters: Counters
 
 
-def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta], *,
+def apply_deltas(conn: Connection, deltas: dict[int, RecordedFigures], *,
                  new_customer_ids: set[int] | frozenset[int] = frozenset(),
                  chunk_order_ids: set[int] | frozenset[int] = frozenset()) -> None:
-    """Add a chunk's deltas to the stored figures, one read-modify-write per customer.
+    """Add a chunk's recorded orders to the stored figures, one read-modify-write per customer.
 
     Call it after the chunk's orders are inserted: ``chunk_order_ids`` are those orders (left
     out when telling whether a purchase day is new) and ``new_customer_ids`` the customers the
@@ -219,28 +249,23 @@ def apply_deltas(conn: Connection, deltas: dict[int, FigureDelta], *,
     known = _earlier_days(conn, wanted, chunk_order_ids)
     for cid, between in wanted.items():
         new_days[cid] += len(between - known.get(cid, set()))
-    # SQLite: the chunk's times as the text they are stored as, compared with the stored text.
-    as_stored = (driver_datetime(conn.dialect) if conn.dialect.name != "postgresql"
-                 else None)
+    # The times are in the driver's form already (on SQLite the stored text, compared with
+    # the stored text as it is read).
     rows = []
     for cid in ids:
         d = deltas[cid]
         s = stored.get(cid)
         first_day, last_day = min(d.days), max(d.days)
-        first_at: Any = d.first_order_at
-        last_at: Any = d.last_order_at
-        if as_stored is not None:
-            first_at, last_at = as_stored(first_at), as_stored(last_at)
         if s is None:
-            rows.append((cid, d.order_count, new_days[cid], d.spend_in_fen(),
-                         first_at, last_at, first_day, last_day, d.counters))
+            rows.append((cid, d.order_count, new_days[cid], d.spend_fen,
+                         d.first_at, d.last_at, first_day, last_day, d.counted_into({})))
             continue
         rows.append((cid, s.order_count + d.order_count, s.purchase_days + new_days[cid],
-                     s.total_spend + d.spend_in_fen(),
-                     _earliest(s.first_order_at, first_at),
-                     _latest(s.last_order_at, last_at),
+                     s.total_spend + d.spend_fen,
+                     _earliest(s.first_order_at, d.first_at),
+                     _latest(s.last_order_at, d.last_at),
                      _earliest(s.first_day, first_day), _latest(s.last_day, last_day),
-                     add_counters(s.counters, d.counters)))
+                     d.counted_into(s.counters)))
     _write(conn, rows)
 
 

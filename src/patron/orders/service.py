@@ -11,7 +11,6 @@ found by the retry and treated as the duplicate or the known identity it is.
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, overload
@@ -330,15 +329,16 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
     created_at = when(now)
     seal_identifiers = orders.c.identifiers.type.seal  # what Sealed((id,), ...) binds as
     order_rows, line_rows, payment_rows = [], [], []
-    deltas: dict[int, figs.FigureDelta] = defaultdict(figs.FigureDelta)
+    deltas: dict[int, figs.RecordedFigures] = {}
     for it, oid in zip(fresh, order_ids, strict=True):
         o = it.order
         assert o and it.key and it.channel
         cid = final(order_customer[it.index]) if it.index in order_customer else None
         it.order_id, it.customer_id = oid, cid
+        purchased_at = when(o.purchased_at)
         order_rows.append((
             oid, it.key[0], it.key[1], o.external_id, it.store.id if it.store else None, cid,
-            when(o.purchased_at), o.gross_fen, o.discount_fen, o.total_fen, len(o.lines),
+            purchased_at, o.gross_fen, o.discount_fen, o.total_fen, len(o.lines),
             seal_identifiers((oid,), [list(i.key) for i in o.identities]),
             o.content_hash, source, created_at))
         categories: dict[str, int] = {}  # spend per category in fen
@@ -350,9 +350,11 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         for method, amount in o.payments:
             payment_rows.append((oid, method, fen_int(amount)))
         if cid is not None:
-            deltas[cid].add_recorded(o.purchased_at, o.local_time, o.total_fen,
-                                     it.store.code if it.store else None, it.channel.code,
-                                     categories)
+            delta = deltas.get(cid)
+            if delta is None:
+                delta = deltas[cid] = figs.RecordedFigures()
+            delta.add(purchased_at, o.local_time, o.total_fen,
+                      it.store.code if it.store else None, it.channel.code, categories)
     for it, first in repeats:
         it.order_id, it.customer_id = first.order_id, first.customer_id
     bulk_insert_many(conn, [(customers, customer_rows), (identities, identity_rows),

@@ -598,3 +598,21 @@ def sqlite_executemany(conn: Connection, sql: str, rows: list[Any]) -> None:
         raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
     finally:
         cur.close()
+
+
+def sqlite_fetchall(conn: Connection, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """The sqlite3 driver's rows as plain tuples, for hot paths reading many rows whose values
+    need none of SQLAlchemy's result processing; errors raised as SQLAlchemy's."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    _begin(conn)
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, params)
+        return cur.fetchall()  # type: ignore[no-any-return]
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    finally:
+        cur.close()

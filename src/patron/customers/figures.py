@@ -35,7 +35,7 @@ from sqlalchemy import Connection, delete, select, text
 
 from patron.config import get_settings
 from patron.customers.tables import customer_figures
-from patron.db import UTCDateTime, sqlite_executemany
+from patron.db import UTCDateTime, sqlite_executemany, sqlite_fetchall
 from patron.orders.tables import order_lines, orders
 from patron.org.tables import channels, stores
 
@@ -297,21 +297,22 @@ def _lock_and_read(conn: Connection, ids: list[int]) -> dict[int, _Stored]:
         return {int(r[0]): _Stored(int(r[1]), int(r[2]), int(r[3]), r[4], r[5], r[6], r[7],
                                    _loads(r[8]))
                 for r in rows}
-    out = {}
-    for r in conn.execute(_SQLITE_READ, {"ids": orjson.dumps(ids).decode()}):
-        out[int(r[0])] = _Stored(int(r[1]), int(r[2]), int(r[3]), r[4], r[5],
-                                 _sqlite_date(r[6]), _sqlite_date(r[7]), _loads(r[8]))
-    return out
+    # Through the driver: every column is stored as the value used here (integers, the times
+    # kept as their text, the dates parsed below, the counters as JSON text).
+    date = dt.date.fromisoformat
+    loads = orjson.loads
+    return {cid: _Stored(n, days, spend, first_at, last_at,
+                         None if first_day is None else date(first_day),
+                         None if last_day is None else date(last_day),
+                         {} if counters is None else loads(counters))
+            for cid, n, days, spend, first_at, last_at, first_day, last_day, counters
+            in sqlite_fetchall(conn, _SQLITE_READ, (orjson.dumps(ids).decode(),))}
 
 
 def _sqlite_time(value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
-
-
-def _sqlite_date(value: str | None) -> dt.date | None:
-    return None if value is None else dt.date.fromisoformat(value)
 
 
 def _earlier_days(conn: Connection, wanted: dict[int, set[dt.date]],
@@ -429,11 +430,11 @@ ON CONFLICT (customer_id) DO UPDATE SET
   counters = excluded.counters
 """)
 
-_SQLITE_READ = text("""
+_SQLITE_READ = """
 SELECT f.customer_id, f.order_count, f.purchase_days, f.total_spend, f.first_order_at,
        f.last_order_at, f.first_purchase_day, f.last_purchase_day, f.counters
-FROM json_each(:ids) AS k JOIN customer_figures f ON f.customer_id = k.value
-""")
+FROM json_each(?) AS k JOIN customer_figures f ON f.customer_id = k.value
+"""
 
 _SQLITE_EARLIER_ORDERS = text("""
 SELECT o.id, o.customer_id, o.purchased_at, s.timezone

@@ -318,6 +318,36 @@ def amount_text(value: Any) -> str:
     return str(value).strip().lstrip("¥￥").replace(",", "").strip()
 
 
+# A file's lines repeat a few amounts (the catalogue's prices, quantities of 1, 2, 3): the
+# cleaned texts and each line's paid amount are kept by the texts they come from, so that a
+# repeated line costs a dictionary lookup instead of string cleaning and Decimal arithmetic.
+# Amounts are not personal data; each cache is emptied when full.
+_AMOUNTS_CACHE_SIZE = 4096
+_UNKNOWN: Any = object()
+_amount_texts: dict[str, str] = {}
+_line_paid: dict[tuple[str, str, str], Decimal | None] = {}
+
+
+def _amount(value: Any) -> str:
+    """:func:`amount_text`, kept by the text for text cells."""
+    if type(value) is not str:
+        return amount_text(value)
+    text = _amount_texts.get(value)
+    if text is None:
+        text = amount_text(value)
+        if len(_amount_texts) >= _AMOUNTS_CACHE_SIZE:
+            _amount_texts.clear()
+        _amount_texts[value] = text
+    return text
+
+
+def _paid_for_line(quantity: str, unit_price: str, discount: str) -> Decimal | None:
+    q, p, d = _decimal(quantity), _decimal(unit_price), _decimal(discount)
+    if q is None or p is None or d is None:
+        return None
+    return fen(q * p) - fen(d)
+
+
 def _decimal(value: Any) -> Decimal | None:
     if type(value) is str:
         try:
@@ -397,15 +427,15 @@ def build_order(rows: list[FileRow], datetime_format: str | None = None) -> File
         if sku is not None:
             line["sku"] = sku
         if quantity is not None:
-            line["quantity"] = amount_text(quantity)
+            line["quantity"] = _amount(quantity)
         if unit_price is not None:
-            line["unit_price"] = amount_text(unit_price)
+            line["unit_price"] = _amount(unit_price)
         if name is not None:
             line["name"] = name
         if category is not None:
             line["category"] = category
         if discount is not None:
-            line["discount"] = amount_text(discount)
+            line["discount"] = _amount(discount)
         lines.append(line)
         order.line_rows.append(row.number)
     if lines:
@@ -428,11 +458,17 @@ def _paid_amount(payload: dict[str, Any]) -> Decimal | None:
         return _decimal(payload["total"])
     total = Decimal(0)
     for line in payload.get("lines", []):
-        q, p = _decimal(line.get("quantity", "")), _decimal(line.get("unit_price", ""))
-        d = _decimal(line.get("discount", "0"))
-        if q is None or p is None or d is None:
+        # The line's texts come from _amount (or are the defaults): always str.
+        key = (line.get("quantity", ""), line.get("unit_price", ""), line.get("discount", "0"))
+        paid = _line_paid.get(key, _UNKNOWN)
+        if paid is _UNKNOWN:
+            paid = _paid_for_line(*key)
+            if len(_line_paid) >= _AMOUNTS_CACHE_SIZE:
+                _line_paid.clear()
+            _line_paid[key] = paid
+        if paid is None:
             return None
-        total += fen(q * p) - fen(d)
+        total += paid
     discount = _decimal(payload.get("discount", "0"))
     if discount is None or not payload.get("lines"):
         return None

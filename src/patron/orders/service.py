@@ -32,6 +32,7 @@ from patron.db import (
     allocate_ids_many,
     bulk_insert_many,
     driver_datetime,
+    sqlite_fetchall,
     utcnow,
 )
 from patron.errors import FieldError
@@ -327,7 +328,9 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
 
     when = driver_datetime(conn.dialect)
     created_at = when(now)
-    seal_identifiers = orders.c.identifiers.type.seal  # what Sealed((id,), ...) binds as
+    # What Sealed((id,), identifiers) binds as, the JSON array of [kind, namespace, value]
+    # arrays written by orjson.
+    seal_identifiers = orders.c.identifiers.type.seal_text
     order_rows, line_rows, payment_rows = [], [], []
     deltas: dict[int, figs.RecordedFigures] = {}
     for it, oid in zip(fresh, order_ids, strict=True):
@@ -339,7 +342,7 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         order_rows.append((
             oid, it.key[0], it.key[1], o.external_id, it.store.id if it.store else None, cid,
             purchased_at, o.gross_fen, o.discount_fen, o.total_fen, len(o.lines),
-            seal_identifiers((oid,), [list(i.key) for i in o.identities]),
+            seal_identifiers((oid,), orjson.dumps([i.key for i in o.identities]).decode()),
             o.content_hash, source, created_at))
         categories: dict[str, int] = {}  # spend per category in fen
         for ln in o.lines:
@@ -447,11 +450,11 @@ JOIN orders o ON o.channel_id = json_extract(k.value, '$[0]')
 # By the blind index alone (its own index): half the time of a join on the three columns
 # pulled out of each key with json_extract (2,200 keys at 20,000 orders: 5.6 ms against 11).
 # An index is the value's whatever its kind, so the caller keeps only the kinds it asked for.
-_SQLITE_KNOWN_IDENTITIES = text("""
+_SQLITE_KNOWN_IDENTITIES = """
 SELECT i.kind, i.namespace, i.value_index, i.customer_id
-FROM json_each(:indexes) AS k
+FROM json_each(?) AS k
 JOIN identities i ON i.value_index = k.value
-""")
+"""
 
 
 class _RecordedOrders(Sequence[hooks.RecordedOrder]):
@@ -549,8 +552,9 @@ def _known_identities(conn: Connection, keys: list[tuple[str, str, str]],
                 for r in rows]
     wanted = set(indexed)
     found = {}
-    for kind, namespace, index, customer_id in conn.execute(
-            _SQLITE_KNOWN_IDENTITIES, {"indexes": orjson.dumps(list(by_index)).decode()}):
+    # Through the driver: plain columns, nothing for SQLAlchemy's result processing to do.
+    for kind, namespace, index, customer_id in sqlite_fetchall(
+            conn, _SQLITE_KNOWN_IDENTITIES, (orjson.dumps(list(by_index)).decode(),)):
         if (kind, namespace, index) in wanted:
             found[(kind, namespace, by_index[index])] = int(customer_id)
     return list(found.items())

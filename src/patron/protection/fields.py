@@ -146,6 +146,12 @@ class Encrypted(TypeDecorator[str]):
             return None
         return encrypt(self.to_text(value), where=self.where, binding=binding_text(binding))
 
+    def seal_text(self, binding: tuple[Any, ...], text: str) -> str:
+        """:meth:`seal` of a value the caller wrote as text already: any text that
+        :meth:`from_text` reads back as the value (ingestion writes each order's identifiers
+        with orjson, several times faster than the json module's encoder)."""
+        return encrypt(text, where=self.where, binding=binding_text(binding))
+
     def column_expression(self, col: Any) -> Any:
         if isinstance(col, Label):
             inner = self.column_expression(col.element)

@@ -220,3 +220,27 @@ def test_a_language_column_as_exports_write_it_becomes_patrons_code():
                                      "params": {"expected": "zh, en"}}])
     # not personal data: the refused value is shown
     assert (error.column, error.value) == ("language", "klingon")
+
+
+def test_repeated_line_amounts_give_the_same_payloads_as_the_first_time():
+    # A line's cleaned amounts and paid amount are kept by their texts: a repeated line (the
+    # cache answering) builds the same payload as its first reading, a bad amount included.
+    data = [
+        ["R1", "pos", "SH01", "2026-03-02 10:30", "", "cash", "LATTE", "", "", "3", "¥1,234.57",
+         "0.5"],
+        ["R1", "pos", "SH01", "", "", "", "BAD", "", "", "2", "12.3.4", ""],
+        ["R2", "pos", "SH01", "2026-03-02 10:31", "", "cash", "LATTE", "", "", "3",
+         "¥1,234.57", "0.5"],
+        ["R3", "pos", "SH01", "2026-03-02 10:32", "", "cash", "LATTE", "", "", "3", "¥1,234.57",
+         "0.5"],
+    ]
+    for _ in range(2):
+        _, rows = rows_of(HEADER, data)
+        first, second, third = [build_order(group) for group in group_orders(rows)]
+        assert first.payload["lines"][0] == {"sku": "LATTE", "quantity": "3",
+                                             "unit_price": "1234.57", "discount": "0.5"}
+        assert first.payload["lines"][1]["unit_price"] == "12.3.4"
+        assert "payments" not in first.payload  # not a number: the order is rejected for it
+        assert second.payload["payments"] == [{"method": "cash", "amount": "3703.21"}]
+        assert third.payload == {**second.payload, "external_id": "R3",
+                                 "purchased_at": dt.datetime(2026, 3, 2, 10, 32)}

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from patron.analytics import rfm_read, service
 from patron.analytics.model import quantile_scores, segment_for
-from patron.analytics.tables import lifecycle_transitions
+from patron.analytics.tables import lifecycle_flow_counts, lifecycle_transitions
+from patron.customers.service import merge_customers
 from patron.errors import Forbidden, NotFound, ValidationFailed
 from patron.orders.service import record_orders
 from patron.security.model import SYSTEM, Actor
@@ -250,3 +251,79 @@ def test_lifecycle_summary_and_flows_are_scoped(uow, shop):
     assert sum(f["customers"] for f in flows) == 3
     with pytest.raises(NotFound):
         service.customer_analytics(uow.c, actor=shop["manager"], customer_id=shop["gone"])
+
+
+# --- what those who see everyone read instead of counting ------------------------------------
+
+
+def test_stored_stage_counts_and_flows_equal_those_counted_live(uow, shop):
+    """Owners and analysts of every store read the stage counts the last refresh kept and the
+    flows the transitions' triggers keep (migration 0012); someone whose stores are all of
+    them gets both counted from the rows: the same answers, night after night, with a merged
+    profile and transitions written by hand too."""
+    org = shop["org"]
+    everywhere = Actor(type="user", id=9, name="area", role="analyst",
+                       store_ids=frozenset({org["SH01"], org["BJ01"]}))
+    periods = [(AS_OF.date() + dt.timedelta(days=a), AS_OF.date() + dt.timedelta(days=b))
+               for a, b in ((0, 0), (0, 40), (1, 9), (-30, -1))]
+
+    def same() -> None:
+        stored = service.lifecycle_summary(uow.c, actor=SYSTEM)
+        assert stored == service.lifecycle_summary(uow.c, actor=everywhere)
+        for lo, hi in periods:
+            flows = service.lifecycle_flows(uow.c, actor=SYSTEM, date_from=lo, date_to=hi)
+            assert flows == service.lifecycle_flows(uow.c, actor=everywhere, date_from=lo,
+                                                    date_to=hi)
+
+    same()  # nothing refreshed yet: nothing either way
+    service.refresh_lifecycle(uow=uow, actor=SYSTEM, as_of=AS_OF)
+    same()
+    assert service.lifecycle_summary(uow.c, actor=SYSTEM)["customers"] == 5
+    day2 = AS_OF + dt.timedelta(days=1)
+    record(uow, [order("W-back", at=day2 - dt.timedelta(hours=2),
+                       identifiers={"phone": "13800000001"})])
+    merge_customers(uow=uow, survivor_id=shop["big"], merged_id=shop["newcomer"],
+                    reason="same person", actor=SYSTEM)
+    service.refresh_lifecycle(uow=uow, actor=SYSTEM, as_of=day2)
+    same()
+    service.refresh_lifecycle(uow=uow, actor=SYSTEM, as_of=AS_OF + dt.timedelta(days=40))
+    same()
+    assert service.lifecycle_summary(uow.c, actor=SYSTEM)["customers"] == 4
+    flows = service.lifecycle_flows(uow.c, actor=SYSTEM, date_from=AS_OF.date(),
+                                    date_to=AS_OF.date())["flows"]
+    assert sum(f["customers"] for f in flows) == 5
+    assert {f["from_stage"] for f in flows} == {None}
+    # The counts follow whatever writes the transitions, not only the refresh.
+    tr = lifecycle_transitions.c
+    first = uow.c.execute(select(func.min(tr.id))).scalar_one()
+    uow.c.execute(lifecycle_transitions.update().where(tr.id == first)
+                  .values(changed_on=AS_OF.date() + dt.timedelta(days=5), from_stage="new"))
+    same()
+    uow.c.execute(lifecycle_transitions.delete().where(tr.changed_on == AS_OF.date()))
+    same()
+    fc = lifecycle_flow_counts.c
+    assert uow.c.execute(select(func.sum(fc.customers))).scalar_one() == uow.c.execute(
+        select(func.count()).select_from(lifecycle_transitions)).scalar_one()
+
+
+def test_a_segments_total_is_the_same_stored_or_counted(uow, shop):
+    """Who sees everyone gets a segment's total from the refresh's summary of the scope; the
+    same total as counting the segment's rows (someone whose stores are all of them)."""
+    org = shop["org"]
+    everywhere = Actor(type="user", id=9, name="area", role="analyst",
+                       store_ids=frozenset({org["SH01"], org["BJ01"]}))
+    for segment in service.SEGMENTS:  # before any refresh: nobody
+        assert service.segment_customers(uow.c, actor=SYSTEM, segment=segment)["total"] == 0
+    service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    for scope in ("overall", "store:SH01", "region:NORTH", "brand:B1"):
+        totals = []
+        for segment in service.SEGMENTS:
+            stored = service.segment_customers(uow.c, actor=SYSTEM, segment=segment,
+                                               scope=scope, page_size=2)
+            live = service.segment_customers(uow.c, actor=everywhere, segment=segment,
+                                             scope=scope, page_size=2)
+            assert stored == live
+            totals.append(stored["total"])
+        assert sum(totals) == service.rfm_summary(uow.c, actor=SYSTEM, scope=scope)["customers"]
+    assert sum(service.segment_customers(uow.c, actor=SYSTEM, segment=s)["total"]
+               for s in service.SEGMENTS) == 5

@@ -303,3 +303,49 @@ def test_0011_keeps_every_stored_score_as_cut_points_and_goes_back(fresh_url):
         migrate(command.upgrade, "head")
     finally:
         engine.dispose()
+
+
+def test_0012_counts_the_transitions_already_recorded_and_goes_back(fresh_url):
+    """Transitions recorded at 0011 are counted per day and flow by 0012 (first stages under
+    ""), and from then on the triggers keep the counts; undone, the table and triggers go."""
+    from patron.db import get_engine
+
+    engine = get_engine(fresh_url)
+    migrate = _migrator(engine, fresh_url)
+    stamp = "2026-01-01 00:00:00.000000"
+
+    def add(conn, *rows) -> None:
+        for cid, from_stage, to_stage, day in rows:
+            conn.execute(text(
+                "INSERT INTO lifecycle_transitions (customer_id, from_stage, to_stage, "
+                "changed_on, recorded_at) VALUES (:c, :f, :t, :d, :at)"),
+                {"c": cid, "f": from_stage, "t": to_stage, "d": day, "at": stamp})
+
+    def counts() -> set[tuple[str, str, str, int]]:
+        with engine.connect() as conn:
+            return {(str(r[0]), r[1], r[2], int(r[3])) for r in conn.execute(text(
+                "SELECT changed_on, from_stage, to_stage, customers "
+                "FROM lifecycle_flow_counts WHERE customers <> 0"))}
+
+    try:
+        migrate(command.upgrade, "0011")
+        with engine.begin() as conn:
+            add(conn, (1, None, "new", "2026-01-01"), (2, None, "new", "2026-01-01"),
+                (3, None, "active", "2026-01-01"), (1, "new", "active", "2026-01-05"))
+        migrate(command.upgrade, "0012")
+        assert counts() == {("2026-01-01", "", "new", 2), ("2026-01-01", "", "active", 1),
+                            ("2026-01-05", "new", "active", 1)}
+        with engine.begin() as conn:
+            add(conn, (2, "new", "active", "2026-01-05"), (4, None, "new", "2026-01-06"))
+            conn.execute(text("DELETE FROM lifecycle_transitions WHERE customer_id = 3"))
+        assert counts() == {("2026-01-01", "", "new", 2), ("2026-01-05", "new", "active", 2),
+                            ("2026-01-06", "", "new", 1)}
+        migrate(command.downgrade, "0011")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM lifecycle_transitions")
+                                ).scalar_one() == 5
+        migrate(command.upgrade, "head")
+        assert counts() == {("2026-01-01", "", "new", 2), ("2026-01-05", "new", "active", 2),
+                            ("2026-01-06", "", "new", 1)}
+    finally:
+        engine.dispose()

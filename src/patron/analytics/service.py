@@ -63,6 +63,7 @@ from patron.analytics.model import (
 from patron.analytics.tables import (
     analytics_settings,
     lifecycle_changed_customers,
+    lifecycle_flow_counts,
     lifecycle_intervals,
     lifecycle_refreshes,
     lifecycle_stages,
@@ -1250,7 +1251,14 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
     # computed for every row of the scope.
     members = _visible_only(select(s.customer_id).where(
         s.scope == key, rfm_read.segment_condition([segment], cuts)), s.customer_id, actor)
-    total = conn.execute(select(func.count()).select_from(members.subquery())).scalar_one()
+    stored = refresh.segments if refresh is not None and actor.store_ids is None else None
+    if stored is not None:
+        # Who sees everyone gets the count the refresh kept with the scope's summary (what
+        # rfm_summary shows them), not the segment's rows counted on every page.
+        total = int(stored[segment][0]) if segment in stored else 0
+    else:
+        total = conn.execute(select(func.count()).select_from(members.subquery())
+                             ).scalar_one()
     recency = _recency_sql(conn, refresh).label("recency_days")
     # The page is chosen among the scores first; only its customers are read.
     order = (s.monetary.desc(), s.frequency.desc(), s.customer_id)
@@ -1284,9 +1292,25 @@ def _stage_counts(conn: Connection, actor: Actor | None) -> dict[str, int]:
     return {stage: found.get(stage, 0) for stage in STAGES}
 
 
+def _refreshed_stage_counts(conn: Connection) -> dict[str, int] | None:
+    """Customers per stage as the last lifecycle refresh left them (its state keeps them:
+    counted after a full refresh, moved by each night's flows), or None before any."""
+    state = conn.execute(select(lifecycle_refreshes.c.state).where(
+        lifecycle_refreshes.c.key == "lifecycle")).scalar()
+    stages = state.get("stages") if isinstance(state, dict) else None
+    if not isinstance(stages, dict):
+        return None
+    return {stage: int(stages.get(stage, 0)) for stage in STAGES}
+
+
 def lifecycle_summary(conn: Connection, *, actor: Actor) -> dict[str, Any]:
+    """Customers per stage among those the actor may see. Owners and analysts of every store
+    read the counts the last refresh kept (only a refresh writes stages) instead of counting
+    a million stages on every view; store-scoped actors get theirs counted."""
     _need(actor, "dashboard.read")
-    counts = _stage_counts(conn, actor)
+    counts = _refreshed_stage_counts(conn) if actor.store_ids is None else None
+    if counts is None:
+        counts = _stage_counts(conn, actor)
     total = sum(counts.values())
     updated = conn.execute(select(func.max(lifecycle_transitions.c.changed_on))).scalar()
     return {"customers": total, "last_change_on": updated, "stages": [
@@ -1300,12 +1324,26 @@ def lifecycle_flows(conn: Connection, *, actor: Actor, date_from: dt.date, date_
     _need(actor, "dashboard.read")
     if date_to < date_from:
         raise _invalid("to", "date_range_reversed")
-    tr = lifecycle_transitions.c
-    rows = conn.execute(_visible_only(
-        select(tr.from_stage, tr.to_stage, func.count().label("n"))
-        .where(tr.changed_on >= date_from, tr.changed_on <= date_to), tr.customer_id, actor)
-        .group_by(tr.from_stage, tr.to_stage)
-        .order_by(func.count().desc(), tr.from_stage, tr.to_stage)).all()
+    if actor.store_ids is None:
+        # Who sees everyone reads the counts per day the transitions' triggers keep
+        # (migration 0012), not every transition of the period. "" is the first stage, None
+        # again here so that it sorts as before on either database.
+        fc = lifecycle_flow_counts.c
+        from_stage = func.nullif(fc.from_stage, "")
+        n = func.sum(fc.customers)
+        rows = conn.execute(
+            select(from_stage.label("from_stage"), fc.to_stage, n.label("n"))
+            .where(fc.changed_on >= date_from, fc.changed_on <= date_to)
+            .group_by(from_stage, fc.to_stage).having(n > 0)
+            .order_by(n.desc(), from_stage, fc.to_stage)).all()
+    else:
+        tr = lifecycle_transitions.c
+        rows = conn.execute(_visible_only(
+            select(tr.from_stage, tr.to_stage, func.count().label("n"))
+            .where(tr.changed_on >= date_from, tr.changed_on <= date_to), tr.customer_id,
+            actor)
+            .group_by(tr.from_stage, tr.to_stage)
+            .order_by(func.count().desc(), tr.from_stage, tr.to_stage)).all()
     lang = actor.language
     return {"from": date_from, "to": date_to, "flows": [
         {"from_stage": r.from_stage, "from_label": _label("stage", r.from_stage, lang),

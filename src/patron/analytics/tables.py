@@ -148,3 +148,17 @@ lifecycle_transitions = Table(
     Column("recorded_at", UTCDateTime, nullable=False),
     Index("ix_lifecycle_transitions_changed_on", "changed_on"),
 )
+
+# Stage changes per local day and from -> to (from "": the customer's first stage), kept by
+# triggers on ``lifecycle_transitions`` (migration 0012), whatever writes it: the flows
+# between stages over any period are summed from a row per day and flow instead of counted
+# from the transitions (a first refresh alone records one per customer).
+lifecycle_flow_counts = Table(
+    "lifecycle_flow_counts",
+    metadata,
+    Column("changed_on", Date, nullable=False),
+    Column("from_stage", String(16), nullable=False),
+    Column("to_stage", String(16), nullable=False),
+    Column("customers", Integer, nullable=False),
+    PrimaryKeyConstraint("changed_on", "from_stage", "to_stage"),
+)

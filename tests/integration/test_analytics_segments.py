@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from patron.analytics import rfm_read, service
 from patron.analytics.model import quantile_scores, segment_for
-from patron.analytics.tables import lifecycle_flow_counts, lifecycle_transitions
+from patron.analytics.tables import lifecycle_flow_counts, lifecycle_transitions, rfm_scores
 from patron.customers.service import merge_customers
 from patron.errors import Forbidden, NotFound, ValidationFailed
 from patron.orders.service import record_orders
@@ -327,3 +327,28 @@ def test_a_segments_total_is_the_same_stored_or_counted(uow, shop):
         assert sum(totals) == service.rfm_summary(uow.c, actor=SYSTEM, scope=scope)["customers"]
     assert sum(service.segment_customers(uow.c, actor=SYSTEM, segment=s)["total"]
                for s in service.SEGMENTS) == 5
+
+
+def test_a_segments_envelope_keeps_every_member(uow, shop):
+    """The ranges around a segment's cells (what a page's index walk starts from) are implied
+    by its cells: adding them selects the very same customers, in every scope."""
+    for k in range(30):
+        history(uow, f"E{k}", f"1390000{k:04d}", "SH01" if k % 3 else "BJ01",
+                [1 + (k * 13) % 200 + 9 * i for i in range(k % 6 + 1)],
+                BIG if k % 4 == 0 else None)
+    service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    s = SCORED.c
+    for scope in ("overall", "store:SH01", "brand:B1"):
+        cuts = rfm_read.cuts_of(service._scope_refresh(uow.c, scope))
+        members = {seg: set() for seg in service.SEGMENTS}
+        for r in uow.c.execute(select(s.customer_id, s.segment).where(s.scope == scope)):
+            members[r.segment].add(r.customer_id)
+        assert sum(len(v) for v in members.values()) > 10
+        for seg in service.SEGMENTS:
+            found = set(uow.c.execute(select(rfm_scores.c.customer_id).where(
+                rfm_scores.c.scope == scope, rfm_read.segment_envelope([seg], cuts),
+                rfm_read.segment_condition([seg], cuts))).scalars())
+            assert found == members[seg], (scope, seg)
+            within = set(uow.c.execute(select(rfm_scores.c.customer_id).where(
+                rfm_scores.c.scope == scope, rfm_read.segment_envelope([seg], cuts))).scalars())
+            assert within >= members[seg]

@@ -45,6 +45,9 @@ dashboard_activity = Table(
     Column("refunds", Money, nullable=False),  # each order's refunds, at most its total
     *_marks,
     Index("ix_dashboard_activity_day", "day"),
+    # A store manager's figures read their stores' rows of the period, not every store's
+    # (migration 0013): at a million customers a month of one store is 26k of 220k rows.
+    Index("ix_dashboard_activity_store_id_day", "store_id", "day"),
 )
 
 # The same per category bought (order lines), with marks within the category.

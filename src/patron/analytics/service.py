@@ -1248,9 +1248,11 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
     refresh = _scope_refresh(conn, key)
     cuts = rfm_read.cuts_of(refresh)
     # The segment's cells as value ranges over the (scope, value) indexes, not a score
-    # computed for every row of the scope.
+    # computed for every row of the scope; with the ranges around all of them, which the
+    # page's walk down the (scope, monetary) index starts from.
     members = _visible_only(select(s.customer_id).where(
-        s.scope == key, rfm_read.segment_condition([segment], cuts)), s.customer_id, actor)
+        s.scope == key, rfm_read.segment_envelope([segment], cuts),
+        rfm_read.segment_condition([segment], cuts)), s.customer_id, actor)
     stored = refresh.segments if refresh is not None and actor.store_ids is None else None
     if stored is not None:
         # Who sees everyone gets the count the refresh kept with the scope's summary (what

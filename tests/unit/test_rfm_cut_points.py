@@ -5,6 +5,7 @@ thresholds as "better than" bounds score as the model's threshold rules."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from decimal import Decimal
 
@@ -14,7 +15,15 @@ from patron.analytics.model import (
     recency_score_by_thresholds,
     value_score_by_thresholds,
 )
-from patron.analytics.rfm_refresh import DAY, recency, score, threshold_his, value_class
+from patron.analytics.rfm_refresh import (
+    DAY,
+    PERCENTILE_EXACT_UPTO,
+    cut_positions,
+    recency,
+    score,
+    threshold_his,
+    value_class,
+)
 
 END = dt.datetime(2026, 6, 1, 16, 0, tzinfo=dt.UTC)  # a local midnight in Shanghai
 
@@ -73,3 +82,17 @@ def test_owner_thresholds_as_bounds_score_as_the_model():
         yuan = Decimal(fen) / 100  # the cut points are in fen, the owner's in yuan
         assert score(fen, m) == value_score_by_thresholds(float(yuan), th.monetary)
     assert threshold_his("f", RfmThresholds(), END) is None
+
+
+def test_percentile_positions_are_the_cut_positions():
+    """PostgreSQL's ``percentile_disc(p)`` takes the ``ceil(p * n)``-th value (double
+    precision): for p = 0.2 .. 0.8 that is the cut point's K_s for every scope size the full
+    refresh hands it (a product rounded up past a whole number would take the next value)."""
+    rng = random.Random(7)
+    sizes = [*range(1, 20_001), *(rng.randrange(1, PERCENTILE_EXACT_UPTO + 1)
+                                   for _ in range(20_000)),
+             *range(PERCENTILE_EXACT_UPTO - 5_000, PERCENTILE_EXACT_UPTO + 1)]
+    for n in sizes:
+        assert [math.ceil(((s - 1) / 5) * n) - 1 for s in range(2, 6)] == cut_positions(n), n
+    assert cut_positions(5) == [0, 1, 2, 3]
+    assert cut_positions(1) == [0, 0, 0, 0]

@@ -2,7 +2,7 @@
 
 A quantile score is a step function of the value: with the scope's values sorted from worst to
 best, ``a[0..n-1]``, and ``K_s = ceil((s - 1) * n / 5)``, a customer scores at least ``s``
-exactly when their value is strictly better than ``a[K_s - 1]`` (``service._score`` on the
+exactly when their value is strictly better than ``a[K_s - 1]`` (``model.score_by_rank`` on the
 competition rank says the same: ``1 + 5 * (rank - 1) // n >= s`` iff at least ``K_s`` values
 are worse). So a scope is described by four *cut points* per dimension: the value class of
 ``a[K_s - 1]`` (``(lo, hi]``: one value for frequency and monetary, one whole day before the end
@@ -46,8 +46,10 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     and_,
+    case,
     delete,
     func,
+    literal,
     or_,
     select,
     text,
@@ -114,8 +116,8 @@ def score(x: Value, his: list[Value | None]) -> int:
 
 
 def threshold_his(dim: str, th: RfmThresholds, end: dt.datetime) -> list[Value] | None:
-    """The owner's cut points as "better than" bounds, the same comparisons as the SQL of
-    ``service._threshold_score``; None when the dimension is scored by quantiles."""
+    """The owner's cut points as "better than" bounds, the same comparisons as
+    ``model``'s threshold scores; None when the dimension is scored by quantiles."""
     if dim == "r" and th.recency_days:  # ascending, as every dimension's (rfm_read)
         return sorted(end - (int(c) + 1) * DAY for c in th.recency_days)
     if dim == "f" and th.frequency:
@@ -184,54 +186,93 @@ def stats_from_sums(sums: dict[str, list[int]]) -> dict[str, list[float]]:
 
 # --- after a full refresh -------------------------------------------------------------------
 
-def _count(conn: Connection, key: str, dim: str, lo: Value | None, hi: Value | None) -> int:
-    col = COLUMNS[dim]
-    conds = [rfm_scores.c.scope == key]
-    if lo is not None:
-        conds.append(col > lo)
-    if hi is not None:
-        conds.append(col <= hi)
-    return int(conn.execute(select(func.count()).where(*conds)).scalar_one())
+def cut_positions(n: int) -> list[int]:
+    """The 0-based positions, worst first, of the values the four cut points hold among ``n``
+    (``K_s - 1`` for s = 2..5)."""
+    return [((level - 1) * n + 4) // 5 - 1 for level in range(2, 6)]
 
 
-def state_from_rows(conn: Connection, key: str, end: dt.datetime, th: RfmThresholds,
-                    meta: dict[str, Any], groups: list[Any]) -> ScopeState:
-    """The cut points and segment sums of a scope as its rows now stand (after a full
-    refresh). ``groups``: the scope's rows grouped by the three scores and the segment, as
-    the full refresh ranked them (``service``: count, sums of recency, frequency and fen,
-    largest value of each dimension), which give the segment sums and each score's count
-    and largest value; then the cut points' classes are counted through the
-    ``(scope, value)`` indexes."""
+# percentile_disc(p) takes the ceil(p * n)-th value; for p = 0.2, 0.4, 0.6, 0.8 in double
+# precision that is exactly K_s for every n up to this (checked for each n).
+PERCENTILE_EXACT_UPTO = 20_000_000
+
+
+def cut_values(conn: Connection, key: str, n: int, dims: list[str]) -> dict[str, list[Value]]:
+    """Each of ``dims``' values at the cut positions among the scope's ``n`` rows. On
+    PostgreSQL one statement of ``percentile_disc`` (a sort of each column's values alone,
+    not of the rows: three window sorts of every scope's rows, partitioned by scope, took
+    most of a first run at a million); on SQLite read along the ``(scope, value)`` indexes."""
+    if not dims or n == 0:
+        return {d: [] for d in dims}
+    where = rfm_scores.c.scope == key
+    if conn.dialect.name == "postgresql" and n <= PERCENTILE_EXACT_UPTO:
+        row = conn.execute(select(*(
+            func.percentile_disc((level - 1) / 5).within_group(COLUMNS[d])
+            for d in dims for level in range(2, 6))).where(where)).one()
+        return {d: list(row[4 * i:4 * i + 4]) for i, d in enumerate(dims)}
+    return {d: [conn.execute(select(COLUMNS[d]).where(where).order_by(COLUMNS[d])
+                             .offset(k).limit(1)).scalar_one() for k in cut_positions(n)]
+            for d in dims}
+
+
+def _position_sql(col: Any, bounds: list[Value]) -> Any:
+    """How many of ``bounds`` (ascending, distinct) the value is strictly above."""
+    if not bounds:
+        return literal(0)
+    return case(*((col > b, i + 1) for i, b in reversed(list(enumerate(bounds)))), else_=0)
+
+
+def state_from_rows(conn: Connection, key: str, n: int, end: dt.datetime, th: RfmThresholds,
+                    meta: dict[str, Any], days: Any) -> ScopeState:
+    """The cut points and segment sums of a scope as its ``n`` rows now stand (after a full
+    refresh; ``days``: SQL for a row's recency). The values at the cut positions
+    (:func:`cut_values`) give each cut point's value class; then one grouped scan of the
+    scope's rows places every value among the classes' bounds (at most nine positions per
+    dimension), which gives the scores, the segment sums and the customers below and up to
+    each cut point without ranking the rows."""
+    fixed = {d: threshold_his(d, th, end) for d in DIMS}
+    quantile = [d for d in DIMS if fixed[d] is None]
+    classes = {d: [value_class(d, v, end) for v in values]
+               for d, values in cut_values(conn, key, n, quantile).items()}
+    bounds: dict[str, list[Value]] = {}
+    for d in DIMS:
+        his = fixed[d]
+        bounds[d] = sorted(set(his) if his is not None else
+                           {x for pair in classes[d] for x in pair if x is not None})
+    s = rfm_scores.c
+    placed = select(*(_position_sql(COLUMNS[d], bounds[d]).label(d) for d in DIMS),
+                    days.label("rec"), s.frequency, COLUMNS["m"].label("fen")
+                    ).where(s.scope == key).subquery("placed")
+    p = placed.c
+    groups = conn.execute(select(p.r, p.f, p.m, func.count(), func.sum(p.rec),
+                                 func.sum(p.frequency), func.sum(p.fen))
+                          .group_by(p.r, p.f, p.m)).all()
+
+    def above(d: str, pos: int, bound: Value) -> bool:  # the position's values > bound
+        return pos > 0 and bound <= bounds[d][pos - 1]
+
+    his_of_dim = {d: fixed[d] if fixed[d] is not None else [hi for _lo, hi in classes[d]]
+                  for d in DIMS}
     sums: dict[str, list[int]] = {}
-    per_score: dict[str, dict[int, tuple[int, Value]]] = {d: {} for d in DIMS}
+    per_position: dict[str, dict[int, int]] = {d: {} for d in DIMS}
     for g in groups:
-        n_g = int(g.n)
-        _add(sums, g.segment, [n_g, int(g.rec), int(g.freq), int(g.fen), int(g.r_score) * n_g,
-                               int(g.f_score) * n_g, int(g.m_score) * n_g], 1)
-        for dim, level, top in (("r", g.r_score, g.top_r), ("f", g.f_score, g.top_f),
-                                ("m", g.m_score, g.top_m)):
-            count, best = per_score[dim].get(int(level), (0, None))
-            per_score[dim][int(level)] = (count + n_g, top if best is None else max(best, top))
-    n = sum(v[0] for v in sums.values())
-    cuts: dict[str, list[Cut] | None] = {}
-    for dim in DIMS:
-        if threshold_his(dim, th, end) is not None:
-            cuts[dim] = None
-            continue
-        if n == 0:
-            cuts[dim] = []
-            continue
-        levels = per_score[dim]
-        out = []
-        for level in range(2, 6):
-            lower = [levels[g] for g in levels if g < level]
-            upto = sum(c for c, _x in lower)
-            top = max(x for _c, x in lower)
-            lo, hi = value_class(dim, top, end)
-            inside = _count(conn, key, dim, lo, hi)
-            out.append(Cut(lo, hi, upto - inside, upto if hi is not None else n))
-        cuts[dim] = out
-    return ScopeState(n, cuts, sums, meta)
+        count = int(g[3])
+        r, f, m = (1 + sum(1 for h in his_of_dim[d] if h is not None and above(d, int(pos), h))
+                   for d, pos in zip(DIMS, g[:3], strict=True))
+        _add(sums, segment_for(r, f, m), [count, int(g[4]), int(g[5]), int(g[6]), r * count,
+                                          f * count, m * count], 1)
+        for d, pos in zip(DIMS, g[:3], strict=True):
+            per_position[d][int(pos)] = per_position[d].get(int(pos), 0) + count
+    total = sum(v[0] for v in sums.values())
+    cuts: dict[str, list[Cut] | None] = {d: None for d in DIMS}
+    for d in quantile:
+        spread = per_position[d]
+        cuts[d] = [Cut(lo, hi,
+                       sum(c for pos, c in spread.items() if not above(d, pos, lo)),
+                       total if hi is None else
+                       sum(c for pos, c in spread.items() if not above(d, pos, hi)))
+                   for lo, hi in classes[d]]
+    return ScopeState(total, cuts, sums, meta)
 
 
 def his_of(state: ScopeState, th: RfmThresholds, end: dt.datetime

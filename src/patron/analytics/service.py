@@ -302,20 +302,6 @@ def all_scopes(conn: Connection) -> list[Scope]:
 
 # --- RFM refresh ----------------------------------------------------------------------------
 
-def _score(rank_col: Any, count_col: Any) -> ColumnElement[Any]:
-    """SQL for :func:`patron.analytics.model.score_by_rank`."""
-    return literal(1) + (literal(5) * (rank_col - 1)) // count_col
-
-
-def _threshold_score(value: Any, cuts: tuple[float, ...], *, recency: bool) -> Any:
-    if recency:  # SQL for recency_score_by_thresholds
-        return literal(5) - sum((case((value > c, 1), else_=0) for c in cuts), literal(0))
-    return literal(1) + sum((case((value >= c, 1), else_=0) for c in cuts), literal(0))
-
-
-_segment_case = rfm_read.segment_sql
-
-
 # Orders aggregated per store and customer once per refresh; every store, region and brand
 # scope reads this instead of the orders (one pass over the orders instead of one per scope).
 _scratch = MetaData()
@@ -399,23 +385,6 @@ def _rfm_source(conn: Connection, scope: Scope, *, only: Any = None) -> Any:
 _RFM_VALUES = ("last_order_at", "frequency", "monetary")
 
 
-def _scores_sql(days: Any, frequency: Any, monetary: Any, n: Any, th: RfmThresholds,
-                partition: Any = None) -> tuple[Any, Any, Any]:
-    """The three scores of a scope's rows in SQL: by owner thresholds, or by rank among the
-    scope's ``n`` rows (``partition``: the scope column when several scopes are ranked at
-    once)."""
-    by = {} if partition is None else {"partition_by": partition}
-    r = (_threshold_score(days, th.recency_days, recency=True) if th.recency_days else
-         _score(func.rank().over(order_by=days.desc(), **by), n))
-    f = (_threshold_score(frequency, th.frequency, recency=False) if th.frequency else
-         _score(func.rank().over(order_by=frequency, **by), n))
-    # yuan: the comparison binds them through the column's Money type
-    m = (_threshold_score(monetary, tuple(Decimal(str(v)) for v in th.monetary),
-                          recency=False)
-         if th.monetary else _score(func.rank().over(order_by=monetary, **by), n))
-    return r, f, m
-
-
 def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, now: dt.datetime,
                    *, empty: bool = False, count: int | None = None) -> tuple[int, int | None]:
     """Every customer's values in the scope: write the rows that are new or changed and
@@ -458,46 +427,15 @@ def _refresh_scope(conn: Connection, scope: Scope, as_of: dt.datetime, now: dt.d
     return count, written
 
 
-def _score_groups(conn: Connection, counts: dict[str, int], as_of: dt.datetime,
-                  th: RfmThresholds) -> dict[str, list[Any]]:
-    """Every scope of ``counts`` ranked (each among its own rows), its rows grouped by the
-    three scores and the segment (at most 125 groups per scope): count, sums of recency,
-    frequency and monetary (fen), the largest value of each dimension. One statement, one
-    scan of the scopes' rows (the whole table after a refresh of every scope)."""
-    s = rfm_scores.c
-    keys = list(counts)
-    days = _whole_days(conn, _moment(conn, end_of_local_day(as_of)), s.last_order_at)
-    where = s.scope == keys[0] if len(keys) == 1 else s.scope.in_(keys)
-    n = (literal(max(1, counts[keys[0]])) if len(keys) == 1 else
-         case({k: max(1, v) for k, v in counts.items()}, value=s.scope))
-    fen = type_coerce(s.monetary, BigInteger)
-    r, f, m = _scores_sql(days, s.frequency, s.monetary, n, th,
-                          partition=None if len(keys) == 1 else s.scope)
-    scored = select(s.scope, days.label("rec"), s.last_order_at, s.frequency,
-                    fen.label("fen"), r.label("r_score"), f.label("f_score"),
-                    m.label("m_score")).where(where).subquery("scored")
-    c = scored.c
-    out: dict[str, list[Any]] = {key: [] for key in keys}
-    for g in conn.execute(
-            select(c.scope, c.r_score, c.f_score, c.m_score,
-                   _segment_case(c.r_score, c.f_score, c.m_score).label("segment"),
-                   func.count().label("n"), func.sum(c.rec).label("rec"),
-                   func.sum(c.frequency).label("freq"), func.sum(c.fen).label("fen"),
-                   func.max(c.last_order_at).label("top_r"),
-                   func.max(c.frequency).label("top_f"), func.max(c.fen).label("top_m"))
-            .group_by(c.scope, c.r_score, c.f_score, c.m_score)):
-        out[g.scope].append(g)
-    return out
-
-
 def _score_scope(conn: Connection, scope: Scope, as_of: dt.datetime, th: RfmThresholds,
-                 now: dt.datetime, written: int | None, groups: list[Any]) -> tuple[int, int]:
-    """A fully refreshed scope's cut points and sums recorded; (customers, rows written: all
-    of them when ``written`` is None, a first refresh). ``groups``: its score groups
-    (:func:`_score_groups`)."""
+                 now: dt.datetime, count: int, written: int | None) -> tuple[int, int]:
+    """A fully refreshed scope's cut points and sums recorded (from its ``count`` rows as
+    stored, :func:`rfm_refresh.state_from_rows`); (customers, rows written: all of them
+    when ``written`` is None, a first refresh)."""
     end = end_of_local_day(as_of)
-    state = rfm_refresh.state_from_rows(conn, scope.key, end, th, _state_meta(th, scope),
-                                        groups)
+    days = _whole_days(conn, _moment(conn, end), rfm_scores.c.last_order_at)
+    state = rfm_refresh.state_from_rows(conn, scope.key, count, end, th,
+                                        _state_meta(th, scope), days)
     written = state.n if written is None else written
     _save_refresh(conn, scope.key, as_of, now, state, written, th)
     return state.n, written
@@ -566,9 +504,7 @@ def _refresh_all_scopes(conn: Connection, scopes: list[Scope], as_of: dt.datetim
     _create_indexes(conn, rebuilt)
     if partial:
         _drop_store_totals(conn)
-    groups = _score_groups(conn, {key: n for key, (n, _w) in done.items()}, as_of, th)
-    return {s.key: _score_scope(conn, s, as_of, th, now, done[s.key][1], groups[s.key])
-            for s in scopes}
+    return {s.key: _score_scope(conn, s, as_of, th, now, *done[s.key]) for s in scopes}
 
 
 def _state_meta(th: RfmThresholds, scope: Scope) -> dict[str, Any]:

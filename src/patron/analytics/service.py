@@ -608,8 +608,10 @@ def _refresh_changes_only(conn: Connection, scopes: list[Scope], as_of: dt.datet
     # written once, with its final values and scores.
     untouched = ~select(_touched.c.customer_id).where(
         _touched.c.customer_id == s.customer_id).exists()
-    conds = [c for work in works for c in rfm_refresh.plan(conn, work, th, untouched)]
-    rfm_refresh.candidates(conn, works, conds)
+    for work in works:
+        rfm_refresh.plan(conn, work, th, untouched)
+    rfm_refresh.candidates(conn, works, untouched,
+                           _whole_days(conn, _moment(conn, end), s.last_order_at))
     for work in works:
         rfm_refresh.finish(work)
     rfm_refresh.write_rows(conn, works, now)

@@ -12,6 +12,7 @@ from patron.analytics import rfm_read, service
 from patron.analytics.model import quantile_scores, segment_for
 from patron.analytics.tables import lifecycle_flow_counts, lifecycle_transitions, rfm_scores
 from patron.customers.service import merge_customers
+from patron.customers.tables import customers
 from patron.errors import Forbidden, NotFound, ValidationFailed
 from patron.orders.service import record_orders
 from patron.security.model import SYSTEM, Actor
@@ -352,3 +353,44 @@ def test_a_segments_envelope_keeps_every_member(uow, shop):
             within = set(uow.c.execute(select(rfm_scores.c.customer_id).where(
                 rfm_scores.c.scope == scope, rfm_read.segment_envelope([seg], cuts))).scalars())
             assert within >= members[seg]
+
+
+def test_a_managers_counts_hold_who_registered_or_bought_at_its_stores(uow, shop):
+    """A store manager's segment totals, RFM summary and stage counts (counted over the set of
+    its customers at once) hold a customer who only registered at its store and one who only
+    bought there, and nobody else; the same customers its drill-down pages list."""
+    org = shop["org"]
+    c = customers.c
+    registered_only = history(uow, "R", "13800000006", "BJ01", [30, 60])
+    uow.c.execute(customers.update().where(c.id == registered_only)
+                  .values(registration_store_id=org["SH01"]))
+    bought_only = history(uow, "T", "13800000007", "SH01", [10])
+    uow.c.execute(customers.update().where(c.id == bought_only)
+                  .values(registration_store_id=org["BJ01"]))
+    elsewhere = shop["quarterly"]  # registered and bought at BJ01 only
+    service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    service.refresh_lifecycle(uow=uow, actor=SYSTEM, as_of=AS_OF)
+    manager = shop["manager"]
+    seen = {shop["weekly"], shop["newcomer"], shop["big"], registered_only, bought_only}
+    assert elsewhere not in seen
+    for scope in ("overall", "store:BJ01"):
+        listed = set()
+        for segment in service.SEGMENTS:
+            page = service.segment_customers(uow.c, actor=manager, segment=segment,
+                                             scope=scope, page_size=200)
+            assert page["total"] == len(page["items"])
+            listed |= {i["id"] for i in page["items"]}
+        scored = set(scores(uow, scope))
+        assert listed == seen & scored, scope
+        summary = service.rfm_summary(uow.c, actor=manager, scope=scope)
+        assert summary["customers"] == len(seen & scored)
+    assert bought_only not in scores(uow, "store:BJ01")
+    assert registered_only in scores(uow, "store:BJ01")
+    stages = service.lifecycle_summary(uow.c, actor=manager)
+    assert stages["customers"] == len(seen)
+    flows = service.lifecycle_flows(uow.c, actor=manager, date_from=AS_OF.date(),
+                                    date_to=AS_OF.date())["flows"]
+    assert sum(f["customers"] for f in flows) == len(seen)
+    nobody = Actor(type="user", id=4, name="none", role="manager", store_ids=frozenset())
+    assert service.rfm_summary(uow.c, actor=nobody)["customers"] == 0
+    assert service.lifecycle_summary(uow.c, actor=nobody)["customers"] == 0

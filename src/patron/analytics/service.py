@@ -73,7 +73,7 @@ from patron.analytics.tables import (
 )
 from patron.config import get_settings
 from patron.customers.model import mask_name, mask_phone
-from patron.customers.queries import visible_clause, visible_customer
+from patron.customers.queries import visible_clause, visible_customer, visible_ids
 from patron.customers.tables import customer_figures, customers
 from patron.db import Money, UnitOfWork, UTCDateTime, upsert, utcnow
 from patron.errors import FieldError, Forbidden, NotFound, ValidationFailed
@@ -1100,7 +1100,18 @@ def _fen_average(value: Any) -> Decimal:
 
 def _visible_only(query: Any, customer_id: Any, actor: Actor | None) -> Any:
     """Restrict to the customers the actor may see. Owners and analysts of every store see
-    everyone: no join with the million customers then."""
+    everyone: no join with the million customers then. A store-scoped actor's readers here
+    count or average whole scopes, so its customers are gathered once as a set
+    (``visible_ids``), not tested one row at a time."""
+    visible = None if actor is None else visible_ids(actor)
+    if visible is None:
+        return query
+    return query.where(customer_id.in_(visible))
+
+
+def _visible_probed(query: Any, customer_id: Any, actor: Actor | None) -> Any:
+    """The same customers, each tested on its own (``visible_clause``): for a short page
+    walked down an index, where a few probes cost less than gathering the whole set."""
     if actor is None or actor.store_ids is None:
         return query
     return query.join(customers, customers.c.id == customer_id).where(visible_clause(actor))
@@ -1193,22 +1204,24 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
     # The segment's cells as value ranges over the (scope, value) indexes, not a score
     # computed for every row of the scope; with the ranges around all of them, which the
     # page's walk down the (scope, monetary) index starts from.
-    members = _visible_only(select(s.customer_id).where(
+    members = select(s.customer_id).where(
         s.scope == key, rfm_read.segment_envelope([segment], cuts),
-        rfm_read.segment_condition([segment], cuts)), s.customer_id, actor)
+        rfm_read.segment_condition([segment], cuts))
     stored = refresh.segments if refresh is not None and actor.store_ids is None else None
     if stored is not None:
         # Who sees everyone gets the count the refresh kept with the scope's summary (what
         # rfm_summary shows them), not the segment's rows counted on every page.
         total = int(stored[segment][0]) if segment in stored else 0
     else:
-        total = conn.execute(select(func.count()).select_from(members.subquery())
-                             ).scalar_one()
+        total = conn.execute(select(func.count()).select_from(
+            _visible_only(members, s.customer_id, actor).subquery())).scalar_one()
     recency = _recency_sql(conn, refresh).label("recency_days")
     # The page is chosen among the scores first; only its customers are read.
     order = (s.monetary.desc(), s.frequency.desc(), s.customer_id)
-    chosen = (members.add_columns(recency, s.last_order_at, s.frequency, s.monetary,
-                                  type_coerce(s.monetary, BigInteger).label("fen"))
+    # Its visibility is probed row by row down that walk, which stops after the page.
+    chosen = (_visible_probed(members, s.customer_id, actor)
+              .add_columns(recency, s.last_order_at, s.frequency, s.monetary,
+                           type_coerce(s.monetary, BigInteger).label("fen"))
               .order_by(*order)
               .limit(page_size).offset((page - 1) * page_size)).subquery("chosen")
     rows = conn.execute(

@@ -43,6 +43,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     true,
     type_coerce,
 )
@@ -1109,6 +1110,16 @@ def _visible_only(query: Any, customer_id: Any, actor: Actor | None) -> Any:
     return query.where(customer_id.in_(visible))
 
 
+def _set_wide(conn: Connection, actor: Actor | None) -> None:
+    """Before a store-scoped actor's count or averages over a whole scope on PostgreSQL: no
+    JIT for the rest of the transaction. Such a plan's estimated cost (a million scores, the
+    stores' customers gathered) passes the thresholds at which PostgreSQL compiles and
+    optimises it to machine code, 1.2 s of a 2.8 s summary at a million customers, more than
+    it saves (docs/benchmarks.md)."""
+    if actor is not None and actor.store_ids and conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL jit = off"))
+
+
 def _visible_probed(query: Any, customer_id: Any, actor: Actor | None) -> Any:
     """The same customers, each tested on its own (``visible_clause``): for a short page
     walked down an index, where a few probes cost less than gathering the whole set."""
@@ -1145,6 +1156,7 @@ def _segment_stats(conn: Connection, key: str, refresh: Any,
     s = rfm_read.scored(rfm_read.cuts_of(refresh), scope=key).c
     recency = _whole_days(conn, _moment(conn, end_of_local_day(as_of or utcnow())),
                           s.last_order_at)
+    _set_wide(conn, actor)
     rows = conn.execute(_visible_only(
         select(s.segment, func.count().label("customers"), func.avg(recency).label("recency"),
                func.avg(s.frequency).label("freq"),
@@ -1213,6 +1225,7 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
         # rfm_summary shows them), not the segment's rows counted on every page.
         total = int(stored[segment][0]) if segment in stored else 0
     else:
+        _set_wide(conn, actor)
         total = conn.execute(select(func.count()).select_from(
             _visible_only(members, s.customer_id, actor).subquery())).scalar_one()
     recency = _recency_sql(conn, refresh).label("recency_days")
@@ -1246,6 +1259,7 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
 def _stage_counts(conn: Connection, actor: Actor | None) -> dict[str, int]:
     q = _visible_only(select(lifecycle_stages.c.stage, func.count()),
                       lifecycle_stages.c.customer_id, actor).group_by(lifecycle_stages.c.stage)
+    _set_wide(conn, actor)
     found = {stage: int(n) for stage, n in conn.execute(q)}
     return {stage: found.get(stage, 0) for stage in STAGES}
 
@@ -1296,6 +1310,7 @@ def lifecycle_flows(conn: Connection, *, actor: Actor, date_from: dt.date, date_
             .order_by(n.desc(), from_stage, fc.to_stage)).all()
     else:
         tr = lifecycle_transitions.c
+        _set_wide(conn, actor)
         rows = conn.execute(_visible_only(
             select(tr.from_stage, tr.to_stage, func.count().label("n"))
             .where(tr.changed_on >= date_from, tr.changed_on <= date_to), tr.customer_id,

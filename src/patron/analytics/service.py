@@ -1099,25 +1099,28 @@ def _fen_average(value: Any) -> Decimal:
     return (Decimal(str(round(float(value)))) / 100).quantize(Decimal("0.01"))
 
 
-def _visible_only(query: Any, customer_id: Any, actor: Actor | None) -> Any:
+# Above this many rows to test, a store-scoped actor's customers are gathered once as a set;
+# below it each row is probed. Measured at a million customers (docs/benchmarks.md): gathering
+# the largest store's customers costs about 1 s, a probe 7-25 us a row.
+SET_WIDE_ROWS = 40_000
+
+
+def _visible_only(conn: Connection, query: Any, customer_id: Any, actor: Actor | None,
+                  rows: int | None = None) -> Any:
     """Restrict to the customers the actor may see. Owners and analysts of every store see
-    everyone: no join with the million customers then. A store-scoped actor's readers here
-    count or average whole scopes, so its customers are gathered once as a set
-    (``visible_ids``), not tested one row at a time."""
-    visible = None if actor is None else visible_ids(actor)
-    if visible is None:
+    everyone: no join with the million customers then. For a store-scoped actor over many
+    ``rows`` (None: as many as a scope holds) its customers are gathered once as a set
+    (``visible_ids``) rather than tested one row at a time, and PostgreSQL is asked not to JIT
+    the plan for the rest of the transaction: its estimated cost passes the thresholds at
+    which it compiles and optimises the plan to machine code, 1.2 s of a 2.8 s summary at a
+    million customers."""
+    if actor is None or actor.store_ids is None:
         return query
-    return query.where(customer_id.in_(visible))
-
-
-def _set_wide(conn: Connection, actor: Actor | None) -> None:
-    """Before a store-scoped actor's count or averages over a whole scope on PostgreSQL: no
-    JIT for the rest of the transaction. Such a plan's estimated cost (a million scores, the
-    stores' customers gathered) passes the thresholds at which PostgreSQL compiles and
-    optimises it to machine code, 1.2 s of a 2.8 s summary at a million customers, more than
-    it saves (docs/benchmarks.md)."""
-    if actor is not None and actor.store_ids and conn.dialect.name == "postgresql":
+    if rows is not None and rows <= SET_WIDE_ROWS:
+        return _visible_probed(query, customer_id, actor)
+    if actor.store_ids and conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL jit = off"))
+    return query.where(customer_id.in_(visible_ids(actor)))
 
 
 def _visible_probed(query: Any, customer_id: Any, actor: Actor | None) -> Any:
@@ -1156,10 +1159,9 @@ def _segment_stats(conn: Connection, key: str, refresh: Any,
     s = rfm_read.scored(rfm_read.cuts_of(refresh), scope=key).c
     recency = _whole_days(conn, _moment(conn, end_of_local_day(as_of or utcnow())),
                           s.last_order_at)
-    _set_wide(conn, actor)
     rows = conn.execute(_visible_only(
-        select(s.segment, func.count().label("customers"), func.avg(recency).label("recency"),
-               func.avg(s.frequency).label("freq"),
+        conn, select(s.segment, func.count().label("customers"),
+                     func.avg(recency).label("recency"), func.avg(s.frequency).label("freq"),
                func.avg(cast(s.monetary, Integer)).label("money"),
                func.avg(s.r_score).label("r"), func.avg(s.f_score).label("f"),
                func.avg(s.m_score).label("m"))
@@ -1225,9 +1227,12 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
         # rfm_summary shows them), not the segment's rows counted on every page.
         total = int(stored[segment][0]) if segment in stored else 0
     else:
-        _set_wide(conn, actor)
+        # The segment's rows in the whole scope: those tested.
+        among = refresh.segments if refresh is not None else None
+        tested = int(among[segment][0]) if among and segment in among else None
         total = conn.execute(select(func.count()).select_from(
-            _visible_only(members, s.customer_id, actor).subquery())).scalar_one()
+            _visible_only(conn, members, s.customer_id, actor, tested).subquery())
+        ).scalar_one()
     recency = _recency_sql(conn, refresh).label("recency_days")
     # The page is chosen among the scores first; only its customers are read.
     order = (s.monetary.desc(), s.frequency.desc(), s.customer_id)
@@ -1257,9 +1262,8 @@ def segment_customers(conn: Connection, *, actor: Actor, segment: str, scope: st
 
 
 def _stage_counts(conn: Connection, actor: Actor | None) -> dict[str, int]:
-    q = _visible_only(select(lifecycle_stages.c.stage, func.count()),
+    q = _visible_only(conn, select(lifecycle_stages.c.stage, func.count()),
                       lifecycle_stages.c.customer_id, actor).group_by(lifecycle_stages.c.stage)
-    _set_wide(conn, actor)
     found = {stage: int(n) for stage, n in conn.execute(q)}
     return {stage: found.get(stage, 0) for stage in STAGES}
 
@@ -1309,12 +1313,14 @@ def lifecycle_flows(conn: Connection, *, actor: Actor, date_from: dt.date, date_
             .group_by(from_stage, fc.to_stage).having(n > 0)
             .order_by(n.desc(), from_stage, fc.to_stage)).all()
     else:
-        tr = lifecycle_transitions.c
-        _set_wide(conn, actor)
+        tr, fc = lifecycle_transitions.c, lifecycle_flow_counts.c
+        # The period's transitions, from the counts per day the triggers keep: those tested.
+        tested = conn.execute(select(func.coalesce(func.sum(fc.customers), 0)).where(
+            fc.changed_on >= date_from, fc.changed_on <= date_to)).scalar_one()
         rows = conn.execute(_visible_only(
-            select(tr.from_stage, tr.to_stage, func.count().label("n"))
+            conn, select(tr.from_stage, tr.to_stage, func.count().label("n"))
             .where(tr.changed_on >= date_from, tr.changed_on <= date_to), tr.customer_id,
-            actor)
+            actor, int(tested))
             .group_by(tr.from_stage, tr.to_stage)
             .order_by(func.count().desc(), tr.from_stage, tr.to_stage)).all()
     lang = actor.language

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import os
 import sqlite3
 import threading
@@ -536,8 +537,6 @@ def json_insert(conn: Connection, batch: PreparedRows) -> tuple[str, str]:
 
 
 def _json_insert(conn: Connection, batch: PreparedRows) -> tuple[str, str]:
-    import json
-
     sql = _json_insert_sql(conn.dialect, batch.table, tuple(batch.columns))
     payload = json.dumps(batch.rows, default=_json_value, ensure_ascii=False)
     return sql, payload
@@ -562,8 +561,6 @@ def _json_insert_sql(dialect: Any, table: Any, column_names: tuple[str, ...]) ->
 
 
 def _json_text(value: Any) -> str | None:
-    import json
-
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 

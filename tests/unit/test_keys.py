@@ -52,3 +52,22 @@ def test_development_keys_are_generated_once_into_a_private_file(tmp_path, monke
         assert len(keys.index_key()) == 32 and keys.backup_keyring().current_id == "bk1"
     finally:
         get_settings.cache_clear()
+
+
+def test_values_sealed_together_open_as_sealed_one_by_one():
+    from patron.protection.fields import decrypt, encrypt, encrypt_many
+
+    plains = ["[]", '[["phone","","+8613800000000"]]', "名字", ""]
+    bindings = ["1", "2", "3", "4"]
+    tokens = encrypt_many(plains, where="orders.identifiers", bindings=bindings)
+    assert [decrypt(t, where="orders.identifiers", binding=b)
+            for t, b in zip(tokens, bindings, strict=True)] == plains
+    # Each bound to its own row and column, each with its own nonce.
+    with pytest.raises(KeyUnavailable):
+        decrypt(tokens[1], where="orders.identifiers", binding="1")
+    with pytest.raises(KeyUnavailable):
+        decrypt(tokens[1], where="customers.phone", binding="2")
+    nonces = {t.partition("$")[2][:16] for t in tokens}
+    assert len(nonces) == len(tokens)
+    assert encrypt_many(["x"], where="w", bindings=["1"])[0].partition("$")[0] == \
+        encrypt("x", where="w", binding="1").partition("$")[0]

@@ -116,18 +116,32 @@ class RecordedFigures:
         """``counters`` with this chunk's orders counted in (changed and returned): what
         adding the counters :meth:`FigureDelta.add_order` would count for the same orders
         gives."""
+        if not self.orders:
+            return counters
+        # Every order counts a channel, an hour and a weekday: those three dimensions are
+        # looked up once (created in the order the orders' own counting creates them).
+        by_channel = counters.setdefault("channel", {})
+        by_hour = counters.setdefault("hour", {})
+        by_weekday = counters.setdefault("weekday", {})
         for channel, hour, weekday, store, spend, categories in self.orders:
-            for dim, key in (("channel", channel), ("hour", hour), ("weekday", weekday)):
-                keys = counters.get(dim)
-                if keys is None:
-                    counters[dim] = {key: [1, spend]}
-                    continue
-                slot = keys.get(key)
-                if slot is None:
-                    keys[key] = [1, spend]
-                else:
-                    slot[0] += 1
-                    slot[1] += spend
+            slot = by_channel.get(channel)
+            if slot is None:
+                by_channel[channel] = [1, spend]
+            else:
+                slot[0] += 1
+                slot[1] += spend
+            slot = by_hour.get(hour)
+            if slot is None:
+                by_hour[hour] = [1, spend]
+            else:
+                slot[0] += 1
+                slot[1] += spend
+            slot = by_weekday.get(weekday)
+            if slot is None:
+                by_weekday[weekday] = [1, spend]
+            else:
+                slot[0] += 1
+                slot[1] += spend
             if store:
                 _bump(counters, "store", store, spend)
             for category, amount in categories.items():

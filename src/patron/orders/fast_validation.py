@@ -374,7 +374,9 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
             identities.append(identity)
 
     lines: list[Line] = []
-    gross = line_total = _ZERO
+    # The lines' sums in fen (every amount is a whole number of fen): integer additions,
+    # turned into the Decimals normalize_order gives once at the end.
+    gross_fen = line_total_fen = 0
     raw_lines = get("lines", _MISSING)
     if raw_lines is not _MISSING:
         if type(raw_lines) is not list or len(raw_lines) > MAX_LINES:
@@ -396,13 +398,13 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
                 amounts = _cached(_amounts_cache, _line_amounts, raw_q, raw_p, raw_d)
             else:
                 amounts = _line_amounts(raw_q, raw_p, raw_d)
-            quantity, unit_price, discount, before, amount = amounts[:5]
+            quantity, unit_price, discount, _, amount = amounts[:5]
             given = lget("amount")
             if given is not None and _money(given).quantize(
                     _FEN, rounding=ROUND_HALF_UP) != amount:
                 raise _NotPlain
-            gross += before
-            line_total += amount
+            gross_fen += amounts[7] + amounts[8]  # before the discount: amount + discount
+            line_total_fen += amounts[8]
             lines.append(Line(no, sku, name, category, quantity, unit_price, discount, amount,
                               *amounts[5:]))
 
@@ -410,6 +412,7 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
                 if "discount" in p else _ZERO_FEN)
     given_total = get("total")
     if lines:
+        gross, line_total = _fen_decimal(gross_fen), _fen_decimal(line_total_fen)
         total = line_total - discount
         if total < 0:
             raise _NotPlain
@@ -453,3 +456,8 @@ def _normalized(p: dict[str, Any], store_tz: Any, now: dt.datetime) -> Normalize
 
 
 _ZERO_FEN = _ZERO.quantize(_FEN)
+
+
+def _fen_decimal(fen: int) -> Decimal:
+    """A sum of amounts in fen as the Decimal the amounts' own sum is (two decimals)."""
+    return Decimal(fen).scaleb(-2)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from patron.customers.model import IdentifierError, Identity, normalize_identity
 from patron.errors import FieldError
 from patron.orders.schemas import OrderIn
+from patron.protection.keys import index_key
 
 if TYPE_CHECKING:
     from patron.orders.fast_validation import PlainOrder
@@ -151,8 +152,6 @@ def keyed_digest(text: str) -> str:
     """HMAC-SHA-256 under the index key: the content hash covers the order's identifiers, and a
     plain hash would let anyone holding the other (clear) facts of an order try every phone
     number against it (docs/data-protection.md#personal-data-at-rest)."""
-    from patron.protection.keys import index_key
-
     # hmac.digest: the same HMAC in one call to OpenSSL, about twice as fast as hmac.new.
     return hmac.digest(index_key(), text.encode(), "sha256").hex()
 

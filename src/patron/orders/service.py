@@ -329,11 +329,14 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
     when = driver_datetime(conn.dialect)
     created_at = when(now)
     # What Sealed((id,), identifiers) binds as, the JSON array of [kind, namespace, value]
-    # arrays written by orjson.
-    seal_identifiers = orders.c.identifiers.type.seal_text
+    # arrays written by orjson; sealed together (one key lookup, the nonces drawn at once).
+    sealed_identifiers = orders.c.identifiers.type.seal_texts(
+        [(oid,) for oid in order_ids],
+        [orjson.dumps([i.key for i in it.order.identities]).decode()  # type: ignore[union-attr]
+         for it in fresh])
     order_rows, line_rows, payment_rows = [], [], []
     deltas: dict[int, figs.RecordedFigures] = {}
-    for it, oid in zip(fresh, order_ids, strict=True):
+    for it, oid, sealed in zip(fresh, order_ids, sealed_identifiers, strict=True):
         o = it.order
         assert o and it.key and it.channel
         cid = final(order_customer[it.index]) if it.index in order_customer else None
@@ -342,7 +345,7 @@ def _record_chunk(conn: Connection, raw: Sequence[OrderIn | dict[str, Any]], *, 
         order_rows.append((
             oid, it.key[0], it.key[1], o.external_id, it.store.id if it.store else None, cid,
             purchased_at, o.gross_fen, o.discount_fen, o.total_fen, len(o.lines),
-            seal_identifiers((oid,), orjson.dumps([i.key for i in o.identities]).decode()),
+            sealed,
             o.content_hash, source, created_at))
         categories: dict[str, int] = {}  # spend per category in fen
         for ln in o.lines:

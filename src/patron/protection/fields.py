@@ -70,6 +70,25 @@ def encrypt(plain: str, *, where: str, binding: str, keyring: Keyring | None = N
     return f"{ring.current_id}${base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
 
+def encrypt_many(plains: list[str], *, where: str, bindings: list[str]) -> list[str]:
+    """:func:`encrypt` of each plain text with its binding: the key and cipher looked up once
+    and the nonces drawn in one read of the system's random source (12 random bytes each, as
+    one by one)."""
+    if _ANCHOR_WITHOUT_CRYPTO:
+        return [encrypt(p, where=where, binding=b) for p, b in zip(plains, bindings, strict=True)]
+    ring = data_keyring()
+    seal = _aead(ring.current).encrypt
+    prefix = f"{ring.current_id}$"
+    nonces = os.urandom(12 * len(plains))
+    b64 = base64.urlsafe_b64encode
+    out = []
+    for i, (plain, binding) in enumerate(zip(plains, bindings, strict=True)):
+        nonce = nonces[12 * i:12 * i + 12]
+        sealed = seal(nonce, plain.encode(), f"{where}{SEP}{binding}".encode())
+        out.append(prefix + b64(nonce + sealed).decode())
+    return out
+
+
 def decrypt(token: str, *, where: str, binding: str, keyring: Keyring | None = None) -> str:
     key_id, sep, body = token.partition("$")
     if _ANCHOR_WITHOUT_CRYPTO and key_id == "plain":
@@ -151,6 +170,10 @@ class Encrypted(TypeDecorator[str]):
         :meth:`from_text` reads back as the value (ingestion writes each order's identifiers
         with orjson, several times faster than the json module's encoder)."""
         return encrypt(text, where=self.where, binding=binding_text(binding))
+
+    def seal_texts(self, bindings: list[tuple[Any, ...]], texts: list[str]) -> list[str]:
+        """:meth:`seal_text` of each text with its binding, in one go (:func:`encrypt_many`)."""
+        return encrypt_many(texts, where=self.where, bindings=[binding_text(b) for b in bindings])
 
     def column_expression(self, col: Any) -> Any:
         if isinstance(col, Label):

@@ -330,6 +330,21 @@ def test_a_segments_total_is_the_same_stored_or_counted(uow, shop):
                for s in service.SEGMENTS) == 5
 
 
+def test_a_summary_counted_for_some_stores_equals_the_refreshs_own(uow, shop):
+    """The summary counted for a store-scoped actor (its rows grouped by their three scores,
+    the groups added up per segment) is the refresh's own summary when its stores are all of
+    them: the same customers, averages and scores per segment."""
+    org = shop["org"]
+    everywhere = Actor(type="user", id=9, name="area", role="analyst",
+                       store_ids=frozenset({org["SH01"], org["BJ01"]}))
+    service.refresh_rfm(uow=uow, actor=SYSTEM, as_of=AS_OF, scope="all")
+    for scope in ("overall", "store:SH01", "region:NORTH", "brand:B1"):
+        stored = service.rfm_summary(uow.c, actor=SYSTEM, scope=scope)
+        counted = service.rfm_summary(uow.c, actor=everywhere, scope=scope)
+        assert counted == stored, scope
+        assert stored["customers"] > 0
+
+
 def test_a_segments_envelope_keeps_every_member(uow, shop):
     """The ranges around a segment's cells (what a page's index walk starts from) are implied
     by its cells: adding them selects the very same customers, in every scope."""

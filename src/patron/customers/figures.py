@@ -124,24 +124,13 @@ class RecordedFigures:
         by_hour = counters.setdefault("hour", {})
         by_weekday = counters.setdefault("weekday", {})
         for channel, hour, weekday, store, spend, categories in self.orders:
-            slot = by_channel.get(channel)
-            if slot is None:
-                by_channel[channel] = [1, spend]
-            else:
-                slot[0] += 1
-                slot[1] += spend
-            slot = by_hour.get(hour)
-            if slot is None:
-                by_hour[hour] = [1, spend]
-            else:
-                slot[0] += 1
-                slot[1] += spend
-            slot = by_weekday.get(weekday)
-            if slot is None:
-                by_weekday[weekday] = [1, spend]
-            else:
-                slot[0] += 1
-                slot[1] += spend
+            for table, key in ((by_channel, channel), (by_hour, hour), (by_weekday, weekday)):
+                slot = table.get(key)
+                if slot is None:
+                    table[key] = [1, spend]
+                else:
+                    slot[0] += 1
+                    slot[1] += spend
             if store:
                 _bump(counters, "store", store, spend)
             for category, amount in categories.items():

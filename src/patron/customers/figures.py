@@ -154,14 +154,6 @@ def _bump(counters: Counters, dim: str, key: str, spend: int, count: int = 1) ->
         slot[1] += spend
 
 
-def add_counters(into: Counters, more: Counters) -> Counters:
-    """``into`` with every counter of ``more`` added (``into`` is changed and returned)."""
-    for dim, keys in more.items():
-        for key, (count, spend) in keys.items():
-            _bump(into, dim, key, spend, count)
-    return into
-
-
 def _fen(value: Decimal) -> int:
     return int(value * 100)
 

@@ -165,14 +165,11 @@ class Encrypted(TypeDecorator[str]):
             return None
         return encrypt(self.to_text(value), where=self.where, binding=binding_text(binding))
 
-    def seal_text(self, binding: tuple[Any, ...], text: str) -> str:
-        """:meth:`seal` of a value the caller wrote as text already: any text that
-        :meth:`from_text` reads back as the value (ingestion writes each order's identifiers
-        with orjson, several times faster than the json module's encoder)."""
-        return encrypt(text, where=self.where, binding=binding_text(binding))
-
     def seal_texts(self, bindings: list[tuple[Any, ...]], texts: list[str]) -> list[str]:
-        """:meth:`seal_text` of each text with its binding, in one go (:func:`encrypt_many`)."""
+        """:meth:`seal` of values the caller wrote as text already (any text that
+        :meth:`from_text` reads back as the value: ingestion writes each order's identifiers
+        with orjson, several times faster than the json module's encoder), each with its
+        binding, in one go (:func:`encrypt_many`)."""
         return encrypt_many(texts, where=self.where, bindings=[binding_text(b) for b in bindings])
 
     def column_expression(self, col: Any) -> Any:

@@ -514,10 +514,10 @@ def _moved(came: list[Value], left: list[Value], x: Value) -> int:
     return bisect.bisect_right(came, x) - bisect.bisect_right(left, x)
 
 
-def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -> list[Any]:
-    """The scope's new cut points (walked on the values as they will be, nothing written yet);
-    returns (and keeps as ``work.between``) the condition on ``rfm_scores`` of the rows whose
-    value lies between an old and a new cut point (they may score otherwise now), for
+def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -> None:
+    """The scope's new cut points (walked on the values as they will be, nothing written yet),
+    and as ``work.between`` the condition on ``rfm_scores`` of the rows whose value lies
+    between an old and a new cut point (they may score otherwise now), for
     :func:`candidates`."""
     state, end = work.state, work.end
     n = state.n - sum(1 for cid in work.old if cid not in work.new) + sum(
@@ -562,10 +562,8 @@ def plan(conn: Connection, work: ScopeWork, th: RfmThresholds, untouched: Any) -
             high = None if a is None or b is None else max(a, b)
             ranges.append(and_(col > low, col <= high) if high is not None else col > low)
     work.n, work.his, work.new_cuts = n, his, new_cuts
-    if not ranges or not n:
-        return []
-    work.between = and_(rfm_scores.c.scope == work.key, or_(*ranges))
-    return [work.between]
+    if ranges and n:
+        work.between = and_(rfm_scores.c.scope == work.key, or_(*ranges))
 
 
 def _scores_of(positions: tuple[int, ...], bounds: dict[str, list[Value]],
